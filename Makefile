@@ -1,0 +1,50 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create .venv when needed.
+SHELL := /bin/bash
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# The demo's synthetic set. Generated only when $(DEMO_RAW)/train does not exist yet.
+DEMO_RAW ?= data/raw
+DEMO_TEST_MASKS ?= data/synthetic_test_masks
+DEMO_SUBJECTS ?= 12
+DEMO_IMAGES ?= 40
+DEMO_TEST ?= 120
+
+.PHONY: demo test lint data venv clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@$(PYTHON_BOOT) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "nerveseg needs Python 3.11 (TensorFlow 2.21 wheels); set PYTHON_BOOT=/path/to/python3.11")'
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+data: $(STAMP)
+	@if [ -d $(DEMO_RAW)/train ]; then \
+		echo "using the existing data set in $(DEMO_RAW) (delete it to regenerate the synthetic demo set)"; \
+	else \
+		$(PY) src/make_synthetic.py --out $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS) \
+			--subjects $(DEMO_SUBJECTS) --images-per-subject $(DEMO_IMAGES) --test $(DEMO_TEST) --seed 2016; \
+	fi
+	$(PY) src/prepare_data.py --raw-dir $(DEMO_RAW) --folds 5
+
+demo: data
+	$(PY) src/cv_train.py --folds 5 --config experiments/demo.yaml --raw-dir $(DEMO_RAW)
+	$(PY) src/submit.py --raw-dir $(DEMO_RAW)
+	$(PY) src/score.py "$$(ls -t submissions/*.csv | head -n 1)" --masks $(DEMO_TEST_MASKS)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+clean-demo:
+	rm -rf data/processed $(DEMO_TEST_MASKS) mlflow.db mlartifacts experiments/folds
+	@echo "data/raw is never deleted by make; remove it yourself if it holds the synthetic demo set"

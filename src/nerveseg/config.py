@@ -1,0 +1,184 @@
+"""The typed experiment configuration: one base holding every default, YAML files override it.
+
+A config is a frozen dataclass so that it can be hashed, compared and logged as flat MLflow
+params whose names never change (``learning_rate``, ``base_filters``...). YAML files under
+``experiments/`` name only what differs from the base; the run name is the file's stem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Upsampling = Literal["transpose", "bilinear"]
+LossName = Literal["dice", "bce", "bce_dice"]
+LrSchedule = Literal["constant", "cosine", "plateau"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a cross-validation run, with the reference recipe as defaults."""
+
+    name: str = "default"
+    # data
+    height: int = 64
+    width: int = 80
+    drop_contradictory: bool = False  # drop near-duplicate pairs with conflicting labels from training only
+    # model
+    depth: int = 5  # levels, including the bottleneck: 5 gives 32-64-128-256-512 with base_filters 32
+    base_filters: int = 32
+    batch_norm: bool = False
+    dropout: float = 0.0  # on the two deepest levels
+    upsampling: Upsampling = "transpose"
+    presence_head: bool = False  # auxiliary "nerve present" output on the bottleneck
+    # loss
+    loss: LossName = "dice"
+    dice_smooth: float = 1.0
+    presence_weight: float = 0.2  # weight of the presence head's BCE in the total loss
+    # optimisation
+    learning_rate: float = 1e-5
+    lr_schedule: LrSchedule = "constant"
+    batch_size: int = 32
+    epochs: int = 20
+    # augmentation: 0 is off; 1 means shifts of 10 %, rotations of 10 degrees, zoom of 10 %,
+    # brightness and contrast changes of 10 %; the magnitudes scale linearly with it.
+    augment_strength: float = 0.0
+    augment_flip: bool = False
+    # performance switches, for GPU users
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    # cross-validation
+    folds: int = 5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_params(self) -> dict[str, Any]:
+        """The flat name -> value mapping logged as MLflow params (stable names)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied and validated (values may be strings from a CLI)."""
+        return TrainConfig(**{**self.to_params(), **_coerce_all(changes)})
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "height": (16, 4096),
+    "width": (16, 4096),
+    "depth": (2, 7),
+    "base_filters": (1, 256),
+    "dropout": (0.0, 0.9),
+    "dice_smooth": (0.0, 1e6),
+    "presence_weight": (0.0, 100.0),
+    "learning_rate": (1e-8, 1.0),
+    "batch_size": (1, 4096),
+    "epochs": (1, 10_000),
+    "augment_strength": (0.0, 5.0),
+    "folds": (2, 100),
+    "seed": (0, 2**32 - 1),
+}
+
+
+def field_names() -> list[str]:
+    """Names a YAML file or a search space may set (everything but ``name``)."""
+    return [f.name for f in fields(TrainConfig) if f.name != "name"]
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Turn YAML/CLI values into the field's type; PyYAML reads ``1e-5`` as a string."""
+    expected = _field_types().get(key)
+    if expected is None:
+        raise ValueError(f"unknown config key {key!r}; expected one of: {', '.join(field_names())}")
+    if expected is bool:
+        if isinstance(value, str) and value.lower() in {"true", "false"}:
+            return value.lower() == "true"
+        return value
+    if expected in (int, float) and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if expected is int and number.is_integer() else number
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _coerce_all(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if k == "name" else _coerce(k, v)) for k, v in values.items()}
+
+
+def _validate(config: TrainConfig) -> None:
+    for key, expected in _field_types().items():
+        value = getattr(config, key)
+        if typing.get_origin(expected) is Literal:
+            choices = typing.get_args(expected)
+            if value not in choices:
+                raise ValueError(f"config {key}={value!r} is not allowed; expected one of {list(choices)}")
+            continue
+        ok = (
+            isinstance(value, bool) if expected is bool else isinstance(value, expected) and not isinstance(value, bool)
+        )
+        if not ok:
+            raise ValueError(f"config {key}={value!r} has type {type(value).__name__}; expected {expected.__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config {key}={value!r} must be a finite number")
+        if key in _RANGES:
+            low, high = _RANGES[key]
+            if not low <= value <= high:
+                raise ValueError(f"config {key}={value!r} is out of range; expected {low} <= {key} <= {high}")
+    if config.height % 2 ** (config.depth - 1) or config.width % 2 ** (config.depth - 1):
+        raise ValueError(
+            f"config height={config.height}, width={config.width} must both be divisible by "
+            f"2**(depth-1)={2 ** (config.depth - 1)} so that the U-Net's skips line up; "
+            "change the size or the depth"
+        )
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig:
+    """The base config, updated by the YAML file at ``path`` and then by ``overrides``.
+
+    Unknown keys, wrong types and out-of-range values raise ``ValueError`` naming the file.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist; pass an existing experiments/<name>.yaml")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}")
+        if "name" in loaded:
+            raise ValueError(f"config file {path} sets 'name'; the run name is the file's stem, remove the key")
+        values["name"] = path.stem
+        try:
+            values.update(_coerce_all(loaded))
+        except ValueError as err:
+            raise ValueError(f"config file {path}: {err}") from err
+    values.update(_coerce_all({k: v for k, v in overrides.items() if v is not None}))
+    try:
+        return TrainConfig(**values)
+    except ValueError as err:
+        where = f"config file {path}: " if path is not None else ""
+        raise ValueError(f"{where}{err}") from err
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    """YAML that ``load_config`` accepts as it is (every key but the name, which is the file's stem)."""
+    params = config.to_params()
+    params.pop("name")
+    return yaml.safe_dump(params, sort_keys=False)
