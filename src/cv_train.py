@@ -1,0 +1,81 @@
+"""Cross-validate a config and track it in MLflow: python src/cv_train.py --config experiments/baseline.yaml
+
+Prints the per-fold table (scores at 580x420, mean ± std, pooled OOF score, all-empty baseline on the
+same folds), the parent run id and how to open it in the MLflow UI. Folds can be spread over processes:
+``--fold 0`` creates the parent run and prints its id, ``--fold k --parent-run-id ID`` trains the others;
+whichever finishes last finalises the run. ``--resume`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nerveseg.config import load_config
+from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, default=EXPERIMENTS_DIR / "baseline.yaml", help="experiment YAML")
+    parser.add_argument("--folds", type=int, help="number of folds (default: the config's, 5)")
+    parser.add_argument("--fold", type=int, help="train only this fold (0-based), e.g. one per machine")
+    parser.add_argument("--parent-run-id", help="join this unfinished parent run (with --fold or --resume)")
+    parser.add_argument("--epochs", type=int, help="override the config's epochs")
+    parser.add_argument("--seed", type=int, help="override the config's seed (it also picks the folds file)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip folds whose run FINISHED; without --parent-run-id continue the newest unfinished\n"
+        "parent run of this config with identical params",
+    )
+    parser.add_argument("--raw-dir", type=Path, default=RAW_DIR, help="Kaggle layout: <raw-dir>/train/*.tif")
+    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where decoded arrays are cached")
+    parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where fold splits are kept")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        # imported here so that --help and argument errors answer without loading TensorFlow and MLflow
+        from nerveseg.cv import format_summary_table
+        from nerveseg.experiment import run_cv
+        from nerveseg.tracking import load_mlflow_settings, ui_hint
+
+        config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
+        settings = load_mlflow_settings()
+        result = run_cv(
+            config,
+            raw_dir=args.raw_dir,
+            cache_dir=args.cache_dir,
+            folds_dir=args.folds_dir,
+            fold=args.fold,
+            parent_run_id=args.parent_run_id,
+            resume=args.resume,
+            progress=not args.quiet,
+            settings=settings,
+        )
+    except ValueError as err:  # bad input or an unreachable tracking store: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the runs are marked KILLED; continue with --resume", file=sys.stderr)
+        return 130
+    if result.summary is not None:
+        print(format_summary_table(result.summary))
+        if result.postprocessing is not None:
+            print(f"OOF after post-processing: {result.postprocessing['oof_score']:.4f}")
+    else:
+        print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
+    print(f"parent run: {result.parent_run_id}")
+    print(ui_hint(settings, result.experiment_id, result.parent_run_id))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

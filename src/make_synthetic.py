@@ -1,0 +1,72 @@
+"""Write a synthetic stand-in for the Kaggle data in its exact layout (see nerveseg.synthetic).
+
+    python src/make_synthetic.py --out data/raw --subjects 47 --images-per-subject 120 --test 5508 --seed 0
+
+Writes OUT/train/<subject>_<image>.tif and <subject>_<image>_mask.tif, OUT/test/<id>.tif, and the test masks
+(which Kaggle never published) to --test-masks (default: OUT/../synthetic_test_masks) so that a submission can be
+scored locally with src/score.py. Refuses to write into non-empty folders. Same arguments -> identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from nerveseg.paths import RAW_DIR
+from nerveseg.synthetic import generate
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one ``error: ...`` line (exit 2), like every other failure here."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RAW_DIR, help=f"output root (default {RAW_DIR})")
+    parser.add_argument("--subjects", type=int, default=47, help="training subjects (real set: 47)")
+    parser.add_argument("--images-per-subject", type=int, default=120, help="frames per subject (real: 119-120)")
+    parser.add_argument("--test", type=int, default=5508, help="test images, ids 1..N (real: 5508)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--test-masks", type=Path, default=None, help="where test masks go (default OUT/../synthetic_test_masks)"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    masks_dir = args.test_masks if args.test_masks is not None else args.out.parent / "synthetic_test_masks"
+    start = time.perf_counter()
+    try:
+        generate(
+            args.out,
+            args.subjects,
+            args.images_per_subject,
+            args.test,
+            args.seed,
+            test_masks_dir=masks_dir,
+            progress=not args.quiet,
+            workers=args.workers,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    n_train = args.subjects * args.images_per_subject
+    print(
+        f"wrote {n_train} training pairs ({args.subjects} subjects x {args.images_per_subject}) "
+        f"to {args.out / 'train'}, "
+        f"{args.test} test images to {args.out / 'test'} and their masks to {masks_dir} "
+        f"in {seconds:.0f} s ({(n_train + args.test) / max(seconds, 1e-9):.0f} images/s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

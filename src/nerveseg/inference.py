@@ -1,0 +1,117 @@
+"""Ensemble inference: the plain mean of probabilities over fold models and mirrored inputs.
+
+nnU-Net ensembles this way (no voting, no weights): every fold model sees each test image as it
+is and flipped left-right (the nerve's side is not informative enough to break the symmetry), and
+the flipped prediction is flipped back before averaging. The models' first layer standardises
+with the training fold's statistics, so the input is just the uint8 image scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from nerveseg.config import TrainConfig
+
+
+def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -> list[keras.Model]:
+    """One model per ``.weights.h5`` file, built from ``config`` (the architecture must match)."""
+    from nerveseg.model import build_model_from_config
+
+    if not weights_paths:
+        raise ValueError("no fold weights given; a CV run stores weights/fold_<k>.weights.h5 on each fold's run")
+    models = []
+    for path in map(Path, weights_paths):
+        if not path.is_file():
+            raise ValueError(f"weights file {path} does not exist; did the fold finish training?")
+        model = build_model_from_config(config)
+        mismatch = (
+            f"weights file {path} does not fit the model built from config {config.name!r} "
+            f"(depth={config.depth}, base_filters={config.base_filters}, batch_norm={config.batch_norm}, "
+            f"presence_head={config.presence_head})"
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                model.load_weights(path)
+            except (ValueError, KeyError, OSError) as err:
+                raise ValueError(f"{mismatch}: {str(err)[:300]}") from err
+        # Keras only warns when a layer finds no weights in the file and keeps random ones.
+        if any("freshly-initialized" in str(w.message) for w in caught):
+            raise ValueError(f"{mismatch}: some layers found no weights in the file")
+        models.append(model)
+    return models
+
+
+def _split_outputs(outputs: object) -> tuple[np.ndarray, np.ndarray | None]:
+    """(mask probs (b, h, w), presence (b,) or None) from a model's dict or single-array output."""
+    if isinstance(outputs, dict):
+        mask = np.asarray(outputs["mask"])
+        presence = outputs.get("presence")
+        presence = None if presence is None else np.asarray(presence, dtype=np.float32).reshape(-1)
+    else:
+        mask, presence = np.asarray(outputs), None
+    if mask.ndim == 4:
+        mask = mask[..., 0]
+    return mask.astype(np.float32, copy=False), presence
+
+
+def predict_ensemble(
+    models: Sequence[keras.Model],
+    images_uint8: np.ndarray,
+    *,
+    tta: bool = True,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean probabilities (N, h, w) float32 and mean presence (N,) over ``models`` x {identity, hflip}.
+
+    ``images_uint8`` are (N, h, w) at the models' input size. Presence is returned only when every
+    model has a presence head (None otherwise). A tqdm bar advances per batch of images.
+    """
+    if not models:
+        raise ValueError("predict_ensemble needs at least one model")
+    images_uint8 = np.asarray(images_uint8)
+    if images_uint8.ndim == 4 and images_uint8.shape[-1] == 1:
+        images_uint8 = images_uint8[..., 0]
+    if images_uint8.ndim != 3:
+        raise ValueError(f"predict_ensemble takes (N, h, w) images, got shape {images_uint8.shape}")
+    if images_uint8.dtype != np.uint8:
+        raise ValueError(f"predict_ensemble takes uint8 images (scaled to [0, 1] here), got {images_uint8.dtype}")
+    expected = tuple(models[0].input_shape[1:3])
+    if expected != images_uint8.shape[1:]:
+        raise ValueError(
+            f"images are {images_uint8.shape[1:]} but the models take {expected}; "
+            "prepare the test set at the run's height and width"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+
+    n = len(images_uint8)
+    probs = np.zeros(images_uint8.shape, dtype=np.float32)
+    presence_sum = np.zeros(n, dtype=np.float64)
+    all_presence = True
+    passes = len(models) * (2 if tta else 1)
+    with tqdm(total=n, desc="predict", unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            x = (images_uint8[start:stop].astype(np.float32) / 255.0)[..., None]
+            views = [(x, False)]
+            if tta:
+                views.append((np.ascontiguousarray(x[:, :, ::-1]), True))
+            for model in models:
+                for view, flipped in views:
+                    mask, presence = _split_outputs(model.predict_on_batch(view))
+                    probs[start:stop] += mask[:, :, ::-1] if flipped else mask
+                    if presence is None:
+                        all_presence = False
+                    else:
+                        presence_sum[start:stop] += presence
+            bar.update(stop - start)
+    probs /= passes
+    return probs, (presence_sum / passes).astype(np.float32) if all_presence else None

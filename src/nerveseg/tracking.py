@@ -1,0 +1,386 @@
+"""Where runs are tracked, checked before anything expensive starts, plus small MLflow helpers.
+
+Settings come from ``mlflow.yml`` (MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME override it) and are
+resolved to absolute locations once, so that a run started from another folder still lands in the
+project's store. The tracking store is checked first, in seconds: MLflow's own client retries an
+unreachable server for minutes, which would otherwise surface only after data preparation.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
+
+RUN_TYPE_TAG = "nerveseg.run_type"
+HTTP_SCHEMES = ("http", "https")
+SQL_SERVER_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")
+
+
+class TrackingError(ValueError):
+    """The tracking store is misconfigured or unreachable; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """Resolved tracking settings: absolute sqlite paths, artifact location as a URI or ``None``."""
+
+    tracking_uri: str
+    experiment_name: str
+    artifact_location: str | None  # used only when the experiment is created; None lets MLflow/the server decide
+    source: str = "mlflow.yml"  # where tracking_uri came from, for error messages
+
+
+# ----------------------------------------------------------------------------------------- settings
+
+
+def load_mlflow_settings(path: Path | str = MLFLOW_CONFIG, *, root: Path = PROJ_ROOT) -> MlflowSettings:
+    """Read ``mlflow.yml`` and apply the environment overrides.
+
+    Relative sqlite paths in the file are resolved against ``root`` (the project root); a relative
+    sqlite path in MLFLOW_TRACKING_URI keeps MLflow's meaning (the current folder). A relative
+    ``artifact_location`` is resolved beside the SQLite database (so a test's temporary store keeps its
+    artifacts beside it too), against ``root`` for other databases, and dropped for an http(s) server,
+    which decides itself.
+    """
+    path = Path(path)
+    values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"MLflow settings file {path} is not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ValueError(f"MLflow settings file {path} must hold a mapping, got {type(loaded).__name__}")
+        unknown = set(loaded) - {"tracking_uri", "experiment_name", "artifact_location"}
+        if unknown:
+            raise ValueError(
+                f"MLflow settings file {path} has unknown keys {sorted(unknown)}; "
+                "expected tracking_uri, experiment_name, artifact_location"
+            )
+        values = loaded
+    elif "MLFLOW_TRACKING_URI" not in os.environ:
+        raise ValueError(
+            f"MLflow settings file {path} does not exist and MLFLOW_TRACKING_URI is not set; "
+            "restore mlflow.yml from git or set MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db)"
+        )
+
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env_uri:
+        uri, source = _resolve_sqlite(env_uri, Path.cwd()), "MLFLOW_TRACKING_URI"
+    else:
+        uri, source = _resolve_sqlite(str(values.get("tracking_uri") or "sqlite:///mlflow.db"), root), str(path)
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or str(values.get("experiment_name") or "nerveseg")
+    artifact = values.get("artifact_location")
+    return MlflowSettings(
+        tracking_uri=uri,
+        experiment_name=name,
+        artifact_location=_resolve_artifact_location(None if artifact is None else str(artifact), uri, root),
+        source=source,
+    )
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for in-memory / non-sqlite URIs."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.split("+")[0] != "sqlite":
+        return None
+    # sqlite:///relative.db -> "/relative.db"; sqlite:////abs.db -> "//abs.db"
+    rest = rest.split("?", 1)[0]
+    if not rest.startswith("/") or rest in ("/", "/:memory:"):
+        return None
+    return Path(rest[1:])
+
+
+def _resolve_sqlite(uri: str, base: Path) -> str:
+    """Make the path of a sqlite URI absolute against ``base``; other URIs are returned unchanged."""
+    db = _sqlite_path(uri)
+    if db is None or db.is_absolute():
+        return uri
+    scheme, _, rest = uri.partition("://")
+    query = "?" + rest.split("?", 1)[1] if "?" in rest else ""
+    return f"{scheme}:///{(base / db).resolve().as_posix()}{query}"  # an absolute path gives four slashes
+
+
+def _resolve_artifact_location(location: str | None, tracking_uri: str, root: Path) -> str | None:
+    if not location:
+        return None
+    if "://" in location or location.startswith("mlflow-artifacts:"):
+        return location
+    if Path(location).is_absolute():
+        return Path(location).as_uri()
+    if _scheme(tracking_uri) in HTTP_SCHEMES:
+        return None  # the server's --artifacts-destination decides
+    db = _sqlite_path(tracking_uri)
+    base = db.parent if db is not None else root
+    return (base / location).resolve().as_uri()
+
+
+def _scheme(uri: str) -> str:
+    return urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (safe for messages and logs)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+# ------------------------------------------------------------------------------------------- checks
+
+
+def check_tracking_server(uri: str, *, timeout: float = 5.0) -> None:
+    """Raise ``TrackingError`` within about ``timeout`` seconds when runs could not be stored at ``uri``.
+
+    http(s): GET ``<uri>/health`` once (no retries). sqlite: the database's folder must exist (SQLite
+    creates the file, never its folder). PostgreSQL/MySQL: one connection with a connect timeout.
+    ``file:`` stores: refused, MLflow 3 keeps them in maintenance mode.
+    """
+    scheme = _scheme(uri)
+    shown = redact_uri(uri)
+    if scheme in HTTP_SCHEMES:
+        _check_http(uri, shown, timeout)
+    elif scheme == "sqlite":
+        db = _sqlite_path(uri)
+        if db is not None and not db.parent.is_dir():
+            raise TrackingError(
+                f"MLflow tracking URI {shown}: folder {db.parent} does not exist; create it or point "
+                "MLFLOW_TRACKING_URI / mlflow.yml at an existing folder"
+            )
+        if db is not None and db.is_dir():
+            raise TrackingError(f"MLflow tracking URI {shown}: {db} is a folder, expected a database file path")
+    elif scheme in SQL_SERVER_SCHEMES:
+        _check_sql_server(uri, shown, timeout)
+    elif scheme in ("file", "") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        raise TrackingError(
+            f"MLflow tracking URI {shown!r} is a file store, which MLflow 3 keeps in maintenance mode; "
+            "use sqlite:///mlflow.db (the default in mlflow.yml) or an http(s) server"
+        )
+
+
+def _check_http(uri: str, shown: str, timeout: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    hint = (
+        "start it (e.g. `mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db`) "
+        "or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read(64).decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as err:
+        raise TrackingError(
+            f"MLflow tracking server {shown} answered HTTP {err.code} on /health; is it an MLflow server? {hint}"
+        ) from err
+    except OSError as err:  # URLError, refused connections and timeouts are all OSErrors
+        reason = getattr(err, "reason", err)
+        raise TrackingError(f"MLflow tracking server {shown} is not reachable ({reason}); {hint}") from err
+    if body != "OK":
+        raise TrackingError(f"MLflow tracking server {shown} answered {body!r} on /health, expected 'OK'; {hint}")
+
+
+def _check_sql_server(uri: str, shown: str, timeout: float) -> None:
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": max(1, round(timeout))} if _scheme(uri) != "mssql" else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ModuleNotFoundError as err:
+        hint = " or write postgresql+psycopg2:// to use the installed psycopg2" if err.name == "psycopg" else ""
+        raise TrackingError(
+            f"MLflow tracking URI {shown} needs the database driver {err.name!r}; install it{hint}"
+        ) from err
+    except Exception as err:  # the driver's own error types differ; all mean "cannot store runs there"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(
+            f"MLflow tracking database {shown} is not reachable ({first_line}); start it, check the URI, "
+            "or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+        ) from err
+
+
+# -------------------------------------------------------------------------------------------- setup
+
+
+def setup_mlflow(settings: MlflowSettings | None = None) -> str:
+    """Check the store, make it MLflow's current one and return the experiment's id (created if missing).
+
+    Errors of the store itself (an outdated database schema, a server refusing the request) become
+    ``TrackingError`` with MLflow's message, so commands can print them as one line.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    settings = settings or load_mlflow_settings()
+    check_tracking_server(settings.tracking_uri)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        experiment_id = _get_or_create_experiment(MlflowClient(settings.tracking_uri), settings)
+        mlflow.set_experiment(experiment_id=experiment_id)
+    except (MlflowException, SQLAlchemyError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrackingError(f"MLflow tracking store {redact_uri(settings.tracking_uri)}: {first_line}") from err
+    return experiment_id
+
+
+def _get_or_create_experiment(client: MlflowClient, settings: MlflowSettings) -> str:
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        try:
+            return client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
+        except MlflowException:  # another process created it between the two calls
+            experiment = client.get_experiment_by_name(settings.experiment_name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"MLflow experiment {settings.experiment_name!r} (id {experiment.experiment_id}) is deleted; restore it "
+            f"with `mlflow experiments restore --experiment-id {experiment.experiment_id}` or set "
+            "MLFLOW_EXPERIMENT_NAME to another name"
+        )
+    return experiment.experiment_id
+
+
+def get_client(tracking_uri: str | None = None) -> MlflowClient:
+    """A client bound to ``tracking_uri`` (default: the one from mlflow.yml / MLFLOW_TRACKING_URI)."""
+    return MlflowClient(tracking_uri or load_mlflow_settings().tracking_uri)
+
+
+def download_artifacts(run_id: str, artifact_path: str, dst: Path | str, *, tracking_uri: str | None = None) -> Path:
+    """Download one artifact file or folder of a run into ``dst`` (created) and return its local path."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact_path,
+            dst_path=str(dst),
+            tracking_uri=tracking_uri or load_mlflow_settings().tracking_uri,
+        )
+    except (MlflowException, OSError) as err:
+        raise ValueError(f"could not download artifact {artifact_path!r} of MLflow run {run_id}: {err}") from err
+    return Path(local)
+
+
+def find_runs(
+    experiment_name: str | None = None,
+    run_type: str | None = "cv",
+    status: str | None = "FINISHED",
+    *,
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
+    """Runs of the experiment (newest first) as ``mlflow.search_runs`` returns them, filtered by tags.
+
+    ``run_type`` matches the ``nerveseg.run_type`` tag ("cv", "fold", ...), ``status`` the run status;
+    ``None`` disables either filter. A missing experiment raises ``ValueError`` (nothing was trained there).
+    """
+    settings = load_mlflow_settings()
+    uri = tracking_uri or settings.tracking_uri
+    name = experiment_name or settings.experiment_name
+    mlflow.set_tracking_uri(uri)
+    if MlflowClient(uri).get_experiment_by_name(name) is None:
+        raise ValueError(
+            f"MLflow experiment {name!r} does not exist at {redact_uri(uri)}; train first (python src/cv_train.py) "
+            "or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
+        )
+    filters = []
+    if run_type is not None:
+        filters.append(f"tags.`{RUN_TYPE_TAG}` = '{run_type}'")
+    if status is not None:
+        filters.append(f"attributes.status = '{status}'")
+    return mlflow.search_runs(
+        experiment_names=[name],
+        filter_string=" and ".join(filters),
+        order_by=["attributes.start_time DESC"],
+        output_format="pandas",
+    )
+
+
+def ui_hint(settings: MlflowSettings, experiment_id: str, run_id: str) -> str:
+    """How to look at a run: the server's URL, or the `mlflow ui` command for a local store."""
+    fragment = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if _scheme(settings.tracking_uri) in HTTP_SCHEMES:
+        return f"open {settings.tracking_uri.rstrip('/')}/{fragment}"
+    return (
+        f"run `mlflow ui --backend-store-uri {redact_uri(settings.tracking_uri)} --port 5000` "
+        f"and open http://127.0.0.1:5000/{fragment}"
+    )
+
+
+# ---------------------------------------------------------------------------------------- provenance
+
+
+def git_state(root: Path = PROJ_ROOT) -> tuple[str, str]:
+    """(commit, dirty) as tag strings: the HEAD commit or "none"/"unknown", and "true"/"false"/"unknown".
+
+    A run trained from uncommitted code cannot be reproduced from its commit alone, hence the flag.
+    """
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+    if status.returncode != 0:
+        return "unknown", "unknown"
+    commit = head.stdout.strip() if head.returncode == 0 else "none"  # "none": a repository without commits
+    return commit, "true" if status.stdout.strip() else "false"
+
+
+def device_description() -> str:
+    """What trains: "GPU x1: NVIDIA H100 80GB HBM3" or "CPU: <model> (2 cores)"; timings depend on it."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+        except (RuntimeError, ValueError):
+            name = gpus[0].name
+        return f"GPU x{len(gpus)}: {name}"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {model} ({os.cpu_count()} cores)"
+
+
+def environment_tags(root: Path = PROJ_ROOT) -> dict[str, str]:
+    """Tags that say which code, machine and library versions produced a run."""
+    import keras
+    import tensorflow as tf
+
+    commit, dirty = git_state(root)
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "device": device_description(),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "mlflow_version": mlflow.__version__,
+        "python_version": platform.python_version(),
+    }

@@ -1,0 +1,297 @@
+"""Training one cross-validation fold: the single code path used by cv_train, tune and tests.
+
+``train_fold`` seeds everything from ``config.seed + fold``, standardises with statistics of the
+training images only, keeps the epoch with the best ``val_dice`` (the mean per-image Dice at model
+size, the closest cheap proxy of the score), and then scores that model's out-of-fold predictions
+at the competition's 580x420 resolution, which is the number to compare runs by.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from nerveseg.audit import contradictory_ids
+from nerveseg.config import TrainConfig
+from nerveseg.losses import compile_model
+from nerveseg.metrics import dice_per_image, to_full_resolution
+from nerveseg.model import build_model_from_config, set_standardization
+from nerveseg.pipeline import make_dataset, steps_per_epoch
+from nerveseg.preprocess import PreparedData
+
+HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
+# Keras 3 prefixes metric names with the output name when a model has several outputs.
+_RENAMES = {"mask_dice": "dice", "val_mask_dice": "val_dice"}
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; tuning marks such a trial as failed."""
+
+
+@dataclass
+class FoldResult:
+    """What one fold leaves behind; ``best_epoch`` is 1-based (``history[k][best_epoch - 1]``)."""
+
+    fold: int
+    val_index: np.ndarray  # positions in the PreparedData of the held-out images
+    oof_probs: np.ndarray  # (n, h, w) float32
+    oof_presence: np.ndarray | None  # (n,) float32 when the model has a presence head
+    history: dict[str, list[float]]  # exactly HISTORY_KEYS, one value per epoch
+    best_epoch: int
+    weights_path: Path
+    val_score: float  # competition score at 580x420, threshold 0.5
+    norm_mean: float
+    norm_std: float
+
+
+class EpochLogs(keras.callbacks.Callback):
+    """Gives every later callback the stable names: ``dice``/``val_dice`` and ``learning_rate``.
+
+    Must be FIRST in the callback list: Keras passes one logs dict through the list in order, so
+    renaming it in place here is what ModelCheckpoint, History and tracking callbacks all see.
+    ``learning_rate`` is the rate the epoch started with.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._learning_rate = current_learning_rate(self.model)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None:
+            return
+        for old, new in _RENAMES.items():
+            if old in logs:
+                logs[new] = logs.pop(old)
+        logs["learning_rate"] = self._learning_rate
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Like ``keras.callbacks.TerminateOnNaN``, but remembers where, so ``train_fold`` can raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: str | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.failure is None:
+            self.failure = f"loss became {loss} at epoch {self._epoch + 1}, batch {batch + 1}"
+            self.model.stop_training = True
+
+
+def current_learning_rate(model: keras.Model) -> float:
+    """The optimizer's learning rate now (a schedule is evaluated at the current step)."""
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def schedule_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
+    """Callbacks that implement ``config.lr_schedule`` ("cosine" lives in the optimizer instead)."""
+    if config.lr_schedule == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-7, verbose=0)]
+    return []
+
+
+def standardization_stats(images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of uint8 images scaled to [0, 1], exact, via a 256-bin histogram (no float copy)."""
+    counts = np.bincount(np.asarray(images, dtype=np.uint8).ravel(), minlength=256).astype(np.float64)
+    values = np.arange(256) / 255.0
+    mean = float(counts @ values / counts.sum())
+    std = float(math.sqrt(counts @ (values - mean) ** 2 / counts.sum()))
+    return mean, max(std, 1e-6)
+
+
+def training_index(data: PreparedData, folds: np.ndarray, fold: int, *, drop_contradictory: bool) -> np.ndarray:
+    """Positions of the training images of ``fold``; contradictory pairs leave training, never validation."""
+    index = np.flatnonzero(folds != fold)
+    if drop_contradictory:
+        dropped = np.asarray(sorted(contradictory_ids(data)), dtype=str)
+        index = index[~np.isin(data.ids[index], dropped)]
+    if len(index) == 0:
+        raise ValueError(f"fold {fold} leaves no training images; check the folds array")
+    return index
+
+
+def predict_probs(
+    model: keras.Model, images: np.ndarray, batch_size: int = 256, *, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mask probabilities (n, h, w) float32 and presence (n,) (None without a presence head).
+
+    ``images`` are (n, h, w): uint8 (scaled by 1/255 here) or floats already in [0, 1].
+    Runs batch by batch so memory stays bounded whatever ``n`` is.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"predict_probs takes (n, h, w) images, got shape {images.shape}")
+    scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
+    probs = np.empty(images.shape, dtype=np.float32)
+    presence = np.empty(len(images), dtype=np.float32) if "presence" in model.output_names else None
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
+        x = (images[start : start + batch_size].astype(np.float32) * scale)[..., None]
+        out = model.predict_on_batch(x)
+        probs[start : start + len(x)] = np.asarray(out["mask"], dtype=np.float32)[..., 0]
+        if presence is not None:
+            presence[start : start + len(x)] = np.asarray(out["presence"], dtype=np.float32)[:, 0]
+    return probs, presence
+
+
+def full_resolution_dice(
+    data: PreparedData, index: np.ndarray, probs: np.ndarray, threshold: float = 0.5, chunk_size: int = 256
+) -> np.ndarray:
+    """(n,) Dice per image at 580x420 of ``probs > threshold`` against ``data.full_masks(index)``.
+
+    Chunked because 256 full-resolution masks already take 62 MB.
+    """
+    if len(index) != len(probs):
+        raise ValueError(f"got {len(probs)} probability maps for {len(index)} images")
+    scores = np.empty(len(index), dtype=np.float64)
+    for start in range(0, len(index), chunk_size):
+        part = slice(start, start + chunk_size)
+        predicted = to_full_resolution(probs[part]) > threshold
+        scores[part] = dice_per_image(data.full_masks(index[part]), predicted)
+    return scores
+
+
+def fold_datasets(
+    config: TrainConfig, data: PreparedData, train_index: np.ndarray, val_index: np.ndarray, *, seed: int
+) -> tuple[tf.data.Dataset, tf.data.Dataset, int, int]:
+    """Endless training (shuffled, augmented) and validation (fixed order) datasets and their steps per pass.
+
+    Both repeat so that Keras keeps one iterator per fit; the steps make each epoch exactly one pass.
+    """
+    train_ds = make_dataset(
+        data.images[train_index],
+        data.masks[train_index],
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=seed,
+        augment_strength=config.augment_strength,
+        augment_flip=config.augment_flip,
+        presence=config.presence_head,
+        repeat=True,
+    )
+    val_ds = make_dataset(
+        data.images[val_index],
+        data.masks[val_index],
+        batch_size=config.batch_size,
+        shuffle=False,
+        seed=0,
+        presence=config.presence_head,
+        repeat=True,
+    )
+    return (
+        train_ds,
+        val_ds,
+        steps_per_epoch(len(train_index), config.batch_size),
+        steps_per_epoch(len(val_index), config.batch_size),
+    )
+
+
+def _check_inputs(config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int) -> None:
+    if folds.shape != (len(data),):
+        raise ValueError(f"folds must have one entry per image ({len(data)}), got shape {folds.shape}")
+    if fold not in set(folds.tolist()):
+        raise ValueError(f"fold={fold} is not in the folds array (folds present: {sorted(set(folds.tolist()))})")
+    if data.images.shape[1:] != (config.height, config.width):
+        raise ValueError(
+            f"data is at {data.images.shape[1:]} but config wants height={config.height}, width={config.width}; "
+            "prepare the data at the config's size"
+        )
+
+
+def train_fold(
+    config: TrainConfig,
+    data: PreparedData,
+    folds: np.ndarray,
+    fold: int,
+    workdir: Path,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> FoldResult:
+    """Train on every fold but ``fold``, validate on ``fold``, keep the best epoch by ``val_dice``.
+
+    Writes ``workdir/fold_<fold>.weights.h5`` (best epoch, with the standardisation inside).
+    ``callbacks`` see logs named as in ``HISTORY_KEYS``. Raises ``TrainingDivergedError`` when
+    the loss becomes NaN/inf.
+    """
+    folds = np.asarray(folds)
+    _check_inputs(config, data, folds, fold)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.seed + fold)
+    val_index = np.flatnonzero(folds == fold)
+    train_index = training_index(data, folds, fold, drop_contradictory=config.drop_contradictory)
+    norm_mean, norm_std = standardization_stats(data.images[train_index])
+
+    model = build_model_from_config(config)
+    set_standardization(model, norm_mean, norm_std)
+    train_ds, val_ds, train_steps, val_steps = fold_datasets(
+        config, data, train_index, val_index, seed=config.seed + fold
+    )
+    compile_model(model, config, steps_per_epoch=train_steps)
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    weights_path = workdir / f"fold_{fold}.weights.h5"
+    partial_path = workdir / f"fold_{fold}.partial.weights.h5"  # renamed at the end: no half-written file
+    partial_path.unlink(missing_ok=True)
+    nan_guard = StopOnNaN()
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        partial_path, monitor="val_dice", mode="max", save_best_only=True, save_weights_only=True
+    )
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            steps_per_epoch=train_steps,  # the datasets repeat: one iterator per fit, no pause per epoch
+            validation_steps=val_steps,
+            callbacks=[EpochLogs(), nan_guard, checkpoint, *schedule_callbacks(config), *callbacks],
+            shuffle=False,  # the dataset shuffles itself (seeded)
+            verbose=verbose,
+        )
+    except BaseException:  # e.g. a pruning callback stopping the trial: leave no partial file behind
+        partial_path.unlink(missing_ok=True)
+        raise
+    if nan_guard.failure:
+        partial_path.unlink(missing_ok=True)
+        raise TrainingDivergedError(
+            f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate "
+            f"(now {config.learning_rate}) or check the data"
+        )
+    logged = model.history.history
+    missing = [key for key in HISTORY_KEYS if key not in logged]
+    if missing:
+        raise RuntimeError(f"Keras did not log {missing} (logged: {sorted(logged)}); EpochLogs must run first")
+    history = {key: [float(v) for v in logged[key]] for key in HISTORY_KEYS}
+    if not partial_path.is_file():
+        raise TrainingDivergedError(f"fold {fold}: no epoch gave a finite val_dice ({history['val_dice']})")
+    best_epoch = int(np.nanargmax(history["val_dice"])) + 1
+    model.load_weights(partial_path)
+    os.replace(partial_path, weights_path)
+
+    oof_probs, oof_presence = predict_probs(model, data.images[val_index], progress=verbose > 0)
+    val_score = float(full_resolution_dice(data, val_index, oof_probs).mean())
+    return FoldResult(
+        fold=fold,
+        val_index=val_index,
+        oof_probs=oof_probs,
+        oof_presence=oof_presence,
+        history=history,
+        best_epoch=best_epoch,
+        weights_path=weights_path,
+        val_score=val_score,
+        norm_mean=norm_mean,
+        norm_std=norm_std,
+    )

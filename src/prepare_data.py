@@ -1,0 +1,50 @@
+"""Validate the raw data, build (or load) the caches, write the fold file and print the data audit.
+
+python src/prepare_data.py [--raw-dir data/raw] [--height 64 --width 80] [--folds 5 --seed 42]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nerveseg.audit import prepare
+from nerveseg.config import TrainConfig
+from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raw-dir", type=Path, default=RAW_DIR, help="Kaggle layout: train/ and optionally test/")
+    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where the array caches go")
+    parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where the fold file goes")
+    parser.add_argument("--height", type=int, default=defaults.height, help="model input rows")
+    parser.add_argument("--width", type=int, default=defaults.width, help="model input columns")
+    parser.add_argument("--folds", type=int, default=defaults.folds, help="number of cross-validation folds")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the fold split")
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    try:
+        result = prepare(
+            raw_dir=args.raw_dir,
+            cache_dir=args.cache_dir,
+            folds_dir=args.folds_dir,
+            height=args.height,
+            width=args.width,
+            n_folds=args.folds,
+            seed=args.seed,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:  # DataError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

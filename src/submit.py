@@ -1,0 +1,72 @@
+"""Write a Kaggle submission from tracked CV runs: ``python src/submit.py [--run-id ID | --runs ID1,ID2]``.
+
+Without a run id it takes the best FINISHED cross-validation run of the experiment by
+``cv_score_mean``. The CSV goes to ``submissions/<UTC time>_<run name>.csv`` (never overwritten)
+and is logged as a child run "submission" of the CV run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Predict data/raw/test with CV run(s) and write a submission CSV")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run-id", help="MLflow id of a cross-validation (parent) run; default: the best finished one")
+    which.add_argument("--runs", help="comma-separated CV run ids to ensemble (equal weight per run)")
+    parser.add_argument("--no-tta", action="store_true", help="skip the horizontal-flip test-time augmentation")
+    parser.add_argument(
+        "--raw-dir", type=Path, default=RAW_DIR, help=f"Kaggle layout with train/ and test/ ({RAW_DIR})"
+    )
+    parser.add_argument("--out-dir", type=Path, default=SUBMISSIONS_DIR, help=f"where CSVs go ({SUBMISSIONS_DIR})")
+    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help=f"decoded-image cache ({PROCESSED_DIR})")
+    parser.add_argument("--batch-size", type=int, default=256, help="test images per prediction batch (256)")
+    parser.add_argument("--test-masks", type=Path, default=None, help="folder of <id>_mask.tif: also log a test score")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    run_ids = None
+    if args.runs is not None:
+        run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
+        if not run_ids:
+            print("error: --runs needs at least one run id (ID1,ID2,...)", file=sys.stderr)
+            return 2
+    try:
+        from nerveseg.submitting import make_submission
+
+        result = make_submission(
+            run_id=args.run_id,
+            run_ids=run_ids,
+            tta=not args.no_tta,
+            raw_dir=args.raw_dir,
+            out_dir=args.out_dir,
+            cache_dir=args.cache_dir,
+            batch_size=args.batch_size,
+            test_masks_dir=args.test_masks,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:  # includes DataError and TrackingError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    pp = result.postprocessing
+    print(
+        f"post-processing ({result.postprocessing_source}): threshold {pp['threshold']}, "
+        f"largest_component {pp['largest_component']}, min_area {pp['min_area']}, "
+        f"presence_threshold {pp['presence_threshold']} (OOF {pp.get('oof_score_raw', float('nan')):.4f} -> "
+        f"{pp.get('oof_score', float('nan')):.4f})"
+    )
+    print(f"{result.n_images} test images, {result.empty_share:.1%} predicted empty")
+    if result.test_score is not None:
+        print(f"local test score {result.test_score:.4f}")
+    print(f"wrote {result.csv_path}")
+    print(f"MLflow submission run {result.submission_run_id} under {', '.join(result.run_ids)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Tune hyperparameters with Optuna; every trial is a full cross-validation run tracked in MLflow.
+
+    python src/tune.py --study NAME --trials N [--config experiments/baseline.yaml]
+        [--space experiments/search_space.yaml] [--storage sqlite:///experiments/optuna.db]
+        [--folds K] [--timeout S] [--pruner median|wilcoxon|none] [--seed 42]
+
+--trials is the study's TOTAL: re-running the command continues the same study until it holds N
+trials (complete + pruned + failed), and several workers started with the same --study/--storage
+(e.g. PostgreSQL) share the work and stop at exactly N together. The best config is written to
+experiments/<study>-best.yaml, ready for `python src/cv_train.py --config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+
+DEFAULT_CONFIG = EXPERIMENTS_DIR / "baseline.yaml"
+DEFAULT_SPACE = EXPERIMENTS_DIR / "search_space.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nerveseg.tuning import DEFAULT_STORAGE
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", required=True, help="study name (also the MLflow study run's name)")
+    parser.add_argument("--trials", type=int, required=True, help="total trials of the study, all workers together")
+    parser.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help="Optuna storage URL (default: %(default)s); postgresql://user:pw@host/db for several machines",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="base experiment YAML whose keys the space overrides (default: experiments/baseline.yaml)",
+    )
+    parser.add_argument("--space", type=Path, default=DEFAULT_SPACE, help="search space YAML (default: %(default)s)")
+    parser.add_argument("--folds", type=int, default=None, help="override the base config's number of CV folds")
+    parser.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
+    parser.add_argument(
+        "--pruner",
+        choices=["median", "wilcoxon", "none"],
+        default="median",
+        help="median: running mean vs. median of earlier trials per fold; wilcoxon: paired test of fold scores "
+        "against the best trial; none: never prune",
+    )
+    parser.add_argument("--n-startup-trials", type=int, default=5, help="median pruner: trials before it prunes")
+    parser.add_argument(
+        "--n-warmup-steps", type=int, default=0, help="folds completed before a trial may be pruned (median)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="TPE sampler seed; worker k of a study (0, 1, ...) uses seed + k so workers do not repeat each other",
+    )
+    parser.add_argument("--raw-dir", type=Path, default=RAW_DIR, help="Kaggle layout: <raw-dir>/train/*.tif")
+    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where decoded arrays are cached")
+    parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where fold splits are kept")
+    parser.add_argument(
+        "--experiments-dir",
+        type=Path,
+        default=EXPERIMENTS_DIR,
+        help="where <study>-best.yaml is written (default: experiments/)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="only the per-trial lines, no per-fold/epoch progress")
+    parser.add_argument(
+        "--max-consecutive-failures",
+        type=int,
+        default=5,
+        help="stop this worker after this many failed trials in a row (a broken setup, not bad luck)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from nerveseg.config import load_config
+    from nerveseg.tuning import TuneSettings, load_search_space, make_pruner, quiet_optuna, run_study
+
+    try:
+        base = load_config(args.config, folds=args.folds)
+        settings = TuneSettings(
+            study_name=args.study,
+            n_trials=args.trials,
+            base_config=base,
+            space=load_search_space(args.space),
+            storage=args.storage,
+            raw_dir=args.raw_dir,
+            cache_dir=args.cache_dir,
+            folds_dir=args.folds_dir,
+            experiments_dir=args.experiments_dir,
+            progress=not args.quiet,
+            timeout=args.timeout,
+            pruner=make_pruner(args.pruner, n_startup_trials=args.n_startup_trials, n_warmup_steps=args.n_warmup_steps),
+            seed=args.seed,
+            max_consecutive_failures=args.max_consecutive_failures,
+        )
+        with quiet_optuna():
+            result = run_study(settings, out=lambda line: print(line, flush=True))
+    except (ValueError, RuntimeError) as err:  # bad input, unreachable storage/tracking, a broken setup
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.states.items()))
+    print(f"study {result.study_name}: {result.n_trials_total} trials ({states}); {result.ran_here} ran in this worker")
+    if result.best_value is not None:
+        print(f"best value {result.best_value:.4f} with {result.best_params}")
+    if result.best_config_path is not None:
+        print(f"best config: {result.best_config_path} (python src/cv_train.py --config {result.best_config_path})")
+    print(f"MLflow study run: {result.study_run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,448 @@
+"""Cross-validation tracked in MLflow, end to end on the tiny synthetic set with an embedded SQLite store.
+
+Covers the CLI, the run/metric/artifact names of the contract, reloading a fold's weights, resuming an
+interrupted run, spreading folds over calls (``--fold k --parent-run-id``), refusing finished runs, and
+failing fast on an unreachable tracking server before any training.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cv_train
+from nerveseg import experiment, training
+from nerveseg.config import TrainConfig, config_to_yaml
+from nerveseg.paths import EXPERIMENTS_DIR
+from nerveseg.tracking import RUN_TYPE_TAG, MlflowSettings, download_artifacts, get_client, load_mlflow_settings
+
+HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
+PARENT_TAGS = (
+    "git_commit",
+    "git_dirty",
+    "data_fingerprint",
+    "folds_file_sha256",
+    "seed",
+    "tensorflow_version",
+    "keras_version",
+    "device",
+)
+
+
+@pytest.fixture(scope="module")
+def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its tables, made once: creating the schema takes ~10 s."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture()
+def store(tmp_path: Path, empty_db: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowSettings:
+    """This test's own store (a copy of the empty database) via MLFLOW_TRACKING_URI; artifacts beside it."""
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    return load_mlflow_settings()
+
+
+@pytest.fixture()
+def dirs(synthetic_root: Path, tmp_path: Path) -> dict[str, Path]:
+    return {"raw_dir": synthetic_root / "raw", "cache_dir": tmp_path / "cache", "folds_dir": tmp_path / "folds"}
+
+
+@pytest.fixture()
+def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the fold of every ``train_fold`` call (training still happens)."""
+    calls: list[int] = []
+    real = training.train_fold
+
+    def counting(config: TrainConfig, data: Any, folds: np.ndarray, fold: int, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fold)
+        return real(config, data, folds, fold, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_fold", counting)
+    return calls
+
+
+def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
+    client = get_client()
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def children(parent_id: str) -> list[Any]:
+    client = get_client()
+    parent = client.get_run(parent_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_cli_trains_tracks_and_finalises(
+    tiny_config: TrainConfig,
+    store: MlflowSettings,
+    dirs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    train_calls: list[int],
+) -> None:
+    yaml_path = tmp_path / "tiny.yaml"
+    yaml_path.write_text(config_to_yaml(tiny_config))
+    argv = ["--config", str(yaml_path), "--folds", "3", "--epochs", "2"]
+    argv += [f"--{key.replace('_', '-')}={value}" for key, value in dirs.items()]
+    assert cv_train.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert train_calls == [0, 1, 2]
+
+    # the console: the table, the parent run, how to open it; fold and epoch progress on stderr
+    parent_id = out.split("parent run: ")[1].split()[0]
+    for line in ("fold        score", "mean ± std", "OOF ", "all-empty", "mlflow ui --backend-store-uri"):
+        assert line in out
+    assert "fold 2 (3/3; 3 folds in all)" in err and "Epoch 2/2" in out + err
+
+    client = get_client()
+    parent = client.get_run(parent_id)
+    config = tiny_config.replace(folds=3, epochs=2)
+    assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
+    assert parent.data.params == {key: str(value) for key, value in config.to_params().items()}
+    assert parent.data.tags[RUN_TYPE_TAG] == "cv" and parent.data.tags["seed"] == "1"
+    assert set(PARENT_TAGS) <= set(parent.data.tags)
+    metrics = parent.data.metrics
+    assert {"cv_score_mean", "cv_score_std", "oof_score", "empty_baseline_score"} <= set(metrics)
+    folds_name = next(iter(artifact_paths(parent_id, "folds")))
+    assert artifact_paths(parent_id) == {
+        "config.yaml",
+        folds_name,
+        "oof/oof_probs.npz",
+        "summary.json",
+        "postprocessing.json",
+        "plots/gallery.png",
+        *(f"plots/learning_curve_fold_{k}.png" for k in range(3)),
+    }
+    assert folds_name.startswith("folds/folds_") and folds_name.endswith("_k3_s1.json")
+
+    fold_runs = children(parent_id)
+    assert [run.info.run_name for run in fold_runs] == ["fold_0", "fold_1", "fold_2"]
+    for k, run in enumerate(fold_runs):
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[RUN_TYPE_TAG] == "fold" and run.data.tags["fold"] == str(k)
+        for key in HISTORY_KEYS:
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+        # the parent's fold score is recomputed from the OOF predictions: it must equal the fold's own
+        assert metrics[f"fold_{k}_score"] == pytest.approx(run.data.metrics["val_score"], abs=1e-9)
+        assert artifact_paths(run.info.run_id) == {
+            f"weights/fold_{k}.weights.h5",
+            "model_summary.txt",
+            f"oof/oof_fold_{k}.npz",
+            f"fold_{k}.json",
+        }
+    assert np.mean([metrics[f"fold_{k}_score"] for k in range(3)]) == pytest.approx(metrics["cv_score_mean"])
+
+    # config.yaml round-trips; summary.json and postprocessing.json agree with the metrics
+    downloads = tmp_path / "downloads"
+    logged = download_artifacts(parent_id, "config.yaml", downloads).read_text()
+    assert logged == config_to_yaml(config)
+    summary = json.loads(download_artifacts(parent_id, "summary.json", downloads).read_text())
+    assert summary["oof_score"] == pytest.approx(metrics["oof_score"])
+    post = json.loads(download_artifacts(parent_id, "postprocessing.json", downloads).read_text())
+    assert post["oof_score_raw"] == pytest.approx(metrics["oof_score"])
+    assert {"threshold", "min_area", "largest_component", "presence_threshold", "steps"} <= set(post)
+
+    # a fold's weights, loaded into a freshly built model, reproduce that fold's OOF probabilities
+    from nerveseg.model import build_model_from_config
+    from nerveseg.preprocess import prepare_train
+
+    data = prepare_train(dirs["raw_dir"], dirs["cache_dir"], config.height, config.width, progress=False)
+    with np.load(download_artifacts(parent_id, "oof/oof_probs.npz", downloads)) as oof:
+        assert oof["ids"].tolist() == data.ids.tolist()
+        oof_probs = oof["probs"]
+    assert oof_probs.shape == (len(data), config.height, config.width) and np.isfinite(oof_probs).all()
+    fold_run = fold_runs[1].info.run_id
+    weights = download_artifacts(fold_run, "weights/fold_1.weights.h5", downloads)
+    val_ids = json.loads(download_artifacts(fold_run, "fold_1.json", downloads).read_text())["val_ids"]
+    position = {image_id: i for i, image_id in enumerate(data.ids)}
+    val_index = np.array([position[i] for i in val_ids])
+    model = build_model_from_config(config)
+    model.load_weights(weights)
+    probs, _ = training.predict_probs(model, data.images[val_index])
+    np.testing.assert_allclose(probs, oof_probs[val_index], atol=1e-5)
+
+    # a FINISHED parent is never touched again, whichever way it is named
+    for kwargs in ({"parent_run_id": parent_id, "resume": True}, {"parent_run_id": parent_id, "fold": 0}):
+        with pytest.raises(ValueError, match=f"parent run {parent_id} .* is FINISHED"):
+            experiment.run_cv(config, **dirs, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="found no unfinished parent run named 'tiny'"):
+        experiment.run_cv(config, **dirs, progress=False, resume=True)
+    capsys.readouterr()
+    assert cv_train.main([*argv, "--resume", "--parent-run-id", parent_id]) == 2
+    assert capsys.readouterr().err.startswith(f"error: parent run {parent_id} (tiny) is FINISHED")
+    assert train_calls == [0, 1, 2]
+    assert client.get_run(parent_id).info.end_time == parent.info.end_time
+
+
+class StopAt:
+    """A listener that raises ``error`` at the end of epoch ``epoch`` of fold ``fold``."""
+
+    def __init__(self, fold: int, epoch: int, error: BaseException) -> None:
+        self.fold, self.epoch, self.error = fold, epoch, error
+        self.fold_scores: dict[int, float] = {}
+
+    def on_epoch_end(self, fold: int, epoch: int, logs: dict[str, float]) -> None:
+        assert set(HISTORY_KEYS) <= set(logs)
+        if (fold, epoch) == (self.fold, self.epoch):
+            raise self.error
+
+    def on_fold_end(self, fold: int, score: float) -> None:
+        self.fold_scores[fold] = score
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_only_the_missing_folds(
+    tiny_config: TrainConfig,
+    store: MlflowSettings,
+    dirs: dict[str, Path],
+    train_calls: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tiny_config.replace(epochs=1)
+    listener = StopAt(fold=1, epoch=0, error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_cv(config, **dirs, listener=listener, progress=False)
+    assert train_calls == [0, 1] and set(listener.fold_scores) == {0}
+    client = get_client()
+    parent_id = children_parent_id(store)
+    first = children(parent_id)
+    assert client.get_run(parent_id).info.status == "KILLED"
+    assert [(r.info.run_name, r.info.status) for r in first] == [("fold_0", "FINISHED"), ("fold_1", "KILLED")]
+    assert first[1].data.tags["nerveseg.stopped"] == "KeyboardInterrupt"
+
+    # newer decoys that --resume must not pick: other params, and a FINISHED run with the same params
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    other = client.create_run(experiment_id, run_name="tiny", tags={RUN_TYPE_TAG: "cv"}).info.run_id
+    client.log_param(other, "epochs", "7")
+    client.set_terminated(other, "KILLED")
+    done = client.create_run(experiment_id, run_name="tiny", tags={RUN_TYPE_TAG: "cv"}).info.run_id
+    for key, value in config.to_params().items():
+        client.log_param(done, key, str(value))
+    client.set_terminated(done, "FINISHED")
+    capsys.readouterr()
+
+    train_calls.clear()
+    result = experiment.run_cv(config, **dirs, resume=True, progress=False)
+    assert f"resuming parent run {parent_id} (tiny, status KILLED" in capsys.readouterr().err
+    assert result.parent_run_id == parent_id and result.trained_folds == [1, 2]
+    assert train_calls == [1, 2]
+    assert result.summary is not None and set(result.summary.fold_scores) == {0, 1, 2}
+    assert result.postprocessing is not None
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    after = [(r.info.run_name, r.info.status) for r in children(parent_id)]
+    assert after == [("fold_0", "FINISHED"), ("fold_1", "KILLED"), ("fold_1", "FINISHED"), ("fold_2", "FINISHED")]
+    assert result.summary.fold_scores[0] == pytest.approx(listener.fold_scores[0])  # fold 0 came from its run
+    assert "plots/learning_curve_fold_0.png" in artifact_paths(parent_id)
+
+
+def children_parent_id(settings: MlflowSettings) -> str:
+    """The only cv run of the store's experiment (for tests that do not get the id back)."""
+    client = get_client()
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{RUN_TYPE_TAG}` = 'cv'")
+    return run.info.run_id
+
+
+@pytest.mark.slow
+def test_folds_spread_over_calls_join_one_parent(
+    tiny_config: TrainConfig,
+    store: MlflowSettings,
+    dirs: dict[str, Path],
+    train_calls: list[int],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    config = tiny_config.replace(folds=2, epochs=1)
+    first = experiment.run_cv(config, **dirs, fold=0, progress=False)
+    assert first.summary is None and first.trained_folds == [0]
+    assert f"--fold <k> --parent-run-id {first.parent_run_id}" in capsys.readouterr().err
+    client = get_client()
+    assert client.get_run(first.parent_run_id).info.status == "RUNNING"
+
+    with pytest.raises(ValueError, match=r"fold\(s\) \[0\] of parent run .* already FINISHED"):
+        experiment.run_cv(config, **dirs, fold=0, parent_run_id=first.parent_run_id, progress=False)
+    with pytest.raises(ValueError, match=r"started with other settings .*epochs: run '1' vs config '2'"):
+        experiment.run_cv(config.replace(epochs=2), **dirs, fold=1, parent_run_id=first.parent_run_id)
+    assert train_calls == [0]
+
+    second = experiment.run_cv(config, **dirs, fold=1, parent_run_id=first.parent_run_id, progress=False)
+    assert second.parent_run_id == first.parent_run_id and second.summary is not None
+    assert train_calls == [0, 1]
+    assert client.get_run(first.parent_run_id).info.status == "FINISHED"
+    fold0 = children(first.parent_run_id)[0].info.run_id
+    with (
+        np.load(download_artifacts(fold0, "oof/oof_fold_0.npz", tmp_path / "f0")) as part,
+        np.load(download_artifacts(first.parent_run_id, "oof/oof_probs.npz", tmp_path / "all")) as whole,
+    ):
+        index = np.isin(whole["ids"], part["ids"])
+        np.testing.assert_array_equal(whole["probs"][index], part["probs"])
+
+
+# --------------------------------------------------------------------------------- failures, quickly
+
+
+def forbid(name: str) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"{name} must not be called")
+
+    return fail
+
+
+def test_unreachable_tracking_server_fails_before_any_work(
+    tiny_config: TrainConfig,
+    dirs: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(experiment, "prepare_train", forbid("prepare_train"))
+    monkeypatch.setattr(training, "train_fold", forbid("train_fold"))
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=f"MLflow tracking server {uri} is not reachable"):
+        experiment.run_cv(tiny_config, **dirs)
+    yaml_path = tmp_path / "tiny.yaml"
+    yaml_path.write_text(config_to_yaml(tiny_config))
+    assert cv_train.main(["--config", str(yaml_path), "--raw-dir", str(dirs["raw_dir"])]) == 2
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: MLflow tracking server {uri} is not reachable") and err.count("\n") == 1
+
+
+def test_cli_rejects_bad_input_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cv_train.main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: config file {tmp_path / 'nope.yaml'} does not exist; pass an existing experiments/<name>.yaml\n"
+    )
+    assert cv_train.main(["--config", str(EXPERIMENTS_DIR / "demo.yaml"), "--fold", "5"]) == 2
+    assert "error: fold=5 is out of range; this config has folds 0..4" in capsys.readouterr().err
+
+
+class Pruned(Exception):
+    """Stands for optuna.TrialPruned."""
+
+
+def fake_train_fold(error: BaseException | None) -> Callable[..., Any]:
+    """A train_fold that reports one epoch to the callbacks, then raises ``error``."""
+
+    def train(config: TrainConfig, data: Any, folds: np.ndarray, fold: int, workdir: Path, **kwargs: Any) -> Any:
+        logs = {"loss": 0.9, "val_loss": 0.95, "dice": 0.1, "val_dice": 0.2, "learning_rate": 1e-3}
+        for callback in kwargs["callbacks"]:
+            callback.on_epoch_begin(0, logs)
+            callback.on_epoch_end(0, logs)
+        if error is not None:
+            raise error
+        raise AssertionError("the listener should have stopped the fold")
+
+    return train
+
+
+@pytest.mark.parametrize(
+    ("train_error", "status", "tag"),
+    [
+        (None, "KILLED", ("nerveseg.stopped", "Pruned")),  # the listener raises Pruned
+        (
+            training.TrainingDivergedError("loss became nan"),
+            "FAILED",
+            ("nerveseg.error", "TrainingDivergedError: loss"),
+        ),
+    ],
+)
+def test_failures_mark_the_runs(
+    train_error: BaseException | None,
+    status: str,
+    tag: tuple[str, str],
+    tiny_config: TrainConfig,
+    store: MlflowSettings,
+    dirs: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(training, "train_fold", fake_train_fold(train_error))
+    listener = StopAt(fold=0, epoch=0, error=Pruned()) if train_error is None else None
+    with pytest.raises(type(train_error) if train_error else Pruned):
+        experiment.run_cv(tiny_config, **dirs, listener=listener, progress=False)
+    parent_id = children_parent_id(store)
+    (child,) = children(parent_id)
+    client = get_client()
+    for run in (client.get_run(parent_id), child):
+        assert run.info.status == status
+        assert run.data.tags[tag[0]].startswith(tag[1])
+    assert [m.value for m in client.get_metric_history(child.info.run_id, "val_dice")] == [0.2]
+
+
+def test_nested_parent_and_extra_tags(
+    tiny_config: TrainConfig, store: MlflowSettings, dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tune's case: the CV parent is a child of the study run and carries the trial number."""
+    from nerveseg.tracking import setup_mlflow
+
+    study = get_client().create_run(setup_mlflow(store), run_name="study").info.run_id
+    monkeypatch.setattr(training, "train_fold", fake_train_fold(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_cv(
+            tiny_config, **dirs, nested_under=study, parent_tags={"optuna.trial_number": "3"}, progress=False
+        )
+    (trial,) = children(study)
+    assert trial.data.tags[RUN_TYPE_TAG] == "cv" and trial.data.tags["optuna.trial_number"] == "3"
+    assert trial.info.status == "KILLED"
+    assert get_client().get_run(study).info.status == "RUNNING"  # the study run is tune's to end
+    with pytest.raises(ValueError, match="nested_under='nope' is not a run"):
+        experiment.run_cv(tiny_config, **dirs, nested_under="nope")
+
+
+# ----------------------------------------------------------------------------------------------- plots
+
+
+def test_plots(tmp_path: Path) -> None:
+    from nerveseg.plots import pick_best_worst, plot_gallery, plot_learning_curves
+
+    history = {key: [0.5, 0.4, 0.45] for key in HISTORY_KEYS}
+    path = plot_learning_curves(history, tmp_path / "curves.png", best_epoch=2, title="fold 0")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    scores = np.array([1.0, 0.2, 0.9, 0.0, 0.0, 0.7])
+    nerve = np.array([False, True, True, True, False, True])
+    best, worst = pick_best_worst(scores, nerve, count=2)
+    assert best.tolist() == [2, 5]  # the empty image scoring 1.0 is not "best"
+    assert worst.tolist() == [4, 3]  # lowest scores, listed from better to worse
+
+    images = np.zeros((2, 42, 58), np.uint8)
+    masks = np.zeros((2, 42, 58), np.uint8)
+    masks[:, 10:20, 10:30] = 1
+    gallery = plot_gallery(images, masks, masks[::-1] * 0, ["a", "b"], tmp_path / "g.png")
+    assert gallery.stat().st_size > 1000
+    with pytest.raises(ValueError, match="as many truths, predictions and titles as images"):
+        plot_gallery(images, masks, masks, ["a"], tmp_path / "g.png")

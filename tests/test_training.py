@@ -1,0 +1,204 @@
+"""One fold end to end on a tiny in-memory data set, and the CV summary built from fold results."""
+
+from __future__ import annotations
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+import nerveseg.losses
+import nerveseg.training
+from nerveseg.cv import CVSummary, format_summary_table, summarize_cv
+from nerveseg.metrics import dice_per_image
+from nerveseg.model import build_model_from_config, get_standardization
+from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
+from nerveseg.preprocess import PreparedData
+from nerveseg.training import (
+    HISTORY_KEYS,
+    FoldResult,
+    TrainingDivergedError,
+    predict_probs,
+    standardization_stats,
+    train_fold,
+    training_index,
+)
+
+
+def make_data(
+    subjects: int = 6, per_subject: int = 6, height: int = 32, width: int = 40, seed: int = 0
+) -> PreparedData:
+    """Dark noisy images with a bright disc where the mask is; every third image is empty."""
+    rng = np.random.default_rng(seed)
+    n = subjects * per_subject
+    yy, xx = np.mgrid[:height, :width]
+    masks = np.zeros((n, height, width), np.uint8)
+    for i in range(n):
+        if i % 3:
+            cy, cx, r = rng.uniform(10, 22), rng.uniform(12, 28), rng.uniform(4, 7)
+            masks[i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    images = np.clip(rng.normal(60, 20, (n, height, width)) + 120 * masks, 0, 255).astype(np.uint8)
+    full = np.stack([cv2.resize(m, (ORIG_WIDTH, ORIG_HEIGHT), interpolation=cv2.INTER_NEAREST) for m in masks])
+    return PreparedData(
+        ids=np.array([f"{i // per_subject + 1}_{i % per_subject + 1}" for i in range(n)]),
+        subjects=np.repeat(np.arange(1, subjects + 1), per_subject),
+        images=images,
+        masks=masks,
+        masks_full_packed=np.packbits(full.reshape(n, -1), axis=1),
+        fingerprint="test",
+    )
+
+
+def make_folds(data: PreparedData, n_folds: int = 3) -> np.ndarray:
+    return (data.subjects - 1) % n_folds
+
+
+@pytest.fixture(scope="module")
+def data() -> PreparedData:
+    return make_data()
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    from nerveseg.config import TrainConfig
+
+    config = TrainConfig(
+        name="tiny", height=32, width=40, depth=3, base_filters=4, learning_rate=1e-3, batch_size=8,
+        epochs=2, folds=3, seed=1, augment_strength=1.0, augment_flip=True, presence_head=True, lr_schedule="cosine",
+    )  # fmt: skip
+    workdir = tmp_path_factory.mktemp("fold")
+    return config, train_fold(config, data, make_folds(data), 1, workdir, verbose=0)
+
+
+def test_train_fold_result(trained, data) -> None:
+    config, result = trained
+    folds = make_folds(data)
+    assert list(result.history) == list(HISTORY_KEYS)
+    assert all(len(values) == config.epochs for values in result.history.values())
+    assert result.history["learning_rate"][0] == pytest.approx(config.learning_rate)
+    assert result.history["learning_rate"][1] < config.learning_rate  # cosine decay
+    assert 1 <= result.best_epoch <= config.epochs
+    assert result.history["val_dice"][result.best_epoch - 1] == max(result.history["val_dice"])
+    np.testing.assert_array_equal(result.val_index, np.flatnonzero(folds == 1))
+    assert result.oof_probs.shape == (len(result.val_index), 32, 40)
+    assert result.oof_presence is not None and result.oof_presence.shape == (len(result.val_index),)
+    train_images = data.images[folds != 1].astype(np.float64) / 255
+    assert (result.norm_mean, result.norm_std) == pytest.approx((train_images.mean(), train_images.std()))
+    truth = data.full_masks(result.val_index)
+    pred = np.stack([cv2.resize(p, (ORIG_WIDTH, ORIG_HEIGHT)) > 0.5 for p in result.oof_probs])
+    assert result.val_score == pytest.approx(dice_per_image(truth, pred).mean())
+    assert not list(result.weights_path.parent.glob("*partial*"))
+    # the restored model is the best epoch's, and validation saw every held-out image exactly once
+    model_size_dice = dice_per_image(data.masks[result.val_index], result.oof_probs > 0.5).mean()
+    assert result.history["val_dice"][result.best_epoch - 1] == pytest.approx(model_size_dice, abs=1e-6)
+
+
+def test_saved_weights_reproduce_the_predictions(trained, data) -> None:
+    config, result = trained
+    model = build_model_from_config(config)
+    model.load_weights(result.weights_path)
+    assert get_standardization(model) == pytest.approx((result.norm_mean, result.norm_std))
+    probs, presence = predict_probs(model, data.images[result.val_index])
+    np.testing.assert_allclose(probs, result.oof_probs, atol=1e-6)
+    np.testing.assert_allclose(presence, result.oof_presence, atol=1e-6)
+    probs_float, _ = predict_probs(model, data.images[result.val_index] / np.float32(255), batch_size=5)
+    np.testing.assert_allclose(probs_float, probs, atol=1e-5)
+
+
+def test_nan_loss_raises_and_leaves_no_weights(data, tiny_config, tmp_path, monkeypatch) -> None:
+    def nan_loss(name, smooth):
+        return lambda y_true, y_pred: keras.ops.mean(y_pred, axis=(1, 2, 3)) * np.nan
+
+    monkeypatch.setattr(nerveseg.losses, "mask_loss", nan_loss)
+    with pytest.raises(TrainingDivergedError, match=r"(?i)nan"):
+        train_fold(tiny_config.replace(epochs=1, depth=2), data, make_folds(data), 0, tmp_path, verbose=0)
+    assert not list(tmp_path.glob("*.h5"))
+
+
+class Prune(Exception):
+    pass
+
+
+class RecordThenPrune(keras.callbacks.Callback):
+    """What a tracking/pruning callback sees; raises like a pruned Optuna trial."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.keys = set(logs)
+        raise Prune
+
+
+def test_extra_callbacks_see_stable_names_and_may_stop_the_fold(data, tiny_config, tmp_path) -> None:
+    recorder = RecordThenPrune()
+    config = tiny_config.replace(presence_head=True, depth=2)
+    with pytest.raises(Prune):
+        train_fold(config, data, make_folds(data), 0, tmp_path, callbacks=[recorder], verbose=0)
+    assert set(HISTORY_KEYS) <= recorder.keys
+    assert not {"mask_dice", "val_mask_dice"} & recorder.keys
+    assert not list(tmp_path.glob("*.h5"))
+
+
+def test_plateau_schedule_without_presence_logs_the_same_keys(data, tiny_config, tmp_path) -> None:
+    config = tiny_config.replace(epochs=1, lr_schedule="plateau", depth=2)
+    result = train_fold(config, data, make_folds(data), 2, tmp_path, verbose=0)
+    assert list(result.history) == list(HISTORY_KEYS)
+    assert result.oof_presence is None
+    assert result.weights_path == tmp_path / "fold_2.weights.h5" and result.weights_path.is_file()
+
+
+def test_contradictory_ids_leave_training_only(data, monkeypatch) -> None:
+    folds = make_folds(data)
+    monkeypatch.setattr(nerveseg.training, "contradictory_ids", lambda d: {"1_1", "2_3"})  # subjects 1 and 2
+    kept = training_index(data, folds, 0, drop_contradictory=True)
+    assert set(data.ids[kept]) == set(data.ids[folds != 0]) - {"2_3"}  # 1_1 is in fold 0: validation keeps it
+    np.testing.assert_array_equal(training_index(data, folds, 0, drop_contradictory=False), np.flatnonzero(folds != 0))
+
+
+def test_bad_fold_or_size_raises(data, tiny_config, tmp_path) -> None:
+    with pytest.raises(ValueError, match="fold=7"):
+        train_fold(tiny_config, data, make_folds(data), 7, tmp_path)
+    with pytest.raises(ValueError, match="height"):
+        train_fold(tiny_config.replace(height=64, width=80), data, make_folds(data), 0, tmp_path)
+
+
+def test_standardization_stats_are_exact() -> None:
+    images = np.random.default_rng(1).integers(0, 256, (5, 7, 9), dtype=np.uint8)
+    assert standardization_stats(images) == pytest.approx((images.mean() / 255, images.std() / 255))
+
+
+def fake_results(data: PreparedData, folds: np.ndarray, probs: np.ndarray) -> list[FoldResult]:
+    return [
+        FoldResult(fold=k, val_index=np.flatnonzero(folds == k), oof_probs=probs[folds == k], oof_presence=None,
+                   history={}, best_epoch=1, weights_path=None, val_score=0.0, norm_mean=0.0, norm_std=1.0)
+        for k in np.unique(folds)
+    ]  # fmt: skip
+
+
+def test_summarize_cv_scores_and_baseline(data) -> None:
+    folds = make_folds(data)
+    empty_share = float(np.mean(~data.has_mask))
+    summary, oof = summarize_cv(data, folds, fake_results(data, folds, np.zeros(data.masks.shape, np.float32)))
+    assert isinstance(summary, CVSummary)
+    assert summary.empty_baseline_score == pytest.approx(empty_share)
+    assert summary.oof_score == pytest.approx(empty_share)  # predicting nothing IS the baseline
+
+    perfect = data.masks.astype(np.float32)
+    summary, oof = summarize_cv(data, folds, fake_results(data, folds, perfect))
+    np.testing.assert_array_equal(oof, perfect)
+    assert summary.oof_score > 0.95 and summary.empty_baseline_score == pytest.approx(empty_share)
+    assert set(summary.fold_scores) == {0, 1, 2}
+    assert summary.cv_score_mean == pytest.approx(np.mean(list(summary.fold_scores.values())))
+    assert summary.cv_score_std == pytest.approx(np.std(list(summary.fold_scores.values())))
+    table = format_summary_table(summary)
+    assert "OOF" in table and "all-empty" in table and f"{summary.oof_score:.4f}" in table
+
+
+def test_summarize_cv_partial_and_invalid(data) -> None:
+    folds = make_folds(data)
+    results = fake_results(data, folds, data.masks.astype(np.float32))
+    summary, oof = summarize_cv(data, folds, results[1:2])
+    assert list(summary.fold_scores) == [1] and summary.oof_score == summary.fold_scores[1]
+    assert np.isnan(oof[folds == 0]).all() and not np.isnan(oof[folds == 1]).any()
+    with pytest.raises(ValueError, match="twice"):
+        summarize_cv(data, folds, [results[0], results[0]])
+    with pytest.raises(ValueError, match="val_index"):
+        summarize_cv(data, (folds + 1) % 3, results)
