@@ -117,23 +117,26 @@ def make_dataset(
         ds = ds.repeat()
     strength, flip = float(augment_strength), bool(augment_flip)
 
-    if strength > 0 or flip:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-        def prepare(batch: tuple[tf.Tensor, tf.Tensor], seed_pair: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            return augment_batch(*_to_float(*batch), seed_pair, strength=strength, flip=flip)
-
-        ds = tf.data.Dataset.zip((ds, seeds)).map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    def to_targets(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def with_targets(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         targets = {"mask": y}
         if presence:
             targets["presence"] = tf.reduce_max(y, axis=(1, 2, 3))[:, None]
         return x, targets
 
-    return ds.map(to_targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    if strength > 0 or flip:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def prepare(batch: tuple[tf.Tensor, tf.Tensor], seed_pair: tf.Tensor) -> tuple[tf.Tensor, dict]:
+            return with_targets(*augment_batch(*_to_float(*batch), seed_pair, strength=strength, flip=flip))
+
+        ds = tf.data.Dataset.zip((ds, seeds)).map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(
+            lambda images, masks: with_targets(*_to_float(images, masks)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:

@@ -815,8 +815,8 @@ def export_best_config(
     header = (
         f"# Best config of Optuna study {study.study_name!r}: trial {best.number}, "
         f"cv_score_mean {best.value:.6f}.\n"
-        f"# MLflow run of that trial: {best.user_attrs.get(STUDY_RUN_ATTR, 'unknown')}. "
-        "Written by src/tune.py; re-run `python src/cv_train.py --config <this file>`.\n"
+        f"# MLflow run of that trial: {best.user_attrs.get(STUDY_RUN_ATTR, 'unknown')}. Written by src/tune.py;\n"
+        "# re-run it with `python src/cv_train.py --config <this file>`.\n"
     )
     atomic_write_text(path, header + config_to_yaml(config))
     return path
