@@ -36,7 +36,8 @@ def run_arm(name: str, pruner_name: str, args: argparse.Namespace) -> dict[str, 
     import optuna
 
     from nerveseg.config import TrainConfig
-    from nerveseg.tuning import TuneSettings, make_pruner, parse_search_space, quiet_optuna, run_study
+    from nerveseg.search_space import parse_search_space
+    from nerveseg.tuning import TuneSettings, make_pruner, quiet_optuna, run_study
 
     work = Path(args.work)
     arm = work / name

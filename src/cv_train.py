@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nerveseg.cli import one_line_errors
 from nerveseg.config import load_config
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
@@ -39,33 +40,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# ValueError: bad input or an unreachable tracking store (TrackingError): one line, no traceback
+@one_line_errors(ValueError, interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        # imported here so that --help and argument errors answer without loading TensorFlow and MLflow
-        from nerveseg.cv import format_summary_table
-        from nerveseg.experiment import run_cv
-        from nerveseg.tracking import load_mlflow_settings, ui_hint
+    # imported here so that --help and argument errors answer without loading TensorFlow and MLflow
+    from nerveseg.cv import format_summary_table
+    from nerveseg.experiment import run_cv
+    from nerveseg.tracking import load_mlflow_settings, ui_hint
 
-        config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
-        settings = load_mlflow_settings()
-        result = run_cv(
-            config,
-            raw_dir=args.raw_dir,
-            cache_dir=args.cache_dir,
-            folds_dir=args.folds_dir,
-            fold=args.fold,
-            parent_run_id=args.parent_run_id,
-            resume=args.resume,
-            progress=not args.quiet,
-            settings=settings,
-        )
-    except ValueError as err:  # bad input or an unreachable tracking store: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the runs are marked KILLED; continue with --resume", file=sys.stderr)
-        return 130
+    config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
+    settings = load_mlflow_settings()
+    result = run_cv(
+        config,
+        raw_dir=args.raw_dir,
+        cache_dir=args.cache_dir,
+        folds_dir=args.folds_dir,
+        fold=args.fold,
+        parent_run_id=args.parent_run_id,
+        resume=args.resume,
+        progress=not args.quiet,
+        settings=settings,
+    )
     if result.summary is not None:
         print(format_summary_table(result.summary))
         if result.postprocessing is not None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+from nerveseg.cli import one_line_errors
 from nerveseg.paths import RAW_DIR
 from nerveseg.synthetic import generate
 
@@ -27,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+@one_line_errors(ValueError)
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RAW_DIR, help=f"output root (default {RAW_DIR})")
@@ -43,20 +45,16 @@ def main(argv: list[str] | None = None) -> int:
 
     masks_dir = args.test_masks if args.test_masks is not None else args.out.parent / "synthetic_test_masks"
     start = time.perf_counter()
-    try:
-        generate(
-            args.out,
-            args.subjects,
-            args.images_per_subject,
-            args.test,
-            args.seed,
-            test_masks_dir=masks_dir,
-            progress=not args.quiet,
-            workers=args.workers,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    generate(
+        args.out,
+        args.subjects,
+        args.images_per_subject,
+        args.test,
+        args.seed,
+        test_masks_dir=masks_dir,
+        progress=not args.quiet,
+        workers=args.workers,
+    )
     seconds = time.perf_counter() - start
     n_train = args.subjects * args.images_per_subject
     print(

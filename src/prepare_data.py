@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 from nerveseg.audit import prepare
+from nerveseg.cli import one_line_errors
 from nerveseg.config import TrainConfig
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 
+@one_line_errors(ValueError)  # DataError is a ValueError
 def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,21 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
-    try:
-        result = prepare(
-            raw_dir=args.raw_dir,
-            cache_dir=args.cache_dir,
-            folds_dir=args.folds_dir,
-            height=args.height,
-            width=args.width,
-            n_folds=args.folds,
-            seed=args.seed,
-            workers=args.workers,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:  # DataError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = prepare(
+        raw_dir=args.raw_dir,
+        cache_dir=args.cache_dir,
+        folds_dir=args.folds_dir,
+        height=args.height,
+        width=args.width,
+        n_folds=args.folds,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
     print(result.report)
     return 0
 

@@ -9,9 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from nerveseg.cli import one_line_errors
 from nerveseg.submission import score_submission
 
 
+@one_line_errors(ValueError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Mean Dice (Kaggle's metric) of a submission against <id>_mask.tif")
     parser.add_argument("csv", type=Path, help="submission CSV (img,pixels)")
@@ -25,11 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also print per-image Dice, or write it to OUT.csv",
     )
     args = parser.parse_args(argv)
-    try:
-        score, per_image = score_submission(args.csv, args.masks)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    score, per_image = score_submission(args.csv, args.masks)
     if args.per_image == "-":
         print(per_image.to_string(index=False))
     elif args.per_image is not None:

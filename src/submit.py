@@ -11,9 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from nerveseg.cli import one_line_errors
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 
 
+@one_line_errors(ValueError)  # includes DataError and TrackingError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict data/raw/test with CV run(s) and write a submission CSV")
     which = parser.add_mutually_exclusive_group()
@@ -34,25 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
         if not run_ids:
-            print("error: --runs needs at least one run id (ID1,ID2,...)", file=sys.stderr)
-            return 2
-    try:
-        from nerveseg.submitting import make_submission
+            raise ValueError("--runs needs at least one run id (ID1,ID2,...)")
+    from nerveseg.submitting import make_submission
 
-        result = make_submission(
-            run_id=args.run_id,
-            run_ids=run_ids,
-            tta=not args.no_tta,
-            raw_dir=args.raw_dir,
-            out_dir=args.out_dir,
-            cache_dir=args.cache_dir,
-            batch_size=args.batch_size,
-            test_masks_dir=args.test_masks,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:  # includes DataError and TrackingError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = make_submission(
+        run_id=args.run_id,
+        run_ids=run_ids,
+        tta=not args.no_tta,
+        raw_dir=args.raw_dir,
+        out_dir=args.out_dir,
+        cache_dir=args.cache_dir,
+        batch_size=args.batch_size,
+        test_masks_dir=args.test_masks,
+        progress=not args.no_progress,
+    )
     pp = result.postprocessing
     print(
         f"post-processing ({result.postprocessing_source}): threshold {pp['threshold']}, "

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nerveseg.cli import one_line_errors
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 DEFAULT_CONFIG = EXPERIMENTS_DIR / "baseline.yaml"
@@ -78,34 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors(ValueError, RuntimeError)  # bad input, unreachable storage/tracking, a broken setup
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nerveseg.config import load_config
-    from nerveseg.tuning import TuneSettings, load_search_space, make_pruner, quiet_optuna, run_study
+    from nerveseg.search_space import load_search_space
+    from nerveseg.tuning import TuneSettings, make_pruner, quiet_optuna, run_study
 
-    try:
-        base = load_config(args.config, folds=args.folds)
-        settings = TuneSettings(
-            study_name=args.study,
-            n_trials=args.trials,
-            base_config=base,
-            space=load_search_space(args.space),
-            storage=args.storage,
-            raw_dir=args.raw_dir,
-            cache_dir=args.cache_dir,
-            folds_dir=args.folds_dir,
-            experiments_dir=args.experiments_dir,
-            progress=not args.quiet,
-            timeout=args.timeout,
-            pruner=make_pruner(args.pruner, n_startup_trials=args.n_startup_trials, n_warmup_steps=args.n_warmup_steps),
-            seed=args.seed,
-            max_consecutive_failures=args.max_consecutive_failures,
-        )
-        with quiet_optuna():
-            result = run_study(settings, out=lambda line: print(line, flush=True))
-    except (ValueError, RuntimeError) as err:  # bad input, unreachable storage/tracking, a broken setup
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    base = load_config(args.config, folds=args.folds)
+    settings = TuneSettings(
+        study_name=args.study,
+        n_trials=args.trials,
+        base_config=base,
+        space=load_search_space(args.space),
+        storage=args.storage,
+        raw_dir=args.raw_dir,
+        cache_dir=args.cache_dir,
+        folds_dir=args.folds_dir,
+        experiments_dir=args.experiments_dir,
+        progress=not args.quiet,
+        timeout=args.timeout,
+        pruner=make_pruner(args.pruner, n_startup_trials=args.n_startup_trials, n_warmup_steps=args.n_warmup_steps),
+        seed=args.seed,
+        max_consecutive_failures=args.max_consecutive_failures,
+    )
+    with quiet_optuna():
+        result = run_study(settings, out=lambda line: print(line, flush=True))
     states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.states.items()))
     print(f"study {result.study_name}: {result.n_trials_total} trials ({states}); {result.ran_here} ran in this worker")
     if result.best_value is not None:

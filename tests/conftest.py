@@ -1,14 +1,20 @@
 """Shared fixtures: a tiny synthetic data set in Kaggle's layout, made once per test session.
 
-Tests that train use it with tiny models (see ``tiny_config``) so the whole suite stays fast.
+Tests that train use it with tiny models (see ``tiny_config``) so the whole suite stays fast;
+tests that track use ``store``, an embedded MLflow store of their own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from nerveseg.tracking import MlflowSettings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,3 +67,25 @@ def tiny_config():
         folds=3,
         seed=1,
     )
+
+
+@pytest.fixture(scope="session")
+def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its tables, made once: creating the schema takes ~10 s."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture()
+def store(tmp_path: Path, empty_db: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowSettings:
+    """This test's own store (a copy of the empty database) via MLFLOW_TRACKING_URI, with the experiment
+    of mlflow.yml (MLFLOW_EXPERIMENT_NAME unset); artifacts beside it."""
+    from nerveseg.tracking import load_mlflow_settings
+
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    return load_mlflow_settings()

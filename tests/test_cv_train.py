@@ -8,7 +8,6 @@ failing fast on an unreachable tracking server before any training.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import cv_train
 from nerveseg import experiment, training
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.paths import EXPERIMENTS_DIR
-from nerveseg.tracking import RUN_TYPE_TAG, MlflowSettings, download_artifacts, get_client, load_mlflow_settings
+from nerveseg.tracking import RUN_TYPE_TAG, MlflowSettings, download_artifacts, get_client
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
 PARENT_TAGS = (
@@ -35,25 +34,6 @@ PARENT_TAGS = (
     "keras_version",
     "device",
 )
-
-
-@pytest.fixture(scope="module")
-def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite database with its tables, made once: creating the schema takes ~10 s."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture()
-def store(tmp_path: Path, empty_db: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowSettings:
-    """This test's own store (a copy of the empty database) via MLFLOW_TRACKING_URI; artifacts beside it."""
-    shutil.copy(empty_db, tmp_path / "mlflow.db")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    return load_mlflow_settings()
 
 
 @pytest.fixture()

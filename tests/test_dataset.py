@@ -1,70 +1,16 @@
-"""Indexing and validated decoding of Kaggle's raw layout, with every kind of broken file.
-
-The small TIFF writers here are also used by the preprocess, audit and folds tests.
-"""
+"""Indexing and validated decoding of Kaggle's raw layout, with every kind of broken file."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
+from helpers import SHAPE, nerve_mask, snapshot, structured_image, write_set, write_tif
 from nerveseg.dataset import DataError, index_test, index_train, read_image, read_mask
-from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.preprocess import prepare_train
-
-SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
-
-
-def structured_image(seed: int) -> np.ndarray:
-    """An ultrasound-like frame: blurred bright and dark blobs over a background, plus speckle."""
-    rng = np.random.default_rng(seed)
-    canvas = np.full(SHAPE, float(rng.integers(40, 90)), dtype=np.float32)
-    for _ in range(12):
-        center = (int(rng.integers(0, ORIG_WIDTH)), int(rng.integers(0, ORIG_HEIGHT)))
-        axes = (int(rng.integers(20, 120)), int(rng.integers(10, 60)))
-        cv2.ellipse(canvas, center, axes, float(rng.integers(0, 180)), 0, 360, float(rng.integers(0, 256)), -1)
-    canvas = cv2.GaussianBlur(canvas, (0, 0), 3) + rng.normal(0, 8, SHAPE)
-    return np.clip(canvas, 0, 255).astype(np.uint8)
-
-
-def nerve_mask(empty: bool, shift: int = 0) -> np.ndarray:
-    """A 0/255 mask with one ellipse (about 7,000 pixels, like a real nerve) unless ``empty``."""
-    mask = np.zeros(SHAPE, dtype=np.uint8)
-    if not empty:
-        cv2.ellipse(mask, (330 + shift, 140), (45, 50), 0, 0, 360, 255, -1)
-    return mask
-
-
-def write_tif(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), array)
-    return path
-
-
-def write_pair(train_dir: Path, subject: int, image: int, *, empty: bool = False, seed: int | None = None) -> None:
-    """``<subject>_<image>.tif`` and its mask; the image content depends on ``seed`` (default: the name)."""
-    seed = subject * 1000 + image if seed is None else seed
-    write_tif(train_dir / f"{subject}_{image}.tif", structured_image(seed))
-    write_tif(train_dir / f"{subject}_{image}_mask.tif", nerve_mask(empty, shift=image % 7))
-
-
-def write_set(raw_dir: Path, subjects: tuple[int, ...] = (1, 2), images: tuple[int, ...] = (1, 2, 3)) -> Path:
-    """A tiny valid train set (every third image empty) plus three test images; returns ``raw_dir``."""
-    for subject in subjects:
-        for image in images:
-            write_pair(raw_dir / "train", subject, image, empty=image % 3 == 0)
-    for test_id in (1, 2, 10):
-        write_tif(raw_dir / "test" / f"{test_id}.tif", structured_image(100_000 + test_id))
-    return raw_dir
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``folder`` with its size and modification time, to prove nothing was written."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 def test_index_train_sorts_numerically_and_pairs_files(tmp_path: Path) -> None:

@@ -8,30 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import fake_data
 from nerveseg import folds as folds_module
 from nerveseg.folds import load_or_create_folds, make_folds
-from nerveseg.preprocess import FULL_PIXELS, PreparedData, block_histograms, resize_image
-
-
-def fake_data(
-    subjects: np.ndarray,
-    has_mask: np.ndarray,
-    *,
-    full_images: np.ndarray | None = None,
-    fingerprint: str = "ab" * 32,
-) -> PreparedData:
-    """A hand-made PreparedData: ids "<subject>_<k>", one foreground pixel per non-empty full mask."""
-    subjects, has_mask = np.asarray(subjects, dtype=np.int64), np.asarray(has_mask, dtype=bool)
-    ids = np.array([f"{s}_{k}" for k, s in enumerate(subjects, start=1)])
-    packed = np.zeros((len(ids), FULL_PIXELS // 8), dtype=np.uint8)
-    packed[has_mask, 0] = 0b1000_0000
-    images = np.zeros((len(ids), 8, 10), dtype=np.uint8)
-    descriptors = None
-    if full_images is not None:
-        images = np.stack([resize_image(image, 8, 10) for image in full_images])
-        descriptors = np.stack([block_histograms(image) for image in full_images])
-    masks = np.zeros_like(images)
-    return PreparedData(ids, subjects, images, masks, packed, fingerprint, descriptors)
 
 
 @pytest.fixture()

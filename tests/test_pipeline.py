@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import random_disc_masks
 from nerveseg.pipeline import make_dataset
 
 
 def blobs(n: int = 24, height: int = 32, width: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Binary-looking images (20 / 220) whose mask is exactly the thresholded image; a third are empty."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:height, :width]
-    masks = np.zeros((n, height, width), np.uint8)
-    for i in range(n):
-        if i % 3:
-            cy, cx, r = rng.uniform(10, 22), rng.uniform(12, 28), rng.uniform(4, 8)
-            masks[i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    masks = random_disc_masks(np.random.default_rng(seed), n, height, width, max_radius=8)
     return (masks * 200 + 20).astype(np.uint8), masks
 
 

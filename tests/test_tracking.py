@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import shutil
 import socket
 import subprocess
 import threading
@@ -23,24 +22,6 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start from mlflow.yml alone; each sets the overrides it tests."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-
-
-@pytest.fixture(scope="module")
-def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite database with its tables, made once: creating the schema takes ~10 s."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture()
-def store(tmp_path: Path, empty_db: Path, monkeypatch: pytest.MonkeyPatch) -> tracking.MlflowSettings:
-    """A fresh store of this test's own (a copy of the empty database), selected via MLFLOW_TRACKING_URI."""
-    shutil.copy(empty_db, tmp_path / "mlflow.db")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return load_mlflow_settings()
 
 
 def free_port() -> int:

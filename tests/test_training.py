@@ -9,6 +9,7 @@ import pytest
 
 import nerveseg.losses
 import nerveseg.training
+from helpers import random_disc_masks
 from nerveseg.cv import CVSummary, format_summary_table, summarize_cv
 from nerveseg.metrics import dice_per_image
 from nerveseg.model import build_model_from_config, get_standardization
@@ -31,12 +32,7 @@ def make_data(
     """Dark noisy images with a bright disc where the mask is; every third image is empty."""
     rng = np.random.default_rng(seed)
     n = subjects * per_subject
-    yy, xx = np.mgrid[:height, :width]
-    masks = np.zeros((n, height, width), np.uint8)
-    for i in range(n):
-        if i % 3:
-            cy, cx, r = rng.uniform(10, 22), rng.uniform(12, 28), rng.uniform(4, 7)
-            masks[i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    masks = random_disc_masks(rng, n, height, width, max_radius=7)
     images = np.clip(rng.normal(60, 20, (n, height, width)) + 120 * masks, 0, 255).astype(np.uint8)
     full = np.stack([cv2.resize(m, (ORIG_WIDTH, ORIG_HEIGHT), interpolation=cv2.INTER_NEAREST) for m in masks])
     return PreparedData(

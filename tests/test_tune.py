@@ -12,20 +12,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 optuna = pytest.importorskip("optuna")
 
+from helpers import exact_n_worker  # noqa: E402
 from nerveseg.config import TrainConfig  # noqa: E402
-from nerveseg.tuning import (  # noqa: E402
-    PruningListener,
-    describe_failure,
-    load_search_space,
-    parse_search_space,
-)
+from nerveseg.search_space import load_search_space, parse_search_space  # noqa: E402
+from nerveseg.tuning import PruningListener, describe_failure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAIL_LR = 1.0e-2  # trials with exactly this learning rate get a diverged loss injected
@@ -167,27 +163,13 @@ def test_failure_reasons_name_the_kind() -> None:
 # ------------------------------------------------------------------------------------------ exact N
 
 # Trials are ~instant, so the workers race for trial creation all the time.
-SQLITE_WORKER = textwrap.dedent(
+SQLITE_WORKER = exact_n_worker(
     """
-    import random, sys, time
-    import optuna
-    from nerveseg.tuning import StudyLock, make_storage, optimize_exactly
-
-    url, name, n_trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    lock = StudyLock(url, name)
-    with lock:
-        study = optuna.create_study(study_name=name, storage=make_storage(url), direction="maximize",
-                                    load_if_exists=True)
-
     def objective(trial):
         time.sleep(random.uniform(0.0, 0.02))
         if trial.number % 4 == 1:
             raise RuntimeError("deliberate failure")
         return trial.suggest_float("x", 0.0, 1.0)
-
-    print("ran", optimize_exactly(study, objective, n_trials, lock))
-    lock.close()
     """
 )
 

@@ -20,13 +20,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from helpers import exact_n_worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -142,19 +143,8 @@ def postgres() -> Iterator[PostgresServer]:
 
 # A worker with a trivial objective: trials are ~instant, so workers contend for trial creation
 # constantly, which is where a "check the count, then create a trial" race would overshoot.
-TRIVIAL_WORKER = textwrap.dedent(
+TRIVIAL_WORKER = exact_n_worker(
     """
-    import random, sys, time
-    import optuna
-    from nerveseg.tuning import StudyLock, make_storage, optimize_exactly
-
-    url, name, n_trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    lock = StudyLock(url, name)
-    with lock:
-        study = optuna.create_study(study_name=name, storage=make_storage(url), direction="maximize",
-                                    load_if_exists=True)
-
     def objective(trial):
         x = trial.suggest_float("x", 0.0, 1.0)
         time.sleep(random.uniform(0.0, 0.03))
@@ -163,10 +153,6 @@ TRIVIAL_WORKER = textwrap.dedent(
         if trial.number % 5 == 4:
             raise optuna.TrialPruned()
         return x
-
-    ran = optimize_exactly(study, objective, n_trials, lock)
-    lock.close()
-    print("ran", ran)
     """
 )
 

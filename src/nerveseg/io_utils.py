@@ -3,28 +3,46 @@ interrupted run never leaves a half-written cache, fold file, config or submissi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+@contextlib.contextmanager
+def _atomic_open(path: Path | str) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file beside ``path``, flushed to disk and renamed into place when
+    the block ends; if it raises, the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual permissions
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    with _atomic_open(path) as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -34,18 +52,8 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 def atomic_save_npz(path: Path | str, **arrays: np.ndarray) -> None:
     """Atomically save an uncompressed ``.npz`` (uncompressed loads fastest; caches are big but local)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_open(path) as handle:
+        np.savez(handle, **arrays)
 
 
 def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:

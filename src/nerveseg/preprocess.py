@@ -235,6 +235,7 @@ def load_or_build_train(
     """``prepare_train`` that also says whether the cache was hit (for the audit)."""
     index = index_train(raw_dir)
     pairs = list(zip(index["image_path"], index["mask_path"], strict=True))
+    files = [path for pair in pairs for path in pair]  # image, mask, image, mask, ...
 
     def build() -> dict[str, np.ndarray]:
         decoded = _parallel_map(
@@ -249,10 +250,10 @@ def load_or_build_train(
             "masks": np.stack(masks),
             "masks_full_packed": np.stack(packed),
             "descriptors": np.stack(descriptors),
-            "fingerprint": np.array(_content_fingerprint([p for pair in pairs for p in pair], digests)),
+            "fingerprint": np.array(_content_fingerprint(files, digests)),
         }
 
-    arrays, status = _load_or_build("train", [p for pair in pairs for p in pair], cache_dir, height, width, build)
+    arrays, status = _load_or_build("train", files, cache_dir, height, width, build)
     data = PreparedData(**{**arrays, "fingerprint": str(arrays["fingerprint"])})
     return data, status
 

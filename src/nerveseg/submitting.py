@@ -261,6 +261,8 @@ def _postprocessing(
     cache_dir: Path,
     progress: bool,
 ) -> tuple[dict[str, Any], str]:
+    """The settings and where they came from: a single run's stored ``postprocessing.json`` ("run"), or
+    decided now on the OOF predictions ("decided", then stored on that run; "decided_ensemble")."""
     if len(runs) == 1:
         run = runs[0]
         try:
@@ -278,11 +280,11 @@ def _postprocessing(
                     f"{POSTPROCESSING_ARTIFACT} of run {run.run_id} ({run.name}) is not usable: {err}"
                 ) from err
             return settings, "run"
-        settings = decide_for_runs(runs, workdir, tracking_uri, raw_dir=raw_dir, cache_dir=cache_dir, progress=progress)
-        client.log_dict(run.run_id, settings, POSTPROCESSING_ARTIFACT)
-        return settings, "decided"
     settings = decide_for_runs(runs, workdir, tracking_uri, raw_dir=raw_dir, cache_dir=cache_dir, progress=progress)
-    return settings, "decided_ensemble"
+    if len(runs) > 1:
+        return settings, "decided_ensemble"
+    client.log_dict(runs[0].run_id, settings, POSTPROCESSING_ARTIFACT)
+    return settings, "decided"
 
 
 # ------------------------------------------------------------------------------------------ submit

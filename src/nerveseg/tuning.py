@@ -4,7 +4,7 @@ Why the pieces look the way they do:
 
 * The search space is a YAML file over :class:`~nerveseg.config.TrainConfig` keys, so a trial's
   parameters are config overrides and the best trial becomes an ``experiments/*.yaml`` that
-  ``cv_train.py --config`` runs as it is.
+  ``cv_train.py --config`` runs as it is (parsing and checks: :mod:`nerveseg.search_space`).
 * Every trial runs :func:`nerveseg.experiment.run_cv` (no copy of the CV logic): a trial's MLflow
   run *is* a CV parent run (tag ``nerveseg.run_type`` = "cv", per-fold child runs, OOF, weights),
   nested under one MLflow run per study, so ``submit.py --run-id <trial run>`` takes it directly.
@@ -12,7 +12,8 @@ Why the pieces look the way they do:
   ``MaxTrialsCallback`` only stops a worker *after* a trial ends, so with W workers the study can
   overshoot by up to W-1 trials. Here each worker checks the count and creates its next trial while
   holding a lock shared by all workers of the study (a PostgreSQL/MySQL advisory lock, or a file
-  lock beside a SQLite file), so the study ends with exactly N trials (see :func:`optimize_exactly`).
+  lock beside a SQLite file), so the study ends with exactly N trials (see
+  :func:`nerveseg.study_storage.optimize_exactly`).
 * Failures are results: a trial whose loss turns NaN, that runs out of memory, or that raises is
   recorded as FAIL with a ``fail_reason`` user attribute, and the study goes on.
 """
@@ -20,26 +21,31 @@ Why the pieces look the way they do:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import sys
-import threading
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import mlflow
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from nerveseg.config import TrainConfig, config_to_yaml, field_names
+from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
+from nerveseg.search_space import SearchSpace
+from nerveseg.study_storage import (
+    StudyLock,
+    check_storage,
+    count_counted_trials,
+    make_storage,
+    optimize_exactly,
+    redact_url,
+)
 
 DEFAULT_STORAGE = f"sqlite:///{OPTUNA_DB}"
 
@@ -55,409 +61,6 @@ WORKERS_ATTR = "workers_started"  # study user attr: how many workers have joine
 
 # A trial's MLflow state tag, from Optuna's state.
 _STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-
-# Heartbeats let a live worker mark a dead worker's RUNNING trial as FAIL (it still counts towards N).
-HEARTBEAT_INTERVAL_S = 60
-HEARTBEAT_GRACE_S = 300
-
-
-# --------------------------------------------------------------------------------------------
-# Search space
-# --------------------------------------------------------------------------------------------
-
-ParamKind = Literal["float", "int", "categorical"]
-_SPEC_KEYS: dict[str, set[str]] = {
-    "float": {"type", "low", "high", "log", "step"},
-    "int": {"type", "low", "high", "log", "step"},
-    "categorical": {"type", "choices"},
-}
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One dimension of the search: a config key and how Optuna samples it."""
-
-    name: str
-    kind: ParamKind
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-    choices: tuple[Any, ...] = ()
-
-    def suggest(self, trial: optuna.Trial) -> Any:
-        """Sample this parameter from ``trial`` (the Optuna parameter name is the config key)."""
-        if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
-        if self.kind == "int":
-            step = 1 if self.step is None else int(self.step)
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=step, log=self.log)
-        return trial.suggest_categorical(self.name, list(self.choices))
-
-    def extremes(self) -> list[Any]:
-        """Values worth checking against a base config: the bounds, or every choice."""
-        if self.kind == "categorical":
-            return list(self.choices)
-        if self.kind == "int":
-            return [int(self.low), int(self.high)]
-        return [float(self.low), float(self.high)]
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """The parameters a study samples; ``source`` names the YAML file in error messages."""
-
-    params: tuple[ParamSpec, ...]
-    source: str = "<search space>"
-
-    @property
-    def names(self) -> list[str]:
-        return [p.name for p in self.params]
-
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample every parameter; the result is a ``TrainConfig.replace`` mapping."""
-        return {p.name: p.suggest(trial) for p in self.params}
-
-    def check_against(self, base: TrainConfig) -> None:
-        """Fail before the first trial if a bound or choice can never make a valid config with ``base``.
-
-        Each value is tried alone on the base config (e.g. ``depth: 6`` with a 32x40 model is
-        rejected here rather than failing trials one by one). Combinations of searched keys can
-        still be invalid; such trials fail with the config's own message as their reason.
-        """
-        for spec in self.params:
-            for value in spec.extremes():
-                try:
-                    base.replace(**{spec.name: value})
-                except ValueError as err:
-                    raise ValueError(
-                        f"search space {self.source}: key {spec.name!r} value {value!r} is not valid with base "
-                        f"config {base.name!r}: {err}; narrow the range/choices or change the base config"
-                    ) from err
-
-
-def _as_number(value: Any, *, source: str, key: str, what: str, integer: bool) -> float | int:
-    """A YAML scalar as a number; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}")
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}") from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"search space {source}: key {key!r}: {what} must be a finite number, got {value!r}")
-    if integer:
-        if float(value) != int(value):
-            raise ValueError(f"search space {source}: key {key!r}: {what} must be an integer, got {value!r}")
-        return int(value)
-    return float(value)
-
-
-def _field_kind(key: str) -> str:
-    """'bool', 'int', 'float', 'str' or 'choice' (a Literal) for a TrainConfig field."""
-    import typing
-
-    hint = typing.get_type_hints(TrainConfig)[key]
-    if typing.get_origin(hint) is Literal:
-        return "choice"
-    return {bool: "bool", int: "int", float: "float", str: "str"}.get(hint, "str")
-
-
-def parse_param_spec(key: str, spec: Any, *, source: str) -> ParamSpec:
-    """Validate one ``key: {type: ..., ...}`` entry of a search space file."""
-    allowed_keys = field_names()
-    if key not in allowed_keys:
-        raise ValueError(
-            f"search space {source}: unknown key {key!r}; expected TrainConfig keys: {', '.join(allowed_keys)}"
-        )
-    if not isinstance(spec, Mapping):
-        raise ValueError(
-            f"search space {source}: key {key!r} must map to e.g. {{type: float, low: 1.0e-5, high: 1.0e-3, "
-            f"log: true}}, got {spec!r}"
-        )
-    kind = spec.get("type")
-    if kind not in _SPEC_KEYS:
-        raise ValueError(f"search space {source}: key {key!r} has type {kind!r}; expected one of {sorted(_SPEC_KEYS)}")
-    unknown = set(spec) - _SPEC_KEYS[kind]
-    if unknown:
-        raise ValueError(
-            f"search space {source}: key {key!r} ({kind}) has unknown fields {sorted(unknown)}; "
-            f"allowed: {sorted(_SPEC_KEYS[kind])}"
-        )
-    field_kind = _field_kind(key)
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ValueError(f"search space {source}: key {key!r}: choices must be a non-empty list, got {choices!r}")
-        for choice in choices:
-            if not (choice is None or isinstance(choice, bool | int | float | str)):
-                raise ValueError(
-                    f"search space {source}: key {key!r}: choice {choice!r} must be a scalar (bool, number, string)"
-                )
-        if len({(type(c), c) for c in choices}) != len(choices):
-            raise ValueError(f"search space {source}: key {key!r}: choices {choices!r} contain duplicates")
-        return ParamSpec(key, "categorical", choices=tuple(choices))
-
-    if field_kind != kind:
-        hint = "use type: categorical with explicit choices" if field_kind in {"bool", "choice", "str"} else ""
-        raise ValueError(
-            f"search space {source}: key {key!r} is a {field_kind} config field but the space says type {kind!r}"
-            + (f"; {hint}" if hint else f"; use type: {field_kind}")
-        )
-    for required in ("low", "high"):
-        if required not in spec:
-            raise ValueError(f"search space {source}: key {key!r} ({kind}) needs {required!r}")
-    integer = kind == "int"
-    low = _as_number(spec["low"], source=source, key=key, what="low", integer=integer)
-    high = _as_number(spec["high"], source=source, key=key, what="high", integer=integer)
-    if low > high:
-        raise ValueError(f"search space {source}: key {key!r}: low {low!r} is greater than high {high!r}")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ValueError(f"search space {source}: key {key!r}: log must be true or false, got {log!r}")
-    step = spec.get("step")
-    if step is not None:
-        step = _as_number(step, source=source, key=key, what="step", integer=integer)
-        if step <= 0:
-            raise ValueError(f"search space {source}: key {key!r}: step must be positive, got {step!r}")
-        if log:
-            raise ValueError(f"search space {source}: key {key!r}: step and log cannot be combined (Optuna)")
-    if log and low <= 0:
-        raise ValueError(f"search space {source}: key {key!r}: log scale needs low > 0, got {low!r}")
-    return ParamSpec(key, kind, low=low, high=high, step=step, log=log)
-
-
-def parse_search_space(mapping: Any, *, source: str = "<search space>") -> SearchSpace:
-    """A :class:`SearchSpace` from an already loaded YAML mapping."""
-    if not isinstance(mapping, Mapping) or not mapping:
-        raise ValueError(
-            f"search space {source} must be a non-empty mapping of TrainConfig key -> spec, "
-            f"got {type(mapping).__name__}"
-        )
-    return SearchSpace(tuple(parse_param_spec(str(k), v, source=source) for k, v in mapping.items()), source=source)
-
-
-def load_search_space(path: Path | str) -> SearchSpace:
-    """Read and validate a search space YAML file (see ``experiments/search_space.yaml``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"search space file {path} does not exist; pass --space experiments/search_space.yaml")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"search space {path} is not valid YAML: {err}") from err
-    return parse_search_space(loaded, source=str(path))
-
-
-# --------------------------------------------------------------------------------------------
-# Storage, locks and the exact-N loop
-# --------------------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and tags."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
-
-
-def _sqlite_path(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
-def check_storage(url: str) -> None:
-    """Fail fast, in one line, when the Optuna storage cannot be reached (before any trial runs)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    try:
-        backend = make_url(url).get_backend_name()
-    except Exception as err:
-        raise ValueError(
-            f"--storage {url!r} is not a database URL ({err}); e.g. sqlite:///experiments/optuna.db "
-            "or postgresql://user:password@host:5432/optuna"
-        ) from None
-    sqlite_path = _sqlite_path(url)
-    if sqlite_path is not None:
-        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    connect_args = {"connect_timeout": 10} if backend in {"postgresql", "mysql"} else {}
-    engine = create_engine(url, connect_args=connect_args)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(
-            f"cannot reach Optuna storage {redact_url(url)}: {first_line}; start the database or fix --storage"
-        ) from None
-    finally:
-        engine.dispose()
-
-
-class StudyLock:
-    """A lock shared by every worker of one study, used around "count trials, then create one".
-
-    PostgreSQL and MySQL get a server-side advisory lock (released by the server if a worker
-    dies), SQLite a ``flock`` on ``<db>.lock`` beside the database file (SQLite is single-host
-    anyway), anything else a process-local lock (exact N then holds only within one process).
-    """
-
-    def __init__(self, storage_url: str, study_name: str) -> None:
-        from sqlalchemy.engine import make_url
-
-        self.storage_url = storage_url
-        self.study_name = study_name
-        self._backend = make_url(storage_url).get_backend_name()
-        self._key = int.from_bytes(
-            hashlib.sha256(f"nerveseg-tune:{study_name}".encode()).digest()[:8], "big", signed=True
-        )
-        self._engine: Any = None
-        self._conn: Any = None
-        self._file: Any = None
-        self._thread_lock = threading.Lock()
-        self.held = False
-
-    def acquire(self) -> None:
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.pool import NullPool
-
-        self._thread_lock.acquire()
-        try:
-            if self._backend in {"postgresql", "mysql"}:
-                if self._engine is None:
-                    self._engine = create_engine(self.storage_url, poolclass=NullPool)
-                if self._conn is None:
-                    self._conn = self._engine.connect()
-                if self._backend == "postgresql":
-                    self._conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
-                else:
-                    self._conn.execute(text("SELECT GET_LOCK(:name, -1)"), {"name": f"nerveseg-{self._key}"})
-                self._conn.commit()
-            else:
-                sqlite_path = _sqlite_path(self.storage_url)
-                if sqlite_path is not None:
-                    import fcntl
-
-                    lock_path = sqlite_path.with_name(sqlite_path.name + ".lock")
-                    self._file = open(lock_path, "a+")  # noqa: SIM115 - held across calls, closed in release()
-                    fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        self.held = True
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        from sqlalchemy import text
-
-        try:
-            if self._conn is not None:
-                if self._backend == "postgresql":
-                    self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-                else:
-                    self._conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": f"nerveseg-{self._key}"})
-                self._conn.commit()
-            if self._file is not None:
-                import fcntl
-
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-                self._file.close()
-                self._file = None
-        finally:
-            self.held = False
-            self._thread_lock.release()
-
-    def __enter__(self) -> StudyLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def close(self) -> None:
-        """Drop the lock's database connection (the server frees any lock still held with it)."""
-        self.release()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-
-
-def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats (a dead worker's RUNNING trial becomes FAIL) and pre-ping
-    (a connection idle through an hour-long trial may have been dropped by the server)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True},
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=HEARTBEAT_GRACE_S,
-        )
-
-
-def count_counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards ``--trials``: every trial but WAITING ones (RUNNING included).
-
-    A WAITING (enqueued) trial is popped by ``ask`` instead of creating a new one, so running it
-    does not change this count.
-    """
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
-
-
-def optimize_exactly(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
-    n_trials: int,
-    lock: StudyLock,
-    *,
-    timeout: float | None = None,
-    catch: tuple[type[Exception], ...] = (Exception,),
-    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
-    should_stop: Callable[[], bool] | None = None,
-) -> int:
-    """Run trials until the study holds exactly ``n_trials`` (all workers together); returns how many ran here.
-
-    Each iteration takes ``lock``, counts the study's trials (RUNNING ones included), and if
-    fewer than ``n_trials`` calls ``study.optimize(n_trials=1)``; the wrapped objective releases
-    the lock as its first action, i.e. right after ``study.ask()`` has created the trial. So
-    "count, then create" is atomic across workers while trials themselves run concurrently.
-    ``study.optimize`` is kept (rather than ask/tell) for its heartbeats, stale-trial handling,
-    ``catch`` semantics and callbacks.
-    """
-    started = time.monotonic()
-    ran = 0
-
-    def wrapped(trial: optuna.Trial) -> float:
-        lock.release()
-        return objective(trial)
-
-    while True:
-        if timeout is not None and time.monotonic() - started >= timeout:
-            break
-        if should_stop is not None and should_stop():
-            break
-        lock.acquire()
-        try:
-            if count_counted_trials(study) >= n_trials:
-                break
-            study.optimize(wrapped, n_trials=1, catch=catch, callbacks=list(callbacks))
-            ran += 1
-        finally:
-            lock.release()  # no-op when the objective already released it
-    return ran
 
 
 # --------------------------------------------------------------------------------------------
@@ -999,18 +602,10 @@ def quiet_optuna() -> Iterator[None]:
 __all__ = [
     "DEFAULT_STORAGE",
     "CVObjective",
-    "ParamSpec",
     "PruningListener",
-    "SearchSpace",
-    "StudyLock",
     "StudyResult",
     "TuneSettings",
-    "check_storage",
-    "count_counted_trials",
     "export_best_config",
-    "load_search_space",
     "make_pruner",
-    "optimize_exactly",
-    "parse_search_space",
     "run_study",
 ]

@@ -1,0 +1,230 @@
+"""The Optuna storage that every worker of a study shares: reaching it, locking it, and running
+exactly N trials in it.
+
+Optuna's ``MaxTrialsCallback`` only stops a worker *after* a trial ends, so with W workers a study
+can overshoot by up to W-1 trials. Here each worker checks the count and creates its next trial
+while holding a lock shared by all workers of the study (a PostgreSQL/MySQL advisory lock, or a
+file lock beside a SQLite file), so the study ends with exactly N trials (see :func:`optimize_exactly`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# Heartbeats let a live worker mark a dead worker's RUNNING trial as FAIL (it still counts towards N).
+HEARTBEAT_INTERVAL_S = 60
+HEARTBEAT_GRACE_S = 300
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for messages and tags."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _sqlite_path(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def check_storage(url: str) -> None:
+    """Fail fast, in one line, when the Optuna storage cannot be reached (before any trial runs)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception as err:
+        raise ValueError(
+            f"--storage {url!r} is not a database URL ({err}); e.g. sqlite:///experiments/optuna.db "
+            "or postgresql://user:password@host:5432/optuna"
+        ) from None
+    sqlite_path = _sqlite_path(url)
+    if sqlite_path is not None:
+        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    connect_args = {"connect_timeout": 10} if backend in {"postgresql", "mysql"} else {}
+    engine = create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RuntimeError(
+            f"cannot reach Optuna storage {redact_url(url)}: {first_line}; start the database or fix --storage"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+class StudyLock:
+    """A lock shared by every worker of one study, used around "count trials, then create one".
+
+    PostgreSQL and MySQL get a server-side advisory lock (released by the server if a worker
+    dies), SQLite a ``flock`` on ``<db>.lock`` beside the database file (SQLite is single-host
+    anyway), anything else a process-local lock (exact N then holds only within one process).
+    """
+
+    def __init__(self, storage_url: str, study_name: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.storage_url = storage_url
+        self.study_name = study_name
+        self._backend = make_url(storage_url).get_backend_name()
+        self._key = int.from_bytes(
+            hashlib.sha256(f"nerveseg-tune:{study_name}".encode()).digest()[:8], "big", signed=True
+        )
+        self._engine: Any = None
+        self._conn: Any = None
+        self._file: Any = None
+        self._thread_lock = threading.Lock()
+        self.held = False
+
+    def acquire(self) -> None:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        self._thread_lock.acquire()
+        try:
+            if self._backend in {"postgresql", "mysql"}:
+                if self._engine is None:
+                    self._engine = create_engine(self.storage_url, poolclass=NullPool)
+                if self._conn is None:
+                    self._conn = self._engine.connect()
+                if self._backend == "postgresql":
+                    self._conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+                else:
+                    self._conn.execute(text("SELECT GET_LOCK(:name, -1)"), {"name": f"nerveseg-{self._key}"})
+                self._conn.commit()
+            else:
+                sqlite_path = _sqlite_path(self.storage_url)
+                if sqlite_path is not None:
+                    import fcntl
+
+                    lock_path = sqlite_path.with_name(sqlite_path.name + ".lock")
+                    self._file = open(lock_path, "a+")  # noqa: SIM115 - held across calls, closed in release()
+                    fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        from sqlalchemy import text
+
+        try:
+            if self._conn is not None:
+                if self._backend == "postgresql":
+                    self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+                else:
+                    self._conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": f"nerveseg-{self._key}"})
+                self._conn.commit()
+            if self._file is not None:
+                import fcntl
+
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+                self._file.close()
+                self._file = None
+        finally:
+            self.held = False
+            self._thread_lock.release()
+
+    def __enter__(self) -> StudyLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def close(self) -> None:
+        """Drop the lock's database connection (the server frees any lock still held with it)."""
+        self.release()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats (a dead worker's RUNNING trial becomes FAIL) and pre-ping
+    (a connection idle through an hour-long trial may have been dropped by the server)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S,
+        )
+
+
+def count_counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards ``--trials``: every trial but WAITING ones (RUNNING included).
+
+    A WAITING (enqueued) trial is popped by ``ask`` instead of creating a new one, so running it
+    does not change this count.
+    """
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
+
+
+def optimize_exactly(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+    lock: StudyLock,
+    *,
+    timeout: float | None = None,
+    catch: tuple[type[Exception], ...] = (Exception,),
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Run trials until the study holds exactly ``n_trials`` (all workers together); returns how many ran here.
+
+    Each iteration takes ``lock``, counts the study's trials (RUNNING ones included), and if
+    fewer than ``n_trials`` calls ``study.optimize(n_trials=1)``; the wrapped objective releases
+    the lock as its first action, i.e. right after ``study.ask()`` has created the trial. So
+    "count, then create" is atomic across workers while trials themselves run concurrently.
+    ``study.optimize`` is kept (rather than ask/tell) for its heartbeats, stale-trial handling,
+    ``catch`` semantics and callbacks.
+    """
+    started = time.monotonic()
+    ran = 0
+
+    def wrapped(trial: optuna.Trial) -> float:
+        lock.release()
+        return objective(trial)
+
+    while True:
+        if timeout is not None and time.monotonic() - started >= timeout:
+            break
+        if should_stop is not None and should_stop():
+            break
+        lock.acquire()
+        try:
+            if count_counted_trials(study) >= n_trials:
+                break
+            study.optimize(wrapped, n_trials=1, catch=catch, callbacks=list(callbacks))
+            ran += 1
+        finally:
+            lock.release()  # no-op when the objective already released it
+    return ran
