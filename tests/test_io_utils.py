@@ -29,3 +29,14 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         atomic_save_npz(path, a=object.__new__(type("NotAnArray", (), {"__array__": None})))
     np.testing.assert_array_equal(np.load(path)["a"], np.arange(3))
     assert [p.name for p in tmp_path.iterdir()] == ["arrays.npz"]
+
+
+def test_create_refuses_an_existing_file(tmp_path: Path) -> None:
+    from nerveseg.io_utils import atomic_create_text
+
+    path = tmp_path / "sub.csv"
+    atomic_create_text(path, "first")
+    with pytest.raises(FileExistsError):
+        atomic_create_text(path, "second")
+    assert path.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"]

@@ -15,9 +15,13 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def _atomic_open(path: Path | str) -> Iterator[BinaryIO]:
+def _atomic_open(path: Path | str, *, overwrite: bool = True) -> Iterator[BinaryIO]:
     """A binary handle on a temporary file beside ``path``, flushed to disk and renamed into place when
-    the block ends; if it raises, the temporary file is removed and ``path`` is left as it was."""
+    the block ends; if it raises, the temporary file is removed and ``path`` is left as it was.
+
+    With ``overwrite=False`` the file is hard-linked into place instead, which fails atomically with
+    ``FileExistsError`` when ``path`` already exists (so two writers can never replace each other's file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -27,10 +31,12 @@ def _atomic_open(path: Path | str) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _umask() -> int:
@@ -43,6 +49,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
     with _atomic_open(path) as handle:
         handle.write(data)
+
+
+def atomic_create_text(path: Path | str, text: str) -> None:
+    """Atomically write ``text`` (UTF-8) to a NEW file; ``FileExistsError`` if ``path`` exists."""
+    with _atomic_open(path, overwrite=False) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nerveseg.io_utils import atomic_create_text
 from nerveseg.metrics import dice_per_image
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.postprocess import iter_postprocessed
@@ -84,24 +83,11 @@ def _rows_to_csv(rows: list[tuple[int, str]]) -> str:
 
 
 def _write_new_file(path: Path, text: str) -> None:
-    """Write atomically and never replace an existing file (a link is atomic and refuses to overwrite)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write atomically and never replace an existing file."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError as err:
-            raise ValueError(f"submission {path} already exists; submissions are never overwritten") from err
-        except OSError:  # a file system without hard links: check, then rename
-            if path.exists():
-                raise ValueError(f"submission {path} already exists; submissions are never overwritten") from None
-            os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        atomic_create_text(path, text)
+    except FileExistsError as err:
+        raise ValueError(f"submission {path} already exists; submissions are never overwritten") from err
 
 
 def write_submission(ids: Sequence[int] | np.ndarray, masks: MasksOrRles, path: Path | str) -> Path:
