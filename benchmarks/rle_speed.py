@@ -8,11 +8,14 @@ Masks are realistic: ~59 % empty, the rest one ellipse of about 7000 pixels.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from nerveseg.rle import rle_decode, rle_encode
 
 
