@@ -217,6 +217,12 @@ def test_unreachable_storage_and_tracking_fail_fast(
     assert "cannot reach Optuna storage postgresql+psycopg2://nobody:***@127.0.0.1:9/optuna" in err
     assert "secret" not in err and len(err.strip().splitlines()) == 1
 
+    # The usual URL without a driver gets the installed one (psycopg2), not an import error for psycopg 3.
+    assert tune.main([*common, "--storage", "postgresql://nobody:secret@127.0.0.1:9/optuna"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach Optuna storage postgresql+psycopg2://nobody:***@127.0.0.1:9/optuna" in err
+    assert len(err.strip().splitlines()) == 1
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     assert tune.main([*common, "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]) == 2
     err = capsys.readouterr().err
@@ -227,6 +233,22 @@ def test_unreachable_storage_and_tracking_fail_fast(
     (tmp_path / "deep.yaml").write_text("depth: {type: int, low: 2, high: 6}\n")
     assert tune.main([*common[:-4], "--space", str(tmp_path / "deep.yaml"), "--storage", "sqlite://"]) == 2
     assert "deep.yaml: key 'depth' value 6" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:p@h:5432/db", "postgresql+psycopg2://u:p@h:5432/db"),
+        ("postgres://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("sqlite:///experiments/optuna.db", "sqlite:///experiments/optuna.db"),
+        ("mysql://u@h/db", "mysql://u@h/db"),
+    ],
+)
+def test_postgres_urls_get_the_installed_driver(url: str, expected: str) -> None:
+    from nerveseg.study_storage import with_installed_driver
+
+    assert with_installed_driver(url) == expected
 
 
 # ------------------------------------------------------------------------------------ a whole study

@@ -44,6 +44,16 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def with_installed_driver(url: str) -> str:
+    """``postgresql://...`` with the driver that requirements.txt installs (psycopg2).
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which is not installed, so the usual
+    URL would fail with an import error deep inside SQLAlchemy; an explicit driver is kept as given.
+    """
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg2://{rest}" if sep and scheme in {"postgresql", "postgres"} else url
+
+
 def check_storage(url: str) -> None:
     """Fail fast, in one line, when the Optuna storage cannot be reached (before any trial runs)."""
     from sqlalchemy import create_engine, text

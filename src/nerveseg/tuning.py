@@ -45,6 +45,7 @@ from nerveseg.study_storage import (
     make_storage,
     optimize_exactly,
     redact_url,
+    with_installed_driver,
 )
 
 DEFAULT_STORAGE = f"sqlite:///{OPTUNA_DB}"
@@ -475,13 +476,14 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
     Several workers may run this at once against one storage and one MLflow server.
     """
     settings.space.check_against(settings.base_config)
-    check_storage(settings.storage)
+    storage_url = with_installed_driver(settings.storage)
+    check_storage(storage_url)
     pruner = settings.pruner or make_pruner("median")
-    lock = StudyLock(settings.storage, settings.study_name)
+    lock = StudyLock(storage_url, settings.study_name)
     try:
         with lock:
             mlflow_settings, client, experiment_id = _setup_mlflow()
-            storage = make_storage(settings.storage)
+            storage = make_storage(storage_url)
             study = optuna.create_study(
                 study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
             )
@@ -495,7 +497,7 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
             tracker = StudyTracker(client, experiment_id, study, lock)
             study_run_id = tracker.ensure_study_run(
                 tags={
-                    "optuna.storage": redact_url(settings.storage),
+                    "optuna.storage": redact_url(storage_url),
                     "optuna.direction": "maximize",
                     "optuna.pruner": type(pruner).__name__,
                     "optuna.sampler": "TPESampler",
@@ -511,7 +513,7 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
             )
         out(
             f"study {settings.study_name}: worker {worker_index} (sampler seed {seed}), "
-            f"{count_counted_trials(study)}/{settings.n_trials} trials so far, storage {redact_url(settings.storage)}, "
+            f"{count_counted_trials(study)}/{settings.n_trials} trials so far, storage {redact_url(storage_url)}, "
             f"MLflow study run {study_run_id}"
         )
 
