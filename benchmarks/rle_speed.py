@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from nerveseg.rle import rle_decode, rle_encode
+from nerveseg.submit.rle import rle_decode, rle_encode
 
 
 def make_masks(count: int, seed: int = 0) -> np.ndarray:

@@ -4,16 +4,16 @@ Kaggle's test set has 5508 images; the reference ensemble is 5 fold models x 2 v
 horizontal flip) of the baseline U-Net (64x80, 32..512 filters). Random weights are fine for timing.
 Stages timed separately:
 
-- prepare: decode + validate + resize the test TIFFs (nerveseg.preprocess.prepare_test, cold cache),
-- predict: nerveseg.inference.predict_ensemble (the model; includes scaling, flips, averaging),
+- prepare: decode + validate + resize the test TIFFs (nerveseg.data.cache.prepare_test, cold cache),
+- predict: nerveseg.submit.predict.predict_ensemble (the model; includes scaling, flips, averaging),
 - write:   full-resolution resize, post-processing, RLE, RLE round-trip proof, CSV, validation
-           (nerveseg.submission.postprocess_and_write),
+           (nerveseg.submit.submission_file.postprocess_and_write),
 - decide:  the post-processing search on ``--decide-images`` synthetic OOF images (not part of a
            submission: cv_train does it once per CV run; reported for reference).
 
 The target is < 10 % of the submission's wall time outside the model (prepare + write).
 
-Synthetic test images come from nerveseg.synthetic.generate, cached under
+Synthetic test images come from nerveseg.data.synthetic.generate, cached under
 ``data/processed/benchmarks/``; to save generation time only ``--unique`` distinct images are
 rendered and copied (real file copies, so every read and decode is real) up to ``--images``.
 
@@ -43,7 +43,7 @@ from nerveseg.paths import PROCESSED_DIR
 
 def synthetic_test_dir(images: int, unique: int, seed: int, cache_root: Path) -> Path:
     """A Kaggle layout with ``images`` test TIFFs (``unique`` rendered, the rest copies), cached."""
-    from nerveseg.synthetic import generate
+    from nerveseg.data.synthetic import generate
 
     root = cache_root / f"submit_test_{images}_u{unique}_s{seed}"
     if (root / "raw" / "test").is_dir() and len(list((root / "raw" / "test").glob("*.tif"))) == images:
@@ -66,7 +66,7 @@ def synthetic_test_dir(images: int, unique: int, seed: int, cache_root: Path) ->
 
 def synthetic_oof(n: int, seed: int, height: int = 64, width: int = 80) -> tuple[np.ndarray, np.ndarray]:
     """OOF-like probabilities (blobs, noise, stray spots, 59 % empty truth) and full-resolution truth."""
-    from nerveseg.metrics import to_full_resolution
+    from nerveseg.evaluate.metrics import to_full_resolution
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from nerveseg.config import TrainConfig
-    from nerveseg.inference import predict_ensemble
-    from nerveseg.model import build_model_from_config, model_flops_per_image, set_standardization
-    from nerveseg.postprocess import decide_postprocessing
-    from nerveseg.preprocess import prepare_test
-    from nerveseg.submission import postprocess_and_write
+    from nerveseg.data.cache import prepare_test
+    from nerveseg.evaluate.postprocess import decide_postprocessing
+    from nerveseg.model.unet import build_model_from_config, model_flops_per_image, set_standardization
+    from nerveseg.submit.predict import predict_ensemble
+    from nerveseg.submit.submission_file import postprocess_and_write
 
     raw_dir = args.test_dir or synthetic_test_dir(args.images, args.unique, args.seed, args.cache_root)
     config = TrainConfig(name="baseline")

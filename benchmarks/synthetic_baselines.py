@@ -34,7 +34,7 @@ import numpy as np
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 
 try:  # the project's metric when present; the local copy below is the same definition
-    from nerveseg.metrics import dice_per_image
+    from nerveseg.evaluate.metrics import dice_per_image
 except ImportError:  # pragma: no cover - only while metrics.py does not exist yet
 
     def dice_per_image(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="synthetic-baselines-") as tmp:
         raw_dir = args.data
         if raw_dir is None:
-            from nerveseg.synthetic import generate
+            from nerveseg.data.synthetic import generate
 
             raw_dir = Path(tmp) / "raw"
             start = time.perf_counter()

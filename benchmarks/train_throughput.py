@@ -23,9 +23,9 @@ import keras
 import numpy as np
 
 from nerveseg.config import TrainConfig
-from nerveseg.losses import compile_model
-from nerveseg.model import build_model_from_config, model_flops_per_image
-from nerveseg.pipeline import make_dataset
+from nerveseg.model.losses import compile_model
+from nerveseg.model.unet import build_model_from_config, model_flops_per_image
+from nerveseg.train.input_pipeline import make_dataset
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -36,8 +36,8 @@ def run_arm(name: str, pruner_name: str, args: argparse.Namespace) -> dict[str, 
     import optuna
 
     from nerveseg.config import TrainConfig
-    from nerveseg.search_space import parse_search_space
-    from nerveseg.tuning import TuneSettings, make_pruner, quiet_optuna, run_study
+    from nerveseg.tune.search_space import parse_search_space
+    from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
 
     work = Path(args.work)
     arm = work / name
@@ -105,7 +105,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
 
-    from nerveseg.synthetic import generate
+    from nerveseg.data.synthetic import generate
 
     arms = (args.pruner, "none")
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as tmp:

@@ -4,7 +4,7 @@
 
 Top row: real training frames read at run time from the shared sample beside the repository (never copied into
 it; only this montage is kept, for the README). Bottom row: synthetic frames rendered in memory by
-nerveseg.synthetic -- three labelled and one empty, like the real row -- so a reader can judge the stand-in.
+nerveseg.data.synthetic -- three labelled and one empty, like the real row -- so a reader can judge the stand-in.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import cv2
 import numpy as np
 
+from nerveseg.data.synthetic import render_subject
 from nerveseg.io_utils import atomic_write_bytes
-from nerveseg.synthetic import render_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DEFAULT = ROOT.parent / "shared" / "real_sample"

@@ -45,9 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported here so that --help and argument errors answer without loading TensorFlow and MLflow
-    from nerveseg.cv import format_summary_table
-    from nerveseg.experiment import run_cv
-    from nerveseg.tracking import load_mlflow_settings, ui_hint
+    from nerveseg.track.cv_run import run_cv
+    from nerveseg.track.store import load_mlflow_settings, ui_hint
+    from nerveseg.train.cv_summary import format_summary_table
 
     config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
     settings = load_mlflow_settings()

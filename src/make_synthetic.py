@@ -1,4 +1,4 @@
-"""Write a synthetic stand-in for the Kaggle data in its exact layout (see nerveseg.synthetic).
+"""Write a synthetic stand-in for the Kaggle data in its exact layout (see nerveseg.data.synthetic).
 
     python src/make_synthetic.py --out data/raw --subjects 47 --images-per-subject 120 --test 5508 --seed 0
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from nerveseg.cli import one_line_errors
+from nerveseg.data.synthetic import generate
 from nerveseg.paths import RAW_DIR
-from nerveseg.synthetic import generate
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,9 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from nerveseg.audit import prepare
 from nerveseg.cli import one_line_errors
 from nerveseg.config import TrainConfig
+from nerveseg.data.audit import prepare
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 

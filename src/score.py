@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import one_line_errors
-from nerveseg.submission import score_submission
+from nerveseg.submit.submission_file import score_submission
 
 
 @one_line_errors(ValueError)

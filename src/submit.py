@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
         if not run_ids:
             raise ValueError("--runs needs at least one run id (ID1,ID2,...)")
-    from nerveseg.submitting import make_submission
+    from nerveseg.track.submission_run import make_submission
 
     result = make_submission(
         run_id=args.run_id,

@@ -24,7 +24,7 @@ DEFAULT_SPACE = EXPERIMENTS_DIR / "search_space.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nerveseg.tuning import DEFAULT_STORAGE
+    from nerveseg.tune.study import DEFAULT_STORAGE
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="study name (also the MLflow study run's name)")
@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nerveseg.config import load_config
-    from nerveseg.search_space import load_search_space
-    from nerveseg.tuning import TuneSettings, make_pruner, quiet_optuna, run_study
+    from nerveseg.tune.search_space import load_search_space
+    from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
 
     base = load_config(args.config, folds=args.folds)
     settings = TuneSettings(

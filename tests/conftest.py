@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from nerveseg.tracking import MlflowSettings
+    from nerveseg.track.store import MlflowSettings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,7 +35,7 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Session-scoped and read-only by convention: tests that modify data copy it first.
     """
-    from nerveseg.synthetic import generate
+    from nerveseg.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("synthetic")
     generate(
@@ -83,7 +83,7 @@ def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def store(tmp_path: Path, empty_db: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowSettings:
     """This test's own store (a copy of the empty database) via MLFLOW_TRACKING_URI, with the experiment
     of mlflow.yml (MLFLOW_EXPERIMENT_NAME unset); artifacts beside it."""
-    from nerveseg.tracking import load_mlflow_settings
+    from nerveseg.track.store import load_mlflow_settings
 
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nerveseg.data.cache import FULL_PIXELS, PreparedData, block_histograms, resize_image
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
-from nerveseg.preprocess import FULL_PIXELS, PreparedData, block_histograms, resize_image
 
 # ------------------------------------------------------------------------------ Kaggle layout on disk
 
@@ -109,7 +109,7 @@ _WORKER_HEAD = textwrap.dedent(
     """
     import random, sys, time
     import optuna
-    from nerveseg.study_storage import StudyLock, make_storage, optimize_exactly
+    from nerveseg.tune.storage import StudyLock, make_storage, optimize_exactly
 
     url, name, n_trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
     optuna.logging.set_verbosity(optuna.logging.ERROR)

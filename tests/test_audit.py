@@ -9,8 +9,8 @@ import pytest
 
 import prepare_data
 from helpers import fake_data, nerve_mask, structured_image, write_set, write_tif
-from nerveseg.audit import DEFAULT_MAX_DISTANCE, audit_report, contradictory_ids, find_contradictory_pairs, prepare
-from nerveseg.dataset import read_image
+from nerveseg.data.audit import DEFAULT_MAX_DISTANCE, audit_report, contradictory_ids, find_contradictory_pairs, prepare
+from nerveseg.data.raw import read_image
 
 
 def near_copy(image: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 import cv_train
-from nerveseg import experiment, training
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.paths import EXPERIMENTS_DIR
-from nerveseg.tracking import RUN_TYPE_TAG, MlflowSettings, download_artifacts, get_client
+from nerveseg.track import cv_run as experiment
+from nerveseg.track.store import RUN_TYPE_TAG, MlflowSettings, download_artifacts, get_client
+from nerveseg.train import fold as training
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
 PARENT_TAGS = (
@@ -154,8 +155,8 @@ def test_cli_trains_tracks_and_finalises(
     assert {"threshold", "min_area", "largest_component", "presence_threshold", "steps"} <= set(post)
 
     # a fold's weights, loaded into a freshly built model, reproduce that fold's OOF probabilities
-    from nerveseg.model import build_model_from_config
-    from nerveseg.preprocess import prepare_train
+    from nerveseg.data.cache import prepare_train
+    from nerveseg.model.unet import build_model_from_config
 
     data = prepare_train(dirs["raw_dir"], dirs["cache_dir"], config.height, config.width, progress=False)
     with np.load(download_artifacts(parent_id, "oof/oof_probs.npz", downloads)) as oof:
@@ -387,7 +388,7 @@ def test_nested_parent_and_extra_tags(
     tiny_config: TrainConfig, store: MlflowSettings, dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """tune's case: the CV parent is a child of the study run and carries the trial number."""
-    from nerveseg.tracking import setup_mlflow
+    from nerveseg.track.store import setup_mlflow
 
     study = get_client().create_run(setup_mlflow(store), run_name="study").info.run_id
     monkeypatch.setattr(training, "train_fold", fake_train_fold(KeyboardInterrupt()))
@@ -407,7 +408,7 @@ def test_nested_parent_and_extra_tags(
 
 
 def test_plots(tmp_path: Path) -> None:
-    from nerveseg.plots import pick_best_worst, plot_gallery, plot_learning_curves
+    from nerveseg.train.plots import pick_best_worst, plot_gallery, plot_learning_curves
 
     history = {key: [0.5, 0.4, 0.45] for key in HISTORY_KEYS}
     path = plot_learning_curves(history, tmp_path / "curves.png", best_epoch=2, title="fold 0")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import SHAPE, nerve_mask, snapshot, structured_image, write_set, write_tif
-from nerveseg.dataset import DataError, index_test, index_train, read_image, read_mask
-from nerveseg.preprocess import prepare_train
+from nerveseg.data.cache import prepare_train
+from nerveseg.data.raw import DataError, index_test, index_train, read_image, read_mask
 
 
 def test_index_train_sorts_numerically_and_pairs_files(tmp_path: Path) -> None:

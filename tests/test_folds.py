@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import fake_data
-from nerveseg import folds as folds_module
-from nerveseg.folds import load_or_create_folds, make_folds
+from nerveseg.data import folds as folds_module
+from nerveseg.data.folds import load_or_create_folds, make_folds
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from nerveseg.inference import load_fold_models, predict_ensemble
+from nerveseg.submit.predict import load_fold_models, predict_ensemble
 
 
 def _tiny_model(seed: int, presence: bool = False) -> keras.Model:
@@ -77,7 +77,7 @@ def test_input_checks() -> None:
 
 
 def test_load_fold_models_round_trip(tmp_path: Path, tiny_config) -> None:
-    from nerveseg.model import build_model_from_config, set_standardization
+    from nerveseg.model.unet import build_model_from_config, set_standardization
 
     model = build_model_from_config(tiny_config)
     set_standardization(model, 0.3, 0.2)

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from nerveseg.losses import (
+from nerveseg.evaluate.metrics import dice_per_image
+from nerveseg.model.losses import (
     DiceScore,
     bce_dice_loss,
     bce_loss,
@@ -15,8 +16,7 @@ from nerveseg.losses import (
     soft_dice_loss,
     soft_dice_per_image,
 )
-from nerveseg.metrics import dice_per_image
-from nerveseg.model import build_unet
+from nerveseg.model.unet import build_unet
 
 
 def np_(x) -> np.ndarray:

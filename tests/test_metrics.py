@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nerveseg.metrics import competition_score, dice_per_image, to_full_resolution
+from nerveseg.evaluate.metrics import competition_score, dice_per_image, to_full_resolution
 
 
 def test_dice_values() -> None:

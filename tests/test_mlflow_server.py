@@ -20,9 +20,9 @@ from pathlib import Path
 import h5py
 import pytest
 
-from nerveseg import experiment
 from nerveseg.config import TrainConfig
-from nerveseg.tracking import RUN_TYPE_TAG, download_artifacts, get_client, load_mlflow_settings
+from nerveseg.track import cv_run as experiment
+from nerveseg.track.store import RUN_TYPE_TAG, download_artifacts, get_client, load_mlflow_settings
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from nerveseg.model import (
+from nerveseg.model.unet import (
     Standardize,
     build_model_from_config,
     build_unet,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import random_disc_masks
-from nerveseg.pipeline import make_dataset
+from nerveseg.train.input_pipeline import make_dataset
 
 
 def blobs(n: int = 24, height: int = 32, width: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from nerveseg.metrics import competition_score, to_full_resolution
-from nerveseg.postprocess import apply_postprocessing, decide_postprocessing, default_settings, iter_postprocessed
+from nerveseg.evaluate.metrics import competition_score, to_full_resolution
+from nerveseg.evaluate.postprocess import (
+    apply_postprocessing,
+    decide_postprocessing,
+    default_settings,
+    iter_postprocessed,
+)
 
 SMALL = (42, 58)  # each model pixel is 10x10 full-resolution pixels
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import nerve_mask, snapshot, structured_image, write_set, write_tif
-from nerveseg import preprocess
-from nerveseg.dataset import index_train, read_mask
-from nerveseg.preprocess import load_or_build_test, load_or_build_train, prepare_train, resize_image, resize_mask
+from nerveseg.data import cache as preprocess
+from nerveseg.data.cache import load_or_build_test, load_or_build_train, prepare_train, resize_image, resize_mask
+from nerveseg.data.raw import index_train, read_mask
 
 
 @pytest.fixture()

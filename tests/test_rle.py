@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nerveseg.rle import rle_decode, rle_encode, validate_rle
+from nerveseg.submit.rle import rle_decode, rle_encode, validate_rle
 
 SMALL = (5, 4)
 

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from nerveseg.metrics import competition_score
-from nerveseg.rle import rle_encode
-from nerveseg.submission import masks_to_rows, score_submission, validate_submission, write_submission
+from nerveseg.evaluate.metrics import competition_score
+from nerveseg.submit.rle import rle_encode
+from nerveseg.submit.submission_file import masks_to_rows, score_submission, validate_submission, write_submission
 
 PROJ = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ def tracked(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> I
     """One finished tiny CV run (tests' tiny_config with 2 folds x 1 epoch: run_cv costs ~20 s a fold)
     in an embedded SQLite store of its own; the environment points MLflow there for the module."""
     from nerveseg.config import TrainConfig
-    from nerveseg.experiment import run_cv
+    from nerveseg.track.cv_run import run_cv
 
     tmp = tmp_path_factory.mktemp("submit_e2e")
     config = TrainConfig(
@@ -41,7 +41,7 @@ def tracked(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> I
 
 
 def _client():
-    from nerveseg.tracking import get_client
+    from nerveseg.track.store import get_client
 
     return get_client()
 
@@ -55,9 +55,9 @@ def _children(parent_id: str, run_type: str) -> list:
 
 
 def test_best_run_to_valid_scored_submission(tracked: dict, tmp_path: Path) -> None:
-    from nerveseg.dataset import index_test
-    from nerveseg.submission import score_submission, validate_submission
-    from nerveseg.submitting import make_submission
+    from nerveseg.data.raw import index_test
+    from nerveseg.submit.submission_file import score_submission, validate_submission
+    from nerveseg.track.submission_run import make_submission
 
     root = tracked["root"]
     result = make_submission(
@@ -111,7 +111,7 @@ def test_cli_decides_postprocessing_when_missing(
 
 def test_clear_errors(tracked: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import submit
-    from nerveseg.submitting import make_submission
+    from nerveseg.track.submission_run import make_submission
 
     root = tracked["root"]
     common = {"out_dir": tmp_path, "cache_dir": tracked["cache"], "progress": False}
@@ -143,8 +143,8 @@ def test_clear_errors(tracked: dict, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_no_finished_cv_run(tracked: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nerveseg.submitting import make_submission
-    from nerveseg.tracking import get_client
+    from nerveseg.track.store import get_client
+    from nerveseg.track.submission_run import make_submission
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "empty-experiment")
     get_client().create_experiment("empty-experiment")
@@ -178,7 +178,7 @@ def _clone_run(source_id: str, name: str, fingerprint: str) -> str:
 def test_ensemble_of_runs(tracked: dict, tmp_path: Path) -> None:
     """Ensembling a run with an identical copy gives exactly the single run's submission;
     runs trained on other data are refused (their OOF cannot share one post-processing decision)."""
-    from nerveseg.submitting import make_submission
+    from nerveseg.track.submission_run import make_submission
 
     source = _client().get_run(tracked["run_id"])
     common = {"raw_dir": tracked["root"] / "raw", "cache_dir": tracked["cache"], "progress": False}

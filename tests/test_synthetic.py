@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from nerveseg import synthetic
-from nerveseg.synthetic import generate
+from nerveseg.data import synthetic
+from nerveseg.data.synthetic import generate
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_baselines.py"
 

@@ -1,4 +1,4 @@
-"""nerveseg.tracking: settings resolution, fast failures for unreachable stores, experiment setup, helpers."""
+"""nerveseg.track.store: settings resolution, fast failures for unreachable stores, experiment setup, helpers."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from nerveseg import tracking
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
-from nerveseg.tracking import TrackingError, check_tracking_server, load_mlflow_settings
+from nerveseg.track import store as tracking
+from nerveseg.track.store import TrackingError, check_tracking_server, load_mlflow_settings
 
 
 @pytest.fixture(autouse=True)

@@ -7,15 +7,15 @@ import keras
 import numpy as np
 import pytest
 
-import nerveseg.losses
-import nerveseg.training
+import nerveseg.model.losses
+import nerveseg.train.fold
 from helpers import random_disc_masks
-from nerveseg.cv import CVSummary, format_summary_table, summarize_cv
-from nerveseg.metrics import dice_per_image
-from nerveseg.model import build_model_from_config, get_standardization
+from nerveseg.data.cache import PreparedData
+from nerveseg.evaluate.metrics import dice_per_image
+from nerveseg.model.unet import build_model_from_config, get_standardization
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
-from nerveseg.preprocess import PreparedData
-from nerveseg.training import (
+from nerveseg.train.cv_summary import CVSummary, format_summary_table, summarize_cv
+from nerveseg.train.fold import (
     HISTORY_KEYS,
     FoldResult,
     TrainingDivergedError,
@@ -105,7 +105,7 @@ def test_nan_loss_raises_and_leaves_no_weights(data, tiny_config, tmp_path, monk
     def nan_loss(name, smooth):
         return lambda y_true, y_pred: keras.ops.mean(y_pred, axis=(1, 2, 3)) * np.nan
 
-    monkeypatch.setattr(nerveseg.losses, "mask_loss", nan_loss)
+    monkeypatch.setattr(nerveseg.model.losses, "mask_loss", nan_loss)
     with pytest.raises(TrainingDivergedError, match=r"(?i)nan"):
         train_fold(tiny_config.replace(epochs=1, depth=2), data, make_folds(data), 0, tmp_path, verbose=0)
     assert not list(tmp_path.glob("*.h5"))
@@ -143,7 +143,7 @@ def test_plateau_schedule_without_presence_logs_the_same_keys(data, tiny_config,
 
 def test_contradictory_ids_leave_training_only(data, monkeypatch) -> None:
     folds = make_folds(data)
-    monkeypatch.setattr(nerveseg.training, "contradictory_ids", lambda d: {"1_1", "2_3"})  # subjects 1 and 2
+    monkeypatch.setattr(nerveseg.train.fold, "contradictory_ids", lambda d: {"1_1", "2_3"})  # subjects 1 and 2
     kept = training_index(data, folds, 0, drop_contradictory=True)
     assert set(data.ids[kept]) == set(data.ids[folds != 0]) - {"2_3"}  # 1_1 is in fold 0: validation keeps it
     np.testing.assert_array_equal(training_index(data, folds, 0, drop_contradictory=False), np.flatnonzero(folds != 0))

@@ -20,8 +20,8 @@ optuna = pytest.importorskip("optuna")
 
 from helpers import exact_n_worker  # noqa: E402
 from nerveseg.config import TrainConfig  # noqa: E402
-from nerveseg.search_space import load_search_space, parse_search_space  # noqa: E402
-from nerveseg.tuning import PruningListener, describe_failure  # noqa: E402
+from nerveseg.tune.search_space import load_search_space, parse_search_space  # noqa: E402
+from nerveseg.tune.study import PruningListener, describe_failure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAIL_LR = 1.0e-2  # trials with exactly this learning rate get a diverged loss injected
@@ -246,7 +246,7 @@ def test_unreachable_storage_and_tracking_fail_fast(
     ],
 )
 def test_postgres_urls_get_the_installed_driver(url: str, expected: str) -> None:
-    from nerveseg.study_storage import with_installed_driver
+    from nerveseg.tune.storage import with_installed_driver
 
     assert with_installed_driver(url) == expected
 
@@ -270,9 +270,9 @@ def test_tiny_study_prunes_fails_resumes_and_exports_a_runnable_config(
 ) -> None:
     import mlflow
 
-    from nerveseg import training
     from nerveseg.config import load_config
-    from nerveseg.tuning import STUDY_RUN_ATTR, TuneSettings, run_study
+    from nerveseg.train import fold as training
+    from nerveseg.tune.study import STUDY_RUN_ATTR, TuneSettings, run_study
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

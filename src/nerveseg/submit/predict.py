@@ -21,7 +21,7 @@ from nerveseg.config import TrainConfig
 
 def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -> list[keras.Model]:
     """One model per ``.weights.h5`` file, built from ``config`` (the architecture must match)."""
-    from nerveseg.model import build_model_from_config
+    from nerveseg.model.unet import build_model_from_config
 
     if not weights_paths:
         raise ValueError("no fold weights given; a CV run stores weights/fold_<k>.weights.h5 on each fold's run")

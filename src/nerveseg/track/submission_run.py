@@ -27,10 +27,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg.config import TrainConfig, load_config
-from nerveseg.metrics import to_full_resolution
+from nerveseg.evaluate.metrics import to_full_resolution
+from nerveseg.evaluate.postprocess import check_settings
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
-from nerveseg.postprocess import check_settings
-from nerveseg.tracking import (
+from nerveseg.track.store import (
     RUN_TYPE_TAG,
     check_tracking_server,
     download_artifacts,
@@ -202,8 +202,8 @@ def decide_for_runs(
     progress: bool,
 ) -> dict[str, Any]:
     """Post-processing decided on the (mean) OOF probabilities of ``runs`` against the training masks."""
-    from nerveseg.postprocess import decide_postprocessing
-    from nerveseg.preprocess import prepare_train
+    from nerveseg.data.cache import prepare_train
+    from nerveseg.evaluate.postprocess import decide_postprocessing
 
     fingerprints = {r.tags["data_fingerprint"] for r in runs if r.tags.get("data_fingerprint")}
     if len(fingerprints) > 1:
@@ -383,9 +383,9 @@ def make_submission(
     best finished CV run of the experiment by ``cv_score_mean``. ``test_masks_dir`` (``<id>_mask.tif``,
     e.g. synthetic data) adds a local ``test_score``. Bad input raises ``ValueError`` naming it.
     """
-    from nerveseg.inference import load_fold_models, predict_ensemble
-    from nerveseg.preprocess import prepare_test
-    from nerveseg.submission import postprocess_and_write, score_submission
+    from nerveseg.data.cache import prepare_test
+    from nerveseg.submit.predict import load_fold_models, predict_ensemble
+    from nerveseg.submit.submission_file import postprocess_and_write, score_submission
 
     if run_id is not None and run_ids:
         raise ValueError("pass either one run id (--run-id) or several (--runs), not both")

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from nerveseg.folds import load_or_create_folds
+from nerveseg.data.folds import load_or_create_folds
 from nerveseg.paths import FOLDS_DIR, ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
-from nerveseg.preprocess import (
+from nerveseg.data.cache import (
     CacheStatus,
     PreparedData,
     block_histograms,

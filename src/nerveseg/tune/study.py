@@ -4,8 +4,8 @@ Why the pieces look the way they do:
 
 * The search space is a YAML file over :class:`~nerveseg.config.TrainConfig` keys, so a trial's
   parameters are config overrides and the best trial becomes an ``experiments/*.yaml`` that
-  ``cv_train.py --config`` runs as it is (parsing and checks: :mod:`nerveseg.search_space`).
-* Every trial runs :func:`nerveseg.experiment.run_cv` (no copy of the CV logic): a trial's MLflow
+  ``cv_train.py --config`` runs as it is (parsing and checks: :mod:`nerveseg.tune.search_space`).
+* Every trial runs :func:`nerveseg.track.cv_run.run_cv` (no copy of the CV logic): a trial's MLflow
   run *is* a CV parent run (tag ``nerveseg.run_type`` = "cv", per-fold child runs, OOF, weights),
   nested under one MLflow run per study, so ``submit.py --run-id <trial run>`` takes it directly.
 * ``--trials N`` is the study's total over every worker and every resume. Optuna's
@@ -13,7 +13,7 @@ Why the pieces look the way they do:
   overshoot by up to W-1 trials. Here each worker checks the count and creates its next trial while
   holding a lock shared by all workers of the study (a PostgreSQL/MySQL advisory lock, or a file
   lock beside a SQLite file), so the study ends with exactly N trials (see
-  :func:`nerveseg.study_storage.optimize_exactly`).
+  :func:`nerveseg.tune.storage.optimize_exactly`).
 * Failures are results: a trial whose loss turns NaN, that runs out of memory, or that raises is
   recorded as FAIL with a ``fail_reason`` user attribute, and the study goes on.
 """
@@ -37,8 +37,8 @@ from optuna.trial import FrozenTrial, TrialState
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
-from nerveseg.search_space import SearchSpace
-from nerveseg.study_storage import (
+from nerveseg.tune.search_space import SearchSpace
+from nerveseg.tune.storage import (
     StudyLock,
     check_storage,
     count_counted_trials,
@@ -134,10 +134,10 @@ class CVObjective:
     raw_dir: Path
     cache_dir: Path
     folds_dir: Path
-    mlflow_settings: Any = None  # nerveseg.tracking.MlflowSettings; None: mlflow.yml / environment
+    mlflow_settings: Any = None  # nerveseg.track.store.MlflowSettings; None: mlflow.yml / environment
     report_mode: ReportMode = "running_mean"
     progress: bool = True
-    run_cv: RunCV | None = None  # defaults to nerveseg.experiment.run_cv
+    run_cv: RunCV | None = None  # defaults to nerveseg.track.cv_run.run_cv
     locate_run: Callable[[int], str | None] | None = None  # trial number -> its MLflow run, when run_cv raised
 
     def trial_config(self, trial: optuna.Trial) -> TrainConfig:
@@ -150,7 +150,7 @@ class CVObjective:
         keras.backend.clear_session()
         run_cv = self.run_cv
         if run_cv is None:
-            from nerveseg.experiment import run_cv
+            from nerveseg.track.cv_run import run_cv
         tags = {
             STUDY_NAME_TAG: self.study_name,
             TRIAL_NUMBER_TAG: str(trial.number),
@@ -462,7 +462,7 @@ class TuneSettings:
 
 def _setup_mlflow() -> tuple[Any, mlflow.MlflowClient, str]:
     """Tracking settings from mlflow.yml / MLFLOW_TRACKING_URI, checked reachable, experiment ready."""
-    from nerveseg import tracking
+    from nerveseg.track import store as tracking
 
     settings = tracking.load_mlflow_settings()
     tracking.check_tracking_server(settings.tracking_uri)  # raises TrackingError(ValueError) in seconds

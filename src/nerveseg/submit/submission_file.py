@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nerveseg.evaluate.metrics import dice_per_image
+from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.io_utils import atomic_create_text
-from nerveseg.metrics import dice_per_image
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
-from nerveseg.postprocess import iter_postprocessed
-from nerveseg.rle import rle_decode, rle_encode, validate_rle
+from nerveseg.submit.rle import rle_decode, rle_encode, validate_rle
 
 HEADER = ("img", "pixels")
 FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
@@ -165,7 +165,7 @@ def score_submission(csv_path: Path | str, masks_dir: Path | str) -> tuple[float
 
     Returns the mean Dice and a per-image DataFrame (img, dice, true_area, pred_area).
     """
-    from nerveseg.dataset import read_mask  # local: keeps submission importable without the data module
+    from nerveseg.data.raw import read_mask  # local: keeps submission importable without the data module
 
     masks_dir = Path(masks_dir)
     if not masks_dir.is_dir():

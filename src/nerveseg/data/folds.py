@@ -16,7 +16,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.paths import FOLDS_DIR
-from nerveseg.preprocess import PreparedData
+from nerveseg.data.cache import PreparedData
 
 
 def make_folds(subjects: np.ndarray, has_mask: np.ndarray, n_folds: int, seed: int) -> np.ndarray:

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from nerveseg.dataset import decode_image, decode_mask, index_test, index_train, read_bytes
+from nerveseg.data.raw import decode_image, decode_mask, index_test, index_train, read_bytes
 from nerveseg.io_utils import atomic_save_npz
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 

@@ -31,19 +31,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from nerveseg import training
 from nerveseg.config import TrainConfig, config_to_yaml
-from nerveseg.cv import CVSummary, format_summary_table, summarize_cv
-from nerveseg.dataset import index_train, read_image
-from nerveseg.folds import load_or_create_folds
+from nerveseg.data.cache import PreparedData, prepare_train
+from nerveseg.data.folds import load_or_create_folds
+from nerveseg.data.raw import index_train, read_image
+from nerveseg.evaluate.metrics import to_full_resolution
+from nerveseg.evaluate.postprocess import decide_postprocessing
 from nerveseg.io_utils import atomic_save_npz, atomic_write_text, sha256_file
-from nerveseg.metrics import to_full_resolution
-from nerveseg.model import build_model_from_config
+from nerveseg.model.unet import build_model_from_config
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
-from nerveseg.plots import pick_best_worst, plot_gallery, plot_learning_curves
-from nerveseg.postprocess import decide_postprocessing
-from nerveseg.preprocess import PreparedData, prepare_train
-from nerveseg.tracking import RUN_TYPE_TAG, MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
+from nerveseg.track.store import RUN_TYPE_TAG, MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
+from nerveseg.train import fold as training
+from nerveseg.train.cv_summary import CVSummary, format_summary_table, summarize_cv
+from nerveseg.train.plots import pick_best_worst, plot_gallery, plot_learning_curves
 
 PARENT_TAG = "mlflow.parentRunId"
 STOPPED_TAG = "nerveseg.stopped"  # exception class that stopped a KILLED run (KeyboardInterrupt, TrialPruned...)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nerveseg.metrics import dice_per_image
-from nerveseg.preprocess import PreparedData
-from nerveseg.training import FoldResult, full_resolution_dice
+from nerveseg.data.cache import PreparedData
+from nerveseg.evaluate.metrics import dice_per_image
+from nerveseg.train.fold import FoldResult, full_resolution_dice
 
 
 @dataclass

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from nerveseg.metrics import to_full_resolution
+from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 
 SCHEMA_VERSION = 1
@@ -126,7 +126,8 @@ def apply_postprocessing(
     if probs_full.ndim != 3 or probs_full.shape[1:] != FULL_SHAPE:
         raise ValueError(
             f"apply_postprocessing takes (n, {ORIG_HEIGHT}, {ORIG_WIDTH}) probabilities, got {probs_full.shape}; "
-            "resize model outputs with nerveseg.metrics.to_full_resolution first (min_area is in full-size pixels)"
+            "resize model outputs with nerveseg.evaluate.metrics.to_full_resolution first "
+            "(min_area is in full-size pixels)"
         )
     if presence_threshold is not None:
         if presence is None:

@@ -20,13 +20,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from nerveseg.audit import contradictory_ids
 from nerveseg.config import TrainConfig
-from nerveseg.losses import compile_model
-from nerveseg.metrics import dice_per_image, to_full_resolution
-from nerveseg.model import build_model_from_config, set_standardization
-from nerveseg.pipeline import make_dataset, steps_per_epoch
-from nerveseg.preprocess import PreparedData
+from nerveseg.data.audit import contradictory_ids
+from nerveseg.data.cache import PreparedData
+from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
+from nerveseg.model.losses import compile_model
+from nerveseg.model.unet import build_model_from_config, set_standardization
+from nerveseg.train.input_pipeline import make_dataset, steps_per_epoch
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
 # Keras 3 prefixes metric names with the output name when a model has several outputs.

@@ -1,0 +1,1 @@
+"""Stage 2, model: the networks (functions returning uncompiled Keras models) and their losses."""

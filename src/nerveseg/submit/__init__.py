@@ -1,0 +1,1 @@
+"""Stage 5, submission: ensembled prediction, run-length encoding and the validated submission file."""
