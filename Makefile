@@ -48,3 +48,11 @@ lint: $(STAMP)
 clean-demo:
 	rm -rf data/processed $(DEMO_TEST_MASKS) mlflow.db mlartifacts experiments/folds
 	@echo "data/raw is never deleted by make; remove it yourself if it holds the synthetic demo set"
+
+# Optuna's dashboard over the default study storage (src/tune.py --storage), on this machine only.
+DASHBOARD_PORT ?= 8080
+OPTUNA_STORAGE ?= sqlite:///experiments/optuna.db
+
+.PHONY: dashboard
+dashboard: $(STAMP)
+	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASHBOARD_PORT) $(OPTUNA_STORAGE)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nerveseg.cli import one_line_errors
 from nerveseg.config import load_config
+from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 
@@ -37,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where decoded arrays are cached")
     parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where fold splits are kept")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
+    )
     return parser.parse_args(argv)
 
 
@@ -44,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @one_line_errors(ValueError, interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    quiet_tensorflow(args.verbose)
     # imported here so that --help and argument errors answer without loading TensorFlow and MLflow
     from nerveseg.track.cv_run import run_cv
     from nerveseg.track.store import load_mlflow_settings, ui_hint

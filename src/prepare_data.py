@@ -12,6 +12,7 @@ from pathlib import Path
 from nerveseg.cli import one_line_errors
 from nerveseg.config import TrainConfig
 from nerveseg.data.audit import prepare
+from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 
@@ -28,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the fold split")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
+    )
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose, import_now=False)  # preparing data never loads TensorFlow
     result = prepare(
         raw_dir=args.raw_dir,
         cache_dir=args.cache_dir,

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import one_line_errors
+from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 
 
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="test images per prediction batch (256)")
     parser.add_argument("--test-masks", type=Path, default=None, help="folder of <id>_mask.tif: also log a test score")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
+    )
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
 
     run_ids = None
     if args.runs is not None:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import one_line_errors
+from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 DEFAULT_CONFIG = EXPERIMENTS_DIR / "baseline.yaml"
@@ -76,12 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="stop this worker after this many failed trials in a row (a broken setup, not bad luck)",
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
+    )
     return parser
 
 
 @one_line_errors(ValueError, RuntimeError)  # bad input, unreachable storage/tracking, a broken setup
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_tensorflow(args.verbose)
     from nerveseg.config import load_config
     from nerveseg.tune.search_space import load_search_space
     from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study

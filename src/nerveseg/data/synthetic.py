@@ -40,12 +40,16 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
+from nerveseg.logs import progress_bar
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["generate", "render_subject", "write_tiff"]
 
@@ -854,9 +858,9 @@ def _collect(results: Iterable[tuple[int, int]], bar: tqdm) -> tuple[int, int]:
 
 
 def _execute(jobs: list[_Job], workers: int, progress: bool) -> tuple[int, int]:
-    """Run the jobs (in-process or in a spawn-started pool) with a tqdm bar on stderr; returns (images, labelled)."""
+    """Run the jobs (in-process or in a spawn-started pool) with a progress bar on stderr; returns (images, labelled)."""
     total = sum(len(job.image_paths) for job in jobs)
-    with tqdm(total=total, desc="synthetic", unit="img", disable=not progress, file=sys.stderr) as bar:
+    with progress_bar(total=total, desc="synthetic", unit="img", disable=not progress, file=sys.stderr) as bar:
         if workers <= 1:
             return _collect(map(_run_job, jobs), bar)
         # spawn, not fork: the caller may have TensorFlow loaded, whose threads do not survive a fork
