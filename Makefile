@@ -55,4 +55,6 @@ OPTUNA_STORAGE ?= sqlite:///experiments/optuna.db
 
 .PHONY: dashboard
 dashboard: $(STAMP)
+	@if [ -n "$(filter sqlite:///%,$(OPTUNA_STORAGE))" ] && [ ! -f "$(patsubst sqlite:///%,%,$(OPTUNA_STORAGE))" ]; then \
+		echo "no Optuna study at $(OPTUNA_STORAGE) yet: run python src/tune.py first"; exit 1; fi
 	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASHBOARD_PORT) $(OPTUNA_STORAGE)

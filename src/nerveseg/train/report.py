@@ -26,17 +26,23 @@ def _interval(interval: tuple[float, float] | None) -> str:
     return f"{_score(low)} – {_score(high)}"
 
 
-def _fold_table(
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as text columns, two spaces apart (the widest cell sets each column's width)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _fold_rows(
     fold_scores: Mapping[int, float],
     kept_epochs: Mapping[int, int] | None,
     fold_intervals: Mapping[int, tuple[float, float]] | None,
-) -> list[str]:
-    columns = ["fold", "score"]
+) -> list[list[str]]:
+    header = ["fold", "score"]
     if fold_intervals:
-        columns.append("95 % interval")
+        header.append("95 % interval")
     if kept_epochs:
-        columns.append("kept epoch")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
+        header.append("kept epoch")
+    rows = [header]
     for fold, score in sorted(fold_scores.items()):
         cells = [str(fold), _score(score)]
         if fold_intervals:
@@ -44,8 +50,8 @@ def _fold_table(
         if kept_epochs:
             epoch = kept_epochs.get(fold)
             cells.append("n/a" if epoch is None else str(epoch))
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    return rows
 
 
 def cv_markdown(
@@ -63,25 +69,28 @@ def cv_markdown(
     title: str = "Cross-validation",
     notes: Sequence[str] = (),
 ) -> str:
-    """A Markdown description: a per-fold table (score, optional 95 % interval, kept epoch), then the summary
-    rows that are given (mean ± std, 95 % interval of the mean, pooled OOF, all-empty baseline, OOF after
-    post-processing), the checkpoint rule and any ``notes`` as bullet points. ``None`` rows are left out.
+    """A Markdown description: the summary rows that are given (mean ± std, 95 % interval of the mean, pooled OOF,
+    all-empty baseline, OOF after post-processing), the per-fold table (score, optional 95 % interval, kept
+    epoch), then the checkpoint rule and any ``notes`` as bullet points. ``None`` rows are left out.
 
+    The tables are aligned text in a code block, not pipe tables: MLflow 3.17 renders pipe tables in a run's
+    description without any cell padding, so "0.6847" and a kept epoch "12" read as "0.684712".
     Scores are the competition's Dice at 580x420; rounded to ``DECIMALS`` places for reading only.
     """
     if not fold_scores:
         raise ValueError("cv_markdown needs at least one fold score, got none")
-    lines = [f"### {title}", "", *_fold_table(fold_scores, kept_epochs, fold_intervals), ""]
-    rows = [("mean over folds", _score(mean) + ("" if std is None else f" ± {_score(std)} (std)"))]
+    summary = [["mean over folds", _score(mean) + ("" if std is None else f" ± {_score(std)} (std)")]]
     if interval is not None:
-        rows.append(("95 % interval of the mean", _interval(interval)))
+        summary.append(["95 % interval of the mean", _interval(interval)])
     if oof is not None:
-        rows.append(("OOF (all held-out images pooled)", _score(oof)))
+        summary.append(["OOF (all held-out images pooled)", _score(oof)])
     if empty_baseline is not None:
-        rows.append(("all-empty prediction (the bar to beat)", _score(empty_baseline)))
+        summary.append(["all-empty prediction (the bar to beat)", _score(empty_baseline)])
     if postprocessed is not None:
-        rows.append(("OOF after post-processing", _score(postprocessed)))
-    lines += ["| summary | score |", "|---|---:|", *(f"| {name} | {value} |" for name, value in rows), ""]
+        summary.append(["OOF after post-processing", _score(postprocessed)])
+    # the summary first: MLflow shows only the first few lines of a description until "Show more" is clicked
+    lines = [f"### {title}", "", "```text", *_aligned(summary), ""]
+    lines += [*_aligned(_fold_rows(fold_scores, kept_epochs, fold_intervals)), "```", ""]
     bullets = [f"checkpoint rule: {checkpoint_rule}"] if checkpoint_rule else []
     bullets += list(notes)
     bullets.append(f"scores: competition Dice at 580x420, {DECIMALS} decimals here; metrics keep full precision")
