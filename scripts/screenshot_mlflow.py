@@ -74,7 +74,12 @@ def mlflow_server(backend_uri: str, artifacts: Path, startup_s: float) -> Iterat
                 if server.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
                     tail = log.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                    raise ScreenshotError(f"mlflow server on {url} did not come up in {startup_s:.0f} s: {tail[0]}")
+                    why = (
+                        f"exited with {server.returncode}"
+                        if server.poll() is not None
+                        else f"no answer in {startup_s:.0f} s"
+                    )
+                    raise ScreenshotError(f"mlflow server on {url} {why}: {tail[0]}")
                 time.sleep(0.5)
             yield url
         finally:
