@@ -40,16 +40,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# ValueError: bad input or an unreachable tracking store (TrackingError): one line, no traceback
-@one_line_errors(ValueError, interrupted="interrupted: the runs are marked KILLED; continue with --resume")
+# NervesegError (bad input, an unreachable tracking store): one line, no traceback
+@one_line_errors(interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # imported here so that --help and argument errors answer without loading TensorFlow and MLflow
+    config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
+    # imported only now, so that --help, argument and config errors answer without loading TensorFlow and MLflow
     from nerveseg.track.cv_run import run_cv
     from nerveseg.track.store import load_mlflow_settings, ui_hint
     from nerveseg.train.cv_summary import format_summary_table
 
-    config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
     settings = load_mlflow_settings()
     result = run_cv(
         config,

@@ -15,7 +15,7 @@ from nerveseg.data.audit import prepare
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 
-@one_line_errors(ValueError)  # DataError is a ValueError
+@one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import one_line_errors
+from nerveseg.errors import NervesegError
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 
 
-@one_line_errors(ValueError)  # includes DataError and TrackingError
+@one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict data/raw/test with CV run(s) and write a submission CSV")
     which = parser.add_mutually_exclusive_group()
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
         if not run_ids:
-            raise ValueError("--runs needs at least one run id (ID1,ID2,...)")
+            raise NervesegError("--runs needs at least one run id (ID1,ID2,...)")
     from nerveseg.track.submission_run import make_submission
 
     result = make_submission(

@@ -17,6 +17,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from nerveseg.data.folds import load_or_create_folds
+from nerveseg.errors import NervesegError
 from nerveseg.paths import FOLDS_DIR, ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 from nerveseg.data.cache import (
     CacheStatus,
@@ -41,7 +42,7 @@ def find_contradictory_pairs(data: PreparedData, max_distance: float = DEFAULT_M
     takes well under a second for the full set and needs no caching of its own.
     """
     if not 0 <= max_distance <= 1:
-        raise ValueError(
+        raise NervesegError(
             f"max_distance={max_distance}; expected a cosine distance between 0 and 1, e.g. {DEFAULT_MAX_DISTANCE}"
         )
     if data.descriptors is not None:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from nerveseg.data.raw import decode_image, decode_mask, index_test, index_train, read_bytes
 from nerveseg.io_utils import atomic_save_npz
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
+from nerveseg.errors import NervesegError
 
 CACHE_VERSION = 1  # bump when decoding, resizing or the descriptors change
 HIST_GRID = (6, 8)  # blocks (rows, cols) of the near-duplicate descriptor: ~70x72 pixels each at 420x580
@@ -157,7 +158,7 @@ def _parallel_map(
     own log lines for bad TIFFs are muted meanwhile: the ``DataError`` says it in one line.
     """
     if workers is not None and workers < 1:
-        raise ValueError(f"workers={workers}; expected at least 1 (or None for all cores)")
+        raise NervesegError(f"workers={workers}; expected at least 1 (or None for all cores)")
     workers = workers or len(os.sched_getaffinity(0))
     log_level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -202,7 +203,7 @@ def _load_or_build(
     same kind and size are removed (they can only be hit again if the old data comes back).
     """
     if height < 1 or width < 1:
-        raise ValueError(
+        raise NervesegError(
             f"model size {height}x{width} (rows x cols) must be positive; pass e.g. --height 64 --width 80"
         )
     key = _stat_key(kind, paths, height, width)

@@ -46,6 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
+from nerveseg.errors import NervesegError
 
 __all__ = ["generate", "render_subject", "write_tiff"]
 
@@ -803,7 +804,7 @@ def _init_worker() -> None:
 
 def _check_empty(folder: Path, what: str) -> None:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ValueError(
+        raise NervesegError(
             f"{what} folder {folder} is not empty; generate() never overwrites or mixes data sets: "
             f"delete or move it (e.g. `rm -r {folder}`) or choose another --out"
         )
@@ -811,7 +812,7 @@ def _check_empty(folder: Path, what: str) -> None:
 
 def _check_count(name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise NervesegError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _plan_jobs(
@@ -896,7 +897,7 @@ def generate(
     out_dir = Path(out_dir)
     masks_dir = Path(test_masks_dir) if test_masks_dir is not None else out_dir.parent / "synthetic_test_masks"
     if masks_dir.resolve() in {(out_dir / "train").resolve(), (out_dir / "test").resolve()}:
-        raise ValueError(f"test_masks_dir {masks_dir} must differ from {out_dir}/train and {out_dir}/test")
+        raise NervesegError(f"test_masks_dir {masks_dir} must differ from {out_dir}/train and {out_dir}/test")
     _check_empty(out_dir / "train", "train")
     _check_empty(out_dir / "test", "test")
     _check_empty(masks_dir, "test masks")

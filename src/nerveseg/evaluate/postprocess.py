@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 
@@ -65,27 +66,27 @@ def check_settings(settings: dict[str, Any]) -> tuple[float, bool, int, float | 
     """The four decisions (threshold, largest_component, min_area, presence_threshold) from ``settings``,
     validated, so that a hand-edited or outdated ``postprocessing.json`` fails before any prediction."""
     if not isinstance(settings, dict):
-        raise ValueError(f"post-processing settings must be a dict, got {type(settings).__name__}")
+        raise NervesegError(f"post-processing settings must be a dict, got {type(settings).__name__}")
     missing = [k for k in ("threshold", "largest_component", "min_area", "presence_threshold") if k not in settings]
     if missing:
-        raise ValueError(
+        raise NervesegError(
             f"post-processing settings lack {missing}; expected the dict written by decide_postprocessing "
             "(postprocessing.json)"
         )
     threshold = settings["threshold"]
     if not isinstance(threshold, int | float) or not 0.0 <= float(threshold) < 1.0:
-        raise ValueError(f"post-processing threshold={threshold!r} must be a number in [0, 1)")
+        raise NervesegError(f"post-processing threshold={threshold!r} must be a number in [0, 1)")
     largest = settings["largest_component"]
     if not isinstance(largest, bool):
-        raise ValueError(f"post-processing largest_component={largest!r} must be true or false")
+        raise NervesegError(f"post-processing largest_component={largest!r} must be true or false")
     min_area = settings["min_area"]
     if isinstance(min_area, bool) or not isinstance(min_area, int | float) or min_area < 0:
-        raise ValueError(f"post-processing min_area={min_area!r} must be a non-negative number of pixels")
+        raise NervesegError(f"post-processing min_area={min_area!r} must be a non-negative number of pixels")
     presence_threshold = settings["presence_threshold"]
     if presence_threshold is not None and (
         not isinstance(presence_threshold, int | float) or not 0.0 <= float(presence_threshold) <= 1.0
     ):
-        raise ValueError(f"post-processing presence_threshold={presence_threshold!r} must be null or in [0, 1]")
+        raise NervesegError(f"post-processing presence_threshold={presence_threshold!r} must be null or in [0, 1]")
     return (
         float(threshold),
         largest,
@@ -124,20 +125,20 @@ def apply_postprocessing(
     if probs_full.ndim == 2:
         probs_full = probs_full[None]
     if probs_full.ndim != 3 or probs_full.shape[1:] != FULL_SHAPE:
-        raise ValueError(
+        raise NervesegError(
             f"apply_postprocessing takes (n, {ORIG_HEIGHT}, {ORIG_WIDTH}) probabilities, got {probs_full.shape}; "
             "resize model outputs with nerveseg.evaluate.metrics.to_full_resolution first "
             "(min_area is in full-size pixels)"
         )
     if presence_threshold is not None:
         if presence is None:
-            raise ValueError(
+            raise NervesegError(
                 f"post-processing gates on presence >= {presence_threshold}, but no presence probabilities were "
                 "given; the model needs its presence head (presence_head: true)"
             )
         presence = np.asarray(presence, dtype=np.float64).reshape(-1)
         if presence.shape[0] != probs_full.shape[0]:
-            raise ValueError(f"presence has {presence.shape[0]} values for {probs_full.shape[0]} images")
+            raise NervesegError(f"presence has {presence.shape[0]} values for {probs_full.shape[0]} images")
     masks = np.zeros(probs_full.shape, dtype=np.uint8)
     for i, prob in enumerate(probs_full):
         binary = prob > threshold  # a Python float compares in the probabilities' dtype
@@ -169,7 +170,7 @@ def iter_postprocessed(
     """
     check_settings(settings)
     if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+        raise NervesegError(f"chunk_size={chunk_size} must be >= 1")
     for start in range(0, len(probs), chunk_size):
         stop = min(start + chunk_size, len(probs))
         chunk_presence = None if presence is None else np.asarray(presence)[start:stop]
@@ -215,11 +216,13 @@ def _image_stats(prob: np.ndarray, truth: np.ndarray, thresholds: np.ndarray, ou
 
 def _validate_decide_inputs(oof_probs: np.ndarray, oof_presence: np.ndarray | None) -> None:
     if oof_probs.ndim != 3 or len(oof_probs) == 0:
-        raise ValueError(f"decide_postprocessing takes (N, h, w) OOF probabilities with N > 0, got {oof_probs.shape}")
+        raise NervesegError(
+            f"decide_postprocessing takes (N, h, w) OOF probabilities with N > 0, got {oof_probs.shape}"
+        )
     if not np.isfinite(oof_probs).all() or oof_probs.min() < 0.0 or oof_probs.max() > 1.0:
-        raise ValueError("OOF probabilities must be finite and in [0, 1]; were they logits or a failed fold?")
+        raise NervesegError("OOF probabilities must be finite and in [0, 1]; were they logits or a failed fold?")
     if oof_presence is not None and np.asarray(oof_presence).reshape(-1).shape[0] != len(oof_probs):
-        raise ValueError(
+        raise NervesegError(
             f"oof_presence has {np.asarray(oof_presence).size} values for {len(oof_probs)} OOF images; "
             "they must be aligned with oof_probs"
         )
@@ -273,7 +276,7 @@ def decide_postprocessing(
     oof_probs = np.asarray(oof_probs)
     _validate_decide_inputs(oof_probs, oof_presence)
     if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+        raise NervesegError(f"chunk_size={chunk_size} must be >= 1")
     candidates = np.array(sorted({float(t) for t in (*thresholds, DEFAULT_THRESHOLD)}), dtype=np.float64)
     default_index = int(np.flatnonzero(np.isclose(candidates, DEFAULT_THRESHOLD))[0])
     get_masks = _masks_getter(full_masks)
@@ -288,7 +291,7 @@ def decide_postprocessing(
         probs_full = to_full_resolution(oof_probs[index])
         truths = np.asarray(get_masks(index))
         if truths.shape != probs_full.shape:
-            raise ValueError(
+            raise NervesegError(
                 f"full_masks returned shape {truths.shape} for {len(index)} images; expected {probs_full.shape} "
                 "(ground truth at 580x420, aligned with the OOF probabilities)"
             )

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nerveseg.config import TrainConfig
+from nerveseg.errors import NervesegError
 
 
 def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -> list[keras.Model]:
@@ -24,11 +25,11 @@ def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -
     from nerveseg.model.unet import build_model_from_config
 
     if not weights_paths:
-        raise ValueError("no fold weights given; a CV run stores weights/fold_<k>.weights.h5 on each fold's run")
+        raise NervesegError("no fold weights given; a CV run stores weights/fold_<k>.weights.h5 on each fold's run")
     models = []
     for path in map(Path, weights_paths):
         if not path.is_file():
-            raise ValueError(f"weights file {path} does not exist; did the fold finish training?")
+            raise NervesegError(f"weights file {path} does not exist; did the fold finish training?")
         model = build_model_from_config(config)
         mismatch = (
             f"weights file {path} does not fit the model built from config {config.name!r} "
@@ -40,10 +41,10 @@ def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -
             try:
                 model.load_weights(path)
             except (ValueError, KeyError, OSError) as err:
-                raise ValueError(f"{mismatch}: {str(err)[:300]}") from err
+                raise NervesegError(f"{mismatch}: {str(err)[:300]}") from err
         # Keras only warns when a layer finds no weights in the file and keeps random ones.
         if any("freshly-initialized" in str(w.message) for w in caught):
-            raise ValueError(f"{mismatch}: some layers found no weights in the file")
+            raise NervesegError(f"{mismatch}: some layers found no weights in the file")
         models.append(model)
     return models
 
@@ -75,22 +76,22 @@ def predict_ensemble(
     model has a presence head (None otherwise). A tqdm bar advances per batch of images.
     """
     if not models:
-        raise ValueError("predict_ensemble needs at least one model")
+        raise NervesegError("predict_ensemble needs at least one model")
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.ndim == 4 and images_uint8.shape[-1] == 1:
         images_uint8 = images_uint8[..., 0]
     if images_uint8.ndim != 3:
-        raise ValueError(f"predict_ensemble takes (N, h, w) images, got shape {images_uint8.shape}")
+        raise NervesegError(f"predict_ensemble takes (N, h, w) images, got shape {images_uint8.shape}")
     if images_uint8.dtype != np.uint8:
-        raise ValueError(f"predict_ensemble takes uint8 images (scaled to [0, 1] here), got {images_uint8.dtype}")
+        raise NervesegError(f"predict_ensemble takes uint8 images (scaled to [0, 1] here), got {images_uint8.dtype}")
     expected = tuple(models[0].input_shape[1:3])
     if expected != images_uint8.shape[1:]:
-        raise ValueError(
+        raise NervesegError(
             f"images are {images_uint8.shape[1:]} but the models take {expected}; "
             "prepare the test set at the run's height and width"
         )
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+        raise NervesegError(f"batch_size={batch_size} must be >= 1")
 
     n = len(images_uint8)
     probs = np.zeros(images_uint8.shape, dtype=np.float32)

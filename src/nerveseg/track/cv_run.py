@@ -35,6 +35,7 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.data.cache import PreparedData, prepare_train
 from nerveseg.data.folds import load_or_create_folds
 from nerveseg.data.raw import index_train, read_image
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess import decide_postprocessing
 from nerveseg.io_utils import atomic_save_npz, atomic_write_text, sha256_file
@@ -126,20 +127,20 @@ def _existing_parent(client: MlflowClient, run_id: str, config: TrainConfig, par
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
-        raise ValueError(f"parent run {run_id!r} was not found in the tracking store ({err.message})") from err
+        raise NervesegError(f"parent run {run_id!r} was not found in the tracking store ({err.message})") from err
     if run.data.tags.get(RUN_TYPE_TAG) != "cv":
-        raise ValueError(
+        raise NervesegError(
             f"run {run_id} is not a cross-validation parent run (tag {RUN_TYPE_TAG}="
             f"{run.data.tags.get(RUN_TYPE_TAG)!r}); pass the id of a cv_train parent run"
         )
     if run.info.status == "FINISHED":
-        raise ValueError(
+        raise NervesegError(
             f"parent run {run_id} ({run.info.run_name}) is FINISHED and is never modified; "
             "start a new cross-validation without --parent-run-id/--resume"
         )
     differences = _params_differ(run, params)
     if differences:
-        raise ValueError(
+        raise NervesegError(
             f"parent run {run_id} was started with other settings ({'; '.join(differences)}); "
             "use the same config, --folds, --epochs and --seed, or start a new run"
         )
@@ -164,7 +165,7 @@ def _resumable_parent(
             and (nested_under is None or run.data.tags.get(PARENT_TAG) == nested_under)
         ):
             return run
-    raise ValueError(
+    raise NervesegError(
         f"--resume found no unfinished parent run named {config.name!r} with identical params in this experiment; "
         "pass --parent-run-id, or start a new run without --resume"
     )
@@ -179,12 +180,12 @@ def _check_same_data(run: Run, fingerprint: str, folds_sha: str) -> None:
     """Folds of one parent must come from one data set and one split, or the OOF score is meaningless."""
     tags = run.data.tags
     if tags.get("data_fingerprint") not in (None, fingerprint):
-        raise ValueError(
+        raise NervesegError(
             f"parent run {run.info.run_id} was trained on data {tags['data_fingerprint'][:12]}, but --raw-dir "
             f"now holds data {fingerprint[:12]}; use the same data or start a new run"
         )
     if tags.get("folds_file_sha256") not in (None, folds_sha):
-        raise ValueError(
+        raise NervesegError(
             f"parent run {run.info.run_id} used another folds file (sha256 {tags['folds_file_sha256'][:12]}, "
             f"now {folds_sha[:12]}); restore experiments/folds from the run's folds/ artifact or start a new run"
         )
@@ -290,14 +291,14 @@ def _load_fold(
         oof_local = client.download_artifacts(run_id, f"oof/oof_fold_{k}.npz", str(dst))
         facts_local = client.download_artifacts(run_id, f"fold_{k}.json", str(dst))
     except (MlflowException, OSError) as err:
-        raise ValueError(f"fold run {run_id} (fold {k}) lacks its OOF artifacts ({err}); retrain that fold") from err
+        raise NervesegError(f"fold run {run_id} (fold {k}) lacks its OOF artifacts ({err}); retrain that fold") from err
     facts = json.loads(Path(facts_local).read_text())
     with np.load(oof_local) as saved:
         ids, probs = saved["ids"].astype(str), saved["probs"]
         presence = saved["presence"] if "presence" in saved.files else None
     expected = np.flatnonzero(folds == k)
     if not np.array_equal(ids, data.ids[expected]):
-        raise ValueError(
+        raise NervesegError(
             f"fold run {run_id} (fold {k}) validated other images than fold {k} of the current folds file; "
             "the data or the split changed, start a new run"
         )
@@ -447,7 +448,7 @@ def _choose_parent(
     finished = _finished_folds(client, parent)
     already = [k for k in requested if k in finished]
     if already and not resume:
-        raise ValueError(
+        raise NervesegError(
             f"fold(s) {already} of parent run {parent.info.run_id} already FINISHED and are never retrained; "
             "pass --resume to train only the missing folds"
         )
@@ -571,7 +572,7 @@ def run_cv(
     Exceptions propagate after the runs are marked KILLED (interrupt, listener) or FAILED.
     """
     if fold is not None and not 0 <= fold < config.folds:
-        raise ValueError(f"fold={fold} is out of range; this config has folds 0..{config.folds - 1}")
+        raise NervesegError(f"fold={fold} is out of range; this config has folds 0..{config.folds - 1}")
     settings = settings or load_mlflow_settings()
     experiment_id = setup_mlflow(settings)
     client = MlflowClient(settings.tracking_uri)
@@ -579,7 +580,7 @@ def run_cv(
         try:
             client.get_run(nested_under)
         except MlflowException as err:
-            raise ValueError(f"nested_under={nested_under!r} is not a run in the tracking store") from err
+            raise NervesegError(f"nested_under={nested_under!r} is not a run in the tracking store") from err
     requested = [fold] if fold is not None else list(range(config.folds))
     parent, to_train = _choose_parent(client, experiment_id, config, requested, parent_run_id, resume, nested_under)
     if parent is not None:

@@ -24,6 +24,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nerveseg.errors import NervesegError
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
 
 RUN_TYPE_TAG = "nerveseg.run_type"
@@ -31,7 +32,7 @@ HTTP_SCHEMES = ("http", "https")
 SQL_SERVER_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")
 
 
-class TrackingError(ValueError):
+class TrackingError(NervesegError):
     """The tracking store is misconfigured or unreachable; the message says which and what to do."""
 
 
@@ -63,18 +64,18 @@ def load_mlflow_settings(path: Path | str = MLFLOW_CONFIG, *, root: Path = PROJ_
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"MLflow settings file {path} is not valid YAML: {err}") from err
+            raise TrackingError(f"MLflow settings file {path} is not valid YAML: {err}") from err
         if not isinstance(loaded, dict):
-            raise ValueError(f"MLflow settings file {path} must hold a mapping, got {type(loaded).__name__}")
+            raise TrackingError(f"MLflow settings file {path} must hold a mapping, got {type(loaded).__name__}")
         unknown = set(loaded) - {"tracking_uri", "experiment_name", "artifact_location"}
         if unknown:
-            raise ValueError(
+            raise TrackingError(
                 f"MLflow settings file {path} has unknown keys {sorted(unknown)}; "
                 "expected tracking_uri, experiment_name, artifact_location"
             )
         values = loaded
     elif "MLFLOW_TRACKING_URI" not in os.environ:
-        raise ValueError(
+        raise TrackingError(
             f"MLflow settings file {path} does not exist and MLFLOW_TRACKING_URI is not set; "
             "restore mlflow.yml from git or set MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db)"
         )
@@ -275,7 +276,7 @@ def download_artifacts(run_id: str, artifact_path: str, dst: Path | str, *, trac
             tracking_uri=tracking_uri or load_mlflow_settings().tracking_uri,
         )
     except (MlflowException, OSError) as err:
-        raise ValueError(f"could not download artifact {artifact_path!r} of MLflow run {run_id}: {err}") from err
+        raise TrackingError(f"could not download artifact {artifact_path!r} of MLflow run {run_id}: {err}") from err
     return Path(local)
 
 
@@ -296,7 +297,7 @@ def find_runs(
     name = experiment_name or settings.experiment_name
     mlflow.set_tracking_uri(uri)
     if MlflowClient(uri).get_experiment_by_name(name) is None:
-        raise ValueError(
+        raise TrackingError(
             f"MLflow experiment {name!r} does not exist at {redact_uri(uri)}; train first (python src/cv_train.py) "
             "or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
         )

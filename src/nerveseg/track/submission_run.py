@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg.config import TrainConfig, load_config
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess import check_settings
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
@@ -80,7 +81,7 @@ def _get_run(client: MlflowClient, run_id: str) -> Run:
     try:
         return client.get_run(run_id)
     except MlflowException as err:
-        raise ValueError(
+        raise NervesegError(
             f"unknown MLflow run id {run_id!r} at this tracking store; list runs with `mlflow runs list` "
             "or pick one in the MLflow UI (the parent cross-validation run)"
         ) from err
@@ -95,7 +96,7 @@ def best_cv_run(experiment_name: str | None = None, *, tracking_uri: str | None 
     if column in runs:
         runs = runs[runs[column].notna()]
     if runs.empty or column not in runs:
-        raise ValueError(
+        raise NervesegError(
             f"no finished cross-validation run with cv_score_mean in MLflow experiment {name!r}; "
             "train one with `python src/cv_train.py` or pass --run-id"
         )
@@ -130,9 +131,9 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
     name = run.data.tags.get("mlflow.runName") or run.info.run_name or run_id
     if run_type == "fold":
         parent = run.data.tags.get("mlflow.parentRunId", "?")
-        raise ValueError(f"run {run_id} ({name}) is one fold's run; pass its cross-validation parent {parent}")
+        raise NervesegError(f"run {run_id} ({name}) is one fold's run; pass its cross-validation parent {parent}")
     if run_type != "cv":
-        raise ValueError(
+        raise NervesegError(
             f"run {run_id} ({name}) has {RUN_TYPE_TAG}={run_type!r}; expected a cross-validation run ('cv')"
         )
     if run.info.status != "FINISHED":
@@ -141,12 +142,12 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
     try:
         config_path = download_artifacts(run_id, CONFIG_ARTIFACT, local, tracking_uri=tracking_uri)
     except ValueError as err:
-        raise ValueError(f"run {run_id} ({name}) has no {CONFIG_ARTIFACT} artifact; is it a CV parent run?") from err
+        raise NervesegError(f"run {run_id} ({name}) has no {CONFIG_ARTIFACT} artifact; is it a CV parent run?") from err
     config = load_config(config_path).replace(name=name)
     folds = _fold_runs(client, run)
     missing = [k for k in range(config.folds) if k not in folds]
     if missing:
-        raise ValueError(
+        raise NervesegError(
             f"run {run_id} ({name}) has no finished fold run for folds {missing} of {config.folds}, so no weights "
             "for them; finish the cross-validation (python src/cv_train.py --resume) or pick another run"
         )
@@ -158,7 +159,7 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
                 download_artifacts(folds[k].info.run_id, artifact, local / f"fold_{k}", tracking_uri=tracking_uri)
             )
         except ValueError as err:
-            raise ValueError(
+            raise NervesegError(
                 f"run {run_id} ({name}) has no weights for fold {k} (artifact {artifact} of fold run "
                 f"{folds[k].info.run_id}); retrain that fold or pick another run"
             ) from err
@@ -173,7 +174,7 @@ def _load_oof(run: RunModels, workdir: Path, tracking_uri: str) -> tuple[np.ndar
     try:
         path = download_artifacts(run.run_id, OOF_ARTIFACT, workdir / run.run_id / "oof", tracking_uri=tracking_uri)
     except ValueError as err:
-        raise ValueError(
+        raise NervesegError(
             f"run {run.run_id} ({run.name}) has neither {POSTPROCESSING_ARTIFACT} nor {OOF_ARTIFACT}; "
             "post-processing cannot be decided without out-of-fold predictions"
         ) from err
@@ -207,7 +208,7 @@ def decide_for_runs(
 
     fingerprints = {r.tags["data_fingerprint"] for r in runs if r.tags.get("data_fingerprint")}
     if len(fingerprints) > 1:
-        raise ValueError(
+        raise NervesegError(
             "the runs were trained on different data (data_fingerprint tags "
             + ", ".join(f"{r.name}={str(r.tags.get('data_fingerprint'))[:12]}" for r in runs)
             + "); their out-of-fold predictions cannot be averaged, ensemble runs of one data set"
@@ -216,7 +217,7 @@ def decide_for_runs(
     ids = oofs[0][0]
     for run, (other_ids, _, _) in zip(runs[1:], oofs[1:], strict=True):
         if not np.array_equal(np.sort(other_ids), np.sort(ids)):
-            raise ValueError(
+            raise NervesegError(
                 f"out-of-fold ids of run {run.run_id} ({run.name}) differ from those of {runs[0].run_id}; "
                 "ensemble runs that cover the same training images"
             )
@@ -237,14 +238,14 @@ def decide_for_runs(
     data = prepare_train(raw_dir, cache_dir, shape[0], shape[1], progress=progress)
     expected = next(iter(fingerprints), None)
     if expected is not None and data.fingerprint != expected:
-        raise ValueError(
+        raise NervesegError(
             f"the training data in {raw_dir} (fingerprint {data.fingerprint[:12]}) is not the data run "
             f"{runs[0].run_id} was trained on ({str(expected)[:12]}); point --raw-dir at that data"
         )
     index_of = {image_id: k for k, image_id in enumerate(data.ids.astype(str).tolist())}
     missing = [i for i in ids.tolist() if i not in index_of]
     if missing:
-        raise ValueError(
+        raise NervesegError(
             f"{len(missing)} out-of-fold ids are not in the training data at {raw_dir}, e.g. {missing[:5]}"
         )
     rows = np.array([index_of[i] for i in ids.tolist()])
@@ -276,7 +277,7 @@ def _postprocessing(
                 settings = json.loads(Path(path).read_text())
                 check_settings(settings)
             except ValueError as err:  # JSONDecodeError is a ValueError
-                raise ValueError(
+                raise NervesegError(
                     f"{POSTPROCESSING_ARTIFACT} of run {run.run_id} ({run.name}) is not usable: {err}"
                 ) from err
             return settings, "run"
@@ -388,17 +389,17 @@ def make_submission(
     from nerveseg.submit.submission_file import postprocess_and_write, score_submission
 
     if run_id is not None and run_ids:
-        raise ValueError("pass either one run id (--run-id) or several (--runs), not both")
+        raise NervesegError("pass either one run id (--run-id) or several (--runs), not both")
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+        raise NervesegError(f"batch_size={batch_size} must be >= 1")
     raw_dir, out_dir, cache_dir = Path(raw_dir), Path(out_dir), Path(cache_dir)
     test_dir = raw_dir / "test"
     if not test_dir.is_dir():
-        raise ValueError(f"test folder {test_dir} does not exist; put Kaggle's test/*.tif under --raw-dir {raw_dir}")
+        raise NervesegError(f"test folder {test_dir} does not exist; put Kaggle's test/*.tif under --raw-dir {raw_dir}")
     if test_masks_dir is not None and not Path(test_masks_dir).is_dir():
-        raise ValueError(f"test mask folder {test_masks_dir} does not exist")
+        raise NervesegError(f"test mask folder {test_masks_dir} does not exist")
     if run_ids is not None and len(set(run_ids)) != len(run_ids):
-        raise ValueError(f"--runs lists a run twice: {run_ids}")
+        raise NervesegError(f"--runs lists a run twice: {run_ids}")
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -417,7 +418,7 @@ def make_submission(
         name = runs[0].name if len(runs) == 1 else "ensemble_" + "+".join(r.name for r in runs)
         csv_path = submission_path(out_dir, name)  # named now: the time the submission was asked for
         if csv_path.exists():
-            raise ValueError(f"submission {csv_path} already exists; wait a second and run again")
+            raise NervesegError(f"submission {csv_path} already exists; wait a second and run again")
         settings, source = _postprocessing(
             client, runs, workdir, uri, raw_dir=raw_dir, cache_dir=cache_dir, progress=progress
         )

@@ -20,6 +20,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nerveseg.errors import NervesegError
+
 # Heartbeats let a live worker mark a dead worker's RUNNING trial as FAIL (it still counts towards N).
 HEARTBEAT_INTERVAL_S = 60
 HEARTBEAT_GRACE_S = 300
@@ -62,7 +64,7 @@ def check_storage(url: str) -> None:
     try:
         backend = make_url(url).get_backend_name()
     except Exception as err:
-        raise ValueError(
+        raise NervesegError(
             f"--storage {url!r} is not a database URL ({err}); e.g. sqlite:///experiments/optuna.db "
             "or postgresql://user:password@host:5432/optuna"
         ) from None

@@ -35,6 +35,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nerveseg.config import TrainConfig, config_to_yaml
+from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
 from nerveseg.tune.search_space import SearchSpace
@@ -239,7 +240,7 @@ class StudyTracker:
             try:
                 self.client.get_run(run_id)
             except Exception as err:
-                raise RuntimeError(
+                raise NervesegError(
                     f"study {self.study.study_name!r} records MLflow run {run_id} but the tracking server does not "
                     f"know it ({type(err).__name__}); point MLFLOW_TRACKING_URI at the server used when the study "
                     "started, or use a new --study name"
@@ -369,7 +370,7 @@ def make_pruner(name: PrunerName, *, n_startup_trials: int = 5, n_warmup_steps: 
             return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=max(2, n_warmup_steps))
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner {name!r} is unknown; expected median, wilcoxon or none")
+    raise NervesegError(f"pruner {name!r} is unknown; expected median, wilcoxon or none")
 
 
 def report_mode_for(pruner: optuna.pruners.BasePruner) -> ReportMode:
@@ -447,17 +448,17 @@ class TuneSettings:
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
-            raise ValueError(f"--trials must be at least 1, got {self.n_trials}")
+            raise NervesegError(f"--trials must be at least 1, got {self.n_trials}")
         if self.max_consecutive_failures < 1:
-            raise ValueError(f"--max-consecutive-failures must be at least 1, got {self.max_consecutive_failures}")
+            raise NervesegError(f"--max-consecutive-failures must be at least 1, got {self.max_consecutive_failures}")
         if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"--timeout must be positive seconds, got {self.timeout}")
+            raise NervesegError(f"--timeout must be positive seconds, got {self.timeout}")
         if (
             not self.study_name
             or any(c in self.study_name for c in "/\\'\"")
             or self.study_name != self.study_name.strip()
         ):
-            raise ValueError(f"--study {self.study_name!r} must be a plain name (no slashes, quotes or edge spaces)")
+            raise NervesegError(f"--study {self.study_name!r} must be a plain name (no slashes, quotes or edge spaces)")
 
 
 def _setup_mlflow() -> tuple[Any, mlflow.MlflowClient, str]:
@@ -488,7 +489,9 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
                 study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
             )
             if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-                raise ValueError(f"study {settings.study_name!r} exists but does not maximise; use a new --study name")
+                raise NervesegError(
+                    f"study {settings.study_name!r} exists but does not maximise; use a new --study name"
+                )
             worker_index = int(study.user_attrs.get(WORKERS_ATTR, 0))
             study.set_user_attr(WORKERS_ATTR, worker_index + 1)
             seed = None if settings.seed is None else settings.seed + worker_index
@@ -566,7 +569,7 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
                 print(f"warning: could not finish MLflow study run {study_run_id}: {err}", file=sys.stderr)
 
         if gave_up:
-            raise RuntimeError(
+            raise NervesegError(
                 f"stopped study {settings.study_name}: the last {consecutive_failures} trials of this worker failed "
                 "(see their fail_reason above); fix the setup before running more trials"
             )
