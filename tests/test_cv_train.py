@@ -21,7 +21,8 @@ import cv_train
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.paths import EXPERIMENTS_DIR
 from nerveseg.track import cv_run as experiment
-from nerveseg.track.store import RUN_TYPE_TAG, MlflowSettings, download_artifacts, get_client
+from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
+from nerveseg.track.store import MlflowSettings, download_artifacts, get_client
 from nerveseg.train import fold as training
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
@@ -69,7 +70,7 @@ def children(parent_id: str) -> list[Any]:
     parent = client.get_run(parent_id)
     return client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
         order_by=["attributes.start_time ASC"],
     )
 

@@ -20,6 +20,7 @@ optuna = pytest.importorskip("optuna")
 
 from helpers import exact_n_worker  # noqa: E402
 from nerveseg.config import TrainConfig  # noqa: E402
+from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG  # noqa: E402
 from nerveseg.tune.search_space import load_search_space, parse_search_space  # noqa: E402
 from nerveseg.tune.study import PruningListener, describe_failure  # noqa: E402
 
@@ -336,30 +337,26 @@ def test_tiny_study_prunes_fails_resumes_and_exports_a_runnable_config(
     # MLflow: one study run; each trial a CV parent run nested under it, with its state.
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("tune-test")
-    (study_run,) = client.search_runs([experiment.experiment_id], "tags.`nerveseg.run_type` = 'study'")
+    (study_run,) = client.search_runs([experiment.experiment_id], f"tags.`{RUN_TYPE_TAG}` = 'study'")
     assert study_run.info.run_name == "tiny-study" and study_run.info.status == "FINISHED"
     assert study.user_attrs[STUDY_RUN_ATTR] == study_run.info.run_id == first.study_run_id
     trial_runs = {
         int(run.data.tags["optuna.trial_number"]): run
-        for run in client.search_runs(
-            [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{study_run.info.run_id}'"
-        )
+        for run in client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{study_run.info.run_id}'")
     }
     assert sorted(trial_runs) == [0, 1, 2]
     expected = {0: ("FINISHED", "complete"), 1: ("KILLED", "pruned"), 2: ("FAILED", "failed")}
     for number, (status, state) in expected.items():
         run = trial_runs[number]
         assert (run.info.status, run.data.tags["optuna.state"]) == (status, state), number
-        assert run.data.tags["nerveseg.run_type"] == "cv" and run.data.params["learning_rate"] == str(
+        assert run.data.tags[RUN_TYPE_TAG] == "cv" and run.data.params["learning_rate"] == str(
             study.get_trials()[number].params["learning_rate"]
         )
         assert study.get_trials()[number].user_attrs[STUDY_RUN_ATTR] == run.info.run_id
     assert trial_runs[1].data.tags["nerveseg.stopped"] == "TrialPruned"
     assert trial_runs[2].data.tags["optuna.fail_reason"].startswith("non-finite loss")
     assert trial_runs[0].data.metrics["cv_score_mean"] == pytest.approx(t0.value)
-    folds_of_t0 = client.search_runs(
-        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{trial_runs[0].info.run_id}'"
-    )
+    folds_of_t0 = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{trial_runs[0].info.run_id}'")
     assert sorted(r.data.tags["fold"] for r in folds_of_t0) == ["0", "1"]  # a trial looks like any CV run
     study_run = client.get_run(study_run.info.run_id)
     assert study_run.data.tags["best.trial_number"] == "0"
@@ -373,7 +370,7 @@ def test_tiny_study_prunes_fails_resumes_and_exports_a_runnable_config(
     second = run_study(settings(4), out=lines.append)
     assert second.n_trials_total == 4 and second.ran_here == 1 and second.study_run_id == first.study_run_id
     assert run_study(settings(4), out=lines.append).ran_here == 0  # already complete: nothing to do
-    assert len(client.search_runs([experiment.experiment_id], "tags.`nerveseg.run_type` = 'study'")) == 1
+    assert len(client.search_runs([experiment.experiment_id], f"tags.`{RUN_TYPE_TAG}` = 'study'")) == 1
     assert len(optuna.load_study(study_name="tiny-study", storage=storage).get_trials()) == 4
 
     # The exported best config is what cv_train.py runs.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -38,17 +39,16 @@ from nerveseg.data.raw import index_train, read_image
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess import decide_postprocessing
-from nerveseg.io_utils import atomic_save_npz, atomic_write_text, sha256_file
+from nerveseg.io_utils import atomic_write_text, sha256_file
 from nerveseg.model.unet import build_model_from_config
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
-from nerveseg.track.store import RUN_TYPE_TAG, MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
+from nerveseg.track import schema
+from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG, OofArrays
+from nerveseg.track.store import MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
 from nerveseg.train import fold as training
 from nerveseg.train.cv_summary import CVSummary, format_summary_table, summarize_cv
 from nerveseg.train.plots import pick_best_worst, plot_gallery, plot_learning_curves
 
-PARENT_TAG = "mlflow.parentRunId"
-STOPPED_TAG = "nerveseg.stopped"  # exception class that stopped a KILLED run (KeyboardInterrupt, TrialPruned...)
-ERROR_TAG = "nerveseg.error"  # first line of the error that FAILED a run
 GALLERY_IMAGES = 4  # best and worst each
 
 
@@ -92,30 +92,6 @@ def _param_strings(config: TrainConfig) -> dict[str, str]:
 # ------------------------------------------------------------------------------------- parent runs
 
 
-def _fold_children(client: MlflowClient, parent: Run) -> dict[int, list[Run]]:
-    """The parent's fold runs by fold number (any status), oldest first."""
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and tags.`{RUN_TYPE_TAG}` = 'fold'",
-        max_results=10_000,
-        order_by=["attributes.start_time ASC"],
-    )
-    children: dict[int, list[Run]] = {}
-    for run in runs:
-        children.setdefault(int(run.data.tags["fold"]), []).append(run)
-    return children
-
-
-def _finished_folds(client: MlflowClient, parent: Run) -> dict[int, Run]:
-    """fold -> its newest FINISHED run."""
-    finished = {}
-    for fold, runs in _fold_children(client, parent).items():
-        done = [run for run in runs if run.info.status == "FINISHED"]
-        if done:
-            finished[fold] = done[-1]
-    return finished
-
-
 def _params_differ(run: Run, params: Mapping[str, str]) -> list[str]:
     return [
         f"{k}: run {run.data.params.get(k)!r} vs config {v!r}" for k, v in params.items() if run.data.params.get(k) != v
@@ -128,7 +104,7 @@ def _existing_parent(client: MlflowClient, run_id: str, config: TrainConfig, par
         run = client.get_run(run_id)
     except MlflowException as err:
         raise NervesegError(f"parent run {run_id!r} was not found in the tracking store ({err.message})") from err
-    if run.data.tags.get(RUN_TYPE_TAG) != "cv":
+    if run.data.tags.get(RUN_TYPE_TAG) != schema.CV_RUN:
         raise NervesegError(
             f"run {run_id} is not a cross-validation parent run (tag {RUN_TYPE_TAG}="
             f"{run.data.tags.get(RUN_TYPE_TAG)!r}); pass the id of a cv_train parent run"
@@ -153,7 +129,7 @@ def _resumable_parent(
     """The most recent unfinished parent run with this config's name and identical params."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{RUN_TYPE_TAG}` = 'cv'",
+        filter_string=f"tags.`{RUN_TYPE_TAG}` = '{schema.CV_RUN}'",
         max_results=10_000,
         order_by=["attributes.start_time DESC"],
     )
@@ -179,14 +155,14 @@ def _describe(run: Run) -> str:
 def _check_same_data(run: Run, fingerprint: str, folds_sha: str) -> None:
     """Folds of one parent must come from one data set and one split, or the OOF score is meaningless."""
     tags = run.data.tags
-    if tags.get("data_fingerprint") not in (None, fingerprint):
+    if tags.get(schema.DATA_FINGERPRINT_TAG) not in (None, fingerprint):
         raise NervesegError(
-            f"parent run {run.info.run_id} was trained on data {tags['data_fingerprint'][:12]}, but --raw-dir "
+            f"parent run {run.info.run_id} was trained on data {tags[schema.DATA_FINGERPRINT_TAG][:12]}, but --raw-dir "
             f"now holds data {fingerprint[:12]}; use the same data or start a new run"
         )
-    if tags.get("folds_file_sha256") not in (None, folds_sha):
+    if tags.get(schema.FOLDS_SHA_TAG) not in (None, folds_sha):
         raise NervesegError(
-            f"parent run {run.info.run_id} used another folds file (sha256 {tags['folds_file_sha256'][:12]}, "
+            f"parent run {run.info.run_id} used another folds file (sha256 {tags[schema.FOLDS_SHA_TAG][:12]}, "
             f"now {folds_sha[:12]}); restore experiments/folds from the run's folds/ artifact or start a new run"
         )
 
@@ -202,10 +178,10 @@ def _create_parent(
     run = client.create_run(experiment_id, run_name=config.name, tags=resolve_tags(dict(tags)))
     run_id = run.info.run_id
     client.log_batch(run_id, params=[Param(k, v) for k, v in _param_strings(config).items()])
-    config_path = work / "config.yaml"
+    config_path = work / schema.CONFIG_ARTIFACT
     atomic_write_text(config_path, config_to_yaml(config))
     client.log_artifact(run_id, str(config_path))
-    client.log_artifact(run_id, str(folds_file), "folds")
+    client.log_artifact(run_id, str(folds_file), schema.FOLDS_DIR)
     return run
 
 
@@ -229,7 +205,7 @@ class _EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or {})
         values = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
-        values["epoch_seconds"] = time.monotonic() - self._started
+        values[schema.EPOCH_SECONDS] = time.monotonic() - self._started
         now = int(time.time() * 1000)
         self._client.log_batch(self._run_id, metrics=[Metric(k, v, now, epoch + 1) for k, v in values.items()])
         if self._listener is not None:
@@ -254,16 +230,16 @@ def _log_fold(
     work = result.weights_path.parent
     client.log_batch(
         run_id,
-        metrics=[Metric("val_score", result.val_score, int(time.time() * 1000), 0)],
+        metrics=[Metric(schema.VAL_SCORE, result.val_score, int(time.time() * 1000), 0)],
     )
-    client.log_artifact(run_id, str(result.weights_path), "weights")
-    client.log_text(run_id, summary, "model_summary.txt")
-    oof_path = work / f"oof_fold_{k}.npz"
-    arrays = {"ids": data.ids[result.val_index], "probs": result.oof_probs}
-    if result.oof_presence is not None:
-        arrays["presence"] = result.oof_presence
-    atomic_save_npz(oof_path, **arrays)
-    client.log_artifact(run_id, str(oof_path), "oof")
+    weights = result.weights_path
+    if weights.name != schema.weights_file(k):  # readers find the weights by the schema's name
+        weights = Path(shutil.copyfile(weights, work / schema.weights_file(k)))
+    client.log_artifact(run_id, str(weights), schema.WEIGHTS_DIR)
+    client.log_text(run_id, summary, schema.MODEL_SUMMARY_ARTIFACT)
+    oof = OofArrays(data.ids[result.val_index], result.oof_probs, result.oof_presence)
+    oof_path = schema.save_oof(work / schema.oof_fold_file(k), oof)
+    client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
     facts = {
         "fold": k,
         "best_epoch": result.best_epoch,
@@ -273,31 +249,29 @@ def _log_fold(
         "val_ids": data.ids[result.val_index].tolist(),
         "history": result.history,
     }
-    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", f"fold_{k}.json")
+    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.fold_facts_artifact(k))
     curve = plot_learning_curves(
         result.history, work / f"learning_curve_fold_{k}.png", best_epoch=result.best_epoch, title=f"fold {k}"
     )
-    client.log_artifact(parent_id, str(curve), "plots")
+    client.log_artifact(parent_id, str(curve), schema.PLOTS_DIR)
 
 
 def _load_fold(
     client: MlflowClient, run: Run, data: PreparedData, folds: np.ndarray, work: Path
 ) -> training.FoldResult:
     """A FoldResult rebuilt from a finished fold run's artifacts (trained by another call or process)."""
-    k = int(run.data.tags["fold"])
+    k = int(run.data.tags[FOLD_TAG])
     run_id = run.info.run_id
     dst = work / f"fold_{k}_{run_id}"
     try:
-        oof_local = client.download_artifacts(run_id, f"oof/oof_fold_{k}.npz", str(dst))
-        facts_local = client.download_artifacts(run_id, f"fold_{k}.json", str(dst))
+        oof_local = client.download_artifacts(run_id, schema.oof_fold_artifact(k), str(dst))
+        facts_local = client.download_artifacts(run_id, schema.fold_facts_artifact(k), str(dst))
     except (MlflowException, OSError) as err:
         raise NervesegError(f"fold run {run_id} (fold {k}) lacks its OOF artifacts ({err}); retrain that fold") from err
     facts = json.loads(Path(facts_local).read_text())
-    with np.load(oof_local) as saved:
-        ids, probs = saved["ids"].astype(str), saved["probs"]
-        presence = saved["presence"] if "presence" in saved.files else None
+    oof = schema.load_oof(oof_local)
     expected = np.flatnonzero(folds == k)
-    if not np.array_equal(ids, data.ids[expected]):
+    if not np.array_equal(oof.ids, data.ids[expected]):
         raise NervesegError(
             f"fold run {run_id} (fold {k}) validated other images than fold {k} of the current folds file; "
             "the data or the split changed, start a new run"
@@ -305,11 +279,11 @@ def _load_fold(
     return training.FoldResult(
         fold=k,
         val_index=expected,
-        oof_probs=probs,
-        oof_presence=presence,
+        oof_probs=oof.probs,
+        oof_presence=oof.presence,
         history={key: list(values) for key, values in facts["history"].items()},
         best_epoch=int(facts["best_epoch"]),
-        weights_path=Path(f"runs:/{run_id}/weights/fold_{k}.weights.h5"),
+        weights_path=Path(f"runs:/{run_id}/{schema.weights_artifact(k)}"),
         val_score=float(facts["val_score"]),
         norm_mean=float(facts["norm_mean"]),
         norm_std=float(facts["norm_std"]),
@@ -369,21 +343,17 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
 
     now = int(time.time() * 1000)
     metrics = {
-        "cv_score_mean": summary.cv_score_mean,
-        "cv_score_std": summary.cv_score_std,
-        "oof_score": summary.oof_score,
-        "empty_baseline_score": summary.empty_baseline_score,
-        "oof_score_postprocessed": float(postprocessing["oof_score"]),
-        **{f"fold_{k}_score": score for k, score in summary.fold_scores.items()},
+        schema.CV_SCORE_MEAN: summary.cv_score_mean,
+        schema.CV_SCORE_STD: summary.cv_score_std,
+        schema.OOF_SCORE: summary.oof_score,
+        schema.EMPTY_BASELINE_SCORE: summary.empty_baseline_score,
+        schema.OOF_SCORE_POSTPROCESSED: float(postprocessing["oof_score"]),
+        **{schema.fold_score_metric(k): score for k, score in summary.fold_scores.items()},
     }
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
-    oof_path = cv.work / "oof_probs.npz"
-    arrays = {"ids": data.ids, "probs": oof}
-    if presence is not None:
-        arrays["presence"] = presence
-    atomic_save_npz(oof_path, **arrays)
-    client.log_artifact(run_id, str(oof_path), "oof")
+    oof_path = schema.save_oof(cv.work / schema.OOF_PROBS_FILE, OofArrays(data.ids, oof, presence))
+    client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
     facts = {
         **dataclasses.asdict(summary),
         "fold_scores": {str(k): v for k, v in summary.fold_scores.items()},
@@ -394,10 +364,12 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
         "folds_file": cv.folds_file.name,
         "table": format_summary_table(summary),
     }
-    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", "summary.json")
-    client.log_text(run_id, json.dumps(postprocessing, indent=1, default=_json_default) + "\n", "postprocessing.json")
+    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.SUMMARY_ARTIFACT)
+    client.log_text(
+        run_id, json.dumps(postprocessing, indent=1, default=_json_default) + "\n", schema.POSTPROCESSING_ARTIFACT
+    )
     gallery = _gallery(data, oof, cv.raw_dir, cv.work / "gallery.png", f"{config.name}: out-of-fold predictions")
-    client.log_artifact(run_id, str(gallery), "plots")
+    client.log_artifact(run_id, str(gallery), schema.PLOTS_DIR)
     client.set_terminated(run_id, "FINISHED")
     return summary, postprocessing
 
@@ -445,7 +417,7 @@ def _choose_parent(
         parent = _resumable_parent(client, experiment_id, config, params, nested_under)
     else:
         return None, requested
-    finished = _finished_folds(client, parent)
+    finished = schema.newest_finished_fold_runs(client, parent)
     already = [k for k in requested if k in finished]
     if already and not resume:
         raise NervesegError(
@@ -470,10 +442,10 @@ def _open_parent(
     folds_sha = sha256_file(cv.folds_file)
     if parent is None:
         tags = {
-            RUN_TYPE_TAG: "cv",
-            "data_fingerprint": data.fingerprint,
-            "folds_file_sha256": folds_sha,
-            "seed": str(cv.config.seed),
+            RUN_TYPE_TAG: schema.CV_RUN,
+            schema.DATA_FINGERPRINT_TAG: data.fingerprint,
+            schema.FOLDS_SHA_TAG: folds_sha,
+            schema.SEED_TAG: str(cv.config.seed),
             **cv.env_tags,
             **({PARENT_TAG: nested_under} if nested_under else {}),
             **(parent_tags or {}),
@@ -486,7 +458,7 @@ def _open_parent(
         return parent
     run_id = parent.info.run_id
     _check_same_data(parent, data.fingerprint, folds_sha)
-    started_at, here = parent.data.tags.get("git_commit", ""), cv.env_tags["git_commit"]
+    started_at, here = parent.data.tags.get(schema.GIT_COMMIT_TAG, ""), cv.env_tags[schema.GIT_COMMIT_TAG]
     if started_at and started_at != here:
         _say(f"warning: parent run {run_id} was started at commit {started_at[:10]}, this process runs {here[:10]}")
     if parent.info.status != "RUNNING":
@@ -497,7 +469,7 @@ def _open_parent(
 def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_text: str) -> training.FoldResult:
     """One fold as a child run: FINISHED with its artifacts, or KILLED/FAILED and re-raised."""
     client = cv.client
-    tags = {RUN_TYPE_TAG: "fold", "fold": str(fold), PARENT_TAG: parent_id, **cv.env_tags}
+    tags = {RUN_TYPE_TAG: schema.FOLD_RUN, FOLD_TAG: str(fold), PARENT_TAG: parent_id, **cv.env_tags}
     run_id = client.create_run(cv.experiment_id, run_name=f"fold_{fold}", tags=resolve_tags(tags)).info.run_id
     try:
         n_val = int(np.count_nonzero(cv.folds == fold))
@@ -528,7 +500,7 @@ def _complete(
 ) -> tuple[CVSummary | None, dict[str, Any] | None]:
     """Finalise the parent when all its folds are FINISHED (here or elsewhere); otherwise say what is missing."""
     parent_id, n_folds = parent.info.run_id, cv.config.folds
-    finished = _finished_folds(cv.client, parent)
+    finished = schema.newest_finished_fold_runs(cv.client, parent)
     missing = [k for k in range(n_folds) if k not in finished]
     if missing:
         _say(

@@ -26,8 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg.errors import NervesegError
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
+from nerveseg.track.schema import GIT_COMMIT_TAG, RUN_TYPE_TAG
 
-RUN_TYPE_TAG = "nerveseg.run_type"
 HTTP_SCHEMES = ("http", "https")
 SQL_SERVER_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")
 
@@ -377,7 +377,7 @@ def environment_tags(root: Path = PROJ_ROOT) -> dict[str, str]:
 
     commit, dirty = git_state(root)
     return {
-        "git_commit": commit,
+        GIT_COMMIT_TAG: commit,
         "git_dirty": dirty,
         "device": device_description(),
         "tensorflow_version": tf.__version__,

@@ -31,8 +31,17 @@ from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess import check_settings
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
-from nerveseg.track.store import (
+from nerveseg.track import schema
+from nerveseg.track.schema import (
+    CONFIG_ARTIFACT,
+    OOF_PROBS_ARTIFACT,
+    PARENT_TAG,
+    POSTPROCESSING_ARTIFACT,
+    RUN_NAME_TAG,
     RUN_TYPE_TAG,
+    SUBMISSION_RUN,
+)
+from nerveseg.track.store import (
     check_tracking_server,
     download_artifacts,
     find_runs,
@@ -40,9 +49,6 @@ from nerveseg.track.store import (
     load_mlflow_settings,
 )
 
-POSTPROCESSING_ARTIFACT = "postprocessing.json"
-CONFIG_ARTIFACT = "config.yaml"
-OOF_ARTIFACT = "oof/oof_probs.npz"
 SUBMISSION_RUN_NAME = "submission"
 
 
@@ -91,8 +97,8 @@ def best_cv_run(experiment_name: str | None = None, *, tracking_uri: str | None 
     """(run id, name, cv_score_mean) of the best FINISHED cross-validation run of the experiment."""
     settings = load_mlflow_settings()
     name = experiment_name or settings.experiment_name
-    runs = find_runs(name, run_type="cv", status="FINISHED", tracking_uri=tracking_uri)
-    column = "metrics.cv_score_mean"
+    runs = find_runs(name, run_type=schema.CV_RUN, status="FINISHED", tracking_uri=tracking_uri)
+    column = f"metrics.{schema.CV_SCORE_MEAN}"
     if column in runs:
         runs = runs[runs[column].notna()]
     if runs.empty or column not in runs:
@@ -101,38 +107,18 @@ def best_cv_run(experiment_name: str | None = None, *, tracking_uri: str | None 
             "train one with `python src/cv_train.py` or pass --run-id"
         )
     best = runs.loc[runs[column].idxmax()]
-    return str(best["run_id"]), str(best.get("tags.mlflow.runName") or best["run_id"]), float(best[column])
-
-
-def _fold_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
-    """The newest FINISHED child run per fold (a resumed CV can have failed attempts beside it)."""
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-        max_results=1000,
-        order_by=["attributes.start_time DESC"],
-    )
-    folds: dict[int, Run] = {}
-    for child in children:
-        if child.data.tags.get(RUN_TYPE_TAG) != "fold" or child.info.status != "FINISHED":
-            continue
-        try:
-            fold = int(child.data.tags.get("fold", child.data.params.get("fold", "")))
-        except ValueError:
-            continue
-        folds.setdefault(fold, child)
-    return folds
+    return str(best["run_id"]), str(best.get(f"tags.{RUN_NAME_TAG}") or best["run_id"]), float(best[column])
 
 
 def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: str) -> RunModels:
     """Download ``config.yaml`` and every fold's weights of CV run ``run_id`` into ``workdir``."""
     run = _get_run(client, run_id)
     run_type = run.data.tags.get(RUN_TYPE_TAG)
-    name = run.data.tags.get("mlflow.runName") or run.info.run_name or run_id
-    if run_type == "fold":
-        parent = run.data.tags.get("mlflow.parentRunId", "?")
+    name = run.data.tags.get(RUN_NAME_TAG) or run.info.run_name or run_id
+    if run_type == schema.FOLD_RUN:
+        parent = run.data.tags.get(PARENT_TAG, "?")
         raise NervesegError(f"run {run_id} ({name}) is one fold's run; pass its cross-validation parent {parent}")
-    if run_type != "cv":
+    if run_type != schema.CV_RUN:
         raise NervesegError(
             f"run {run_id} ({name}) has {RUN_TYPE_TAG}={run_type!r}; expected a cross-validation run ('cv')"
         )
@@ -144,7 +130,7 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
     except ValueError as err:
         raise NervesegError(f"run {run_id} ({name}) has no {CONFIG_ARTIFACT} artifact; is it a CV parent run?") from err
     config = load_config(config_path).replace(name=name)
-    folds = _fold_runs(client, run)
+    folds = schema.newest_finished_fold_runs(client, run)
     missing = [k for k in range(config.folds) if k not in folds]
     if missing:
         raise NervesegError(
@@ -153,7 +139,7 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
         )
     weights = []
     for k in range(config.folds):
-        artifact = f"weights/fold_{k}.weights.h5"
+        artifact = schema.weights_artifact(k)
         try:
             weights.append(
                 download_artifacts(folds[k].info.run_id, artifact, local / f"fold_{k}", tracking_uri=tracking_uri)
@@ -163,7 +149,7 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
                 f"run {run_id} ({name}) has no weights for fold {k} (artifact {artifact} of fold run "
                 f"{folds[k].info.run_id}); retrain that fold or pick another run"
             ) from err
-    score = run.data.metrics.get("cv_score_mean")
+    score = run.data.metrics.get(schema.CV_SCORE_MEAN)
     return RunModels(run_id, name, run.info.experiment_id, config, weights, dict(run.data.tags), score)
 
 
@@ -172,21 +158,16 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
 
 def _load_oof(run: RunModels, workdir: Path, tracking_uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     try:
-        path = download_artifacts(run.run_id, OOF_ARTIFACT, workdir / run.run_id / "oof", tracking_uri=tracking_uri)
+        path = download_artifacts(
+            run.run_id, OOF_PROBS_ARTIFACT, workdir / run.run_id / schema.OOF_DIR, tracking_uri=tracking_uri
+        )
     except ValueError as err:
         raise NervesegError(
-            f"run {run.run_id} ({run.name}) has neither {POSTPROCESSING_ARTIFACT} nor {OOF_ARTIFACT}; "
+            f"run {run.run_id} ({run.name}) has neither {POSTPROCESSING_ARTIFACT} nor {OOF_PROBS_ARTIFACT}; "
             "post-processing cannot be decided without out-of-fold predictions"
         ) from err
-    with np.load(path, allow_pickle=False) as npz:
-        ids = npz["ids"].astype(str)
-        probs = npz["probs"].astype(np.float32)
-        presence = npz["presence"] if "presence" in npz.files else None
-    if probs.ndim == 4:
-        probs = probs[..., 0]
-    if presence is not None and (presence.size == 0 or presence.dtype.kind not in "fiu"):
-        presence = None
-    return ids, probs, None if presence is None else presence.reshape(-1).astype(np.float32)
+    oof = schema.load_oof(path)
+    return oof.ids, oof.probs, oof.presence
 
 
 def _resize_to(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -320,8 +301,8 @@ def _log_submission_run(
         parent.experiment_id,
         run_name=SUBMISSION_RUN_NAME,
         tags={
-            "mlflow.parentRunId": parent.run_id,
-            RUN_TYPE_TAG: "submission",
+            PARENT_TAG: parent.run_id,
+            RUN_TYPE_TAG: SUBMISSION_RUN,
             "test_data_fingerprint": test_fingerprint,
             "submission_sha256": sha256_file(csv_path),
             "submission_file": csv_path.name,
@@ -357,7 +338,7 @@ def _log_submission_run(
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
         )
-        client.log_artifact(run_id, str(csv_path), "submission")
+        client.log_artifact(run_id, str(csv_path), schema.SUBMISSION_DIR)
         client.log_dict(run_id, settings, POSTPROCESSING_ARTIFACT)
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -38,6 +38,7 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
+from nerveseg.track.schema import CV_RUN, RUN_TYPE_TAG, children_filter
 from nerveseg.tune.search_space import SearchSpace
 from nerveseg.tune.storage import (
     StudyLock,
@@ -52,7 +53,6 @@ from nerveseg.tune.storage import (
 DEFAULT_STORAGE = f"sqlite:///{OPTUNA_DB}"
 
 # MLflow names (stable, see contract.md).
-RUN_TYPE_TAG = "nerveseg.run_type"
 STUDY_RUN_TYPE = "study"
 TRIAL_NUMBER_TAG = "optuna.trial_number"
 TRIAL_STATE_TAG = "optuna.state"
@@ -208,10 +208,7 @@ def find_trial_run_id(client: mlflow.MlflowClient, experiment_id: str, study_run
     """The MLflow run of one trial (run_cv creates it; when run_cv raises we only know it by its tags)."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{study_run_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}' "
-            f"and tags.`{RUN_TYPE_TAG}` = 'cv'"
-        ),
+        filter_string=(f"{children_filter(study_run_id, CV_RUN)} and tags.`{TRIAL_NUMBER_TAG}` = '{number}'"),
         run_view_type=mlflow.entities.ViewType.ALL,
         max_results=5,
         order_by=["attributes.start_time DESC"],
