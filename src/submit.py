@@ -51,12 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         test_masks_dir=args.test_masks,
         progress=not args.no_progress,
     )
-    pp = result.postprocessing
+    decision, settings = result.postprocessing, result.postprocessing.settings
+    scores = ""
+    if decision.oof_score_raw is not None and decision.oof_score is not None:
+        scores = f" (OOF {decision.oof_score_raw:.4f} -> {decision.oof_score:.4f})"
     print(
-        f"post-processing ({result.postprocessing_source}): threshold {pp['threshold']}, "
-        f"largest_component {pp['largest_component']}, min_area {pp['min_area']}, "
-        f"presence_threshold {pp['presence_threshold']} (OOF {pp.get('oof_score_raw', float('nan')):.4f} -> "
-        f"{pp.get('oof_score', float('nan')):.4f})"
+        f"post-processing ({result.postprocessing_source}): threshold {settings.threshold}, "
+        f"largest_component {settings.largest_component}, min_area {settings.min_area}, "
+        f"presence_threshold {settings.presence_threshold}{scores}"
     )
     print(f"{result.n_images} test images, {result.empty_share:.1%} predicted empty")
     if result.test_score is not None:

@@ -83,7 +83,7 @@ def test_best_run_to_valid_scored_submission(tracked: dict, tmp_path: Path) -> N
     assert child.info.run_id == result.submission_run_id and child.info.status == "FINISHED"
     assert child.info.run_name == "submission"
     assert child.data.params["run_ids"] == tracked["run_id"] and child.data.params["tta"] == "True"
-    assert child.data.params["threshold"] == str(result.postprocessing["threshold"])
+    assert child.data.params["threshold"] == str(result.postprocessing.settings.threshold)
     assert child.data.metrics["test_score"] == pytest.approx(score)
     artifacts = {a.path for a in _client().list_artifacts(child.info.run_id, "submission")}
     assert artifacts == {f"submission/{result.csv_path.name}"}
@@ -189,8 +189,7 @@ def test_ensemble_of_runs(tracked: dict, tmp_path: Path) -> None:
     both = make_submission(run_ids=[tracked["run_id"], twin], out_dir=tmp_path / "both", **common)
     assert both.postprocessing_source == "decided_ensemble"
     assert both.csv_path.name.endswith("_ensemble_tiny+twin.csv")
-    for key in ("threshold", "largest_component", "min_area", "presence_threshold"):
-        assert both.postprocessing[key] == single.postprocessing[key]
+    assert both.postprocessing.settings == single.postprocessing.settings
     assert both.csv_path.read_text() == single.csv_path.read_text()
     (child,) = [r for r in _children(tracked["run_id"], "submission") if r.info.run_id == both.submission_run_id]
     assert child.data.params["run_ids"] == f"{tracked['run_id']},{twin}"

@@ -75,3 +75,26 @@ def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def ensure_writable_dir(folder: Path | str, what: str) -> Path:
+    """Create ``folder`` if needed and prove it takes a file, BEFORE any expensive work starts.
+
+    Raises ``NervesegError`` naming ``what`` (e.g. "--out-dir") and the path when it is a file, cannot
+    be created or is read-only, so a long prediction or training never ends in a PermissionError.
+    """
+    from nerveseg.errors import NervesegError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NervesegError(f"{what} {folder} is a file, not a folder; pass a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise NervesegError(
+            f"{what} {folder} is not writable ({reason}); fix its permissions or pass another folder"
+        ) from err
+    return folder

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.errors import NervesegError
+from nerveseg.evaluate.postprocess import largest_component
 
 __all__ = ["generate", "render_subject", "write_tiff"]
 
@@ -717,15 +718,6 @@ def warp_maps(state: FrameState) -> tuple[np.ndarray, np.ndarray]:
     map_x = MARGIN + WIDTH / 2 + c * xc - s * yy + state.shift_x + flow_x
     map_y = MARGIN + s * xc + c * yy + state.shift_y + flow_y
     return map_x.astype(np.float32), map_y.astype(np.float32)
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 8-connected component of a binary uint8 mask (every real non-empty mask is one piece)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 2:
-        return mask
-    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == keep).astype(np.uint8)
 
 
 MIN_MASK_AREA = 2000  # real minimum is 2684; a nerve pushed mostly out of frame is not labelled

@@ -72,8 +72,9 @@ def predict_ensemble(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean probabilities (N, h, w) float32 and mean presence (N,) over ``models`` x {identity, hflip}.
 
-    ``images_uint8`` are (N, h, w) at the models' input size. Presence is returned only when every
-    model has a presence head (None otherwise). A tqdm bar advances per batch of images.
+    ``images_uint8`` are (N, h, w) at the models' input size: uint8 (scaled by 1/255 here) or floats
+    already in [0, 1]. Presence is returned only when every model has a presence head (None otherwise).
+    Runs batch by batch so memory stays bounded whatever N is; a tqdm bar advances per batch.
     """
     if not models:
         raise NervesegError("predict_ensemble needs at least one model")
@@ -82,8 +83,11 @@ def predict_ensemble(
         images_uint8 = images_uint8[..., 0]
     if images_uint8.ndim != 3:
         raise NervesegError(f"predict_ensemble takes (N, h, w) images, got shape {images_uint8.shape}")
-    if images_uint8.dtype != np.uint8:
-        raise NervesegError(f"predict_ensemble takes uint8 images (scaled to [0, 1] here), got {images_uint8.dtype}")
+    if images_uint8.dtype != np.uint8 and images_uint8.dtype.kind != "f":
+        raise NervesegError(
+            f"predict_ensemble takes uint8 images (scaled to [0, 1] here) or floats in [0, 1], got {images_uint8.dtype}"
+        )
+    scale = 1.0 / 255.0 if images_uint8.dtype == np.uint8 else 1.0
     expected = tuple(models[0].input_shape[1:3])
     if expected != images_uint8.shape[1:]:
         raise NervesegError(
@@ -101,7 +105,7 @@ def predict_ensemble(
     with tqdm(total=n, desc="predict", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            x = (images_uint8[start:stop].astype(np.float32) / 255.0)[..., None]
+            x = (images_uint8[start:stop].astype(np.float32) * np.float32(scale))[..., None]
             views = [(x, False)]
             if tta:
                 views.append((np.ascontiguousarray(x[:, :, ::-1]), True))
@@ -116,3 +120,13 @@ def predict_ensemble(
             bar.update(stop - start)
     probs /= passes
     return probs, (presence_sum / passes).astype(np.float32) if all_presence else None
+
+
+def predict_probs(
+    model: keras.Model, images: np.ndarray, batch_size: int = 256, *, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One model, no mirroring: mask probabilities (n, h, w) float32 and presence (n,) or None.
+
+    What training uses for its out-of-fold predictions; the same batch loop as the test-set ensemble.
+    """
+    return predict_ensemble([model], images, tta=False, batch_size=batch_size, progress=progress)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ import pandas as pd
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.postprocess import iter_postprocessed
-from nerveseg.io_utils import atomic_create_text
+from nerveseg.evaluate.postprocess_settings import PostprocessSettings
+from nerveseg.io_utils import atomic_create_text, ensure_writable_dir
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_decode, rle_encode, validate_rle
 
@@ -83,23 +84,27 @@ def _rows_to_csv(rows: list[tuple[int, str]]) -> str:
     return buffer.getvalue()
 
 
-def _write_new_file(path: Path, text: str) -> None:
-    """Write atomically and never replace an existing file."""
-    try:
-        atomic_create_text(path, text)
-    except FileExistsError as err:
-        raise NervesegError(f"submission {path} already exists; submissions are never overwritten") from err
-
-
-def write_submission(ids: Sequence[int] | np.ndarray, masks: MasksOrRles, path: Path | str) -> Path:
-    """Write ``img,pixels`` rows sorted by numeric id to a NEW file ``path`` (ValueError if it exists).
-
-    ``masks`` is a (n, 420, 580) binary array or the already-encoded RLE strings.
-    """
+def check_new_submission(path: Path | str) -> Path:
+    """The one "never overwrite" rule, checked before any work: ``path`` must not exist and its folder
+    must take a file (created if needed). Raises ``NervesegError`` naming the path."""
     path = Path(path)
     if path.exists():
         raise NervesegError(f"submission {path} already exists; submissions are never overwritten, pick a new name")
-    _write_new_file(path, _rows_to_csv(masks_to_rows(ids, masks)))
+    ensure_writable_dir(path.parent, "submission folder")
+    return path
+
+
+def write_submission(ids: Sequence[int] | np.ndarray, masks: MasksOrRles, path: Path | str) -> Path:
+    """Write ``img,pixels`` rows sorted by numeric id to a NEW file ``path`` (NervesegError if it exists).
+
+    ``masks`` is a (n, 420, 580) binary array or the already-encoded RLE strings. The file is created
+    atomically, so a submission written in between by another process is not replaced either.
+    """
+    path = check_new_submission(path)
+    try:
+        atomic_create_text(path, _rows_to_csv(masks_to_rows(ids, masks)))
+    except FileExistsError as err:
+        raise NervesegError(f"submission {path} already exists; submissions are never overwritten") from err
     return path
 
 
@@ -217,7 +222,7 @@ class WriteStats:
 def postprocess_and_write(
     ids: Sequence[int] | np.ndarray,
     probs: np.ndarray,
-    settings: dict[str, Any],
+    settings: PostprocessSettings | Mapping[str, Any],
     path: Path | str,
     presence: np.ndarray | None = None,
     *,
@@ -229,9 +234,7 @@ def postprocess_and_write(
     decoding it and comparing with its mask before the file is written; the written file is then
     validated (ids, order, RLE syntax, rows equal to the encoded masks).
     """
-    path = Path(path)
-    if path.exists():
-        raise NervesegError(f"submission {path} already exists; submissions are never overwritten, pick a new name")
+    path = check_new_submission(path)
     id_array = _as_ids(ids)
     if len(id_array) != len(probs):
         raise NervesegError(f"{len(id_array)} test ids but {len(probs)} probability maps; they must be aligned")

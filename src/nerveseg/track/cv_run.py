@@ -39,6 +39,7 @@ from nerveseg.data.raw import index_train, read_image
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess import decide_postprocessing
+from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.io_utils import atomic_write_text, sha256_file
 from nerveseg.model.unet import build_model_from_config
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
@@ -68,7 +69,7 @@ class CVRunResult:
 
     parent_run_id: str
     summary: CVSummary | None
-    postprocessing: dict[str, Any] | None
+    postprocessing: PostprocessDecision | None
     experiment_id: str = ""
     trained_folds: list[int] = field(default_factory=list)  # folds trained by this call
 
@@ -330,7 +331,7 @@ class _CV:
     state: _StopState = field(default_factory=_StopState)
 
 
-def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple[CVSummary, dict[str, Any]]:
+def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple[CVSummary, PostprocessDecision]:
     """Summary metrics and artifacts of a complete cross-validation, then the parent is FINISHED."""
     client, config, data = cv.client, cv.config, cv.data
     summary, oof = summarize_cv(data, cv.folds, results)
@@ -347,7 +348,7 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
         schema.CV_SCORE_STD: summary.cv_score_std,
         schema.OOF_SCORE: summary.oof_score,
         schema.EMPTY_BASELINE_SCORE: summary.empty_baseline_score,
-        schema.OOF_SCORE_POSTPROCESSED: float(postprocessing["oof_score"]),
+        schema.OOF_SCORE_POSTPROCESSED: float(postprocessing.oof_score or 0.0),
         **{schema.fold_score_metric(k): score for k, score in summary.fold_scores.items()},
     }
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
@@ -366,7 +367,9 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
     }
     client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.SUMMARY_ARTIFACT)
     client.log_text(
-        run_id, json.dumps(postprocessing, indent=1, default=_json_default) + "\n", schema.POSTPROCESSING_ARTIFACT
+        run_id,
+        json.dumps(postprocessing.to_json(), indent=1, default=_json_default) + "\n",
+        schema.POSTPROCESSING_ARTIFACT,
     )
     gallery = _gallery(data, oof, cv.raw_dir, cv.work / "gallery.png", f"{config.name}: out-of-fold predictions")
     client.log_artifact(run_id, str(gallery), schema.PLOTS_DIR)
@@ -497,7 +500,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
 
 def _complete(
     cv: _CV, parent: Run, results: dict[int, training.FoldResult]
-) -> tuple[CVSummary | None, dict[str, Any] | None]:
+) -> tuple[CVSummary | None, PostprocessDecision | None]:
     """Finalise the parent when all its folds are FINISHED (here or elsewhere); otherwise say what is missing."""
     parent_id, n_folds = parent.info.run_id, cv.config.folds
     finished = schema.newest_finished_fold_runs(cv.client, parent)

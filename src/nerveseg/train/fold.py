@@ -18,7 +18,6 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from nerveseg.config import TrainConfig
 from nerveseg.data.audit import contradictory_ids
@@ -27,6 +26,7 @@ from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import build_model_from_config, set_standardization
+from nerveseg.submit.predict import predict_probs
 from nerveseg.train.input_pipeline import make_dataset, steps_per_epoch
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
@@ -122,29 +122,6 @@ def training_index(data: PreparedData, folds: np.ndarray, fold: int, *, drop_con
     if len(index) == 0:
         raise NervesegError(f"fold {fold} leaves no training images; check the folds array")
     return index
-
-
-def predict_probs(
-    model: keras.Model, images: np.ndarray, batch_size: int = 256, *, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mask probabilities (n, h, w) float32 and presence (n,) (None without a presence head).
-
-    ``images`` are (n, h, w): uint8 (scaled by 1/255 here) or floats already in [0, 1].
-    Runs batch by batch so memory stays bounded whatever ``n`` is.
-    """
-    images = np.asarray(images)
-    if images.ndim != 3:
-        raise NervesegError(f"predict_probs takes (n, h, w) images, got shape {images.shape}")
-    scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
-    probs = np.empty(images.shape, dtype=np.float32)
-    presence = np.empty(len(images), dtype=np.float32) if "presence" in model.output_names else None
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
-        x = (images[start : start + batch_size].astype(np.float32) * scale)[..., None]
-        out = model.predict_on_batch(x)
-        probs[start : start + len(x)] = np.asarray(out["mask"], dtype=np.float32)[..., 0]
-        if presence is not None:
-            presence[start : start + len(x)] = np.asarray(out["presence"], dtype=np.float32)[:, 0]
-    return probs, presence
 
 
 def full_resolution_dice(
