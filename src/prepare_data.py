@@ -12,6 +12,7 @@ from pathlib import Path
 from nerveseg.cli import one_line_errors
 from nerveseg.config import TrainConfig
 from nerveseg.data.audit import prepare
+from nerveseg.io_utils import check_writable_dir
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 
@@ -28,7 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the fold split")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash the raw files (the cache trusts name, size and mtime) and rebuild it if their content changed",
+    )
     args = parser.parse_args(argv)
+    check_writable_dir(args.cache_dir, "--cache-dir")  # before minutes of decoding
+    check_writable_dir(args.folds_dir, "--folds-dir")
     result = prepare(
         raw_dir=args.raw_dir,
         cache_dir=args.cache_dir,
@@ -39,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         workers=args.workers,
         progress=not args.no_progress,
+        verify=args.verify,
     )
     print(result.report)
     return 0

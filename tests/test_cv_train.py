@@ -232,18 +232,30 @@ def test_interrupted_run_resumes_only_the_missing_folds(
     for key, value in config.to_params().items():
         client.log_param(done, key, str(value))
     client.set_terminated(done, "FINISHED")
+    # a fold run whose process was killed with kill -9: nobody marked it, it stays RUNNING
+    stale_tags = {PARENT_TAG: parent_id, RUN_TYPE_TAG: "fold", "fold": "2"}
+    stale = client.create_run(experiment_id, run_name="fold_2", tags=stale_tags).info.run_id
     capsys.readouterr()
 
     train_calls.clear()
     result = experiment.run_cv(config, **dirs, resume=True, progress=False)
-    assert f"resuming parent run {parent_id} (tiny, status KILLED" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"resuming parent run {parent_id} (tiny, status KILLED" in err
+    assert f"marked stale fold run {stale}" in err
     assert result.parent_run_id == parent_id and result.trained_folds == [1, 2]
     assert train_calls == [1, 2]
     assert result.summary is not None and set(result.summary.fold_scores) == {0, 1, 2}
     assert result.postprocessing is not None
     assert client.get_run(parent_id).info.status == "FINISHED"
     after = [(r.info.run_name, r.info.status) for r in children(parent_id)]
-    assert after == [("fold_0", "FINISHED"), ("fold_1", "KILLED"), ("fold_1", "FINISHED"), ("fold_2", "FINISHED")]
+    assert after == [
+        ("fold_0", "FINISHED"),
+        ("fold_1", "KILLED"),
+        ("fold_2", "KILLED"),  # the stale one, marked by --resume
+        ("fold_1", "FINISHED"),
+        ("fold_2", "FINISHED"),
+    ]
+    assert client.get_run(stale).data.tags["nerveseg.stopped"] == "stale"
     assert result.summary.fold_scores[0] == pytest.approx(listener.fold_scores[0])  # fold 0 came from its run
     assert "plots/learning_curve_fold_0.png" in artifact_paths(parent_id)
 

@@ -17,4 +17,22 @@ class ConfigError(NervesegError):
     """An experiment config (YAML file or command-line override) is invalid."""
 
 
-__all__ = ["ConfigError", "NervesegError"]
+def is_interruption(err: BaseException) -> bool:
+    """True for Ctrl-C, also when a library re-raised it as another error.
+
+    Keras can turn a ``KeyboardInterrupt`` raised inside a callback into ``SystemError`` ("error return
+    without exception set" / "... KeyboardInterrupt"); the original then sits in the exception chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        if isinstance(current, SystemError) and "KeyboardInterrupt" in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+__all__ = ["ConfigError", "NervesegError", "is_interruption"]

@@ -127,14 +127,16 @@ def prepare(
     seed: int = 42,
     workers: int | None = None,
     progress: bool = True,
+    verify: bool = False,
 ) -> PrepareResult:
     """Build or load the train cache (and the test cache when ``raw_dir/test`` exists), write the
-    fold file, find contradictory pairs and write the audit: everything a training run reads."""
-    data, cache = load_or_build_train(raw_dir, cache_dir, height, width, workers, progress)
+    fold file, find contradictory pairs and write the audit: everything a training run reads. ``verify``
+    re-hashes the raw files and rebuilds a cache whose data changed in place."""
+    data, cache = load_or_build_train(raw_dir, cache_dir, height, width, workers, progress, verify)
     test_cache = None
     test_line = "none (no test folder)"
     if (Path(raw_dir) / "test").exists():
-        test, test_cache = load_or_build_test(raw_dir, cache_dir, height, width, workers, progress)
+        test, test_cache = load_or_build_test(raw_dir, cache_dir, height, width, workers, progress, verify)
         test_line = f"{len(test)} images, fingerprint {test.fingerprint}"
     folds, path = load_or_create_folds(data, n_folds, seed, folds_dir)
     pairs = find_contradictory_pairs(data)
@@ -148,4 +150,8 @@ def prepare(
 
 def _describe(status: CacheStatus) -> str:
     verb = "hit, loaded" if status.hit else "miss, built"
+    if status.changed:
+        verb = "raw content changed (verified by hash), rebuilt"
+    elif status.verified:
+        verb += ", raw files verified by hash"
     return f"{status.path} ({verb} in {status.seconds:.2f} s)"

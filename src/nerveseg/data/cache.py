@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nerveseg.data.raw import decode_image, decode_mask, index_test, index_train, read_bytes
-from nerveseg.io_utils import atomic_save_npz
+from nerveseg.io_utils import atomic_save_npz, sha256_file
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 from nerveseg.errors import NervesegError
 
@@ -96,6 +96,8 @@ class CacheStatus:
     path: Path
     hit: bool
     seconds: float  # time to load (hit) or to build (miss)
+    verified: bool = False  # the raw files were re-hashed (--verify) and matched the cached fingerprint
+    changed: bool = False  # --verify found content changed under an unchanged name/size/mtime: rebuilt
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -196,11 +198,17 @@ def _load_or_build(
     height: int,
     width: int,
     build: Callable[[], dict[str, np.ndarray]],
+    *,
+    verify: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], CacheStatus]:
     """Arrays from ``cache_dir/<kind>_<h>x<w>_<key>.npz`` when the key matches, else ``build()`` and save.
 
-    An unreadable or foreign cache file is treated as a miss; after a rebuild, older caches of the
-    same kind and size are removed (they can only be hit again if the old data comes back).
+    The key trusts names, sizes and mtimes; ``verify`` re-hashes every raw file on a hit and rebuilds
+    when the content fingerprint differs (a file changed in place with its mtime kept). An unreadable
+    or foreign cache file is treated as a miss; after a rebuild, older caches of the same kind and size
+    are removed (they can only be hit again if the old data comes back).
     """
     if height < 1 or width < 1:
         raise NervesegError(
@@ -209,20 +217,28 @@ def _load_or_build(
     key = _stat_key(kind, paths, height, width)
     path = Path(cache_dir) / f"{kind}_{height}x{width}_{key[:16]}.npz"
     start = time.perf_counter()
+    changed = False
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
-            if str(arrays.pop("key")) == key:
-                return arrays, CacheStatus(path, hit=True, seconds=time.perf_counter() - start)
+            hit = str(arrays.pop("key")) == key
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # rebuilt below
+            hit = False  # rebuilt below
+        if hit and not verify:
+            return arrays, CacheStatus(path, hit=True, seconds=time.perf_counter() - start)
+        if hit:
+            digests = _parallel_map(sha256_file, paths, workers, progress, f"verify {kind}")
+            if _content_fingerprint(paths, digests) == str(arrays["fingerprint"]):
+                return arrays, CacheStatus(path, hit=True, seconds=time.perf_counter() - start, verified=True)
+            changed = True
     arrays = build()
     atomic_save_npz(path, key=np.array(key), **arrays)
     for stale in path.parent.glob(f"{kind}_{height}x{width}_*.npz"):
         if stale != path:
             stale.unlink(missing_ok=True)
-    return arrays, CacheStatus(path, hit=False, seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return arrays, CacheStatus(path, hit=False, seconds=seconds, verified=verify, changed=changed)
 
 
 def load_or_build_train(
@@ -232,8 +248,10 @@ def load_or_build_train(
     width: int = 80,
     workers: int | None = None,
     progress: bool = True,
+    verify: bool = False,
 ) -> tuple[PreparedData, CacheStatus]:
-    """``prepare_train`` that also says whether the cache was hit (for the audit)."""
+    """``prepare_train`` that also says whether the cache was hit (for the audit); ``verify`` re-hashes
+    the raw files on a hit and rebuilds when their content changed."""
     index = index_train(raw_dir)
     pairs = list(zip(index["image_path"], index["mask_path"], strict=True))
     files = [path for pair in pairs for path in pair]  # image, mask, image, mask, ...
@@ -254,7 +272,9 @@ def load_or_build_train(
             "fingerprint": np.array(_content_fingerprint(files, digests)),
         }
 
-    arrays, status = _load_or_build("train", files, cache_dir, height, width, build)
+    arrays, status = _load_or_build(
+        "train", files, cache_dir, height, width, build, verify=verify, workers=workers, progress=progress
+    )
     data = PreparedData(**{**arrays, "fingerprint": str(arrays["fingerprint"])})
     return data, status
 
@@ -278,8 +298,9 @@ def load_or_build_test(
     width: int = 80,
     workers: int | None = None,
     progress: bool = True,
+    verify: bool = False,
 ) -> tuple[TestData, CacheStatus]:
-    """``prepare_test`` that also says whether the cache was hit."""
+    """``prepare_test`` that also says whether the cache was hit; ``verify`` as for the training set."""
     index = index_test(raw_dir)
     paths = list(index["image_path"])
 
@@ -294,7 +315,9 @@ def load_or_build_test(
             "fingerprint": np.array(_content_fingerprint(paths, digests)),
         }
 
-    arrays, status = _load_or_build("test", paths, cache_dir, height, width, build)
+    arrays, status = _load_or_build(
+        "test", paths, cache_dir, height, width, build, verify=verify, workers=workers, progress=progress
+    )
     return TestData(**{**arrays, "fingerprint": str(arrays["fingerprint"])}), status
 
 

@@ -24,7 +24,7 @@ from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.evaluate.postprocess_settings import PostprocessSettings
-from nerveseg.io_utils import atomic_create_text, ensure_writable_dir
+from nerveseg.io_utils import atomic_create_text, check_writable_dir
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_decode, rle_encode, validate_rle
 
@@ -90,7 +90,7 @@ def check_new_submission(path: Path | str) -> Path:
     path = Path(path)
     if path.exists():
         raise NervesegError(f"submission {path} already exists; submissions are never overwritten, pick a new name")
-    ensure_writable_dir(path.parent, "submission folder")
+    check_writable_dir(path.parent, "submission folder")
     return path
 
 

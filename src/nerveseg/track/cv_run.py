@@ -36,11 +36,11 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.data.cache import PreparedData, prepare_train
 from nerveseg.data.folds import load_or_create_folds
 from nerveseg.data.raw import index_train, read_image
-from nerveseg.errors import NervesegError
+from nerveseg.errors import NervesegError, is_interruption
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess import decide_postprocessing
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
-from nerveseg.io_utils import atomic_write_text, sha256_file
+from nerveseg.io_utils import atomic_write_text, check_writable_dir, sha256_file
 from nerveseg.model.unet import build_model_from_config
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 from nerveseg.track import schema
@@ -51,6 +51,7 @@ from nerveseg.train.cv_summary import CVSummary, format_summary_table, summarize
 from nerveseg.train.plots import pick_best_worst, plot_gallery, plot_learning_curves
 
 GALLERY_IMAGES = 4  # best and worst each
+STALE_RUN = "stale"  # STOPPED_TAG of a fold run found RUNNING by --resume (its process died)
 
 
 class CVListener(Protocol):
@@ -330,6 +331,11 @@ class _CV:
     progress: bool
     state: _StopState = field(default_factory=_StopState)
 
+    def say(self, message: str) -> None:
+        """Progress lines (which fold, which run): silent with ``progress=False`` (``--quiet``)."""
+        if self.progress:
+            _say(message)
+
 
 def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple[CVSummary, PostprocessDecision]:
     """Summary metrics and artifacts of a complete cross-validation, then the parent is FINISHED."""
@@ -386,10 +392,13 @@ def _json_default(value: Any) -> Any:
 
 
 def _stop_runs(client: MlflowClient, run_ids: list[str], err: BaseException, state: _StopState) -> None:
-    """Mark runs KILLED (interrupt or a listener's exception) or FAILED; never hides ``err``."""
-    stopped = isinstance(err, KeyboardInterrupt) or err is state.listener_error
+    """Mark runs KILLED (interrupt, also one Keras wrapped in SystemError, or a listener's exception) or
+    FAILED; never hides ``err``."""
+    interrupted = is_interruption(err)
+    stopped = interrupted or err is state.listener_error
     status = "KILLED" if stopped else "FAILED"
-    tag = (STOPPED_TAG, type(err).__name__) if stopped else (ERROR_TAG, f"{type(err).__name__}: {err}"[:500])
+    stopper = "KeyboardInterrupt" if interrupted else type(err).__name__
+    tag = (STOPPED_TAG, stopper) if stopped else (ERROR_TAG, f"{type(err).__name__}: {err}"[:500])
     for run_id in run_ids:
         try:
             if client.get_run(run_id).info.status == "FINISHED":
@@ -401,6 +410,17 @@ def _stop_runs(client: MlflowClient, run_ids: list[str], err: BaseException, sta
 
 
 # ------------------------------------------------------------------------------------------ run_cv
+
+
+def _kill_stale_fold_runs(client: MlflowClient, parent: Run) -> None:
+    """Mark the parent's fold runs still RUNNING as KILLED: ``--resume`` continues a CV whose process
+    died (``kill -9``, a lost machine) without marking them, and their replacements are trained now."""
+    for runs in schema.fold_runs(client, parent).values():
+        for run in runs:
+            if run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, STOPPED_TAG, STALE_RUN)
+                client.set_terminated(run.info.run_id, "KILLED")
+                _say(f"marked stale fold run {_describe(run)} KILLED")
 
 
 def _choose_parent(
@@ -420,6 +440,8 @@ def _choose_parent(
         parent = _resumable_parent(client, experiment_id, config, params, nested_under)
     else:
         return None, requested
+    if resume:
+        _kill_stale_fold_runs(client, parent)
     finished = schema.newest_finished_fold_runs(client, parent)
     already = [k for k in requested if k in finished]
     if already and not resume:
@@ -455,7 +477,7 @@ def _open_parent(
         }
         parent = _create_parent(client, cv.experiment_id, cv.config, tags, cv.folds_file, cv.work)
         run_id = parent.info.run_id
-        _say(f"MLflow parent run {run_id} ({cv.config.name}) in experiment {experiment_name!r}")
+        cv.say(f"MLflow parent run {run_id} ({cv.config.name}) in experiment {experiment_name!r}")
         if one_fold:
             _say(f"train the other folds with: --fold <k> --parent-run-id {run_id}")
         return parent
@@ -476,7 +498,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
     run_id = client.create_run(cv.experiment_id, run_name=f"fold_{fold}", tags=resolve_tags(tags)).info.run_id
     try:
         n_val = int(np.count_nonzero(cv.folds == fold))
-        _say(
+        cv.say(
             f"fold {fold} ({position}; {cv.config.folds} folds in all): "
             f"{len(cv.data) - n_val} training / {n_val} validation images, run {run_id}"
         )
@@ -494,7 +516,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
     except BaseException as err:
         _stop_runs(client, [run_id], err, cv.state)
         raise
-    _say(f"fold {fold}: val_score {result.val_score:.4f} (best epoch {result.best_epoch})")
+    cv.say(f"fold {fold}: val_score {result.val_score:.4f} (best epoch {result.best_epoch})")
     return result
 
 
@@ -512,7 +534,7 @@ def _complete(
         )
         return None, None
     if cv.client.get_run(parent_id).info.status == "FINISHED":
-        _say(f"parent run {parent_id} was already finalised by another process")
+        cv.say(f"parent run {parent_id} was already finalised by another process")
         return None, None
     all_results = [
         results[k] if k in results else _load_fold(cv.client, finished[k], cv.data, cv.folds, cv.work)
@@ -548,6 +570,8 @@ def run_cv(
     """
     if fold is not None and not 0 <= fold < config.folds:
         raise NervesegError(f"fold={fold} is out of range; this config has folds 0..{config.folds - 1}")
+    check_writable_dir(cache_dir, "--cache-dir")  # before the tracking store and hours of training
+    check_writable_dir(folds_dir, "--folds-dir")
     settings = settings or load_mlflow_settings()
     experiment_id = setup_mlflow(settings)
     client = MlflowClient(settings.tracking_uri)
@@ -602,6 +626,8 @@ def run_cv(
             summary, postprocessing = _complete(cv, parent, results)
         except BaseException as err:
             _stop_runs(client, [parent_id], err, cv.state)
+            if is_interruption(err) and not isinstance(err, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"interrupted ({type(err).__name__} raised by Keras)") from err
             raise
     return CVRunResult(parent_id, summary, postprocessing, experiment_id, list(results))
 

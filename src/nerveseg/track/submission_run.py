@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
-from nerveseg.io_utils import ensure_writable_dir, sha256_file
+from nerveseg.io_utils import check_writable_dir, sha256_file
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 from nerveseg.submit.submission_file import WriteStats
 from nerveseg.track import schema
@@ -231,8 +231,8 @@ def make_submission(
 
     raw_dir, out_dir, cache_dir = Path(raw_dir), Path(out_dir), Path(cache_dir)
     _check_inputs(run_id, run_ids, batch_size, raw_dir, test_masks_dir)
-    ensure_writable_dir(out_dir, "--out-dir")
-    ensure_writable_dir(cache_dir, "--cache-dir")
+    check_writable_dir(out_dir, "--out-dir")
+    check_writable_dir(cache_dir, "--cache-dir")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     settings_ml = load_mlflow_settings()

@@ -25,6 +25,7 @@ from nerveseg.errors import NervesegError
 # Heartbeats let a live worker mark a dead worker's RUNNING trial as FAIL (it still counts towards N).
 HEARTBEAT_INTERVAL_S = 60
 HEARTBEAT_GRACE_S = 300
+INTERRUPTED_ATTR = "interrupted"  # trial user attr: FAILED by Ctrl-C, so not counted against --trials
 
 
 def redact_url(url: str) -> str:
@@ -78,7 +79,7 @@ def check_storage(url: str) -> None:
             conn.execute(text("SELECT 1"))
     except Exception as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(
+        raise NervesegError(
             f"cannot reach Optuna storage {redact_url(url)}: {first_line}; start the database or fix --storage"
         ) from None
     finally:
@@ -191,12 +192,17 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def count_counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards ``--trials``: every trial but WAITING ones (RUNNING included).
+    """Trials that count towards ``--trials``: every trial but WAITING ones (RUNNING included) and
+    those FAILED because the user interrupted them (Ctrl-C is not a result).
 
     A WAITING (enqueued) trial is popped by ``ask`` instead of creating a new one, so running it
     does not change this count.
     """
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.WAITING and not (t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR))
+    )
 
 
 def optimize_exactly(

@@ -35,12 +35,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nerveseg.config import TrainConfig, config_to_yaml
-from nerveseg.errors import NervesegError
-from nerveseg.io_utils import atomic_write_text
+from nerveseg.errors import NervesegError, is_interruption
+from nerveseg.io_utils import atomic_write_text, check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
 from nerveseg.track.schema import CV_RUN, RUN_TYPE_TAG, children_filter
 from nerveseg.tune.search_space import SearchSpace
 from nerveseg.tune.storage import (
+    INTERRUPTED_ATTR,
     StudyLock,
     check_storage,
     count_counted_trials,
@@ -60,6 +61,7 @@ STUDY_NAME_TAG = "optuna.study_name"
 FAIL_REASON_TAG = "optuna.fail_reason"
 STUDY_RUN_ATTR = "mlflow_run_id"  # study user attr: the MLflow run id of the study's parent run
 WORKERS_ATTR = "workers_started"  # study user attr: how many workers have joined (seeds the sampler)
+INTERRUPTED = "interrupted"  # the fail_reason kind of a trial stopped by Ctrl-C
 
 # A trial's MLflow state tag, from Optuna's state.
 _STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
@@ -104,20 +106,19 @@ class PruningListener:
 
 def describe_failure(err: BaseException) -> str:
     """A one-line reason for a failed trial: NaN loss / out of memory / interrupted / other error."""
+    from nerveseg.train.fold import TrainingDivergedError  # TensorFlow is loaded once a trial has run
+
     name = type(err).__name__
-    if name in {"NonFiniteLossError", "TrainingDivergedError"}:
+    if is_interruption(err):
+        kind = INTERRUPTED
+    elif isinstance(err, TrainingDivergedError):
         kind = "non-finite loss"
     elif name == "ResourceExhaustedError" or isinstance(err, MemoryError):
         kind = "out of memory"
-    elif isinstance(err, KeyboardInterrupt):
-        kind = "interrupted"
     else:
         kind = "error"
     message = " ".join(str(err).split())
     return f"{kind}: {name}: {message}"[:1000]
-
-
-RunCV = Callable[..., Any]
 
 
 @dataclass
@@ -138,7 +139,6 @@ class CVObjective:
     mlflow_settings: Any = None  # nerveseg.track.store.MlflowSettings; None: mlflow.yml / environment
     report_mode: ReportMode = "running_mean"
     progress: bool = True
-    run_cv: RunCV | None = None  # defaults to nerveseg.track.cv_run.run_cv
     locate_run: Callable[[int], str | None] | None = None  # trial number -> its MLflow run, when run_cv raised
 
     def trial_config(self, trial: optuna.Trial) -> TrainConfig:
@@ -148,10 +148,9 @@ class CVObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         import keras
 
+        from nerveseg.track.cv_run import run_cv
+
         keras.backend.clear_session()
-        run_cv = self.run_cv
-        if run_cv is None:
-            from nerveseg.track.cv_run import run_cv
         tags = {
             STUDY_NAME_TAG: self.study_name,
             TRIAL_NUMBER_TAG: str(trial.number),
@@ -183,6 +182,11 @@ class CVObjective:
         except (Exception, KeyboardInterrupt) as err:
             trial.set_user_attr("fail_reason", describe_failure(err))
             self._record_run(trial)
+            if is_interruption(err):
+                # not counted against --trials; Optuna marks the trial FAIL and re-raises, so the worker stops
+                trial.set_user_attr(INTERRUPTED_ATTR, True)
+                if not isinstance(err, KeyboardInterrupt):
+                    raise KeyboardInterrupt(f"interrupted ({type(err).__name__})") from err
             raise
         return value
 
@@ -458,6 +462,13 @@ class TuneSettings:
             raise NervesegError(f"--study {self.study_name!r} must be a plain name (no slashes, quotes or edge spaces)")
 
 
+def _check_tracking() -> None:
+    """The tracking store reachable, in seconds (TrackingError otherwise)."""
+    from nerveseg.track import store as tracking
+
+    tracking.check_tracking_server(tracking.load_mlflow_settings().tracking_uri)
+
+
 def _setup_mlflow() -> tuple[Any, mlflow.MlflowClient, str]:
     """Tracking settings from mlflow.yml / MLFLOW_TRACKING_URI, checked reachable, experiment ready."""
     from nerveseg.track import store as tracking
@@ -474,6 +485,10 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
     Several workers may run this at once against one storage and one MLflow server.
     """
     settings.space.check_against(settings.base_config)
+    for folder, what in ((settings.cache_dir, "--cache-dir"), (settings.folds_dir, "--folds-dir")):
+        check_writable_dir(folder, what)
+    check_writable_dir(settings.experiments_dir, "--experiments-dir")
+    _check_tracking()  # before the storage: a failed check must leave no empty Optuna SQLite file behind
     storage_url = with_installed_driver(settings.storage)
     check_storage(storage_url)
     pruner = settings.pruner or make_pruner("median")
