@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from nerveseg.errors import NervesegError
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
 from nerveseg.track.schema import GIT_COMMIT_TAG, RUN_TYPE_TAG
+from nerveseg.uris import redact_uri, sqlite_path
 
 HTTP_SCHEMES = ("http", "https")
 SQL_SERVER_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")
@@ -95,21 +96,9 @@ def load_mlflow_settings(path: Path | str = MLFLOW_CONFIG, *, root: Path = PROJ_
     )
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for in-memory / non-sqlite URIs."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or scheme.split("+")[0] != "sqlite":
-        return None
-    # sqlite:///relative.db -> "/relative.db"; sqlite:////abs.db -> "//abs.db"
-    rest = rest.split("?", 1)[0]
-    if not rest.startswith("/") or rest in ("/", "/:memory:"):
-        return None
-    return Path(rest[1:])
-
-
 def _resolve_sqlite(uri: str, base: Path) -> str:
     """Make the path of a sqlite URI absolute against ``base``; other URIs are returned unchanged."""
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is None or db.is_absolute():
         return uri
     scheme, _, rest = uri.partition("://")
@@ -126,22 +115,13 @@ def _resolve_artifact_location(location: str | None, tracking_uri: str, root: Pa
         return Path(location).as_uri()
     if _scheme(tracking_uri) in HTTP_SCHEMES:
         return None  # the server's --artifacts-destination decides
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_path(tracking_uri)
     base = db.parent if db is not None else root
     return (base / location).resolve().as_uri()
 
 
 def _scheme(uri: str) -> str:
     return urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (safe for messages and logs)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -159,7 +139,7 @@ def check_tracking_server(uri: str, *, timeout: float = 5.0) -> None:
     if scheme in HTTP_SCHEMES:
         _check_http(uri, shown, timeout)
     elif scheme == "sqlite":
-        db = _sqlite_path(uri)
+        db = sqlite_path(uri)
         if db is not None and not db.parent.is_dir():
             raise TrackingError(
                 f"MLflow tracking URI {shown}: folder {db.parent} does not exist; create it or point "

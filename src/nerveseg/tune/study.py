@@ -47,13 +47,13 @@ from nerveseg.tune.storage import (
     count_counted_trials,
     make_storage,
     optimize_exactly,
-    redact_url,
     with_installed_driver,
 )
+from nerveseg.uris import redact_uri
 
 DEFAULT_STORAGE = f"sqlite:///{OPTUNA_DB}"
 
-# MLflow names (stable, see contract.md).
+# MLflow names of the study side (the CV runs' names are in nerveseg.track.schema).
 STUDY_RUN_TYPE = "study"
 TRIAL_NUMBER_TAG = "optuna.trial_number"
 TRIAL_STATE_TAG = "optuna.state"
@@ -512,7 +512,7 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
             tracker = StudyTracker(client, experiment_id, study, lock)
             study_run_id = tracker.ensure_study_run(
                 tags={
-                    "optuna.storage": redact_url(storage_url),
+                    "optuna.storage": redact_uri(storage_url),
                     "optuna.direction": "maximize",
                     "optuna.pruner": type(pruner).__name__,
                     "optuna.sampler": "TPESampler",
@@ -528,7 +528,7 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
             )
         out(
             f"study {settings.study_name}: worker {worker_index} (sampler seed {seed}), "
-            f"{count_counted_trials(study)}/{settings.n_trials} trials so far, storage {redact_url(storage_url)}, "
+            f"{count_counted_trials(study)}/{settings.n_trials} trials so far, storage {redact_uri(storage_url)}, "
             f"MLflow study run {study_run_id}"
         )
 
