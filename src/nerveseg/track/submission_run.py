@@ -201,6 +201,13 @@ def _predict_test(
     return test_by_shape[shape], probs / len(runs), presence
 
 
+def _tracking() -> tuple[MlflowClient, str, str]:
+    """A client for the configured store, checked reachable in seconds; its URI and experiment name."""
+    settings = load_mlflow_settings()
+    check_tracking_server(settings.tracking_uri)
+    return get_client(settings.tracking_uri), settings.tracking_uri, settings.experiment_name
+
+
 def _chosen_runs(run_id: str | None, run_ids: list[str] | None, experiment_name: str, uri: str) -> list[str]:
     if run_id is None and not run_ids:
         run_id, name, score = best_cv_run(experiment_name, tracking_uri=uri)
@@ -235,11 +242,8 @@ def make_submission(
     check_writable_dir(cache_dir, "--cache-dir")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    settings_ml = load_mlflow_settings()
-    uri = settings_ml.tracking_uri
-    check_tracking_server(uri)
-    client = get_client(uri)
-    chosen = _chosen_runs(run_id, run_ids, settings_ml.experiment_name, uri)
+    client, uri, experiment_name = _tracking()
+    chosen = _chosen_runs(run_id, run_ids, experiment_name, uri)
     with tempfile.TemporaryDirectory(prefix="nerveseg-submit-") as tmp:
         workdir = Path(tmp)
         runs = [resolve_run(client, rid, workdir, uri) for rid in chosen]

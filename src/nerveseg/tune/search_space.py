@@ -117,8 +117,8 @@ def _field_kind(key: str) -> str:
     return {bool: "bool", int: "int", float: "float", str: "str"}.get(hint, "str")
 
 
-def parse_param_spec(key: str, spec: Any, *, source: str) -> ParamSpec:
-    """Validate one ``key: {type: ..., ...}`` entry of a search space file."""
+def _check_entry(key: str, spec: Any, source: str) -> str:
+    """The entry's ``type`` after checking the key is a config field and the fields fit that type."""
     allowed_keys = field_names()
     if key not in allowed_keys:
         raise NervesegError(
@@ -140,22 +140,26 @@ def parse_param_spec(key: str, spec: Any, *, source: str) -> ParamSpec:
             f"search space {source}: key {key!r} ({kind}) has unknown fields {sorted(unknown)}; "
             f"allowed: {sorted(_SPEC_KEYS[kind])}"
         )
-    field_kind = _field_kind(key)
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise NervesegError(
-                f"search space {source}: key {key!r}: choices must be a non-empty list, got {choices!r}"
-            )
-        for choice in choices:
-            if not (choice is None or isinstance(choice, bool | int | float | str)):
-                raise NervesegError(
-                    f"search space {source}: key {key!r}: choice {choice!r} must be a scalar (bool, number, string)"
-                )
-        if len({(type(c), c) for c in choices}) != len(choices):
-            raise NervesegError(f"search space {source}: key {key!r}: choices {choices!r} contain duplicates")
-        return ParamSpec(key, "categorical", choices=tuple(choices))
+    return kind
 
+
+def _categorical(key: str, spec: Mapping[str, Any], source: str) -> ParamSpec:
+    choices = spec.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise NervesegError(f"search space {source}: key {key!r}: choices must be a non-empty list, got {choices!r}")
+    for choice in choices:
+        if not (choice is None or isinstance(choice, bool | int | float | str)):
+            raise NervesegError(
+                f"search space {source}: key {key!r}: choice {choice!r} must be a scalar (bool, number, string)"
+            )
+    if len({(type(c), c) for c in choices}) != len(choices):
+        raise NervesegError(f"search space {source}: key {key!r}: choices {choices!r} contain duplicates")
+    return ParamSpec(key, "categorical", choices=tuple(choices))
+
+
+def _numeric(key: str, kind: str, spec: Mapping[str, Any], source: str) -> ParamSpec:
+    """An int or float range: low <= high, optional positive step, log scale only with low > 0."""
+    field_kind = _field_kind(key)
     if field_kind != kind:
         hint = "use type: categorical with explicit choices" if field_kind in {"bool", "choice", "str"} else ""
         raise NervesegError(
@@ -183,6 +187,12 @@ def parse_param_spec(key: str, spec: Any, *, source: str) -> ParamSpec:
     if log and low <= 0:
         raise NervesegError(f"search space {source}: key {key!r}: log scale needs low > 0, got {low!r}")
     return ParamSpec(key, kind, low=low, high=high, step=step, log=log)
+
+
+def parse_param_spec(key: str, spec: Any, *, source: str) -> ParamSpec:
+    """Validate one ``key: {type: ..., ...}`` entry of a search space file."""
+    kind = _check_entry(key, spec, source)
+    return _categorical(key, spec, source) if kind == "categorical" else _numeric(key, kind, spec, source)
 
 
 def parse_search_space(mapping: Any, *, source: str = "<search space>") -> SearchSpace:
