@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import prepare_data
-from helpers import fake_data, nerve_mask, structured_image, write_set, write_tif
+from helpers import fake_data, nerve_mask, read_only_folder, structured_image, write_set, write_tif
 from nerveseg.data.audit import DEFAULT_MAX_DISTANCE, audit_report, contradictory_ids, find_contradictory_pairs, prepare
 from nerveseg.data.raw import read_image
 
@@ -110,7 +110,6 @@ def test_verify_rebuilds_the_cache_when_content_changed_in_place(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Same name, size and mtime, other bytes: the cache key cannot see it, --verify can."""
-    import os
 
     import tifffile
 
@@ -154,15 +153,8 @@ def test_a_read_only_cache_folder_is_named_before_any_decoding(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     raw = write_set(tmp_path / "raw")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as root: permissions are not enforced")
+    with read_only_folder(tmp_path / "locked") as locked:
         args = ["--raw-dir", str(raw), "--cache-dir", str(locked / "cache"), "--folds-dir", str(tmp_path / "f")]
         assert prepare_data.main([*args, "--no-progress"]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith(f"error: --cache-dir {locked / 'cache'} is not writable") and err.count("\n") == 1
-    finally:
-        locked.chmod(0o700)
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --cache-dir {locked / 'cache'} is not writable") and err.count("\n") == 1

@@ -26,20 +26,12 @@ def test_out_dir_that_is_a_file_is_named_before_anything_else(
 def test_read_only_out_dir_is_named_before_anything_else(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import os
-
     import submit
+    from helpers import read_only_folder
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    locked = tmp_path / "submissions"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as root: permissions are not enforced")
+    with read_only_folder(tmp_path / "submissions") as locked:
         args = ["--run-id", "x", "--raw-dir", str(synthetic_root / "raw"), "--out-dir", str(locked)]
         assert submit.main(args) == 2
-        err = capsys.readouterr().err
-        assert err.startswith(f"error: --out-dir {locked} is not writable") and err.count("\n") == 1
-    finally:
-        locked.chmod(0o700)
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out-dir {locked} is not writable") and err.count("\n") == 1

@@ -4,6 +4,7 @@ decided now on the (mean) out-of-fold predictions of the runs against the traini
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,22 +81,27 @@ def _mean_oof(runs: list[RunModels], oofs: list[OofArrays]) -> OofArrays:
     return OofArrays(ids, probs_sum / len(oofs), presence)
 
 
-def decide_for_runs(
-    runs: list[RunModels],
-    workdir: Path,
-    tracking_uri: str,
-    *,
-    raw_dir: Path,
-    cache_dir: Path,
-    progress: bool,
-) -> PostprocessDecision:
+@dataclass(frozen=True)
+class Sources:
+    """Where the runs' artifacts are downloaded from and to, and where the training data is."""
+
+    workdir: Path
+    tracking_uri: str
+    raw_dir: Path
+    cache_dir: Path
+    progress: bool = True
+
+
+def decide_for_runs(runs: list[RunModels], sources: Sources) -> PostprocessDecision:
     """Post-processing decided on the (mean) OOF probabilities of ``runs`` against the training masks."""
     from nerveseg.data.cache import prepare_train
     from nerveseg.evaluate.postprocess import decide_postprocessing
 
     expected = _check_same_training_data(runs)
+    workdir, tracking_uri, raw_dir, progress = sources.workdir, sources.tracking_uri, sources.raw_dir, sources.progress
     oof = _mean_oof(runs, [_load_oof(r, workdir, tracking_uri) for r in runs])
-    data = prepare_train(raw_dir, cache_dir, runs[0].config.height, runs[0].config.width, progress=progress)
+    config = runs[0].config
+    data = prepare_train(raw_dir, sources.cache_dir, config.height, config.width, progress=progress)
     if expected is not None and data.fingerprint != expected:
         raise NervesegError(
             f"the training data in {raw_dir} (fingerprint {data.fingerprint[:12]}) is not the data run "
@@ -126,22 +132,15 @@ def _stored_decision(run: RunModels, workdir: Path, tracking_uri: str) -> Postpr
 
 
 def postprocessing_for_runs(
-    client: MlflowClient,
-    runs: list[RunModels],
-    workdir: Path,
-    tracking_uri: str,
-    *,
-    raw_dir: Path,
-    cache_dir: Path,
-    progress: bool,
+    client: MlflowClient, runs: list[RunModels], sources: Sources
 ) -> tuple[PostprocessDecision, str]:
     """The settings and where they came from: a single run's stored ``postprocessing.json`` ("run"), or
     decided now on the OOF predictions ("decided", then stored on that run; "decided_ensemble")."""
     if len(runs) == 1:
-        stored = _stored_decision(runs[0], workdir, tracking_uri)
+        stored = _stored_decision(runs[0], sources.workdir, sources.tracking_uri)
         if stored is not None:
             return stored, "run"
-    decision = decide_for_runs(runs, workdir, tracking_uri, raw_dir=raw_dir, cache_dir=cache_dir, progress=progress)
+    decision = decide_for_runs(runs, sources)
     if len(runs) > 1:
         return decision, "decided_ensemble"
     client.log_dict(runs[0].run_id, decision.to_json(), POSTPROCESSING_ARTIFACT)

@@ -30,7 +30,7 @@ from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 from nerveseg.submit.submission_file import WriteStats
 from nerveseg.track import schema
 from nerveseg.track.run_models import RunModels, best_cv_run, resolve_run
-from nerveseg.track.run_postprocessing import decide_for_runs, postprocessing_for_runs, resize_to
+from nerveseg.track.run_postprocessing import Sources, decide_for_runs, postprocessing_for_runs, resize_to
 from nerveseg.track.schema import (
     PARENT_TAG,
     POSTPROCESSING_ARTIFACT,
@@ -249,9 +249,8 @@ def make_submission(
         runs = [resolve_run(client, rid, workdir, uri) for rid in chosen]
         name = runs[0].name if len(runs) == 1 else "ensemble_" + "+".join(r.name for r in runs)
         csv_path = check_new_submission(submission_path(out_dir, name))  # the time it was asked for
-        decision, source = postprocessing_for_runs(
-            client, runs, workdir, uri, raw_dir=raw_dir, cache_dir=cache_dir, progress=progress
-        )
+        sources = Sources(workdir, uri, raw_dir, cache_dir, progress)
+        decision, source = postprocessing_for_runs(client, runs, sources)
         seconds["resolve_runs"] = time.perf_counter() - started
         test, probs, presence = _predict_test(
             runs, raw_dir, cache_dir, seconds, tta=tta, batch_size=batch_size, progress=progress
@@ -274,4 +273,12 @@ def make_submission(
     )
 
 
-__all__ = ["SubmissionResult", "best_cv_run", "decide_for_runs", "make_submission", "resolve_run", "submission_path"]
+__all__ = [
+    "Sources",
+    "SubmissionResult",
+    "best_cv_run",
+    "decide_for_runs",
+    "make_submission",
+    "resolve_run",
+    "submission_path",
+]

@@ -120,17 +120,9 @@ class CVObjective:
         try:
             config = self.trial_config(trial)
             listener = PruningListener(trial, n_folds=config.folds, mode=self.report_mode)
-            result = run_cv(
-                config,
-                raw_dir=self.raw_dir,
-                cache_dir=self.cache_dir,
-                folds_dir=self.folds_dir,
-                listener=listener,
-                parent_tags=tags,
-                nested_under=self.study_run_id,
-                progress=self.progress,
-                settings=self.mlflow_settings,
-            )
+            dirs = {"raw_dir": self.raw_dir, "cache_dir": self.cache_dir, "folds_dir": self.folds_dir}
+            result = run_cv(config, **dirs, listener=listener, parent_tags=tags, nested_under=self.study_run_id,
+                            progress=self.progress, settings=self.mlflow_settings)  # fmt: skip
             trial.set_user_attr(STUDY_RUN_ATTR, result.parent_run_id)
             if result.summary is None:
                 raise RuntimeError(f"run_cv returned no CV summary for trial {trial.number} (only some folds ran?)")
