@@ -1,13 +1,13 @@
-"""Cross-validation tracked in MLflow, end to end on the tiny synthetic set with an embedded SQLite store.
+"""Cross-validation tracked in MLflow, on the tiny synthetic set with an embedded SQLite store
+(the plain end-to-end run and its artifacts: test_cv_train_e2e.py).
 
-Covers the CLI, the run/metric/artifact names of the contract, reloading a fold's weights, resuming an
-interrupted run, spreading folds over calls (``--fold k --parent-run-id``), refusing finished runs, and
-failing fast on an unreachable tracking server before any training.
+Covers resuming an interrupted run (and killing stale fold runs), spreading folds over calls
+(``--fold k --parent-run-id``), refusing finished runs, and failing fast on an unreachable tracking
+server before any training.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable
@@ -82,109 +82,6 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------------------------ end to end
-
-
-@pytest.mark.slow
-def test_cli_trains_tracks_and_finalises(
-    tiny_config: TrainConfig,
-    store: MlflowSettings,
-    dirs: dict[str, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    train_calls: list[int],
-) -> None:
-    yaml_path = tmp_path / "tiny.yaml"
-    yaml_path.write_text(config_to_yaml(tiny_config))
-    argv = ["--config", str(yaml_path), "--folds", "3", "--epochs", "2"]
-    argv += [f"--{key.replace('_', '-')}={value}" for key, value in dirs.items()]
-    assert cv_train.main(argv) == 0
-    out, err = capsys.readouterr()
-    assert train_calls == [0, 1, 2]
-
-    # the console: the table, the parent run, how to open it; fold and epoch progress on stderr
-    parent_id = out.split("parent run: ")[1].split()[0]
-    for line in ("fold        score", "mean ± std", "OOF ", "all-empty", "mlflow ui --backend-store-uri"):
-        assert line in out
-    assert "fold 2 (3/3; 3 folds in all)" in err and "Epoch 2/2" in out + err
-
-    client = get_client()
-    parent = client.get_run(parent_id)
-    config = tiny_config.replace(folds=3, epochs=2)
-    assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
-    assert parent.data.params == {key: str(value) for key, value in config.to_params().items()}
-    assert parent.data.tags[RUN_TYPE_TAG] == "cv" and parent.data.tags["seed"] == "1"
-    assert set(PARENT_TAGS) <= set(parent.data.tags)
-    metrics = parent.data.metrics
-    assert {"cv_score_mean", "cv_score_std", "oof_score", "empty_baseline_score"} <= set(metrics)
-    folds_name = next(iter(artifact_paths(parent_id, "folds")))
-    assert artifact_paths(parent_id) == {
-        "config.yaml",
-        folds_name,
-        "oof/oof_probs.npz",
-        "summary.json",
-        "postprocessing.json",
-        "plots/gallery.png",
-        *(f"plots/learning_curve_fold_{k}.png" for k in range(3)),
-    }
-    assert folds_name.startswith("folds/folds_") and folds_name.endswith("_k3_s1.json")
-
-    fold_runs = children(parent_id)
-    assert [run.info.run_name for run in fold_runs] == ["fold_0", "fold_1", "fold_2"]
-    for k, run in enumerate(fold_runs):
-        assert run.info.status == "FINISHED"
-        assert run.data.tags[RUN_TYPE_TAG] == "fold" and run.data.tags["fold"] == str(k)
-        for key in HISTORY_KEYS:
-            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
-        # the parent's fold score is recomputed from the OOF predictions: it must equal the fold's own
-        assert metrics[f"fold_{k}_score"] == pytest.approx(run.data.metrics["val_score"], abs=1e-9)
-        assert artifact_paths(run.info.run_id) == {
-            f"weights/fold_{k}.weights.h5",
-            "model_summary.txt",
-            f"oof/oof_fold_{k}.npz",
-            f"fold_{k}.json",
-        }
-    assert np.mean([metrics[f"fold_{k}_score"] for k in range(3)]) == pytest.approx(metrics["cv_score_mean"])
-
-    # config.yaml round-trips; summary.json and postprocessing.json agree with the metrics
-    downloads = tmp_path / "downloads"
-    logged = download_artifacts(parent_id, "config.yaml", downloads).read_text()
-    assert logged == config_to_yaml(config)
-    summary = json.loads(download_artifacts(parent_id, "summary.json", downloads).read_text())
-    assert summary["oof_score"] == pytest.approx(metrics["oof_score"])
-    post = json.loads(download_artifacts(parent_id, "postprocessing.json", downloads).read_text())
-    assert post["oof_score_raw"] == pytest.approx(metrics["oof_score"])
-    assert {"threshold", "min_area", "largest_component", "presence_threshold", "steps"} <= set(post)
-
-    # a fold's weights, loaded into a freshly built model, reproduce that fold's OOF probabilities
-    from nerveseg.data.cache import prepare_train
-    from nerveseg.model.unet import build_model_from_config
-
-    data = prepare_train(dirs["raw_dir"], dirs["cache_dir"], config.height, config.width, progress=False)
-    with np.load(download_artifacts(parent_id, "oof/oof_probs.npz", downloads)) as oof:
-        assert oof["ids"].tolist() == data.ids.tolist()
-        oof_probs = oof["probs"]
-    assert oof_probs.shape == (len(data), config.height, config.width) and np.isfinite(oof_probs).all()
-    fold_run = fold_runs[1].info.run_id
-    weights = download_artifacts(fold_run, "weights/fold_1.weights.h5", downloads)
-    val_ids = json.loads(download_artifacts(fold_run, "fold_1.json", downloads).read_text())["val_ids"]
-    position = {image_id: i for i, image_id in enumerate(data.ids)}
-    val_index = np.array([position[i] for i in val_ids])
-    model = build_model_from_config(config)
-    model.load_weights(weights)
-    probs, _ = training.predict_probs(model, data.images[val_index])
-    np.testing.assert_allclose(probs, oof_probs[val_index], atol=1e-5)
-
-    # a FINISHED parent is never touched again, whichever way it is named
-    for kwargs in ({"parent_run_id": parent_id, "resume": True}, {"parent_run_id": parent_id, "fold": 0}):
-        with pytest.raises(ValueError, match=f"parent run {parent_id} .* is FINISHED"):
-            experiment.run_cv(config, **dirs, progress=False, **kwargs)
-    with pytest.raises(ValueError, match="found no unfinished parent run named 'tiny'"):
-        experiment.run_cv(config, **dirs, progress=False, resume=True)
-    capsys.readouterr()
-    assert cv_train.main([*argv, "--resume", "--parent-run-id", parent_id]) == 2
-    assert capsys.readouterr().err.startswith(f"error: parent run {parent_id} (tiny) is FINISHED")
-    assert train_calls == [0, 1, 2]
-    assert client.get_run(parent_id).info.end_time == parent.info.end_time
 
 
 class StopAt:
