@@ -53,7 +53,7 @@ def _parse(rle: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def validate_rle(rle: str, shape: tuple[int, int] = FULL_SHAPE) -> None:
-    """Raise ``ValueError`` unless ``rle`` is well formed, in range, ascending and non-overlapping."""
+    """Raise ``NervesegError`` (a ValueError) unless ``rle`` is well formed, in range, ascending and non-overlapping."""
     starts, lengths = _parse(rle)
     if starts.size == 0:
         return

@@ -126,7 +126,7 @@ def read_submission(path: Path | str) -> pd.DataFrame:
 def validate_submission(
     path: Path | str, expected_ids: Sequence[int] | np.ndarray, masks: MasksOrRles | None = None
 ) -> pd.DataFrame:
-    """Raise ValueError unless ``path`` is a submission Kaggle will score as we mean it.
+    """Raise NervesegError (a ValueError) unless ``path`` is a submission Kaggle will score as we mean it.
 
     Checks: header; every expected id exactly once and nothing else; ascending id order; every RLE
     well formed, in range, ascending and non-overlapping; and, when ``masks`` (aligned with
