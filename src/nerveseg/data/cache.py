@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -241,6 +241,33 @@ def _load_or_build(
     return arrays, CacheStatus(path, hit=False, seconds=seconds, verified=verify, changed=changed)
 
 
+@dataclass(frozen=True)
+class _DecodeJob:
+    """One cache kind: its raw files (the cache key), the items decoded in parallel, how one item is
+    decoded at (height, width), and how the decoded items become the cached arrays."""
+
+    kind: str
+    files: list[Path]
+    items: Sequence[Any]
+    decode: Callable[..., Any]
+    assemble: Callable[[list[Any]], dict[str, np.ndarray]]
+
+
+def _cached(
+    job: _DecodeJob, cache_dir: Path, height: int, width: int, *, workers: int | None, progress: bool, verify: bool
+) -> tuple[dict[str, Any], CacheStatus]:
+    """The train/test cache logic once: load ``job``'s arrays, or decode every item and save them."""
+
+    def build() -> dict[str, np.ndarray]:
+        decode = partial(job.decode, height=height, width=width)
+        return job.assemble(_parallel_map(decode, job.items, workers, progress, job.kind))
+
+    arrays, status = _load_or_build(
+        job.kind, job.files, cache_dir, height, width, build, verify=verify, workers=workers, progress=progress
+    )
+    return {**arrays, "fingerprint": str(arrays["fingerprint"])}, status
+
+
 def load_or_build_train(
     raw_dir: Path = RAW_DIR,
     cache_dir: Path = PROCESSED_DIR,
@@ -256,10 +283,7 @@ def load_or_build_train(
     pairs = list(zip(index["image_path"], index["mask_path"], strict=True))
     files = [path for pair in pairs for path in pair]  # image, mask, image, mask, ...
 
-    def build() -> dict[str, np.ndarray]:
-        decoded = _parallel_map(
-            partial(_decode_train_pair, height=height, width=width), pairs, workers, progress, "train"
-        )
+    def assemble(decoded: list[Any]) -> dict[str, np.ndarray]:
         images, masks, packed, descriptors, image_digests, mask_digests = zip(*decoded, strict=True)
         digests = [d for pair in zip(image_digests, mask_digests, strict=True) for d in pair]
         return {
@@ -272,11 +296,9 @@ def load_or_build_train(
             "fingerprint": np.array(_content_fingerprint(files, digests)),
         }
 
-    arrays, status = _load_or_build(
-        "train", files, cache_dir, height, width, build, verify=verify, workers=workers, progress=progress
-    )
-    data = PreparedData(**{**arrays, "fingerprint": str(arrays["fingerprint"])})
-    return data, status
+    job = _DecodeJob("train", files, pairs, _decode_train_pair, assemble)
+    arrays, status = _cached(job, cache_dir, height, width, workers=workers, progress=progress, verify=verify)
+    return PreparedData(**arrays), status
 
 
 def prepare_train(
@@ -304,10 +326,7 @@ def load_or_build_test(
     index = index_test(raw_dir)
     paths = list(index["image_path"])
 
-    def build() -> dict[str, np.ndarray]:
-        decoded = _parallel_map(
-            partial(_decode_test_image, height=height, width=width), paths, workers, progress, "test"
-        )
+    def assemble(decoded: list[Any]) -> dict[str, np.ndarray]:
         images, digests = zip(*decoded, strict=True)
         return {
             "ids": index["id"].to_numpy(dtype=np.int64),
@@ -315,10 +334,9 @@ def load_or_build_test(
             "fingerprint": np.array(_content_fingerprint(paths, digests)),
         }
 
-    arrays, status = _load_or_build(
-        "test", paths, cache_dir, height, width, build, verify=verify, workers=workers, progress=progress
-    )
-    return TestData(**{**arrays, "fingerprint": str(arrays["fingerprint"])}), status
+    job = _DecodeJob("test", paths, paths, _decode_test_image, assemble)
+    arrays, status = _cached(job, cache_dir, height, width, workers=workers, progress=progress, verify=verify)
+    return TestData(**arrays), status
 
 
 def prepare_test(
