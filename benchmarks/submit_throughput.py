@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "decide_images": args.decide_images,
         "decide_ms_per_image": round(timings["decide"] / args.decide_images * 1e3, 2),
         "decided": {
-            k: decided[k] for k in ("threshold", "largest_component", "min_area", "oof_score_raw", "oof_score")
+            k: decided.to_json()[k]
+            for k in ("threshold", "largest_component", "min_area", "oof_score_raw", "oof_score")
         },
         "extrapolated_5508_images_seconds": round(submission / n * 5508, 0),
         "cpu_count": os.cpu_count(),

@@ -44,17 +44,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# ValueError: bad input or an unreachable tracking store (TrackingError): one line, no traceback
-@one_line_errors(ValueError, interrupted="interrupted: the runs are marked KILLED; continue with --resume")
+# NervesegError (bad input, an unreachable tracking store): one line, no traceback
+@one_line_errors(interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
     quiet_tensorflow(args.verbose)
-    # imported here so that --help and argument errors answer without loading TensorFlow and MLflow
+    # imported only now, so that --help, argument and config errors answer without loading TensorFlow and MLflow
     from nerveseg.track.cv_run import run_cv
     from nerveseg.track.store import load_mlflow_settings, ui_hint
     from nerveseg.train.cv_summary import format_summary_table
 
-    config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
     settings = load_mlflow_settings()
     result = run_cv(
         config,
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.summary is not None:
         print(format_summary_table(result.summary))
         if result.postprocessing is not None:
-            print(f"OOF after post-processing: {result.postprocessing['oof_score']:.4f}")
+            print(f"OOF after post-processing: {result.postprocessing.oof_score:.4f}")
     else:
         print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
     print(f"parent run: {result.parent_run_id}")

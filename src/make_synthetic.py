@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-@one_line_errors(ValueError)
+@one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RAW_DIR, help=f"output root (default {RAW_DIR})")

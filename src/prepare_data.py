@@ -12,11 +12,11 @@ from pathlib import Path
 from nerveseg.cli import one_line_errors
 from nerveseg.config import TrainConfig
 from nerveseg.data.audit import prepare
-from nerveseg.logs import quiet_tensorflow
+from nerveseg.io_utils import check_writable_dir
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 
-@one_line_errors(ValueError)  # DataError is a ValueError
+@one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument(
-        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
+        "--verify",
+        action="store_true",
+        help="re-hash the raw files (the cache trusts name, size and mtime) and rebuild it if their content changed",
     )
     args = parser.parse_args(argv)
-    quiet_tensorflow(args.verbose, import_now=False)  # preparing data never loads TensorFlow
+    check_writable_dir(args.cache_dir, "--cache-dir")  # before minutes of decoding
+    check_writable_dir(args.folds_dir, "--folds-dir")
     result = prepare(
         raw_dir=args.raw_dir,
         cache_dir=args.cache_dir,
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         workers=args.workers,
         progress=not args.no_progress,
+        verify=args.verify,
     )
     print(result.report)
     return 0

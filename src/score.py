@@ -13,7 +13,7 @@ from nerveseg.cli import one_line_errors
 from nerveseg.submit.submission_file import score_submission
 
 
-@one_line_errors(ValueError)
+@one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Mean Dice (Kaggle's metric) of a submission against <id>_mask.tif")
     parser.add_argument("csv", type=Path, help="submission CSV (img,pixels)")

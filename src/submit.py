@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import one_line_errors
+from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 
 
-@one_line_errors(ValueError)  # includes DataError and TrackingError
+@one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict data/raw/test with CV run(s) and write a submission CSV")
     which = parser.add_mutually_exclusive_group()
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
         if not run_ids:
-            raise ValueError("--runs needs at least one run id (ID1,ID2,...)")
+            raise NervesegError("--runs needs at least one run id (ID1,ID2,...)")
     from nerveseg.track.submission_run import make_submission
 
     result = make_submission(
@@ -55,12 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         test_masks_dir=args.test_masks,
         progress=not args.no_progress,
     )
-    pp = result.postprocessing
+    decision, settings = result.postprocessing, result.postprocessing.settings
+    scores = ""
+    if decision.oof_score_raw is not None and decision.oof_score is not None:
+        scores = f" (OOF {decision.oof_score_raw:.4f} -> {decision.oof_score:.4f})"
     print(
-        f"post-processing ({result.postprocessing_source}): threshold {pp['threshold']}, "
-        f"largest_component {pp['largest_component']}, min_area {pp['min_area']}, "
-        f"presence_threshold {pp['presence_threshold']} (OOF {pp.get('oof_score_raw', float('nan')):.4f} -> "
-        f"{pp.get('oof_score', float('nan')):.4f})"
+        f"post-processing ({result.postprocessing_source}): threshold {settings.threshold}, "
+        f"largest_component {settings.largest_component}, min_area {settings.min_area}, "
+        f"presence_threshold {settings.presence_threshold}{scores}"
     )
     print(f"{result.n_images} test images, {result.empty_share:.1%} predicted empty")
     if result.test_score is not None:

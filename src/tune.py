@@ -22,6 +22,10 @@ from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 DEFAULT_CONFIG = EXPERIMENTS_DIR / "baseline.yaml"
 DEFAULT_SPACE = EXPERIMENTS_DIR / "search_space.yaml"
+INTERRUPTED_LINE = (
+    "interrupted: the running trial is marked FAIL (interrupted, not counted in --trials) and its MLflow runs "
+    "KILLED; run the same command again to continue the study"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,20 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@one_line_errors(ValueError, RuntimeError)  # bad input, unreachable storage/tracking, a broken setup
+@one_line_errors(interrupted=INTERRUPTED_LINE)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_tensorflow(args.verbose)
     from nerveseg.config import load_config
     from nerveseg.tune.search_space import load_search_space
-    from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
 
     base = load_config(args.config, folds=args.folds)
+    space = load_search_space(args.space)
+    quiet_tensorflow(args.verbose)  # after the checks above, which answer without loading TensorFlow
+    from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
+
     settings = TuneSettings(
         study_name=args.study,
         n_trials=args.trials,
         base_config=base,
-        space=load_search_space(args.space),
+        space=space,
         storage=args.storage,
         raw_dir=args.raw_dir,
         cache_dir=args.cache_dir,

@@ -81,11 +81,11 @@ def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def store(tmp_path: Path, empty_db: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowSettings:
-    """This test's own store (a copy of the empty database) via MLFLOW_TRACKING_URI, with the experiment
-    of mlflow.yml (MLFLOW_EXPERIMENT_NAME unset); artifacts beside it."""
+    """This test's own store (a copy of the empty database) via MLFLOW_TRACKING_URI, experiment "nerveseg"
+    via MLFLOW_EXPERIMENT_NAME (whatever the checked-in mlflow.yml says); artifacts beside the database."""
     from nerveseg.track.store import load_mlflow_settings
 
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "nerveseg")
     return load_mlflow_settings()

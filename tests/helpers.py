@@ -6,11 +6,15 @@ Kaggle-like TIFFs on disk (``write_set`` and its parts), a hand-made ``PreparedD
 
 from __future__ import annotations
 
+import contextlib
+import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from nerveseg.data.cache import FULL_PIXELS, PreparedData, block_histograms, resize_image
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
@@ -133,3 +137,17 @@ def exact_n_worker(objective: str) -> str:
     ``objective`` (the source of ``def objective(trial): ...``) until the study holds exactly N
     trials, and prints ``ran <trials run here>``."""
     return _WORKER_HEAD + textwrap.dedent(objective) + _WORKER_TAIL
+
+
+@contextlib.contextmanager
+def read_only_folder(path: Path) -> Iterator[Path]:
+    """``path`` created without write permission for the test, restored after; skips when running as root
+    (root writes anyway, so nothing could be proven)."""
+    path.mkdir(parents=True)
+    path.chmod(0o500)
+    try:
+        if os.access(path, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        yield path
+    finally:
+        path.chmod(0o700)

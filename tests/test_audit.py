@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import prepare_data
-from helpers import fake_data, nerve_mask, structured_image, write_set, write_tif
+from helpers import fake_data, nerve_mask, read_only_folder, structured_image, write_set, write_tif
 from nerveseg.data.audit import DEFAULT_MAX_DISTANCE, audit_report, contradictory_ids, find_contradictory_pairs, prepare
 from nerveseg.data.raw import read_image
 
@@ -103,3 +104,57 @@ def test_prepare_on_the_real_sample(real_sample: Path, tmp_path: Path) -> None:
     empty = set(result.data.ids[~result.data.has_mask])
     assert empty == {"1_5", "1_6", "1_8"}
     assert result.pairs.empty
+
+
+def test_verify_rebuilds_the_cache_when_content_changed_in_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same name, size and mtime, other bytes: the cache key cannot see it, --verify can."""
+
+    import tifffile
+
+    raw = write_set(tmp_path / "raw")
+    image = raw / "train" / "1_1.tif"
+    pixels = read_image(image)
+    tifffile.imwrite(image, pixels)  # uncompressed: equal shapes give equal file sizes
+    common = ["--raw-dir", str(raw), "--height", "32", "--width", "40", "--folds", "2", "--no-progress"]
+    common += ["--cache-dir", str(tmp_path / "cache"), "--folds-dir", str(tmp_path / "folds")]
+    assert prepare_data.main(common) == 0
+    first = capsys.readouterr().out
+
+    stat = image.stat()
+    tifffile.imwrite(image, 255 - pixels)
+    assert image.stat().st_size == stat.st_size
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    assert prepare_data.main(common) == 0  # trusts name/size/mtime: still a hit with the old content
+    assert "hit, loaded" in capsys.readouterr().out
+    assert prepare_data.main([*common, "--verify"]) == 0
+    verified = capsys.readouterr().out
+    assert "raw content changed (verified by hash), rebuilt" in verified
+    fingerprint = [line for line in first.splitlines() if "fingerprint" in line]
+    assert fingerprint and fingerprint[0] not in verified
+    assert prepare_data.main([*common, "--verify"]) == 0
+    assert "raw files verified by hash" in capsys.readouterr().out
+
+
+def test_a_cache_dir_that_is_a_file_is_named_before_any_decoding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = write_set(tmp_path / "raw")
+    file_instead = tmp_path / "a_file"
+    file_instead.write_text("x")
+    assert prepare_data.main(["--raw-dir", str(raw), "--cache-dir", str(file_instead), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --cache-dir {file_instead} is a file, not a folder; pass a folder path\n"
+
+
+def test_a_read_only_cache_folder_is_named_before_any_decoding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = write_set(tmp_path / "raw")
+    with read_only_folder(tmp_path / "locked") as locked:
+        args = ["--raw-dir", str(raw), "--cache-dir", str(locked / "cache"), "--folds-dir", str(tmp_path / "f")]
+        assert prepare_data.main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --cache-dir {locked / 'cache'} is not writable") and err.count("\n") == 1

@@ -1,13 +1,13 @@
-"""Cross-validation tracked in MLflow, end to end on the tiny synthetic set with an embedded SQLite store.
+"""Cross-validation tracked in MLflow, on the tiny synthetic set with an embedded SQLite store
+(the plain end-to-end run and its artifacts: test_cv_train_e2e.py).
 
-Covers the CLI, the run/metric/artifact names of the contract, reloading a fold's weights, resuming an
-interrupted run, spreading folds over calls (``--fold k --parent-run-id``), refusing finished runs, and
-failing fast on an unreachable tracking server before any training.
+Covers resuming an interrupted run (and killing stale fold runs), spreading folds over calls
+(``--fold k --parent-run-id``), refusing finished runs, and failing fast on an unreachable tracking
+server before any training.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable
@@ -21,7 +21,8 @@ import cv_train
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.paths import EXPERIMENTS_DIR
 from nerveseg.track import cv_run as experiment
-from nerveseg.track.store import RUN_TYPE_TAG, MlflowSettings, download_artifacts, get_client
+from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
+from nerveseg.track.store import MlflowSettings, download_artifacts, get_client
 from nerveseg.train import fold as training
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
@@ -69,7 +70,7 @@ def children(parent_id: str) -> list[Any]:
     parent = client.get_run(parent_id)
     return client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
         order_by=["attributes.start_time ASC"],
     )
 
@@ -81,109 +82,6 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------------------------ end to end
-
-
-@pytest.mark.slow
-def test_cli_trains_tracks_and_finalises(
-    tiny_config: TrainConfig,
-    store: MlflowSettings,
-    dirs: dict[str, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    train_calls: list[int],
-) -> None:
-    yaml_path = tmp_path / "tiny.yaml"
-    yaml_path.write_text(config_to_yaml(tiny_config))
-    argv = ["--config", str(yaml_path), "--folds", "3", "--epochs", "2"]
-    argv += [f"--{key.replace('_', '-')}={value}" for key, value in dirs.items()]
-    assert cv_train.main(argv) == 0
-    out, err = capsys.readouterr()
-    assert train_calls == [0, 1, 2]
-
-    # the console: the table, the parent run, how to open it; fold and epoch progress on stderr
-    parent_id = out.split("parent run: ")[1].split()[0]
-    for line in ("fold        score", "mean ± std", "OOF ", "all-empty", "mlflow ui --backend-store-uri"):
-        assert line in out
-    assert "fold 2 (3/3; 3 folds in all)" in err and "Epoch 2/2" in out + err
-
-    client = get_client()
-    parent = client.get_run(parent_id)
-    config = tiny_config.replace(folds=3, epochs=2)
-    assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
-    assert parent.data.params == {key: str(value) for key, value in config.to_params().items()}
-    assert parent.data.tags[RUN_TYPE_TAG] == "cv" and parent.data.tags["seed"] == "1"
-    assert set(PARENT_TAGS) <= set(parent.data.tags)
-    metrics = parent.data.metrics
-    assert {"cv_score_mean", "cv_score_std", "oof_score", "empty_baseline_score"} <= set(metrics)
-    folds_name = next(iter(artifact_paths(parent_id, "folds")))
-    assert artifact_paths(parent_id) == {
-        "config.yaml",
-        folds_name,
-        "oof/oof_probs.npz",
-        "summary.json",
-        "postprocessing.json",
-        "plots/gallery.png",
-        *(f"plots/learning_curve_fold_{k}.png" for k in range(3)),
-    }
-    assert folds_name.startswith("folds/folds_") and folds_name.endswith("_k3_s1.json")
-
-    fold_runs = children(parent_id)
-    assert [run.info.run_name for run in fold_runs] == ["fold_0", "fold_1", "fold_2"]
-    for k, run in enumerate(fold_runs):
-        assert run.info.status == "FINISHED"
-        assert run.data.tags[RUN_TYPE_TAG] == "fold" and run.data.tags["fold"] == str(k)
-        for key in HISTORY_KEYS:
-            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
-        # the parent's fold score is recomputed from the OOF predictions: it must equal the fold's own
-        assert metrics[f"fold_{k}_score"] == pytest.approx(run.data.metrics["val_score"], abs=1e-9)
-        assert artifact_paths(run.info.run_id) == {
-            f"weights/fold_{k}.weights.h5",
-            "model_summary.txt",
-            f"oof/oof_fold_{k}.npz",
-            f"fold_{k}.json",
-        }
-    assert np.mean([metrics[f"fold_{k}_score"] for k in range(3)]) == pytest.approx(metrics["cv_score_mean"])
-
-    # config.yaml round-trips; summary.json and postprocessing.json agree with the metrics
-    downloads = tmp_path / "downloads"
-    logged = download_artifacts(parent_id, "config.yaml", downloads).read_text()
-    assert logged == config_to_yaml(config)
-    summary = json.loads(download_artifacts(parent_id, "summary.json", downloads).read_text())
-    assert summary["oof_score"] == pytest.approx(metrics["oof_score"])
-    post = json.loads(download_artifacts(parent_id, "postprocessing.json", downloads).read_text())
-    assert post["oof_score_raw"] == pytest.approx(metrics["oof_score"])
-    assert {"threshold", "min_area", "largest_component", "presence_threshold", "steps"} <= set(post)
-
-    # a fold's weights, loaded into a freshly built model, reproduce that fold's OOF probabilities
-    from nerveseg.data.cache import prepare_train
-    from nerveseg.model.unet import build_model_from_config
-
-    data = prepare_train(dirs["raw_dir"], dirs["cache_dir"], config.height, config.width, progress=False)
-    with np.load(download_artifacts(parent_id, "oof/oof_probs.npz", downloads)) as oof:
-        assert oof["ids"].tolist() == data.ids.tolist()
-        oof_probs = oof["probs"]
-    assert oof_probs.shape == (len(data), config.height, config.width) and np.isfinite(oof_probs).all()
-    fold_run = fold_runs[1].info.run_id
-    weights = download_artifacts(fold_run, "weights/fold_1.weights.h5", downloads)
-    val_ids = json.loads(download_artifacts(fold_run, "fold_1.json", downloads).read_text())["val_ids"]
-    position = {image_id: i for i, image_id in enumerate(data.ids)}
-    val_index = np.array([position[i] for i in val_ids])
-    model = build_model_from_config(config)
-    model.load_weights(weights)
-    probs, _ = training.predict_probs(model, data.images[val_index])
-    np.testing.assert_allclose(probs, oof_probs[val_index], atol=1e-5)
-
-    # a FINISHED parent is never touched again, whichever way it is named
-    for kwargs in ({"parent_run_id": parent_id, "resume": True}, {"parent_run_id": parent_id, "fold": 0}):
-        with pytest.raises(ValueError, match=f"parent run {parent_id} .* is FINISHED"):
-            experiment.run_cv(config, **dirs, progress=False, **kwargs)
-    with pytest.raises(ValueError, match="found no unfinished parent run named 'tiny'"):
-        experiment.run_cv(config, **dirs, progress=False, resume=True)
-    capsys.readouterr()
-    assert cv_train.main([*argv, "--resume", "--parent-run-id", parent_id]) == 2
-    assert capsys.readouterr().err.startswith(f"error: parent run {parent_id} (tiny) is FINISHED")
-    assert train_calls == [0, 1, 2]
-    assert client.get_run(parent_id).info.end_time == parent.info.end_time
 
 
 class StopAt:
@@ -231,18 +129,30 @@ def test_interrupted_run_resumes_only_the_missing_folds(
     for key, value in config.to_params().items():
         client.log_param(done, key, str(value))
     client.set_terminated(done, "FINISHED")
+    # a fold run whose process was killed with kill -9: nobody marked it, it stays RUNNING
+    stale_tags = {PARENT_TAG: parent_id, RUN_TYPE_TAG: "fold", "fold": "2"}
+    stale = client.create_run(experiment_id, run_name="fold_2", tags=stale_tags).info.run_id
     capsys.readouterr()
 
     train_calls.clear()
     result = experiment.run_cv(config, **dirs, resume=True, progress=False)
-    assert f"resuming parent run {parent_id} (tiny, status KILLED" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"resuming parent run {parent_id} (tiny, status KILLED" in err
+    assert f"marked stale fold run {stale}" in err
     assert result.parent_run_id == parent_id and result.trained_folds == [1, 2]
     assert train_calls == [1, 2]
     assert result.summary is not None and set(result.summary.fold_scores) == {0, 1, 2}
     assert result.postprocessing is not None
     assert client.get_run(parent_id).info.status == "FINISHED"
     after = [(r.info.run_name, r.info.status) for r in children(parent_id)]
-    assert after == [("fold_0", "FINISHED"), ("fold_1", "KILLED"), ("fold_1", "FINISHED"), ("fold_2", "FINISHED")]
+    assert after == [
+        ("fold_0", "FINISHED"),
+        ("fold_1", "KILLED"),
+        ("fold_2", "KILLED"),  # the stale one, marked by --resume
+        ("fold_1", "FINISHED"),
+        ("fold_2", "FINISHED"),
+    ]
+    assert client.get_run(stale).data.tags["nerveseg.stopped"] == "stale"
     assert result.summary.fold_scores[0] == pytest.approx(listener.fold_scores[0])  # fold 0 came from its run
     assert "plots/learning_curve_fold_0.png" in artifact_paths(parent_id)
 

@@ -69,7 +69,7 @@ def test_flip_is_undone_and_presence_optional() -> None:
 def test_input_checks() -> None:
     model = _tiny_model(1)
     with pytest.raises(ValueError, match="uint8"):
-        predict_ensemble([model], np.zeros((2, 8, 10), np.float32), progress=False)
+        predict_ensemble([model], np.zeros((2, 8, 10), np.int16), progress=False)
     with pytest.raises(ValueError, match="take"):
         predict_ensemble([model], np.zeros((2, 16, 20), np.uint8), progress=False)
     with pytest.raises(ValueError, match="at least one"):

@@ -22,7 +22,8 @@ import pytest
 
 from nerveseg.config import TrainConfig
 from nerveseg.track import cv_run as experiment
-from nerveseg.track.store import RUN_TYPE_TAG, download_artifacts, get_client, load_mlflow_settings
+from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
+from nerveseg.track.store import download_artifacts, get_client, load_mlflow_settings
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +125,7 @@ def test_cv_against_a_tracking_server(
     assert parent.info.artifact_uri.startswith("mlflow-artifacts:")
     assert {"cv_score_mean", "oof_score", "fold_0_score", "fold_1_score"} <= set(parent.data.metrics)
     fold_runs = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
+        [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'"
     )
     assert sorted(run.info.run_name for run in fold_runs) == ["fold_0", "fold_1"]
     assert all(run.info.status == "FINISHED" for run in fold_runs)

@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
+
 pytestmark = pytest.mark.slow
 
 mlflow = pytest.importorskip("mlflow")
@@ -50,7 +52,7 @@ def _children(parent_id: str, run_type: str) -> list:
     run = _client().get_run(parent_id)
     return _client().search_runs(
         [run.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`nerveseg.run_type` = '{run_type}'",
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{RUN_TYPE_TAG}` = '{run_type}'",
     )
 
 
@@ -81,7 +83,7 @@ def test_best_run_to_valid_scored_submission(tracked: dict, tmp_path: Path) -> N
     assert child.info.run_id == result.submission_run_id and child.info.status == "FINISHED"
     assert child.info.run_name == "submission"
     assert child.data.params["run_ids"] == tracked["run_id"] and child.data.params["tta"] == "True"
-    assert child.data.params["threshold"] == str(result.postprocessing["threshold"])
+    assert child.data.params["threshold"] == str(result.postprocessing.settings.threshold)
     assert child.data.metrics["test_score"] == pytest.approx(score)
     artifacts = {a.path for a in _client().list_artifacts(child.info.run_id, "submission")}
     assert artifacts == {f"submission/{result.csv_path.name}"}
@@ -125,7 +127,7 @@ def test_clear_errors(tracked: dict, tmp_path: Path, capsys: pytest.CaptureFixtu
     # a CV run whose folds never finished: no weights
     client = _client()
     parent = client.get_run(tracked["run_id"])
-    empty = client.create_run(parent.info.experiment_id, run_name="broken", tags={"nerveseg.run_type": "cv"})
+    empty = client.create_run(parent.info.experiment_id, run_name="broken", tags={RUN_TYPE_TAG: "cv"})
     client.log_text(empty.info.run_id, "folds: 3\nheight: 32\nwidth: 40\ndepth: 3\nbase_filters: 4\n", "config.yaml")
     client.set_terminated(empty.info.run_id, "FAILED")
     with pytest.raises(ValueError, match=r"no finished fold run .* no weights"):
@@ -163,8 +165,8 @@ def _clone_run(source_id: str, name: str, fingerprint: str) -> str:
     client.log_artifacts(clone.info.run_id, str(artifact_dir / "oof"), "oof")
     for fold_run in _children(source_id, "fold"):
         fold_tags = {
-            "mlflow.parentRunId": clone.info.run_id,
-            "nerveseg.run_type": "fold",
+            PARENT_TAG: clone.info.run_id,
+            RUN_TYPE_TAG: "fold",
             "fold": fold_run.data.tags["fold"],
         }
         copy = client.create_run(source.info.experiment_id, run_name=fold_run.info.run_name, tags=fold_tags)
@@ -187,8 +189,7 @@ def test_ensemble_of_runs(tracked: dict, tmp_path: Path) -> None:
     both = make_submission(run_ids=[tracked["run_id"], twin], out_dir=tmp_path / "both", **common)
     assert both.postprocessing_source == "decided_ensemble"
     assert both.csv_path.name.endswith("_ensemble_tiny+twin.csv")
-    for key in ("threshold", "largest_component", "min_area", "presence_threshold"):
-        assert both.postprocessing[key] == single.postprocessing[key]
+    assert both.postprocessing.settings == single.postprocessing.settings
     assert both.csv_path.read_text() == single.csv_path.read_text()
     (child,) = [r for r in _children(tracked["run_id"], "submission") if r.info.run_id == both.submission_run_id]
     assert child.data.params["run_ids"] == f"{tracked['run_id']},{twin}"

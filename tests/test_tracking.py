@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
+from nerveseg.paths import PROJ_ROOT
 from nerveseg.track import store as tracking
 from nerveseg.track.store import TrackingError, check_tracking_server, load_mlflow_settings
 
 
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests start from mlflow.yml alone; each sets the overrides it tests."""
+    """Tests start without environment overrides; each sets the ones it tests."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
 
@@ -38,13 +38,19 @@ def write_yml(path: Path, text: str) -> Path:
 # ------------------------------------------------------------------------------------------ settings
 
 
-def test_project_settings_point_into_the_project_root() -> None:
-    settings = load_mlflow_settings()
-    assert settings.tracking_uri == f"sqlite:///{PROJ_ROOT / 'mlflow.db'}"
+DEFAULT_YML = "tracking_uri: sqlite:///mlflow.db\nexperiment_name: nerveseg\nartifact_location: mlartifacts\n"
+
+
+def test_default_settings_point_into_the_project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped defaults (written here, so the test does not depend on the checked-in mlflow.yml)."""
+    yml = write_yml(tmp_path / "mlflow.yml", DEFAULT_YML)
+    monkeypatch.chdir(PROJ_ROOT)  # another folder than the root: resolution must not use it
+    settings = load_mlflow_settings(yml, root=tmp_path)
+    assert settings.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert settings.tracking_uri.startswith("sqlite:////")  # absolute: independent of the current folder
     assert settings.experiment_name == "nerveseg"
-    assert settings.artifact_location == (PROJ_ROOT / "mlartifacts").as_uri()
-    assert settings.source == str(MLFLOW_CONFIG)
+    assert settings.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    assert settings.source == str(yml)
 
 
 def test_relative_paths_resolve_against_root_not_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +67,7 @@ def test_relative_paths_resolve_against_root_not_cwd(tmp_path: Path, monkeypatch
 def test_environment_overrides_uri_and_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
-    settings = load_mlflow_settings()
+    settings = load_mlflow_settings(write_yml(tmp_path / "mlflow.yml", DEFAULT_YML), root=PROJ_ROOT)
     assert settings.tracking_uri == f"sqlite:///{tmp_path}/other.db"
     assert settings.experiment_name == "mine"
     assert settings.artifact_location == (tmp_path / "mlartifacts").as_uri()
@@ -71,12 +77,13 @@ def test_environment_overrides_uri_and_experiment(tmp_path: Path, monkeypatch: p
 def test_relative_sqlite_in_environment_means_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///here.db")
-    assert load_mlflow_settings().tracking_uri == f"sqlite:///{tmp_path / 'here.db'}"
+    yml = write_yml(tmp_path / "mlflow.yml", DEFAULT_YML)
+    assert load_mlflow_settings(yml).tracking_uri == f"sqlite:///{tmp_path / 'here.db'}"
 
 
 def test_server_decides_artifacts_unless_a_uri_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert load_mlflow_settings().artifact_location is None
+    assert load_mlflow_settings(write_yml(tmp_path / "m.yml", DEFAULT_YML)).artifact_location is None
     yml = write_yml(tmp_path / "m.yml", "artifact_location: s3://bucket/nerveseg\n")
     assert load_mlflow_settings(yml).artifact_location == "s3://bucket/nerveseg"
     yml = write_yml(tmp_path / "m.yml", f"artifact_location: {tmp_path / 'abs'}\n")

@@ -1,10 +1,7 @@
-"""Tuning: search-space validation, pruning/reporting, exact-N trial counts, and a tiny tracked study.
+"""Tuning: search-space validation, pruning/reporting, exact-N trial counts, failing fast.
 
-The study test runs three trials of a tiny config through the real ``experiment.run_cv`` path
-with a SQLite Optuna storage and an embedded SQLite MLflow store in a temporary folder: one trial
-completes, one is pruned (a pruner that prunes trial 1), one fails with a diverged loss (a fault
-injected into ``training.train_fold`` for one learning rate). Re-running adds trials up to the
-new total, and the exported best config runs through ``cv_train.py``.
+The tiny tracked study end to end is in test_tune_study_e2e.py; Ctrl-C and --quiet in
+test_tune_interrupt.py.
 """
 
 from __future__ import annotations
@@ -152,12 +149,15 @@ def test_listener_reports_per_fold_and_never_prunes_after_the_last_fold(mode: st
 
 
 def test_failure_reasons_name_the_kind() -> None:
-    class TrainingDivergedError(RuntimeError):  # the name is what counts (importing training loads TensorFlow)
-        pass
+    from nerveseg.train.fold import TrainingDivergedError
 
     assert describe_failure(TrainingDivergedError("fold 0: loss became nan")).startswith("non-finite loss:")
     assert describe_failure(MemoryError("boom")).startswith("out of memory: MemoryError")
     assert describe_failure(ValueError("x\ny")) == "error: ValueError: x y"
+    assert describe_failure(KeyboardInterrupt()).startswith("interrupted: KeyboardInterrupt")
+    wrapped = SystemError("returned a result with an exception set")
+    wrapped.__cause__ = KeyboardInterrupt()
+    assert describe_failure(wrapped).startswith("interrupted: SystemError")
 
 
 # ------------------------------------------------------------------------------------------ exact N
@@ -228,7 +228,7 @@ def test_unreachable_storage_and_tracking_fail_fast(
     err = capsys.readouterr().err
     assert "MLflow tracking server http://127.0.0.1:9 is not reachable" in err
     assert time.monotonic() - started < 30
-    assert not optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")  # no study, no trial
+    assert not (tmp_path / "optuna.db").exists()  # no study, not even an empty database
 
     (tmp_path / "deep.yaml").write_text("depth: {type: int, low: 2, high: 6}\n")
     assert tune.main([*common[:-4], "--space", str(tmp_path / "deep.yaml"), "--storage", "sqlite://"]) == 2
@@ -252,152 +252,3 @@ def test_postgres_urls_get_the_installed_driver(url: str, expected: str) -> None
 
 
 # ------------------------------------------------------------------------------------ a whole study
-
-
-class _PruneTrials(optuna.pruners.BasePruner):
-    """Prunes the given trial numbers at their first report: a deterministic stand-in for a pruner."""
-
-    def __init__(self, numbers: set[int]) -> None:
-        self.numbers = numbers
-
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        return trial.number in self.numbers
-
-
-@pytest.mark.slow
-def test_tiny_study_prunes_fails_resumes_and_exports_a_runnable_config(
-    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mlflow
-
-    from nerveseg.config import load_config
-    from nerveseg.train import fold as training
-    from nerveseg.tune.study import STUDY_RUN_ATTR, TuneSettings, run_study
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tune-test")
-    real_train_fold = training.train_fold
-
-    def train_fold_with_fault(config, *args, **kwargs):  # a diverging loss, on demand
-        if config.learning_rate == FAIL_LR:
-            raise training.TrainingDivergedError("fold 0: training diverged (loss became nan at epoch 1, batch 1)")
-        return real_train_fold(config, *args, **kwargs)
-
-    monkeypatch.setattr(training, "train_fold", train_fold_with_fault)
-
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    base = TrainConfig(
-        name="tiny", height=32, width=40, depth=2, base_filters=4, learning_rate=1e-3, batch_size=8, epochs=1, folds=2,
-        seed=1,
-    )  # fmt: skip
-    space = parse_search_space(
-        {
-            "learning_rate": {"type": "float", "low": 1.0e-4, "high": FAIL_LR, "log": True},
-            "base_filters": {"type": "categorical", "choices": [4, 8]},
-        },
-        source="test-space",
-    )
-    # Fix the first three trials' params: complete, pruned (by the pruner), failed (by the fault).
-    seeded = optuna.create_study(study_name="tiny-study", storage=storage, direction="maximize")
-    for lr in (3e-3, 1e-3, FAIL_LR):
-        seeded.enqueue_trial({"learning_rate": lr, "base_filters": 4})
-
-    def settings(n_trials: int) -> TuneSettings:
-        return TuneSettings(
-            study_name="tiny-study",
-            n_trials=n_trials,
-            base_config=base,
-            space=space,
-            storage=storage,
-            raw_dir=synthetic_root / "raw",
-            cache_dir=tmp_path / "cache",
-            folds_dir=tmp_path / "folds",
-            pruner=_PruneTrials({1}),
-            seed=0,
-            experiments_dir=tmp_path / "experiments",
-            progress=False,
-        )
-
-    lines: list[str] = []
-    first = run_study(settings(3), out=lines.append)
-    assert first.n_trials_total == 3 and first.ran_here == 3
-    assert first.states == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 1}
-    study = optuna.load_study(study_name="tiny-study", storage=storage)
-    t0, t1, t2 = study.get_trials()
-    assert (t0.state.name, t1.state.name, t2.state.name) == ("COMPLETE", "PRUNED", "FAIL")
-    assert t2.user_attrs["fail_reason"].startswith("non-finite loss: TrainingDivergedError")
-    assert list(t1.intermediate_values) == [0]  # pruned after its first fold
-    assert 0.0 <= t0.value <= 1.0
-    trial_lines = [line for line in lines if line.startswith("trial")]
-    assert len(trial_lines) == 3 and "PRUNED" in trial_lines[1] and "non-finite loss" in trial_lines[2]
-    assert f"best {t0.value:.4f} (trial 0)" in trial_lines[2]
-
-    # MLflow: one study run; each trial a CV parent run nested under it, with its state.
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name("tune-test")
-    (study_run,) = client.search_runs([experiment.experiment_id], "tags.`nerveseg.run_type` = 'study'")
-    assert study_run.info.run_name == "tiny-study" and study_run.info.status == "FINISHED"
-    assert study.user_attrs[STUDY_RUN_ATTR] == study_run.info.run_id == first.study_run_id
-    trial_runs = {
-        int(run.data.tags["optuna.trial_number"]): run
-        for run in client.search_runs(
-            [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{study_run.info.run_id}'"
-        )
-    }
-    assert sorted(trial_runs) == [0, 1, 2]
-    expected = {0: ("FINISHED", "complete"), 1: ("KILLED", "pruned"), 2: ("FAILED", "failed")}
-    for number, (status, state) in expected.items():
-        run = trial_runs[number]
-        assert (run.info.status, run.data.tags["optuna.state"]) == (status, state), number
-        assert run.data.tags["nerveseg.run_type"] == "cv" and run.data.params["learning_rate"] == str(
-            study.get_trials()[number].params["learning_rate"]
-        )
-        assert study.get_trials()[number].user_attrs[STUDY_RUN_ATTR] == run.info.run_id
-    assert trial_runs[1].data.tags["nerveseg.stopped"] == "TrialPruned"
-    assert trial_runs[2].data.tags["optuna.fail_reason"].startswith("non-finite loss")
-    assert trial_runs[0].data.metrics["cv_score_mean"] == pytest.approx(t0.value)
-    folds_of_t0 = client.search_runs(
-        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{trial_runs[0].info.run_id}'"
-    )
-    assert sorted(r.data.tags["fold"] for r in folds_of_t0) == ["0", "1"]  # a trial looks like any CV run
-    study_run = client.get_run(study_run.info.run_id)
-    assert study_run.data.tags["best.trial_number"] == "0"
-    assert study_run.data.tags["best.learning_rate"] == str(t0.params["learning_rate"])
-    assert study_run.data.metrics["best_value"] == pytest.approx(t0.value)
-    artifacts = {a.path for a in client.list_artifacts(study_run.info.run_id)}
-    artifacts |= {a.path for a in client.list_artifacts(study_run.info.run_id, "plots")}
-    assert {"best_params.json", "trials.csv", "base_config.yaml", "plots/optimization_history.png"} <= artifacts
-
-    # Re-running with a higher total continues the same study and the same study run.
-    second = run_study(settings(4), out=lines.append)
-    assert second.n_trials_total == 4 and second.ran_here == 1 and second.study_run_id == first.study_run_id
-    assert run_study(settings(4), out=lines.append).ran_here == 0  # already complete: nothing to do
-    assert len(client.search_runs([experiment.experiment_id], "tags.`nerveseg.run_type` = 'study'")) == 1
-    assert len(optuna.load_study(study_name="tiny-study", storage=storage).get_trials()) == 4
-
-    # The exported best config is what cv_train.py runs.
-    best_path = tmp_path / "experiments" / "tiny-study-best.yaml"
-    assert second.best_config_path == best_path
-    best = load_config(best_path)
-    assert best.name == "tiny-study-best" and best.learning_rate == pytest.approx(second.best_params["learning_rate"])
-    assert best.replace(name="tiny", **{k: getattr(base, k) for k in ("learning_rate", "base_filters")}) == base
-
-    import cv_train
-
-    code = cv_train.main(
-        [
-            "--config",
-            str(best_path),
-            "--raw-dir",
-            str(synthetic_root / "raw"),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--folds-dir",
-            str(tmp_path / "folds"),
-            "--quiet",
-        ]
-    )
-    assert code == 0
-    runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'tiny-study-best'")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and "cv_score_mean" in runs[0].data.metrics

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from helpers import exact_n_worker
+from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -329,13 +330,11 @@ def test_two_tune_workers_share_a_postgres_study(
         # One study run (both workers joined it), one nested CV run per trial.
         client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name("tune-postgres-test")
-        study_runs = client.search_runs([experiment.experiment_id], "tags.`nerveseg.run_type` = 'study'")
+        study_runs = client.search_runs([experiment.experiment_id], f"tags.`{RUN_TYPE_TAG}` = 'study'")
         assert len(study_runs) == 1
         study_run = study_runs[0]
-        trial_runs = client.search_runs(
-            [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{study_run.info.run_id}'"
-        )
+        trial_runs = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{study_run.info.run_id}'")
         assert sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs) == list(range(n_trials))
-        assert all(r.data.tags["nerveseg.run_type"] == "cv" for r in trial_runs)
+        assert all(r.data.tags[RUN_TYPE_TAG] == "cv" for r in trial_runs)
         assert "best_value" in study_run.data.metrics
     assert (tmp_path / "experiments" / "pg-study-best.yaml").is_file()

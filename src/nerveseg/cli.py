@@ -1,35 +1,59 @@
-"""What the command-line scripts in ``src/`` share: bad input ends in one ``error: ...`` line and exit 2."""
+"""What the command-line scripts in ``src/`` share: bad input ends in one ``error: ...`` line and exit 2.
+
+Only the user's errors get one line: :class:`~nerveseg.errors.NervesegError` (config, arguments, data,
+tracking, search space, submission inputs) and ``OSError``s about one of the user's paths (no
+permission, not a folder, already exists, read-only or full disk). Every other exception, a plain
+``ValueError`` from NumPy or Keras included, is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
 from typing import ParamSpec
+
+from nerveseg.errors import NervesegError
 
 P = ParamSpec("P")
 
 USAGE_ERROR = 2  # bad input, the status argparse uses for bad arguments
 INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
 
+_PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
+_PATH_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
-def one_line_errors(
-    *errors: type[Exception], interrupted: str | None = None
-) -> Callable[[Callable[P, int]], Callable[P, int]]:
-    """Decorate a script's ``main`` so that ``errors`` (default: ``ValueError``, which ``DataError`` and
-    ``TrackingError`` are) print ``error: <message>`` to stderr, without a traceback, and return 2.
+
+def user_path_error(err: BaseException) -> str | None:
+    """One line for an ``OSError`` about a path the user chose, or None when ``err`` is something else."""
+    if not isinstance(err, OSError) or err.filename is None:
+        return None
+    if not isinstance(err, _PATH_ERRORS) and err.errno not in _PATH_ERRNOS:
+        return None
+    reason = err.strerror or type(err).__name__
+    return f"{err.filename}: {reason}; check the path and its permissions, or pass another one"
+
+
+def one_line_errors(*, interrupted: str | None = None) -> Callable[[Callable[P, int]], Callable[P, int]]:
+    """Decorate a script's ``main`` so that user errors print ``error: <message>`` to stderr and return 2.
 
     With ``interrupted``, Ctrl-C prints that line to stderr and returns 130; without, it propagates.
     """
-    caught = errors or (ValueError,)
 
     def decorate(main: Callable[P, int]) -> Callable[P, int]:
         @functools.wraps(main)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
             try:
                 return main(*args, **kwargs)
-            except caught as err:
+            except NervesegError as err:
                 print(f"error: {err}", file=sys.stderr)
+                return USAGE_ERROR
+            except OSError as err:
+                line = user_path_error(err)
+                if line is None:
+                    raise
+                print(f"error: {line}", file=sys.stderr)
                 return USAGE_ERROR
             except KeyboardInterrupt:
                 if interrupted is None:

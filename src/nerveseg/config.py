@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from nerveseg.errors import ConfigError
+
 Upsampling = Literal["transpose", "bilinear"]
 LossName = Literal["dice", "bce", "bce_dice"]
 LrSchedule = Literal["constant", "cosine", "plateau"]
@@ -99,7 +101,7 @@ def _coerce(key: str, value: Any) -> Any:
     """Turn YAML/CLI values into the field's type; PyYAML reads ``1e-5`` as a string."""
     expected = _field_types().get(key)
     if expected is None:
-        raise ValueError(f"unknown config key {key!r}; expected one of: {', '.join(field_names())}")
+        raise ConfigError(f"unknown config key {key!r}; expected one of: {', '.join(field_names())}")
     if expected is bool:
         if isinstance(value, str) and value.lower() in {"true", "false"}:
             return value.lower() == "true"
@@ -125,21 +127,21 @@ def _validate(config: TrainConfig) -> None:
         if typing.get_origin(expected) is Literal:
             choices = typing.get_args(expected)
             if value not in choices:
-                raise ValueError(f"config {key}={value!r} is not allowed; expected one of {list(choices)}")
+                raise ConfigError(f"config {key}={value!r} is not allowed; expected one of {list(choices)}")
             continue
         ok = (
             isinstance(value, bool) if expected is bool else isinstance(value, expected) and not isinstance(value, bool)
         )
         if not ok:
-            raise ValueError(f"config {key}={value!r} has type {type(value).__name__}; expected {expected.__name__}")
+            raise ConfigError(f"config {key}={value!r} has type {type(value).__name__}; expected {expected.__name__}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"config {key}={value!r} must be a finite number")
+            raise ConfigError(f"config {key}={value!r} must be a finite number")
         if key in _RANGES:
             low, high = _RANGES[key]
             if not low <= value <= high:
-                raise ValueError(f"config {key}={value!r} is out of range; expected {low} <= {key} <= {high}")
+                raise ConfigError(f"config {key}={value!r} is out of range; expected {low} <= {key} <= {high}")
     if config.height % 2 ** (config.depth - 1) or config.width % 2 ** (config.depth - 1):
-        raise ValueError(
+        raise ConfigError(
             f"config height={config.height}, width={config.width} must both be divisible by "
             f"2**(depth-1)={2 ** (config.depth - 1)} so that the U-Net's skips line up; "
             "change the size or the depth"
@@ -149,32 +151,40 @@ def _validate(config: TrainConfig) -> None:
 def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig:
     """The base config, updated by the YAML file at ``path`` and then by ``overrides``.
 
-    Unknown keys, wrong types and out-of-range values raise ``ValueError`` naming the file.
+    Unknown keys, wrong types and out-of-range values raise ``ConfigError`` naming the file, or the
+    override when only an override is wrong.
     """
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"config file {path} does not exist; pass an existing experiments/<name>.yaml")
+            raise ConfigError(f"config file {path} does not exist; pass an existing experiments/<name>.yaml")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
         if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}")
+            raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}")
         if "name" in loaded:
-            raise ValueError(f"config file {path} sets 'name'; the run name is the file's stem, remove the key")
+            raise ConfigError(f"config file {path} sets 'name'; the run name is the file's stem, remove the key")
         values["name"] = path.stem
         try:
             values.update(_coerce_all(loaded))
         except ValueError as err:
-            raise ValueError(f"config file {path}: {err}") from err
-    values.update(_coerce_all({k: v for k, v in overrides.items() if v is not None}))
+            raise ConfigError(f"config file {path}: {err}") from err
     try:
-        return TrainConfig(**values)
+        config = TrainConfig(**values)
     except ValueError as err:
         where = f"config file {path}: " if path is not None else ""
-        raise ValueError(f"{where}{err}") from err
+        raise ConfigError(f"{where}{err}") from err
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return config
+    try:  # the file was valid, so what fails now is the override's fault (e.g. --epochs 0)
+        return config.replace(**given)
+    except ValueError as err:
+        shown = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        raise ConfigError(f"override {shown} (command line, not the config file): {err}") from err
 
 
 def config_to_yaml(config: TrainConfig) -> str:

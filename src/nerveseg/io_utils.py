@@ -75,3 +75,34 @@ def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_writable_dir(folder: Path | str, what: str) -> Path:
+    """Prove that files can be written in ``folder`` BEFORE any expensive work starts; creates nothing.
+
+    An existing folder must take a (temporary) file; a missing one must have a writable nearest
+    existing parent folder (it is created later, when something is written). Raises ``NervesegError``
+    naming ``what`` (e.g. "--out-dir") and the path, so a long prediction or training never ends in a
+    PermissionError, and a file passed where a folder belongs is named as such.
+    """
+    from nerveseg.errors import NervesegError
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"lies under {existing}, which is a file"
+        raise NervesegError(f"{what} {folder} {where}, not a folder; pass a folder path")
+    try:
+        if existing == folder:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(existing))
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise NervesegError(
+            f"{what} {folder} is not writable ({reason} in {existing}); fix its permissions or pass another folder"
+        ) from err
+    return folder

@@ -17,6 +17,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from nerveseg.data.folds import load_or_create_folds
+from nerveseg.errors import NervesegError
 from nerveseg.paths import FOLDS_DIR, ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 from nerveseg.data.cache import (
     CacheStatus,
@@ -41,7 +42,7 @@ def find_contradictory_pairs(data: PreparedData, max_distance: float = DEFAULT_M
     takes well under a second for the full set and needs no caching of its own.
     """
     if not 0 <= max_distance <= 1:
-        raise ValueError(
+        raise NervesegError(
             f"max_distance={max_distance}; expected a cosine distance between 0 and 1, e.g. {DEFAULT_MAX_DISTANCE}"
         )
     if data.descriptors is not None:
@@ -126,14 +127,16 @@ def prepare(
     seed: int = 42,
     workers: int | None = None,
     progress: bool = True,
+    verify: bool = False,
 ) -> PrepareResult:
     """Build or load the train cache (and the test cache when ``raw_dir/test`` exists), write the
-    fold file, find contradictory pairs and write the audit: everything a training run reads."""
-    data, cache = load_or_build_train(raw_dir, cache_dir, height, width, workers, progress)
+    fold file, find contradictory pairs and write the audit: everything a training run reads. ``verify``
+    re-hashes the raw files and rebuilds a cache whose data changed in place."""
+    data, cache = load_or_build_train(raw_dir, cache_dir, height, width, workers, progress, verify)
     test_cache = None
     test_line = "none (no test folder)"
     if (Path(raw_dir) / "test").exists():
-        test, test_cache = load_or_build_test(raw_dir, cache_dir, height, width, workers, progress)
+        test, test_cache = load_or_build_test(raw_dir, cache_dir, height, width, workers, progress, verify)
         test_line = f"{len(test)} images, fingerprint {test.fingerprint}"
     folds, path = load_or_create_folds(data, n_folds, seed, folds_dir)
     pairs = find_contradictory_pairs(data)
@@ -147,4 +150,8 @@ def prepare(
 
 def _describe(status: CacheStatus) -> str:
     verb = "hit, loaded" if status.hit else "miss, built"
+    if status.changed:
+        verb = "raw content changed (verified by hash), rebuilt"
+    elif status.verified:
+        verb += ", raw files verified by hash"
     return f"{status.path} ({verb} in {status.seconds:.2f} s)"

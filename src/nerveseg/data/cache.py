@@ -21,15 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from nerveseg.data.raw import decode_image, decode_mask, index_test, index_train, read_bytes
-from nerveseg.io_utils import atomic_save_npz
+from nerveseg.io_utils import atomic_save_npz, sha256_file
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
+from nerveseg.errors import NervesegError
 
 CACHE_VERSION = 1  # bump when decoding, resizing or the descriptors change
 HIST_GRID = (6, 8)  # blocks (rows, cols) of the near-duplicate descriptor: ~70x72 pixels each at 420x580
@@ -95,6 +96,8 @@ class CacheStatus:
     path: Path
     hit: bool
     seconds: float  # time to load (hit) or to build (miss)
+    verified: bool = False  # the raw files were re-hashed (--verify) and matched the cached fingerprint
+    changed: bool = False  # --verify found content changed under an unchanged name/size/mtime: rebuilt
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -157,7 +160,7 @@ def _parallel_map(
     own log lines for bad TIFFs are muted meanwhile: the ``DataError`` says it in one line.
     """
     if workers is not None and workers < 1:
-        raise ValueError(f"workers={workers}; expected at least 1 (or None for all cores)")
+        raise NervesegError(f"workers={workers}; expected at least 1 (or None for all cores)")
     workers = workers or len(os.sched_getaffinity(0))
     log_level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -195,33 +198,74 @@ def _load_or_build(
     height: int,
     width: int,
     build: Callable[[], dict[str, np.ndarray]],
+    *,
+    verify: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], CacheStatus]:
     """Arrays from ``cache_dir/<kind>_<h>x<w>_<key>.npz`` when the key matches, else ``build()`` and save.
 
-    An unreadable or foreign cache file is treated as a miss; after a rebuild, older caches of the
-    same kind and size are removed (they can only be hit again if the old data comes back).
+    The key trusts names, sizes and mtimes; ``verify`` re-hashes every raw file on a hit and rebuilds
+    when the content fingerprint differs (a file changed in place with its mtime kept). An unreadable
+    or foreign cache file is treated as a miss; after a rebuild, older caches of the same kind and size
+    are removed (they can only be hit again if the old data comes back).
     """
     if height < 1 or width < 1:
-        raise ValueError(
+        raise NervesegError(
             f"model size {height}x{width} (rows x cols) must be positive; pass e.g. --height 64 --width 80"
         )
     key = _stat_key(kind, paths, height, width)
     path = Path(cache_dir) / f"{kind}_{height}x{width}_{key[:16]}.npz"
     start = time.perf_counter()
+    changed = False
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
-            if str(arrays.pop("key")) == key:
-                return arrays, CacheStatus(path, hit=True, seconds=time.perf_counter() - start)
+            hit = str(arrays.pop("key")) == key
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # rebuilt below
+            hit = False  # rebuilt below
+        if hit and not verify:
+            return arrays, CacheStatus(path, hit=True, seconds=time.perf_counter() - start)
+        if hit:
+            digests = _parallel_map(sha256_file, paths, workers, progress, f"verify {kind}")
+            if _content_fingerprint(paths, digests) == str(arrays["fingerprint"]):
+                return arrays, CacheStatus(path, hit=True, seconds=time.perf_counter() - start, verified=True)
+            changed = True
     arrays = build()
     atomic_save_npz(path, key=np.array(key), **arrays)
     for stale in path.parent.glob(f"{kind}_{height}x{width}_*.npz"):
         if stale != path:
             stale.unlink(missing_ok=True)
-    return arrays, CacheStatus(path, hit=False, seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return arrays, CacheStatus(path, hit=False, seconds=seconds, verified=verify, changed=changed)
+
+
+@dataclass(frozen=True)
+class _DecodeJob:
+    """One cache kind: its raw files (the cache key), the items decoded in parallel, how one item is
+    decoded at (height, width), and how the decoded items become the cached arrays."""
+
+    kind: str
+    files: list[Path]
+    items: Sequence[Any]
+    decode: Callable[..., Any]
+    assemble: Callable[[list[Any]], dict[str, np.ndarray]]
+
+
+def _cached(
+    job: _DecodeJob, cache_dir: Path, height: int, width: int, *, workers: int | None, progress: bool, verify: bool
+) -> tuple[dict[str, Any], CacheStatus]:
+    """The train/test cache logic once: load ``job``'s arrays, or decode every item and save them."""
+
+    def build() -> dict[str, np.ndarray]:
+        decode = partial(job.decode, height=height, width=width)
+        return job.assemble(_parallel_map(decode, job.items, workers, progress, job.kind))
+
+    arrays, status = _load_or_build(
+        job.kind, job.files, cache_dir, height, width, build, verify=verify, workers=workers, progress=progress
+    )
+    return {**arrays, "fingerprint": str(arrays["fingerprint"])}, status
 
 
 def load_or_build_train(
@@ -231,16 +275,15 @@ def load_or_build_train(
     width: int = 80,
     workers: int | None = None,
     progress: bool = True,
+    verify: bool = False,
 ) -> tuple[PreparedData, CacheStatus]:
-    """``prepare_train`` that also says whether the cache was hit (for the audit)."""
+    """``prepare_train`` that also says whether the cache was hit (for the audit); ``verify`` re-hashes
+    the raw files on a hit and rebuilds when their content changed."""
     index = index_train(raw_dir)
     pairs = list(zip(index["image_path"], index["mask_path"], strict=True))
     files = [path for pair in pairs for path in pair]  # image, mask, image, mask, ...
 
-    def build() -> dict[str, np.ndarray]:
-        decoded = _parallel_map(
-            partial(_decode_train_pair, height=height, width=width), pairs, workers, progress, "train"
-        )
+    def assemble(decoded: list[Any]) -> dict[str, np.ndarray]:
         images, masks, packed, descriptors, image_digests, mask_digests = zip(*decoded, strict=True)
         digests = [d for pair in zip(image_digests, mask_digests, strict=True) for d in pair]
         return {
@@ -253,9 +296,9 @@ def load_or_build_train(
             "fingerprint": np.array(_content_fingerprint(files, digests)),
         }
 
-    arrays, status = _load_or_build("train", files, cache_dir, height, width, build)
-    data = PreparedData(**{**arrays, "fingerprint": str(arrays["fingerprint"])})
-    return data, status
+    job = _DecodeJob("train", files, pairs, _decode_train_pair, assemble)
+    arrays, status = _cached(job, cache_dir, height, width, workers=workers, progress=progress, verify=verify)
+    return PreparedData(**arrays), status
 
 
 def prepare_train(
@@ -277,15 +320,13 @@ def load_or_build_test(
     width: int = 80,
     workers: int | None = None,
     progress: bool = True,
+    verify: bool = False,
 ) -> tuple[TestData, CacheStatus]:
-    """``prepare_test`` that also says whether the cache was hit."""
+    """``prepare_test`` that also says whether the cache was hit; ``verify`` as for the training set."""
     index = index_test(raw_dir)
     paths = list(index["image_path"])
 
-    def build() -> dict[str, np.ndarray]:
-        decoded = _parallel_map(
-            partial(_decode_test_image, height=height, width=width), paths, workers, progress, "test"
-        )
+    def assemble(decoded: list[Any]) -> dict[str, np.ndarray]:
         images, digests = zip(*decoded, strict=True)
         return {
             "ids": index["id"].to_numpy(dtype=np.int64),
@@ -293,8 +334,9 @@ def load_or_build_test(
             "fingerprint": np.array(_content_fingerprint(paths, digests)),
         }
 
-    arrays, status = _load_or_build("test", paths, cache_dir, height, width, build)
-    return TestData(**{**arrays, "fingerprint": str(arrays["fingerprint"])}), status
+    job = _DecodeJob("test", paths, paths, _decode_test_image, assemble)
+    arrays, status = _cached(job, cache_dir, height, width, workers=workers, progress=progress, verify=verify)
+    return TestData(**arrays), status
 
 
 def prepare_test(

@@ -17,18 +17,19 @@ from sklearn.model_selection import StratifiedGroupKFold
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.paths import FOLDS_DIR
 from nerveseg.data.cache import PreparedData
+from nerveseg.errors import NervesegError
 
 
 def make_folds(subjects: np.ndarray, has_mask: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """The validation fold (0..n_folds-1) of each image; pure, so the same inputs give the same split."""
     subjects, has_mask = np.asarray(subjects), np.asarray(has_mask, dtype=bool)
     if subjects.shape != has_mask.shape or subjects.ndim != 1:
-        raise ValueError(f"subjects {subjects.shape} and has_mask {has_mask.shape} must be 1-D arrays of equal length")
+        raise NervesegError(f"subjects {subjects.shape} and has_mask {has_mask.shape} must be 1-D arrays of equal length")
     if n_folds < 2:
-        raise ValueError(f"n_folds={n_folds}; cross-validation needs at least 2 folds")
+        raise NervesegError(f"n_folds={n_folds}; cross-validation needs at least 2 folds")
     n_subjects = len(np.unique(subjects))
     if n_subjects < n_folds:
-        raise ValueError(
+        raise NervesegError(
             f"only {n_subjects} subjects for {n_folds} folds; every fold needs its own subjects, "
             f"use at most {n_subjects} folds or add data"
         )
@@ -52,21 +53,21 @@ def _read_folds(path: Path, data: PreparedData, n_folds: int, seed: int) -> np.n
         assigned = {str(k): int(v) for k, v in saved["folds"].items()}
         header = (saved["data_fingerprint"], saved["n_folds"], saved["seed"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"folds file {path} cannot be read ({err}); delete it to create the split again") from err
+        raise NervesegError(f"folds file {path} cannot be read ({err}); delete it to create the split again") from err
     if header != (data.fingerprint, n_folds, seed):
-        raise ValueError(
+        raise NervesegError(
             f"folds file {path} was made for data {header[0][:12]}, k={header[1]}, seed={header[2]}; {fix}"
         )
     missing, extra = set(data.ids) - assigned.keys(), assigned.keys() - set(data.ids)
     if missing or extra:
         example = sorted(missing or extra)[0]
-        raise ValueError(
+        raise NervesegError(
             f"folds file {path} does not match the data: {len(missing)} ids missing from it, {len(extra)} ids not in "
             f"the data (e.g. {example}); {fix}"
         )
     folds = np.array([assigned[i] for i in data.ids], dtype=np.int64)
     if set(np.unique(folds)) != set(range(n_folds)):
-        raise ValueError(f"folds file {path} does not use folds 0..{n_folds - 1} (each at least once); {fix}")
+        raise NervesegError(f"folds file {path} does not use folds 0..{n_folds - 1} (each at least once); {fix}")
     return folds
 
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from nerveseg.errors import NervesegError
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, RAW_DIR
 
 TRAIN_IMAGE_RE = re.compile(r"(?P<subject>0|[1-9]\d*)_(?P<image>0|[1-9]\d*)\.tif")
@@ -23,7 +24,7 @@ TRAIN_MASK_RE = re.compile(r"(?P<subject>0|[1-9]\d*)_(?P<image>0|[1-9]\d*)_mask\
 TEST_IMAGE_RE = re.compile(r"(?P<id>0|[1-9]\d*)\.tif")
 
 
-class DataError(ValueError):
+class DataError(NervesegError):
     """Raw data that cannot be used as it is; the message names the file and the fix."""
 
 

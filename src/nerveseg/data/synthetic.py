@@ -47,6 +47,8 @@ import numpy as np
 
 from nerveseg.logs import progress_bar
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
+from nerveseg.errors import NervesegError
+from nerveseg.evaluate.postprocess import largest_component
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -722,15 +724,6 @@ def warp_maps(state: FrameState) -> tuple[np.ndarray, np.ndarray]:
     return map_x.astype(np.float32), map_y.astype(np.float32)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 8-connected component of a binary uint8 mask (every real non-empty mask is one piece)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 2:
-        return mask
-    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == keep).astype(np.uint8)
-
-
 MIN_MASK_AREA = 2000  # real minimum is 2684; a nerve pushed mostly out of frame is not labelled
 
 
@@ -807,7 +800,7 @@ def _init_worker() -> None:
 
 def _check_empty(folder: Path, what: str) -> None:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ValueError(
+        raise NervesegError(
             f"{what} folder {folder} is not empty; generate() never overwrites or mixes data sets: "
             f"delete or move it (e.g. `rm -r {folder}`) or choose another --out"
         )
@@ -815,7 +808,7 @@ def _check_empty(folder: Path, what: str) -> None:
 
 def _check_count(name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise NervesegError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _plan_jobs(
@@ -900,7 +893,7 @@ def generate(
     out_dir = Path(out_dir)
     masks_dir = Path(test_masks_dir) if test_masks_dir is not None else out_dir.parent / "synthetic_test_masks"
     if masks_dir.resolve() in {(out_dir / "train").resolve(), (out_dir / "test").resolve()}:
-        raise ValueError(f"test_masks_dir {masks_dir} must differ from {out_dir}/train and {out_dir}/test")
+        raise NervesegError(f"test_masks_dir {masks_dir} must differ from {out_dir}/train and {out_dir}/test")
     _check_empty(out_dir / "train", "train")
     _check_empty(out_dir / "test", "test")
     _check_empty(masks_dir, "test masks")

@@ -25,18 +25,24 @@ test image (resize, threshold, largest component inside the mask's bounding box)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
+from nerveseg.evaluate.postprocess_settings import (
+    DEFAULT_THRESHOLD,
+    PostprocessDecision,
+    PostprocessSettings,
+    as_settings,
+)
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 
-SCHEMA_VERSION = 1
-DEFAULT_THRESHOLD = 0.5
 THRESHOLDS: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 MIN_AREAS: tuple[int, ...] = (1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000)
 PRESENCE_THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -47,51 +53,7 @@ FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
 MasksGetter = Callable[[np.ndarray], np.ndarray]
 
 
-def default_settings() -> dict[str, Any]:
-    """Settings that post-process nothing: threshold 0.5 only (what training's val_score uses)."""
-    return {
-        "version": SCHEMA_VERSION,
-        "threshold": DEFAULT_THRESHOLD,
-        "largest_component": False,
-        "min_area": 0,
-        "presence_threshold": None,
-    }
-
-
 # --------------------------------------------------------------------------------------------- apply
-
-
-def check_settings(settings: dict[str, Any]) -> tuple[float, bool, int, float | None]:
-    """The four decisions (threshold, largest_component, min_area, presence_threshold) from ``settings``,
-    validated, so that a hand-edited or outdated ``postprocessing.json`` fails before any prediction."""
-    if not isinstance(settings, dict):
-        raise ValueError(f"post-processing settings must be a dict, got {type(settings).__name__}")
-    missing = [k for k in ("threshold", "largest_component", "min_area", "presence_threshold") if k not in settings]
-    if missing:
-        raise ValueError(
-            f"post-processing settings lack {missing}; expected the dict written by decide_postprocessing "
-            "(postprocessing.json)"
-        )
-    threshold = settings["threshold"]
-    if not isinstance(threshold, int | float) or not 0.0 <= float(threshold) < 1.0:
-        raise ValueError(f"post-processing threshold={threshold!r} must be a number in [0, 1)")
-    largest = settings["largest_component"]
-    if not isinstance(largest, bool):
-        raise ValueError(f"post-processing largest_component={largest!r} must be true or false")
-    min_area = settings["min_area"]
-    if isinstance(min_area, bool) or not isinstance(min_area, int | float) or min_area < 0:
-        raise ValueError(f"post-processing min_area={min_area!r} must be a non-negative number of pixels")
-    presence_threshold = settings["presence_threshold"]
-    if presence_threshold is not None and (
-        not isinstance(presence_threshold, int | float) or not 0.0 <= float(presence_threshold) <= 1.0
-    ):
-        raise ValueError(f"post-processing presence_threshold={presence_threshold!r} must be null or in [0, 1]")
-    return (
-        float(threshold),
-        largest,
-        int(min_area),
-        None if presence_threshold is None else float(presence_threshold),
-    )
 
 
 def _bounding_box(binary: np.ndarray) -> tuple[slice, slice] | None:
@@ -103,41 +65,53 @@ def _bounding_box(binary: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """``mask`` (uint8 0/1) reduced to its largest 8-connected component (a new array)."""
+def _largest_label(mask: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """Labels of ``mask`` (uint8 0/1) and the label of its largest 8-connected component; None when the
+    mask has at most one component (nothing to remove)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 2:  # background plus at most one component
+        return None
+    return labels, 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (uint8 0/1) reduced to its largest 8-connected component (a new array)."""
+    found = _largest_label(mask)
+    if found is None:
         return mask.copy()
-    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    labels, keep = found
     return (labels == keep).astype(np.uint8)
 
 
 def apply_postprocessing(
-    probs_full: np.ndarray, settings: dict[str, Any], presence: np.ndarray | None = None
+    probs_full: np.ndarray, settings: PostprocessSettings | Mapping[str, Any], presence: np.ndarray | None = None
 ) -> np.ndarray:
     """Binary uint8 (n, 420, 580) masks from full-resolution probabilities; the input is not modified.
 
-    ``presence`` (n,) is required when ``settings["presence_threshold"]`` is set.
+    ``presence`` (n,) is required when ``settings.presence_threshold`` is set; a parsed JSON mapping
+    is accepted for ``settings`` and validated.
     """
-    threshold, largest, min_area, presence_threshold = check_settings(settings)
+    settings = as_settings(settings)
+    threshold, largest, min_area = settings.threshold, settings.largest_component, settings.min_area
+    presence_threshold = settings.presence_threshold
     probs_full = np.asarray(probs_full)
     if probs_full.ndim == 2:
         probs_full = probs_full[None]
     if probs_full.ndim != 3 or probs_full.shape[1:] != FULL_SHAPE:
-        raise ValueError(
+        raise NervesegError(
             f"apply_postprocessing takes (n, {ORIG_HEIGHT}, {ORIG_WIDTH}) probabilities, got {probs_full.shape}; "
             "resize model outputs with nerveseg.evaluate.metrics.to_full_resolution first "
             "(min_area is in full-size pixels)"
         )
     if presence_threshold is not None:
         if presence is None:
-            raise ValueError(
+            raise NervesegError(
                 f"post-processing gates on presence >= {presence_threshold}, but no presence probabilities were "
                 "given; the model needs its presence head (presence_head: true)"
             )
         presence = np.asarray(presence, dtype=np.float64).reshape(-1)
         if presence.shape[0] != probs_full.shape[0]:
-            raise ValueError(f"presence has {presence.shape[0]} values for {probs_full.shape[0]} images")
+            raise NervesegError(f"presence has {presence.shape[0]} values for {probs_full.shape[0]} images")
     masks = np.zeros(probs_full.shape, dtype=np.uint8)
     for i, prob in enumerate(probs_full):
         binary = prob > threshold  # a Python float compares in the probabilities' dtype
@@ -147,7 +121,7 @@ def apply_postprocessing(
         # Work inside the mask's bounding box: a trained model's blob covers a few % of the image.
         crop = binary[window].view(np.uint8)
         if largest:
-            crop = _largest_component(np.ascontiguousarray(crop))
+            crop = largest_component(np.ascontiguousarray(crop))
         if min_area > 0 and np.count_nonzero(crop) < min_area:
             continue
         masks[i][window] = crop
@@ -158,7 +132,7 @@ def apply_postprocessing(
 
 def iter_postprocessed(
     probs: np.ndarray,
-    settings: dict[str, Any],
+    settings: PostprocessSettings | Mapping[str, Any],
     presence: np.ndarray | None = None,
     *,
     chunk_size: int = 64,
@@ -167,9 +141,9 @@ def iter_postprocessed(
 
     5508 test masks at 580x420 are 1.3 GB; callers encode each chunk and let it go.
     """
-    check_settings(settings)
+    settings = as_settings(settings)
     if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+        raise NervesegError(f"chunk_size={chunk_size} must be >= 1")
     for start in range(0, len(probs), chunk_size):
         stop = min(start + chunk_size, len(probs))
         chunk_presence = None if presence is None else np.asarray(presence)[start:stop]
@@ -205,21 +179,23 @@ def _image_stats(prob: np.ndarray, truth: np.ndarray, thresholds: np.ndarray, ou
         if area == 0:
             break  # thresholds ascend: every higher one is empty too
         inter = np.count_nonzero(binary & truth_crop)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
-        if count <= 2:
+        found = _largest_label(binary.view(np.uint8))
+        if found is None:
             out[j] = (area, inter, area, inter)
         else:
-            keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-            out[j] = (area, inter, stats[keep, cv2.CC_STAT_AREA], np.count_nonzero((labels == keep) & truth_crop))
+            kept = found[0] == found[1]
+            out[j] = (area, inter, np.count_nonzero(kept), np.count_nonzero(kept & truth_crop))
 
 
 def _validate_decide_inputs(oof_probs: np.ndarray, oof_presence: np.ndarray | None) -> None:
     if oof_probs.ndim != 3 or len(oof_probs) == 0:
-        raise ValueError(f"decide_postprocessing takes (N, h, w) OOF probabilities with N > 0, got {oof_probs.shape}")
+        raise NervesegError(
+            f"decide_postprocessing takes (N, h, w) OOF probabilities with N > 0, got {oof_probs.shape}"
+        )
     if not np.isfinite(oof_probs).all() or oof_probs.min() < 0.0 or oof_probs.max() > 1.0:
-        raise ValueError("OOF probabilities must be finite and in [0, 1]; were they logits or a failed fold?")
+        raise NervesegError("OOF probabilities must be finite and in [0, 1]; were they logits or a failed fold?")
     if oof_presence is not None and np.asarray(oof_presence).reshape(-1).shape[0] != len(oof_probs):
-        raise ValueError(
+        raise NervesegError(
             f"oof_presence has {np.asarray(oof_presence).size} values for {len(oof_probs)} OOF images; "
             "they must be aligned with oof_probs"
         )
@@ -251,6 +227,80 @@ def _candidate_step(
     return step, (best_value if kept else current_value), (best_score if kept else current_score)
 
 
+def _collect_stats(
+    oof_probs: np.ndarray, get_masks: MasksGetter, candidates: np.ndarray, chunk_size: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one pass over the pixels: per image and threshold (area, overlap, LC area, LC overlap), and
+    the true area per image."""
+    n = len(oof_probs)
+    stats = np.zeros((n, len(candidates), 4), dtype=np.int64)
+    truth_area = np.zeros(n, dtype=np.int64)
+    starts = range(0, n, chunk_size)
+    for start in tqdm(starts, desc="post-processing search", unit="chunk", disable=not progress, leave=False):
+        index = np.arange(start, min(start + chunk_size, n))
+        probs_full = to_full_resolution(oof_probs[index])
+        truths = np.asarray(get_masks(index))
+        if truths.shape != probs_full.shape:
+            raise NervesegError(
+                f"full_masks returned shape {truths.shape} for {len(index)} images; expected {probs_full.shape} "
+                "(ground truth at 580x420, aligned with the OOF probabilities)"
+            )
+        truth_area[index] = np.count_nonzero(truths.reshape(len(index), -1), axis=1)
+        for k, i in enumerate(index):
+            _image_stats(probs_full[k], truths[k], candidates, stats[i])
+    return stats, truth_area
+
+
+@dataclass
+class _Search:
+    """The per-image integers of :func:`_collect_stats` and the steps kept so far."""
+
+    stats: np.ndarray
+    truth_area: np.ndarray
+    candidates: np.ndarray
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def dice(self, threshold: float, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image Dice and predicted area at ``threshold`` (with or without the largest component)."""
+        t_index = int(np.flatnonzero(np.isclose(self.candidates, threshold))[0])
+        offset = 2 if largest else 0
+        area, inter = self.stats[:, t_index, offset], self.stats[:, t_index, offset + 1]
+        return _dice(inter, area, self.truth_area), area
+
+    def step(self, name: str, scores: dict[Any, float], score: float, value: Any) -> tuple[Any, float]:
+        record, value, score = _candidate_step(name, scores, score, value)
+        self.steps.append(record)
+        return value, score
+
+
+def _choose_settings(
+    search: _Search, oof_presence: np.ndarray | None, min_areas: tuple[int, ...], presence_thresholds: tuple[float, ...]
+) -> tuple[PostprocessSettings, float, float]:
+    """The greedy steps (threshold, largest component, minimum area, presence gate); returns the settings,
+    the raw score (threshold 0.5) and the score with the kept steps."""
+    raw_score = float(search.dice(DEFAULT_THRESHOLD, False)[0].mean())
+    scores = {float(t): float(search.dice(t, False)[0].mean()) for t in search.candidates}
+    threshold, score = search.step("threshold", scores, raw_score, DEFAULT_THRESHOLD)
+    lc_score = float(search.dice(threshold, True)[0].mean())
+    largest, score = search.step("largest_component", {True: lc_score}, score, False)
+    kept_dice, area = search.dice(threshold, largest)
+    empty_dice = (search.truth_area == 0).astype(np.float64)  # what an emptied prediction scores
+    scores = {int(m): float(np.where(area < m, empty_dice, kept_dice).mean()) for m in min_areas if m > 0}
+    min_area = 0
+    if scores:
+        min_area, score = search.step("min_area", scores, score, 0)
+    kept_dice = np.where(area < min_area, empty_dice, kept_dice)
+    presence_threshold: float | None = None
+    if oof_presence is None:
+        search.steps.append({"step": "presence_threshold", "skipped": "the model has no presence head", "kept": False})
+    else:
+        presence = np.asarray(oof_presence, dtype=np.float64).reshape(-1)
+        scores = {float(p): float(np.where(presence < p, empty_dice, kept_dice).mean()) for p in presence_thresholds}
+        presence_threshold, score = search.step("presence_threshold", scores, score, None)
+    settings = PostprocessSettings(float(threshold), bool(largest), int(min_area), presence_threshold)
+    return settings, raw_score, float(score)
+
+
 def decide_postprocessing(
     oof_probs: np.ndarray,
     full_masks: MasksGetter | np.ndarray,
@@ -261,91 +311,28 @@ def decide_postprocessing(
     presence_thresholds: tuple[float, ...] = PRESENCE_THRESHOLDS,
     chunk_size: int = 128,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> PostprocessDecision:
     """Choose threshold, largest component, minimum area and presence gate on OOF predictions.
 
     ``oof_probs`` (N, h, w) are model-size probabilities in the order of ``full_masks(index)``,
     which returns (n, 420, 580) ground truth (``PreparedData.full_masks``; an array also works).
-    Returns the JSON-able settings for :func:`apply_postprocessing` with ``oof_score_raw``
-    (threshold 0.5, nothing else), ``oof_score`` (with the kept steps) and a ``steps`` log.
+    Returns the settings for :func:`apply_postprocessing` with ``oof_score_raw`` (threshold 0.5,
+    nothing else), ``oof_score`` (with the kept steps) and the steps tried.
     """
     started = time.perf_counter()
     oof_probs = np.asarray(oof_probs)
     _validate_decide_inputs(oof_probs, oof_presence)
     if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+        raise NervesegError(f"chunk_size={chunk_size} must be >= 1")
     candidates = np.array(sorted({float(t) for t in (*thresholds, DEFAULT_THRESHOLD)}), dtype=np.float64)
-    default_index = int(np.flatnonzero(np.isclose(candidates, DEFAULT_THRESHOLD))[0])
-    get_masks = _masks_getter(full_masks)
-    n = len(oof_probs)
-
-    # One pass over the pixels: per image and threshold (area, overlap, LC area, LC overlap).
-    stats = np.zeros((n, len(candidates), 4), dtype=np.int64)
-    truth_area = np.zeros(n, dtype=np.int64)
-    starts = range(0, n, chunk_size)
-    for start in tqdm(starts, desc="post-processing search", unit="chunk", disable=not progress, leave=False):
-        index = np.arange(start, min(start + chunk_size, n))
-        probs_full = to_full_resolution(oof_probs[index])
-        truths = np.asarray(get_masks(index))
-        if truths.shape != probs_full.shape:
-            raise ValueError(
-                f"full_masks returned shape {truths.shape} for {len(index)} images; expected {probs_full.shape} "
-                "(ground truth at 580x420, aligned with the OOF probabilities)"
-            )
-        truth_area[index] = np.count_nonzero(truths.reshape(len(index), -1), axis=1)
-        for k, i in enumerate(index):
-            _image_stats(probs_full[k], truths[k], candidates, stats[i])
-
-    empty_dice = (truth_area == 0).astype(np.float64)  # what an emptied prediction scores
-
-    def per_image(t_index: int, largest: bool) -> tuple[np.ndarray, np.ndarray]:
-        offset = 2 if largest else 0
-        area, inter = stats[:, t_index, offset], stats[:, t_index, offset + 1]
-        return _dice(inter, area, truth_area), area
-
-    steps: list[dict[str, Any]] = []
-    raw_score = float(per_image(default_index, False)[0].mean())
-
-    # 1. threshold
-    scores = {float(t): float(per_image(j, False)[0].mean()) for j, t in enumerate(candidates)}
-    step, threshold, score = _candidate_step("threshold", scores, raw_score, DEFAULT_THRESHOLD)
-    steps.append(step)
-    t_index = int(np.flatnonzero(np.isclose(candidates, threshold))[0])
-
-    # 2. largest connected component
-    lc_score = float(per_image(t_index, True)[0].mean())
-    step, largest, score = _candidate_step("largest_component", {True: lc_score}, score, False)
-    steps.append(step)
-    kept_dice, area = per_image(t_index, largest)
-
-    # 3. minimum area
-    scores = {int(m): float(np.where(area < m, empty_dice, kept_dice).mean()) for m in min_areas if m > 0}
-    min_area = 0
-    if scores:
-        step, min_area, score = _candidate_step("min_area", scores, score, 0)
-        steps.append(step)
-    kept_dice = np.where(area < min_area, empty_dice, kept_dice)
-
-    # 4. presence gate
-    presence_threshold: float | None = None
-    if oof_presence is None:
-        steps.append({"step": "presence_threshold", "skipped": "the model has no presence head", "kept": False})
-    else:
-        presence = np.asarray(oof_presence, dtype=np.float64).reshape(-1)
-        scores = {float(p): float(np.where(presence < p, empty_dice, kept_dice).mean()) for p in presence_thresholds}
-        step, presence_threshold, score = _candidate_step("presence_threshold", scores, score, None)
-        steps.append(step)
-
-    return {
-        "version": SCHEMA_VERSION,
-        "threshold": float(threshold),
-        "largest_component": bool(largest),
-        "min_area": int(min_area),
-        "presence_threshold": presence_threshold,
-        "oof_score_raw": raw_score,
-        "oof_score": float(score),
-        "n_images": int(n),
-        "resolution": [ORIG_HEIGHT, ORIG_WIDTH],
-        "steps": steps,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    stats, truth_area = _collect_stats(oof_probs, _masks_getter(full_masks), candidates, chunk_size, progress)
+    search = _Search(stats, truth_area, candidates)
+    settings, raw_score, score = _choose_settings(search, oof_presence, min_areas, presence_thresholds)
+    return PostprocessDecision(
+        settings=settings,
+        oof_score_raw=raw_score,
+        oof_score=score,
+        n_images=len(oof_probs),
+        steps=tuple(search.steps),
+        seconds=round(time.perf_counter() - started, 3),
+    )

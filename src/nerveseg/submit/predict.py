@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nerveseg.config import TrainConfig
+from nerveseg.errors import NervesegError
 
 
 def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -> list[keras.Model]:
@@ -24,11 +25,11 @@ def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -
     from nerveseg.model.unet import build_model_from_config
 
     if not weights_paths:
-        raise ValueError("no fold weights given; a CV run stores weights/fold_<k>.weights.h5 on each fold's run")
+        raise NervesegError("no fold weights given; a CV run stores weights/fold_<k>.weights.h5 on each fold's run")
     models = []
     for path in map(Path, weights_paths):
         if not path.is_file():
-            raise ValueError(f"weights file {path} does not exist; did the fold finish training?")
+            raise NervesegError(f"weights file {path} does not exist; did the fold finish training?")
         model = build_model_from_config(config)
         mismatch = (
             f"weights file {path} does not fit the model built from config {config.name!r} "
@@ -40,10 +41,10 @@ def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -
             try:
                 model.load_weights(path)
             except (ValueError, KeyError, OSError) as err:
-                raise ValueError(f"{mismatch}: {str(err)[:300]}") from err
+                raise NervesegError(f"{mismatch}: {str(err)[:300]}") from err
         # Keras only warns when a layer finds no weights in the file and keeps random ones.
         if any("freshly-initialized" in str(w.message) for w in caught):
-            raise ValueError(f"{mismatch}: some layers found no weights in the file")
+            raise NervesegError(f"{mismatch}: some layers found no weights in the file")
         models.append(model)
     return models
 
@@ -71,26 +72,30 @@ def predict_ensemble(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean probabilities (N, h, w) float32 and mean presence (N,) over ``models`` x {identity, hflip}.
 
-    ``images_uint8`` are (N, h, w) at the models' input size. Presence is returned only when every
-    model has a presence head (None otherwise). A tqdm bar advances per batch of images.
+    ``images_uint8`` are (N, h, w) at the models' input size: uint8 (scaled by 1/255 here) or floats
+    already in [0, 1]. Presence is returned only when every model has a presence head (None otherwise).
+    Runs batch by batch so memory stays bounded whatever N is; a tqdm bar advances per batch.
     """
     if not models:
-        raise ValueError("predict_ensemble needs at least one model")
+        raise NervesegError("predict_ensemble needs at least one model")
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.ndim == 4 and images_uint8.shape[-1] == 1:
         images_uint8 = images_uint8[..., 0]
     if images_uint8.ndim != 3:
-        raise ValueError(f"predict_ensemble takes (N, h, w) images, got shape {images_uint8.shape}")
-    if images_uint8.dtype != np.uint8:
-        raise ValueError(f"predict_ensemble takes uint8 images (scaled to [0, 1] here), got {images_uint8.dtype}")
+        raise NervesegError(f"predict_ensemble takes (N, h, w) images, got shape {images_uint8.shape}")
+    if images_uint8.dtype != np.uint8 and images_uint8.dtype.kind != "f":
+        raise NervesegError(
+            f"predict_ensemble takes uint8 images (scaled to [0, 1] here) or floats in [0, 1], got {images_uint8.dtype}"
+        )
+    scale = 1.0 / 255.0 if images_uint8.dtype == np.uint8 else 1.0
     expected = tuple(models[0].input_shape[1:3])
     if expected != images_uint8.shape[1:]:
-        raise ValueError(
+        raise NervesegError(
             f"images are {images_uint8.shape[1:]} but the models take {expected}; "
             "prepare the test set at the run's height and width"
         )
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+        raise NervesegError(f"batch_size={batch_size} must be >= 1")
 
     n = len(images_uint8)
     probs = np.zeros(images_uint8.shape, dtype=np.float32)
@@ -100,7 +105,7 @@ def predict_ensemble(
     with tqdm(total=n, desc="predict", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            x = (images_uint8[start:stop].astype(np.float32) / 255.0)[..., None]
+            x = (images_uint8[start:stop].astype(np.float32) * np.float32(scale))[..., None]
             views = [(x, False)]
             if tta:
                 views.append((np.ascontiguousarray(x[:, :, ::-1]), True))
@@ -115,3 +120,13 @@ def predict_ensemble(
             bar.update(stop - start)
     probs /= passes
     return probs, (presence_sum / passes).astype(np.float32) if all_presence else None
+
+
+def predict_probs(
+    model: keras.Model, images: np.ndarray, batch_size: int = 256, *, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One model, no mirroring: mask probabilities (n, h, w) float32 and presence (n,) or None.
+
+    What training uses for its out-of-fold predictions; the same batch loop as the test-set ensemble.
+    """
+    return predict_ensemble([model], images, tta=False, batch_size=batch_size, progress=progress)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nerveseg.errors import NervesegError
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 
 FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
@@ -18,7 +19,7 @@ FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
 def rle_encode(mask: np.ndarray) -> str:
     """Encode a 2-D mask (bool, 0/1 or 0/255) in Kaggle's column-major, 1-based convention."""
     if mask.ndim != 2:
-        raise ValueError(f"rle_encode takes a 2-D mask, got shape {mask.shape}")
+        raise NervesegError(f"rle_encode takes a 2-D mask, got shape {mask.shape}")
     mask = np.asarray(mask)
     columns = np.flatnonzero(mask.any(axis=0))
     if columns.size == 0:
@@ -45,25 +46,25 @@ def _parse(rle: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         numbers = np.array(text.split(), dtype=np.int64)
     except ValueError as err:
-        raise ValueError(f"RLE {text[:40]!r}... holds something other than integers") from err
+        raise NervesegError(f"RLE {text[:40]!r}... holds something other than integers") from err
     if numbers.size % 2:
-        raise ValueError(f"RLE has {numbers.size} numbers; expected 'start length' pairs (an even count)")
+        raise NervesegError(f"RLE has {numbers.size} numbers; expected 'start length' pairs (an even count)")
     return numbers[0::2], numbers[1::2]
 
 
 def validate_rle(rle: str, shape: tuple[int, int] = FULL_SHAPE) -> None:
-    """Raise ``ValueError`` unless ``rle`` is well formed, in range, ascending and non-overlapping."""
+    """Raise ``NervesegError`` (a ValueError) unless ``rle`` is well formed, in range, ascending and non-overlapping."""
     starts, lengths = _parse(rle)
     if starts.size == 0:
         return
     total = shape[0] * shape[1]
     if (starts < 1).any() or (lengths < 1).any():
-        raise ValueError("RLE starts must be >= 1 and lengths >= 1 (pixels are numbered from 1)")
+        raise NervesegError("RLE starts must be >= 1 and lengths >= 1 (pixels are numbered from 1)")
     ends = starts + lengths - 1
     if (ends > total).any():
-        raise ValueError(f"RLE run ends at pixel {int(ends.max())}, beyond the {total} pixels of a {shape} image")
+        raise NervesegError(f"RLE run ends at pixel {int(ends.max())}, beyond the {total} pixels of a {shape} image")
     if (starts[1:] <= ends[:-1]).any():
-        raise ValueError("RLE runs must be ascending and must not overlap")
+        raise NervesegError("RLE runs must be ascending and must not overlap")
 
 
 def rle_decode(rle: str, shape: tuple[int, int] = FULL_SHAPE) -> np.ndarray:

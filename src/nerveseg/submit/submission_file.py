@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.postprocess import iter_postprocessed
-from nerveseg.io_utils import atomic_create_text
+from nerveseg.evaluate.postprocess_settings import PostprocessSettings
+from nerveseg.io_utils import atomic_create_text, check_writable_dir
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_decode, rle_encode, validate_rle
 
@@ -35,13 +37,13 @@ MasksOrRles = np.ndarray | Sequence[str]
 def _as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
     array = np.asarray(ids)
     if array.ndim != 1:
-        raise ValueError(f"test ids must be a 1-D sequence, got shape {array.shape}")
+        raise NervesegError(f"test ids must be a 1-D sequence, got shape {array.shape}")
     try:
         as_int = array.astype(np.int64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"test ids must be integers (Kaggle's test/<id>.tif), got {array[:5].tolist()}") from err
+        raise NervesegError(f"test ids must be integers (Kaggle's test/<id>.tif), got {array[:5].tolist()}") from err
     if array.dtype.kind == "f" and not np.array_equal(as_int, array):
-        raise ValueError(f"test ids must be whole numbers, got {array[:5].tolist()}")
+        raise NervesegError(f"test ids must be whole numbers, got {array[:5].tolist()}")
     return as_int
 
 
@@ -49,7 +51,7 @@ def _rles(masks: MasksOrRles, count: int) -> list[str]:
     """RLE strings from (n, 420, 580) masks, or the strings themselves (already encoded, chunk by chunk)."""
     if isinstance(masks, np.ndarray):
         if masks.ndim != 3 or masks.shape[1:] != FULL_SHAPE:
-            raise ValueError(
+            raise NervesegError(
                 f"submission masks must be (n, {ORIG_HEIGHT}, {ORIG_WIDTH}) at full resolution, got {masks.shape}"
             )
         rles = [rle_encode(mask) for mask in masks]
@@ -57,9 +59,9 @@ def _rles(masks: MasksOrRles, count: int) -> list[str]:
         rles = list(masks)
         bad = [r for r in rles if not isinstance(r, str)]
         if bad:
-            raise ValueError(f"submission rows must be RLE strings or a mask array, got {type(bad[0]).__name__}")
+            raise NervesegError(f"submission rows must be RLE strings or a mask array, got {type(bad[0]).__name__}")
     if len(rles) != count:
-        raise ValueError(f"{count} test ids but {len(rles)} masks; they must be aligned")
+        raise NervesegError(f"{count} test ids but {len(rles)} masks; they must be aligned")
     return rles
 
 
@@ -69,7 +71,7 @@ def masks_to_rows(ids: Sequence[int] | np.ndarray, masks: MasksOrRles) -> list[t
     rles = _rles(masks, len(id_array))
     unique, counts = np.unique(id_array, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"test ids must be unique; repeated: {unique[counts > 1][:10].tolist()}")
+        raise NervesegError(f"test ids must be unique; repeated: {unique[counts > 1][:10].tolist()}")
     order = np.argsort(id_array, kind="stable")
     return [(int(id_array[i]), rles[i]) for i in order]
 
@@ -82,23 +84,27 @@ def _rows_to_csv(rows: list[tuple[int, str]]) -> str:
     return buffer.getvalue()
 
 
-def _write_new_file(path: Path, text: str) -> None:
-    """Write atomically and never replace an existing file."""
-    try:
-        atomic_create_text(path, text)
-    except FileExistsError as err:
-        raise ValueError(f"submission {path} already exists; submissions are never overwritten") from err
+def check_new_submission(path: Path | str) -> Path:
+    """The one "never overwrite" rule, checked before any work: ``path`` must not exist and its folder
+    must take a file (created if needed). Raises ``NervesegError`` naming the path."""
+    path = Path(path)
+    if path.exists():
+        raise NervesegError(f"submission {path} already exists; submissions are never overwritten, pick a new name")
+    check_writable_dir(path.parent, "submission folder")
+    return path
 
 
 def write_submission(ids: Sequence[int] | np.ndarray, masks: MasksOrRles, path: Path | str) -> Path:
-    """Write ``img,pixels`` rows sorted by numeric id to a NEW file ``path`` (ValueError if it exists).
+    """Write ``img,pixels`` rows sorted by numeric id to a NEW file ``path`` (NervesegError if it exists).
 
-    ``masks`` is a (n, 420, 580) binary array or the already-encoded RLE strings.
+    ``masks`` is a (n, 420, 580) binary array or the already-encoded RLE strings. The file is created
+    atomically, so a submission written in between by another process is not replaced either.
     """
-    path = Path(path)
-    if path.exists():
-        raise ValueError(f"submission {path} already exists; submissions are never overwritten, pick a new name")
-    _write_new_file(path, _rows_to_csv(masks_to_rows(ids, masks)))
+    path = check_new_submission(path)
+    try:
+        atomic_create_text(path, _rows_to_csv(masks_to_rows(ids, masks)))
+    except FileExistsError as err:
+        raise NervesegError(f"submission {path} already exists; submissions are never overwritten") from err
     return path
 
 
@@ -106,13 +112,13 @@ def read_submission(path: Path | str) -> pd.DataFrame:
     """The CSV as a DataFrame ``img`` (int), ``pixels`` (str, "" for empty); checks the header and ids."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"submission {path} does not exist")
+        raise NervesegError(f"submission {path} does not exist")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if tuple(frame.columns) != HEADER:
-        raise ValueError(f"submission {path} has header {list(frame.columns)}; expected {list(HEADER)}")
+        raise NervesegError(f"submission {path} has header {list(frame.columns)}; expected {list(HEADER)}")
     bad = frame.loc[~frame["img"].str.fullmatch(r"\d+"), "img"]
     if len(bad):
-        raise ValueError(f"submission {path}: img values must be positive integers, got {bad.head(5).tolist()}")
+        raise NervesegError(f"submission {path}: img values must be positive integers, got {bad.head(5).tolist()}")
     frame["img"] = frame["img"].astype(np.int64)
     return frame
 
@@ -120,7 +126,7 @@ def read_submission(path: Path | str) -> pd.DataFrame:
 def validate_submission(
     path: Path | str, expected_ids: Sequence[int] | np.ndarray, masks: MasksOrRles | None = None
 ) -> pd.DataFrame:
-    """Raise ValueError unless ``path`` is a submission Kaggle will score as we mean it.
+    """Raise NervesegError (a ValueError) unless ``path`` is a submission Kaggle will score as we mean it.
 
     Checks: header; every expected id exactly once and nothing else; ascending id order; every RLE
     well formed, in range, ascending and non-overlapping; and, when ``masks`` (aligned with
@@ -133,20 +139,20 @@ def validate_submission(
     expected = _as_ids(expected_ids)
     duplicated = sorted(set(ids[pd.Series(ids).duplicated().to_numpy()].tolist()))
     if duplicated:
-        raise ValueError(f"submission {path} lists ids more than once: {duplicated[:10]}")
+        raise NervesegError(f"submission {path} lists ids more than once: {duplicated[:10]}")
     missing = sorted(set(expected.tolist()) - set(ids.tolist()))
     if missing:
-        raise ValueError(f"submission {path} lacks {len(missing)} test ids, e.g. {missing[:10]}")
+        raise NervesegError(f"submission {path} lacks {len(missing)} test ids, e.g. {missing[:10]}")
     extra = sorted(set(ids.tolist()) - set(expected.tolist()))
     if extra:
-        raise ValueError(f"submission {path} has {len(extra)} ids that are not test images, e.g. {extra[:10]}")
+        raise NervesegError(f"submission {path} has {len(extra)} ids that are not test images, e.g. {extra[:10]}")
     if (np.diff(ids) <= 0).any():
-        raise ValueError(f"submission {path} rows are not in ascending numeric id order")
+        raise NervesegError(f"submission {path} rows are not in ascending numeric id order")
     for image_id, rle in zip(ids.tolist(), frame["pixels"].tolist(), strict=True):
         try:
             validate_rle(rle, FULL_SHAPE)
         except ValueError as err:
-            raise ValueError(f"submission {path}, img {image_id}: {err}") from err
+            raise NervesegError(f"submission {path}, img {image_id}: {err}") from err
     if masks is not None:
         rles = _rles(masks, len(expected)) if not isinstance(masks, np.ndarray) else None
         position = {int(i): k for k, i in enumerate(expected.tolist())}
@@ -156,7 +162,7 @@ def validate_submission(
                 continue  # identical strings decode identically
             wanted = rle_decode(rles[k], FULL_SHAPE) if rles is not None else np.asarray(masks[k]) != 0
             if not np.array_equal(rle_decode(rle, FULL_SHAPE) != 0, wanted != 0):
-                raise ValueError(f"submission {path}, img {image_id}: the RLE does not decode to the predicted mask")
+                raise NervesegError(f"submission {path}, img {image_id}: the RLE does not decode to the predicted mask")
     return frame
 
 
@@ -169,21 +175,21 @@ def score_submission(csv_path: Path | str, masks_dir: Path | str) -> tuple[float
 
     masks_dir = Path(masks_dir)
     if not masks_dir.is_dir():
-        raise ValueError(f"mask folder {masks_dir} does not exist; pass the folder holding <id>_mask.tif files")
+        raise NervesegError(f"mask folder {masks_dir} does not exist; pass the folder holding <id>_mask.tif files")
     frame = read_submission(csv_path)
     if frame["img"].duplicated().any():
         dup = frame.loc[frame["img"].duplicated(), "img"].head(10).tolist()
-        raise ValueError(f"submission {csv_path} lists ids more than once: {dup}")
+        raise NervesegError(f"submission {csv_path} lists ids more than once: {dup}")
     available = {int(p.name[: -len("_mask.tif")]) for p in masks_dir.glob("*_mask.tif") if p.name[:-9].isdigit()}
     missing = sorted(set(frame["img"].tolist()) - available)
     if missing:
-        raise ValueError(
+        raise NervesegError(
             f"no ground truth in {masks_dir} for {len(missing)} submission ids, e.g. {missing[:10]} "
             "(expected <id>_mask.tif for every row)"
         )
     unscored = sorted(available - set(frame["img"].tolist()))
     if unscored:
-        raise ValueError(
+        raise NervesegError(
             f"submission {csv_path} lacks {len(unscored)} ids that have masks in {masks_dir}, e.g. {unscored[:10]}"
         )
     rows = []
@@ -191,7 +197,7 @@ def score_submission(csv_path: Path | str, masks_dir: Path | str) -> tuple[float
         try:
             pred = rle_decode(rle, FULL_SHAPE)
         except ValueError as err:
-            raise ValueError(f"submission {csv_path}, img {image_id}: {err}") from err
+            raise NervesegError(f"submission {csv_path}, img {image_id}: {err}") from err
         truth = read_mask(masks_dir / f"{image_id}_mask.tif")
         dice = float(dice_per_image(truth[None], pred[None])[0])
         rows.append((image_id, dice, int(np.count_nonzero(truth)), int(np.count_nonzero(pred))))
@@ -216,7 +222,7 @@ class WriteStats:
 def postprocess_and_write(
     ids: Sequence[int] | np.ndarray,
     probs: np.ndarray,
-    settings: dict[str, Any],
+    settings: PostprocessSettings | Mapping[str, Any],
     path: Path | str,
     presence: np.ndarray | None = None,
     *,
@@ -228,12 +234,10 @@ def postprocess_and_write(
     decoding it and comparing with its mask before the file is written; the written file is then
     validated (ids, order, RLE syntax, rows equal to the encoded masks).
     """
-    path = Path(path)
-    if path.exists():
-        raise ValueError(f"submission {path} already exists; submissions are never overwritten, pick a new name")
+    path = check_new_submission(path)
     id_array = _as_ids(ids)
     if len(id_array) != len(probs):
-        raise ValueError(f"{len(id_array)} test ids but {len(probs)} probability maps; they must be aligned")
+        raise NervesegError(f"{len(id_array)} test ids but {len(probs)} probability maps; they must be aligned")
     seconds = {"postprocess": 0.0, "rle": 0.0}
     rles: list[str] = []
     n_empty = 0

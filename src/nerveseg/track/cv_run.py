@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -26,29 +25,25 @@ from typing import Any, Protocol
 
 import keras
 import numpy as np
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from nerveseg.config import TrainConfig, config_to_yaml
+from nerveseg.config import TrainConfig
 from nerveseg.data.cache import PreparedData, prepare_train
 from nerveseg.data.folds import load_or_create_folds
-from nerveseg.data.raw import index_train, read_image
-from nerveseg.evaluate.metrics import to_full_resolution
+from nerveseg.errors import NervesegError, is_interruption
 from nerveseg.evaluate.postprocess import decide_postprocessing
-from nerveseg.io_utils import atomic_save_npz, atomic_write_text, sha256_file
-from nerveseg.model.unet import build_model_from_config
+from nerveseg.evaluate.postprocess_settings import PostprocessDecision
+from nerveseg.io_utils import check_writable_dir, sha256_file
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
-from nerveseg.track.store import RUN_TYPE_TAG, MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
+from nerveseg.track import cv_artifacts, cv_parents, schema
+from nerveseg.track.cv_parents import say
+from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG, OofArrays
+from nerveseg.track.store import MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
 from nerveseg.train import fold as training
 from nerveseg.train.cv_summary import CVSummary, format_summary_table, summarize_cv
-from nerveseg.train.plots import pick_best_worst, plot_gallery, plot_learning_curves
-
-PARENT_TAG = "mlflow.parentRunId"
-STOPPED_TAG = "nerveseg.stopped"  # exception class that stopped a KILLED run (KeyboardInterrupt, TrialPruned...)
-ERROR_TAG = "nerveseg.error"  # first line of the error that FAILED a run
-GALLERY_IMAGES = 4  # best and worst each
 
 
 class CVListener(Protocol):
@@ -67,7 +62,7 @@ class CVRunResult:
 
     parent_run_id: str
     summary: CVSummary | None
-    postprocessing: dict[str, Any] | None
+    postprocessing: PostprocessDecision | None
     experiment_id: str = ""
     trained_folds: list[int] = field(default_factory=list)  # folds trained by this call
 
@@ -77,135 +72,6 @@ class _StopState:
     """Remembers an exception raised by the listener, so it marks runs KILLED rather than FAILED."""
 
     listener_error: BaseException | None = None
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _param_strings(config: TrainConfig) -> dict[str, str]:
-    """Config params as MLflow stores them (strings), for comparing a run's params with a config."""
-    return {key: str(value) for key, value in config.to_params().items()}
-
-
-# ------------------------------------------------------------------------------------- parent runs
-
-
-def _fold_children(client: MlflowClient, parent: Run) -> dict[int, list[Run]]:
-    """The parent's fold runs by fold number (any status), oldest first."""
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and tags.`{RUN_TYPE_TAG}` = 'fold'",
-        max_results=10_000,
-        order_by=["attributes.start_time ASC"],
-    )
-    children: dict[int, list[Run]] = {}
-    for run in runs:
-        children.setdefault(int(run.data.tags["fold"]), []).append(run)
-    return children
-
-
-def _finished_folds(client: MlflowClient, parent: Run) -> dict[int, Run]:
-    """fold -> its newest FINISHED run."""
-    finished = {}
-    for fold, runs in _fold_children(client, parent).items():
-        done = [run for run in runs if run.info.status == "FINISHED"]
-        if done:
-            finished[fold] = done[-1]
-    return finished
-
-
-def _params_differ(run: Run, params: Mapping[str, str]) -> list[str]:
-    return [
-        f"{k}: run {run.data.params.get(k)!r} vs config {v!r}" for k, v in params.items() if run.data.params.get(k) != v
-    ]
-
-
-def _existing_parent(client: MlflowClient, run_id: str, config: TrainConfig, params: Mapping[str, str]) -> Run:
-    """The parent run ``run_id`` after checking it may be joined: a cv run, unfinished, same params."""
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as err:
-        raise ValueError(f"parent run {run_id!r} was not found in the tracking store ({err.message})") from err
-    if run.data.tags.get(RUN_TYPE_TAG) != "cv":
-        raise ValueError(
-            f"run {run_id} is not a cross-validation parent run (tag {RUN_TYPE_TAG}="
-            f"{run.data.tags.get(RUN_TYPE_TAG)!r}); pass the id of a cv_train parent run"
-        )
-    if run.info.status == "FINISHED":
-        raise ValueError(
-            f"parent run {run_id} ({run.info.run_name}) is FINISHED and is never modified; "
-            "start a new cross-validation without --parent-run-id/--resume"
-        )
-    differences = _params_differ(run, params)
-    if differences:
-        raise ValueError(
-            f"parent run {run_id} was started with other settings ({'; '.join(differences)}); "
-            "use the same config, --folds, --epochs and --seed, or start a new run"
-        )
-    return run
-
-
-def _resumable_parent(
-    client: MlflowClient, experiment_id: str, config: TrainConfig, params: Mapping[str, str], nested_under: str | None
-) -> Run:
-    """The most recent unfinished parent run with this config's name and identical params."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{RUN_TYPE_TAG}` = 'cv'",
-        max_results=10_000,
-        order_by=["attributes.start_time DESC"],
-    )
-    for run in runs:
-        if (
-            run.info.run_name == config.name
-            and run.info.status != "FINISHED"
-            and not _params_differ(run, params)
-            and (nested_under is None or run.data.tags.get(PARENT_TAG) == nested_under)
-        ):
-            return run
-    raise ValueError(
-        f"--resume found no unfinished parent run named {config.name!r} with identical params in this experiment; "
-        "pass --parent-run-id, or start a new run without --resume"
-    )
-
-
-def _describe(run: Run) -> str:
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000))
-    return f"{run.info.run_id} ({run.info.run_name}, status {run.info.status}, started {started})"
-
-
-def _check_same_data(run: Run, fingerprint: str, folds_sha: str) -> None:
-    """Folds of one parent must come from one data set and one split, or the OOF score is meaningless."""
-    tags = run.data.tags
-    if tags.get("data_fingerprint") not in (None, fingerprint):
-        raise ValueError(
-            f"parent run {run.info.run_id} was trained on data {tags['data_fingerprint'][:12]}, but --raw-dir "
-            f"now holds data {fingerprint[:12]}; use the same data or start a new run"
-        )
-    if tags.get("folds_file_sha256") not in (None, folds_sha):
-        raise ValueError(
-            f"parent run {run.info.run_id} used another folds file (sha256 {tags['folds_file_sha256'][:12]}, "
-            f"now {folds_sha[:12]}); restore experiments/folds from the run's folds/ artifact or start a new run"
-        )
-
-
-def _create_parent(
-    client: MlflowClient,
-    experiment_id: str,
-    config: TrainConfig,
-    tags: Mapping[str, str],
-    folds_file: Path,
-    work: Path,
-) -> Run:
-    run = client.create_run(experiment_id, run_name=config.name, tags=resolve_tags(dict(tags)))
-    run_id = run.info.run_id
-    client.log_batch(run_id, params=[Param(k, v) for k, v in _param_strings(config).items()])
-    config_path = work / "config.yaml"
-    atomic_write_text(config_path, config_to_yaml(config))
-    client.log_artifact(run_id, str(config_path))
-    client.log_artifact(run_id, str(folds_file), "folds")
-    return run
 
 
 # ------------------------------------------------------------------------------------- fold runs
@@ -228,7 +94,7 @@ class _EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or {})
         values = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
-        values["epoch_seconds"] = time.monotonic() - self._started
+        values[schema.EPOCH_SECONDS] = time.monotonic() - self._started
         now = int(time.time() * 1000)
         self._client.log_batch(self._run_id, metrics=[Metric(k, v, now, epoch + 1) for k, v in values.items()])
         if self._listener is not None:
@@ -239,102 +105,7 @@ class _EpochLogger(keras.callbacks.Callback):
                 raise
 
 
-def _model_summary(config: TrainConfig) -> str:
-    lines: list[str] = []
-    build_model_from_config(config).summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
-    return "\n".join(lines) + "\n"
-
-
-def _log_fold(
-    client: MlflowClient, run_id: str, parent_id: str, data: PreparedData, result: training.FoldResult, summary: str
-) -> None:
-    """The fold's artifacts (weights, OOF, facts) on its run; its learning curve on the parent."""
-    k = result.fold
-    work = result.weights_path.parent
-    client.log_batch(
-        run_id,
-        metrics=[Metric("val_score", result.val_score, int(time.time() * 1000), 0)],
-    )
-    client.log_artifact(run_id, str(result.weights_path), "weights")
-    client.log_text(run_id, summary, "model_summary.txt")
-    oof_path = work / f"oof_fold_{k}.npz"
-    arrays = {"ids": data.ids[result.val_index], "probs": result.oof_probs}
-    if result.oof_presence is not None:
-        arrays["presence"] = result.oof_presence
-    atomic_save_npz(oof_path, **arrays)
-    client.log_artifact(run_id, str(oof_path), "oof")
-    facts = {
-        "fold": k,
-        "best_epoch": result.best_epoch,
-        "val_score": result.val_score,
-        "norm_mean": result.norm_mean,
-        "norm_std": result.norm_std,
-        "val_ids": data.ids[result.val_index].tolist(),
-        "history": result.history,
-    }
-    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", f"fold_{k}.json")
-    curve = plot_learning_curves(
-        result.history, work / f"learning_curve_fold_{k}.png", best_epoch=result.best_epoch, title=f"fold {k}"
-    )
-    client.log_artifact(parent_id, str(curve), "plots")
-
-
-def _load_fold(
-    client: MlflowClient, run: Run, data: PreparedData, folds: np.ndarray, work: Path
-) -> training.FoldResult:
-    """A FoldResult rebuilt from a finished fold run's artifacts (trained by another call or process)."""
-    k = int(run.data.tags["fold"])
-    run_id = run.info.run_id
-    dst = work / f"fold_{k}_{run_id}"
-    try:
-        oof_local = client.download_artifacts(run_id, f"oof/oof_fold_{k}.npz", str(dst))
-        facts_local = client.download_artifacts(run_id, f"fold_{k}.json", str(dst))
-    except (MlflowException, OSError) as err:
-        raise ValueError(f"fold run {run_id} (fold {k}) lacks its OOF artifacts ({err}); retrain that fold") from err
-    facts = json.loads(Path(facts_local).read_text())
-    with np.load(oof_local) as saved:
-        ids, probs = saved["ids"].astype(str), saved["probs"]
-        presence = saved["presence"] if "presence" in saved.files else None
-    expected = np.flatnonzero(folds == k)
-    if not np.array_equal(ids, data.ids[expected]):
-        raise ValueError(
-            f"fold run {run_id} (fold {k}) validated other images than fold {k} of the current folds file; "
-            "the data or the split changed, start a new run"
-        )
-    return training.FoldResult(
-        fold=k,
-        val_index=expected,
-        oof_probs=probs,
-        oof_presence=presence,
-        history={key: list(values) for key, values in facts["history"].items()},
-        best_epoch=int(facts["best_epoch"]),
-        weights_path=Path(f"runs:/{run_id}/weights/fold_{k}.weights.h5"),
-        val_score=float(facts["val_score"]),
-        norm_mean=float(facts["norm_mean"]),
-        norm_std=float(facts["norm_std"]),
-    )
-
-
 # ------------------------------------------------------------------------------------- finalising
-
-
-def _gallery(data: PreparedData, oof: np.ndarray, raw_dir: Path, path: Path, title: str) -> Path:
-    """Best and worst OOF images at full resolution, outlined, with their Dice at threshold 0.5."""
-    scores = training.full_resolution_dice(data, np.arange(len(data)), oof)
-    best, worst = pick_best_worst(scores, data.has_mask, GALLERY_IMAGES)
-    chosen = np.concatenate([best, worst])
-    labels = ["best"] * len(best) + ["worst"] * len(worst)
-    index = index_train(raw_dir)
-    paths = dict(zip(index["id"], index["image_path"], strict=True))
-    images = np.stack([read_image(paths[i]) for i in data.ids[chosen]])
-    return plot_gallery(
-        images,
-        data.full_masks(chosen),
-        to_full_resolution(oof[chosen]) > 0.5,
-        [f"{label}: {i}  Dice {scores[j]:.3f}" for label, i, j in zip(labels, data.ids[chosen], chosen, strict=True)],
-        path,
-        suptitle=title,
-    )
 
 
 @dataclass
@@ -354,8 +125,13 @@ class _CV:
     progress: bool
     state: _StopState = field(default_factory=_StopState)
 
+    def say(self, message: str) -> None:
+        """Progress lines (which fold, which run): silent with ``progress=False`` (``--quiet``)."""
+        if self.progress:
+            say(message)
 
-def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple[CVSummary, dict[str, Any]]:
+
+def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple[CVSummary, PostprocessDecision]:
     """Summary metrics and artifacts of a complete cross-validation, then the parent is FINISHED."""
     client, config, data = cv.client, cv.config, cv.data
     summary, oof = summarize_cv(data, cv.folds, results)
@@ -368,21 +144,17 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
 
     now = int(time.time() * 1000)
     metrics = {
-        "cv_score_mean": summary.cv_score_mean,
-        "cv_score_std": summary.cv_score_std,
-        "oof_score": summary.oof_score,
-        "empty_baseline_score": summary.empty_baseline_score,
-        "oof_score_postprocessed": float(postprocessing["oof_score"]),
-        **{f"fold_{k}_score": score for k, score in summary.fold_scores.items()},
+        schema.CV_SCORE_MEAN: summary.cv_score_mean,
+        schema.CV_SCORE_STD: summary.cv_score_std,
+        schema.OOF_SCORE: summary.oof_score,
+        schema.EMPTY_BASELINE_SCORE: summary.empty_baseline_score,
+        schema.OOF_SCORE_POSTPROCESSED: float(postprocessing.oof_score or 0.0),
+        **{schema.fold_score_metric(k): score for k, score in summary.fold_scores.items()},
     }
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
-    oof_path = cv.work / "oof_probs.npz"
-    arrays = {"ids": data.ids, "probs": oof}
-    if presence is not None:
-        arrays["presence"] = presence
-    atomic_save_npz(oof_path, **arrays)
-    client.log_artifact(run_id, str(oof_path), "oof")
+    oof_path = schema.save_oof(cv.work / schema.OOF_PROBS_FILE, OofArrays(data.ids, oof, presence))
+    client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
     facts = {
         **dataclasses.asdict(summary),
         "fold_scores": {str(k): v for k, v in summary.fold_scores.items()},
@@ -393,27 +165,28 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
         "folds_file": cv.folds_file.name,
         "table": format_summary_table(summary),
     }
-    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", "summary.json")
-    client.log_text(run_id, json.dumps(postprocessing, indent=1, default=_json_default) + "\n", "postprocessing.json")
-    gallery = _gallery(data, oof, cv.raw_dir, cv.work / "gallery.png", f"{config.name}: out-of-fold predictions")
-    client.log_artifact(run_id, str(gallery), "plots")
+    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.SUMMARY_ARTIFACT)
+    client.log_text(
+        run_id,
+        json.dumps(postprocessing.to_json(), indent=1, default=cv_artifacts.json_default) + "\n",
+        schema.POSTPROCESSING_ARTIFACT,
+    )
+    gallery = cv_artifacts.gallery(
+        data, oof, cv.raw_dir, cv.work / "gallery.png", f"{config.name}: out-of-fold predictions"
+    )
+    client.log_artifact(run_id, str(gallery), schema.PLOTS_DIR)
     client.set_terminated(run_id, "FINISHED")
     return summary, postprocessing
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _stop_runs(client: MlflowClient, run_ids: list[str], err: BaseException, state: _StopState) -> None:
-    """Mark runs KILLED (interrupt or a listener's exception) or FAILED; never hides ``err``."""
-    stopped = isinstance(err, KeyboardInterrupt) or err is state.listener_error
+    """Mark runs KILLED (interrupt, also one Keras wrapped in SystemError, or a listener's exception) or
+    FAILED; never hides ``err``."""
+    interrupted = is_interruption(err)
+    stopped = interrupted or err is state.listener_error
     status = "KILLED" if stopped else "FAILED"
-    tag = (STOPPED_TAG, type(err).__name__) if stopped else (ERROR_TAG, f"{type(err).__name__}: {err}"[:500])
+    stopper = "KeyboardInterrupt" if interrupted else type(err).__name__
+    tag = (STOPPED_TAG, stopper) if stopped else (ERROR_TAG, f"{type(err).__name__}: {err}"[:500])
     for run_id in run_ids:
         try:
             if client.get_run(run_id).info.status == "FINISHED":
@@ -421,38 +194,10 @@ def _stop_runs(client: MlflowClient, run_ids: list[str], err: BaseException, sta
             client.set_tag(run_id, *tag)
             client.set_terminated(run_id, status)
         except Exception as log_err:  # the store may be what failed; the original error matters more
-            _say(f"warning: could not mark run {run_id} {status}: {log_err}")
+            say(f"warning: could not mark run {run_id} {status}: {log_err}")
 
 
 # ------------------------------------------------------------------------------------------ run_cv
-
-
-def _choose_parent(
-    client: MlflowClient,
-    experiment_id: str,
-    config: TrainConfig,
-    requested: list[int],
-    parent_run_id: str | None,
-    resume: bool,
-    nested_under: str | None,
-) -> tuple[Run | None, list[int]]:
-    """The parent to continue (None: a new one) and the requested folds it still lacks; no data read yet."""
-    params = _param_strings(config)
-    if parent_run_id is not None:
-        parent = _existing_parent(client, parent_run_id, config, params)
-    elif resume:
-        parent = _resumable_parent(client, experiment_id, config, params, nested_under)
-    else:
-        return None, requested
-    finished = _finished_folds(client, parent)
-    already = [k for k in requested if k in finished]
-    if already and not resume:
-        raise ValueError(
-            f"fold(s) {already} of parent run {parent.info.run_id} already FINISHED and are never retrained; "
-            "pass --resume to train only the missing folds"
-        )
-    _say(f"{'resuming' if resume else 'joining'} parent run {_describe(parent)}, finished folds {sorted(finished)}")
-    return parent, [k for k in requested if k not in finished]
 
 
 def _open_parent(
@@ -469,25 +214,25 @@ def _open_parent(
     folds_sha = sha256_file(cv.folds_file)
     if parent is None:
         tags = {
-            RUN_TYPE_TAG: "cv",
-            "data_fingerprint": data.fingerprint,
-            "folds_file_sha256": folds_sha,
-            "seed": str(cv.config.seed),
+            RUN_TYPE_TAG: schema.CV_RUN,
+            schema.DATA_FINGERPRINT_TAG: data.fingerprint,
+            schema.FOLDS_SHA_TAG: folds_sha,
+            schema.SEED_TAG: str(cv.config.seed),
             **cv.env_tags,
             **({PARENT_TAG: nested_under} if nested_under else {}),
             **(parent_tags or {}),
         }
-        parent = _create_parent(client, cv.experiment_id, cv.config, tags, cv.folds_file, cv.work)
+        parent = cv_parents.create_parent(client, cv.experiment_id, cv.config, tags, cv.folds_file, cv.work)
         run_id = parent.info.run_id
-        _say(f"MLflow parent run {run_id} ({cv.config.name}) in experiment {experiment_name!r}")
+        cv.say(f"MLflow parent run {run_id} ({cv.config.name}) in experiment {experiment_name!r}")
         if one_fold:
-            _say(f"train the other folds with: --fold <k> --parent-run-id {run_id}")
+            say(f"train the other folds with: --fold <k> --parent-run-id {run_id}")
         return parent
     run_id = parent.info.run_id
-    _check_same_data(parent, data.fingerprint, folds_sha)
-    started_at, here = parent.data.tags.get("git_commit", ""), cv.env_tags["git_commit"]
+    cv_parents.check_same_data(parent, data.fingerprint, folds_sha)
+    started_at, here = parent.data.tags.get(schema.GIT_COMMIT_TAG, ""), cv.env_tags[schema.GIT_COMMIT_TAG]
     if started_at and started_at != here:
-        _say(f"warning: parent run {run_id} was started at commit {started_at[:10]}, this process runs {here[:10]}")
+        say(f"warning: parent run {run_id} was started at commit {started_at[:10]}, this process runs {here[:10]}")
     if parent.info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
     return parent
@@ -496,11 +241,11 @@ def _open_parent(
 def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_text: str) -> training.FoldResult:
     """One fold as a child run: FINISHED with its artifacts, or KILLED/FAILED and re-raised."""
     client = cv.client
-    tags = {RUN_TYPE_TAG: "fold", "fold": str(fold), PARENT_TAG: parent_id, **cv.env_tags}
+    tags = {RUN_TYPE_TAG: schema.FOLD_RUN, FOLD_TAG: str(fold), PARENT_TAG: parent_id, **cv.env_tags}
     run_id = client.create_run(cv.experiment_id, run_name=f"fold_{fold}", tags=resolve_tags(tags)).info.run_id
     try:
         n_val = int(np.count_nonzero(cv.folds == fold))
-        _say(
+        cv.say(
             f"fold {fold} ({position}; {cv.config.folds} folds in all): "
             f"{len(cv.data) - n_val} training / {n_val} validation images, run {run_id}"
         )
@@ -513,33 +258,33 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
             callbacks=[_EpochLogger(client, run_id, fold, cv.listener, cv.state)],
             verbose=2 if cv.progress else 0,
         )
-        _log_fold(client, run_id, parent_id, cv.data, result, summary_text)
+        cv_artifacts.log_fold(client, run_id, parent_id, cv.data, result, summary_text)
         client.set_terminated(run_id, "FINISHED")
     except BaseException as err:
         _stop_runs(client, [run_id], err, cv.state)
         raise
-    _say(f"fold {fold}: val_score {result.val_score:.4f} (best epoch {result.best_epoch})")
+    cv.say(f"fold {fold}: val_score {result.val_score:.4f} (best epoch {result.best_epoch})")
     return result
 
 
 def _complete(
     cv: _CV, parent: Run, results: dict[int, training.FoldResult]
-) -> tuple[CVSummary | None, dict[str, Any] | None]:
+) -> tuple[CVSummary | None, PostprocessDecision | None]:
     """Finalise the parent when all its folds are FINISHED (here or elsewhere); otherwise say what is missing."""
     parent_id, n_folds = parent.info.run_id, cv.config.folds
-    finished = _finished_folds(cv.client, parent)
+    finished = schema.newest_finished_fold_runs(cv.client, parent)
     missing = [k for k in range(n_folds) if k not in finished]
     if missing:
-        _say(
+        say(
             f"parent run {parent_id}: {n_folds - len(missing)}/{n_folds} folds finished, missing {missing}; "
             f"train them with --fold <k> --parent-run-id {parent_id} (the last one to finish finalises the run)"
         )
         return None, None
     if cv.client.get_run(parent_id).info.status == "FINISHED":
-        _say(f"parent run {parent_id} was already finalised by another process")
+        cv.say(f"parent run {parent_id} was already finalised by another process")
         return None, None
     all_results = [
-        results[k] if k in results else _load_fold(cv.client, finished[k], cv.data, cv.folds, cv.work)
+        results[k] if k in results else cv_artifacts.load_fold(cv.client, finished[k], cv.data, cv.folds, cv.work)
         for k in range(n_folds)
     ]
     return _finalise(cv, parent_id, all_results)
@@ -571,17 +316,15 @@ def run_cv(
     Exceptions propagate after the runs are marked KILLED (interrupt, listener) or FAILED.
     """
     if fold is not None and not 0 <= fold < config.folds:
-        raise ValueError(f"fold={fold} is out of range; this config has folds 0..{config.folds - 1}")
+        raise NervesegError(f"fold={fold} is out of range; this config has folds 0..{config.folds - 1}")
+    check_writable_dir(cache_dir, "--cache-dir")  # before the tracking store and hours of training
+    check_writable_dir(folds_dir, "--folds-dir")
     settings = settings or load_mlflow_settings()
-    experiment_id = setup_mlflow(settings)
-    client = MlflowClient(settings.tracking_uri)
-    if nested_under is not None:
-        try:
-            client.get_run(nested_under)
-        except MlflowException as err:
-            raise ValueError(f"nested_under={nested_under!r} is not a run in the tracking store") from err
+    client, experiment_id = _tracking(settings, nested_under)
     requested = [fold] if fold is not None else list(range(config.folds))
-    parent, to_train = _choose_parent(client, experiment_id, config, requested, parent_run_id, resume, nested_under)
+    parent, to_train = cv_parents.choose_parent(
+        client, experiment_id, config, requested, parent_run_id, resume, nested_under
+    )
     if parent is not None:
         experiment_id = parent.info.experiment_id  # a parent named by id may live in another experiment
 
@@ -590,19 +333,8 @@ def run_cv(
     with contextlib.ExitStack() as stack:
         work = Path(work_dir) if work_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         work.mkdir(parents=True, exist_ok=True)
-        cv = _CV(
-            client=client,
-            experiment_id=experiment_id,
-            config=config,
-            data=data,
-            folds=folds,
-            folds_file=folds_file,
-            raw_dir=Path(raw_dir),
-            work=work,
-            env_tags=environment_tags(),
-            listener=listener,
-            progress=progress,
-        )
+        cv = _CV(client, experiment_id, config, data, folds, folds_file, Path(raw_dir), work, environment_tags(),
+                 listener, progress)  # fmt: skip
         parent = _open_parent(
             cv,
             parent,
@@ -611,23 +343,49 @@ def run_cv(
             parent_tags=parent_tags,
             one_fold=fold is not None,
         )
-        parent_id = parent.info.run_id
-        results: dict[int, training.FoldResult] = {}
+        results, summary, postprocessing = _train_and_complete(cv, parent, to_train)
+    return CVRunResult(parent.info.run_id, summary, postprocessing, experiment_id, list(results))
+
+
+def _tracking(settings: MlflowSettings, nested_under: str | None) -> tuple[MlflowClient, str]:
+    """The client and experiment id, after checking the store (and the run to nest under) exist."""
+    experiment_id = setup_mlflow(settings)
+    client = MlflowClient(settings.tracking_uri)
+    if nested_under is not None:
         try:
-            summary_text = _model_summary(config) if to_train else ""
-            for position, k in enumerate(to_train, 1):
-                results[k] = _train_fold_run(cv, parent_id, k, f"{position}/{len(to_train)}", summary_text)
-                if listener is not None:
-                    try:
-                        listener.on_fold_end(k, results[k].val_score)
-                    except BaseException as err:
-                        cv.state.listener_error = err
-                        raise
-            summary, postprocessing = _complete(cv, parent, results)
-        except BaseException as err:
-            _stop_runs(client, [parent_id], err, cv.state)
-            raise
-    return CVRunResult(parent_id, summary, postprocessing, experiment_id, list(results))
+            client.get_run(nested_under)
+        except MlflowException as err:
+            raise NervesegError(f"nested_under={nested_under!r} is not a run in the tracking store") from err
+    return client, experiment_id
+
+
+def _train_and_complete(
+    cv: _CV, parent: Run, to_train: list[int]
+) -> tuple[dict[int, training.FoldResult], CVSummary | None, PostprocessDecision | None]:
+    """Train the missing folds one child run each, then finalise the parent if every fold is done.
+
+    Any exception marks the parent KILLED (Ctrl-C, also one Keras re-raised as SystemError, or the
+    listener's) or FAILED and propagates; a wrapped Ctrl-C propagates as ``KeyboardInterrupt``.
+    """
+    parent_id = parent.info.run_id
+    results: dict[int, training.FoldResult] = {}
+    try:
+        summary_text = cv_artifacts.model_summary(cv.config) if to_train else ""
+        for position, k in enumerate(to_train, 1):
+            results[k] = _train_fold_run(cv, parent_id, k, f"{position}/{len(to_train)}", summary_text)
+            if cv.listener is not None:
+                try:
+                    cv.listener.on_fold_end(k, results[k].val_score)
+                except BaseException as err:
+                    cv.state.listener_error = err
+                    raise
+        summary, postprocessing = _complete(cv, parent, results)
+    except BaseException as err:
+        _stop_runs(cv.client, [parent_id], err, cv.state)
+        if is_interruption(err) and not isinstance(err, KeyboardInterrupt):
+            raise KeyboardInterrupt(f"interrupted ({type(err).__name__} raised by Keras)") from err
+        raise
+    return results, summary, postprocessing
 
 
 __all__ = ["CVListener", "CVRunResult", "run_cv"]

@@ -24,14 +24,16 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nerveseg.errors import NervesegError
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
+from nerveseg.track.schema import GIT_COMMIT_TAG, RUN_TYPE_TAG
+from nerveseg.uris import redact_uri, sqlite_path
 
-RUN_TYPE_TAG = "nerveseg.run_type"
 HTTP_SCHEMES = ("http", "https")
 SQL_SERVER_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")
 
 
-class TrackingError(ValueError):
+class TrackingError(NervesegError):
     """The tracking store is misconfigured or unreachable; the message says which and what to do."""
 
 
@@ -63,18 +65,18 @@ def load_mlflow_settings(path: Path | str = MLFLOW_CONFIG, *, root: Path = PROJ_
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"MLflow settings file {path} is not valid YAML: {err}") from err
+            raise TrackingError(f"MLflow settings file {path} is not valid YAML: {err}") from err
         if not isinstance(loaded, dict):
-            raise ValueError(f"MLflow settings file {path} must hold a mapping, got {type(loaded).__name__}")
+            raise TrackingError(f"MLflow settings file {path} must hold a mapping, got {type(loaded).__name__}")
         unknown = set(loaded) - {"tracking_uri", "experiment_name", "artifact_location"}
         if unknown:
-            raise ValueError(
+            raise TrackingError(
                 f"MLflow settings file {path} has unknown keys {sorted(unknown)}; "
                 "expected tracking_uri, experiment_name, artifact_location"
             )
         values = loaded
     elif "MLFLOW_TRACKING_URI" not in os.environ:
-        raise ValueError(
+        raise TrackingError(
             f"MLflow settings file {path} does not exist and MLFLOW_TRACKING_URI is not set; "
             "restore mlflow.yml from git or set MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db)"
         )
@@ -94,21 +96,9 @@ def load_mlflow_settings(path: Path | str = MLFLOW_CONFIG, *, root: Path = PROJ_
     )
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for in-memory / non-sqlite URIs."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or scheme.split("+")[0] != "sqlite":
-        return None
-    # sqlite:///relative.db -> "/relative.db"; sqlite:////abs.db -> "//abs.db"
-    rest = rest.split("?", 1)[0]
-    if not rest.startswith("/") or rest in ("/", "/:memory:"):
-        return None
-    return Path(rest[1:])
-
-
 def _resolve_sqlite(uri: str, base: Path) -> str:
     """Make the path of a sqlite URI absolute against ``base``; other URIs are returned unchanged."""
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is None or db.is_absolute():
         return uri
     scheme, _, rest = uri.partition("://")
@@ -125,22 +115,13 @@ def _resolve_artifact_location(location: str | None, tracking_uri: str, root: Pa
         return Path(location).as_uri()
     if _scheme(tracking_uri) in HTTP_SCHEMES:
         return None  # the server's --artifacts-destination decides
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_path(tracking_uri)
     base = db.parent if db is not None else root
     return (base / location).resolve().as_uri()
 
 
 def _scheme(uri: str) -> str:
     return urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (safe for messages and logs)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -158,7 +139,7 @@ def check_tracking_server(uri: str, *, timeout: float = 5.0) -> None:
     if scheme in HTTP_SCHEMES:
         _check_http(uri, shown, timeout)
     elif scheme == "sqlite":
-        db = _sqlite_path(uri)
+        db = sqlite_path(uri)
         if db is not None and not db.parent.is_dir():
             raise TrackingError(
                 f"MLflow tracking URI {shown}: folder {db.parent} does not exist; create it or point "
@@ -275,7 +256,7 @@ def download_artifacts(run_id: str, artifact_path: str, dst: Path | str, *, trac
             tracking_uri=tracking_uri or load_mlflow_settings().tracking_uri,
         )
     except (MlflowException, OSError) as err:
-        raise ValueError(f"could not download artifact {artifact_path!r} of MLflow run {run_id}: {err}") from err
+        raise TrackingError(f"could not download artifact {artifact_path!r} of MLflow run {run_id}: {err}") from err
     return Path(local)
 
 
@@ -296,7 +277,7 @@ def find_runs(
     name = experiment_name or settings.experiment_name
     mlflow.set_tracking_uri(uri)
     if MlflowClient(uri).get_experiment_by_name(name) is None:
-        raise ValueError(
+        raise TrackingError(
             f"MLflow experiment {name!r} does not exist at {redact_uri(uri)}; train first (python src/cv_train.py) "
             "or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
         )
@@ -376,7 +357,7 @@ def environment_tags(root: Path = PROJ_ROOT) -> dict[str, str]:
 
     commit, dirty = git_state(root)
     return {
-        "git_commit": commit,
+        GIT_COMMIT_TAG: commit,
         "git_dirty": dirty,
         "device": device_description(),
         "tensorflow_version": tf.__version__,

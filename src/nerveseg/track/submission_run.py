@@ -11,9 +11,7 @@ module only talks to MLflow and wires them together.
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,40 +20,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlflow.entities import Metric, Param, Run, RunStatus
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from nerveseg.config import TrainConfig, load_config
-from nerveseg.evaluate.metrics import to_full_resolution
-from nerveseg.evaluate.postprocess import check_settings
+from nerveseg.errors import NervesegError
+from nerveseg.evaluate.postprocess_settings import PostprocessDecision
+from nerveseg.io_utils import check_writable_dir, sha256_file
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
-from nerveseg.track.store import (
+from nerveseg.submit.submission_file import WriteStats
+from nerveseg.track import schema
+from nerveseg.track.run_models import RunModels, best_cv_run, resolve_run
+from nerveseg.track.run_postprocessing import Sources, decide_for_runs, postprocessing_for_runs, resize_to
+from nerveseg.track.schema import (
+    PARENT_TAG,
+    POSTPROCESSING_ARTIFACT,
     RUN_TYPE_TAG,
+    SUBMISSION_RUN,
+)
+from nerveseg.track.store import (
     check_tracking_server,
-    download_artifacts,
-    find_runs,
     get_client,
     load_mlflow_settings,
 )
 
-POSTPROCESSING_ARTIFACT = "postprocessing.json"
-CONFIG_ARTIFACT = "config.yaml"
-OOF_ARTIFACT = "oof/oof_probs.npz"
 SUBMISSION_RUN_NAME = "submission"
-
-
-@dataclass
-class RunModels:
-    """One CV run resolved to local files: its config and one weights file per fold."""
-
-    run_id: str
-    name: str
-    experiment_id: str
-    config: TrainConfig
-    weights_paths: list[Path]
-    tags: dict[str, str]
-    cv_score_mean: float | None
 
 
 @dataclass
@@ -67,224 +55,10 @@ class SubmissionResult:
     submission_run_id: str
     n_images: int
     empty_share: float
-    postprocessing: dict[str, Any]
+    postprocessing: PostprocessDecision
     postprocessing_source: str  # "run" (reused), "decided" (logged on the run) or "decided_ensemble"
     test_score: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------- choosing runs
-
-
-def _get_run(client: MlflowClient, run_id: str) -> Run:
-    try:
-        return client.get_run(run_id)
-    except MlflowException as err:
-        raise ValueError(
-            f"unknown MLflow run id {run_id!r} at this tracking store; list runs with `mlflow runs list` "
-            "or pick one in the MLflow UI (the parent cross-validation run)"
-        ) from err
-
-
-def best_cv_run(experiment_name: str | None = None, *, tracking_uri: str | None = None) -> tuple[str, str, float]:
-    """(run id, name, cv_score_mean) of the best FINISHED cross-validation run of the experiment."""
-    settings = load_mlflow_settings()
-    name = experiment_name or settings.experiment_name
-    runs = find_runs(name, run_type="cv", status="FINISHED", tracking_uri=tracking_uri)
-    column = "metrics.cv_score_mean"
-    if column in runs:
-        runs = runs[runs[column].notna()]
-    if runs.empty or column not in runs:
-        raise ValueError(
-            f"no finished cross-validation run with cv_score_mean in MLflow experiment {name!r}; "
-            "train one with `python src/cv_train.py` or pass --run-id"
-        )
-    best = runs.loc[runs[column].idxmax()]
-    return str(best["run_id"]), str(best.get("tags.mlflow.runName") or best["run_id"]), float(best[column])
-
-
-def _fold_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
-    """The newest FINISHED child run per fold (a resumed CV can have failed attempts beside it)."""
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-        max_results=1000,
-        order_by=["attributes.start_time DESC"],
-    )
-    folds: dict[int, Run] = {}
-    for child in children:
-        if child.data.tags.get(RUN_TYPE_TAG) != "fold" or child.info.status != "FINISHED":
-            continue
-        try:
-            fold = int(child.data.tags.get("fold", child.data.params.get("fold", "")))
-        except ValueError:
-            continue
-        folds.setdefault(fold, child)
-    return folds
-
-
-def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: str) -> RunModels:
-    """Download ``config.yaml`` and every fold's weights of CV run ``run_id`` into ``workdir``."""
-    run = _get_run(client, run_id)
-    run_type = run.data.tags.get(RUN_TYPE_TAG)
-    name = run.data.tags.get("mlflow.runName") or run.info.run_name or run_id
-    if run_type == "fold":
-        parent = run.data.tags.get("mlflow.parentRunId", "?")
-        raise ValueError(f"run {run_id} ({name}) is one fold's run; pass its cross-validation parent {parent}")
-    if run_type != "cv":
-        raise ValueError(
-            f"run {run_id} ({name}) has {RUN_TYPE_TAG}={run_type!r}; expected a cross-validation run ('cv')"
-        )
-    if run.info.status != "FINISHED":
-        print(f"warning: run {run_id} ({name}) is {run.info.status}, not FINISHED", file=sys.stderr)
-    local = workdir / run_id
-    try:
-        config_path = download_artifacts(run_id, CONFIG_ARTIFACT, local, tracking_uri=tracking_uri)
-    except ValueError as err:
-        raise ValueError(f"run {run_id} ({name}) has no {CONFIG_ARTIFACT} artifact; is it a CV parent run?") from err
-    config = load_config(config_path).replace(name=name)
-    folds = _fold_runs(client, run)
-    missing = [k for k in range(config.folds) if k not in folds]
-    if missing:
-        raise ValueError(
-            f"run {run_id} ({name}) has no finished fold run for folds {missing} of {config.folds}, so no weights "
-            "for them; finish the cross-validation (python src/cv_train.py --resume) or pick another run"
-        )
-    weights = []
-    for k in range(config.folds):
-        artifact = f"weights/fold_{k}.weights.h5"
-        try:
-            weights.append(
-                download_artifacts(folds[k].info.run_id, artifact, local / f"fold_{k}", tracking_uri=tracking_uri)
-            )
-        except ValueError as err:
-            raise ValueError(
-                f"run {run_id} ({name}) has no weights for fold {k} (artifact {artifact} of fold run "
-                f"{folds[k].info.run_id}); retrain that fold or pick another run"
-            ) from err
-    score = run.data.metrics.get("cv_score_mean")
-    return RunModels(run_id, name, run.info.experiment_id, config, weights, dict(run.data.tags), score)
-
-
-# ---------------------------------------------------------------------------------- post-processing
-
-
-def _load_oof(run: RunModels, workdir: Path, tracking_uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    try:
-        path = download_artifacts(run.run_id, OOF_ARTIFACT, workdir / run.run_id / "oof", tracking_uri=tracking_uri)
-    except ValueError as err:
-        raise ValueError(
-            f"run {run.run_id} ({run.name}) has neither {POSTPROCESSING_ARTIFACT} nor {OOF_ARTIFACT}; "
-            "post-processing cannot be decided without out-of-fold predictions"
-        ) from err
-    with np.load(path, allow_pickle=False) as npz:
-        ids = npz["ids"].astype(str)
-        probs = npz["probs"].astype(np.float32)
-        presence = npz["presence"] if "presence" in npz.files else None
-    if probs.ndim == 4:
-        probs = probs[..., 0]
-    if presence is not None and (presence.size == 0 or presence.dtype.kind not in "fiu"):
-        presence = None
-    return ids, probs, None if presence is None else presence.reshape(-1).astype(np.float32)
-
-
-def _resize_to(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return probs if probs.shape[1:] == shape else to_full_resolution(probs, height=shape[0], width=shape[1])
-
-
-def decide_for_runs(
-    runs: list[RunModels],
-    workdir: Path,
-    tracking_uri: str,
-    *,
-    raw_dir: Path,
-    cache_dir: Path,
-    progress: bool,
-) -> dict[str, Any]:
-    """Post-processing decided on the (mean) OOF probabilities of ``runs`` against the training masks."""
-    from nerveseg.data.cache import prepare_train
-    from nerveseg.evaluate.postprocess import decide_postprocessing
-
-    fingerprints = {r.tags["data_fingerprint"] for r in runs if r.tags.get("data_fingerprint")}
-    if len(fingerprints) > 1:
-        raise ValueError(
-            "the runs were trained on different data (data_fingerprint tags "
-            + ", ".join(f"{r.name}={str(r.tags.get('data_fingerprint'))[:12]}" for r in runs)
-            + "); their out-of-fold predictions cannot be averaged, ensemble runs of one data set"
-        )
-    oofs = [_load_oof(r, workdir, tracking_uri) for r in runs]
-    ids = oofs[0][0]
-    for run, (other_ids, _, _) in zip(runs[1:], oofs[1:], strict=True):
-        if not np.array_equal(np.sort(other_ids), np.sort(ids)):
-            raise ValueError(
-                f"out-of-fold ids of run {run.run_id} ({run.name}) differ from those of {runs[0].run_id}; "
-                "ensemble runs that cover the same training images"
-            )
-    shape = (runs[0].config.height, runs[0].config.width)
-    order = np.argsort(ids)
-    probs_sum = np.zeros((len(ids), *shape), np.float32)
-    presences = []
-    for other_ids, probs, presence in oofs:
-        position = np.argsort(other_ids)  # align each run's rows to the first run's sorted ids
-        probs_sum[order] += _resize_to(probs[position], shape)
-        if presence is not None:
-            aligned = np.empty_like(presence)
-            aligned[order] = presence[position]
-            presences.append(aligned)
-    probs = probs_sum / len(oofs)
-    presence = np.mean(presences, axis=0) if len(presences) == len(oofs) else None
-
-    data = prepare_train(raw_dir, cache_dir, shape[0], shape[1], progress=progress)
-    expected = next(iter(fingerprints), None)
-    if expected is not None and data.fingerprint != expected:
-        raise ValueError(
-            f"the training data in {raw_dir} (fingerprint {data.fingerprint[:12]}) is not the data run "
-            f"{runs[0].run_id} was trained on ({str(expected)[:12]}); point --raw-dir at that data"
-        )
-    index_of = {image_id: k for k, image_id in enumerate(data.ids.astype(str).tolist())}
-    missing = [i for i in ids.tolist() if i not in index_of]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} out-of-fold ids are not in the training data at {raw_dir}, e.g. {missing[:5]}"
-        )
-    rows = np.array([index_of[i] for i in ids.tolist()])
-    return decide_postprocessing(probs, lambda index: data.full_masks(rows[index]), presence, progress=progress)
-
-
-def _postprocessing(
-    client: MlflowClient,
-    runs: list[RunModels],
-    workdir: Path,
-    tracking_uri: str,
-    *,
-    raw_dir: Path,
-    cache_dir: Path,
-    progress: bool,
-) -> tuple[dict[str, Any], str]:
-    """The settings and where they came from: a single run's stored ``postprocessing.json`` ("run"), or
-    decided now on the OOF predictions ("decided", then stored on that run; "decided_ensemble")."""
-    if len(runs) == 1:
-        run = runs[0]
-        try:
-            path = download_artifacts(
-                run.run_id, POSTPROCESSING_ARTIFACT, workdir / run.run_id, tracking_uri=tracking_uri
-            )
-        except ValueError:
-            path = None  # not decided yet (an older or interrupted run): decide now and store it on the run
-        if path is not None:
-            try:
-                settings = json.loads(Path(path).read_text())
-                check_settings(settings)
-            except ValueError as err:  # JSONDecodeError is a ValueError
-                raise ValueError(
-                    f"{POSTPROCESSING_ARTIFACT} of run {run.run_id} ({run.name}) is not usable: {err}"
-                ) from err
-            return settings, "run"
-    settings = decide_for_runs(runs, workdir, tracking_uri, raw_dir=raw_dir, cache_dir=cache_dir, progress=progress)
-    if len(runs) > 1:
-        return settings, "decided_ensemble"
-    client.log_dict(runs[0].run_id, settings, POSTPROCESSING_ARTIFACT)
-    return settings, "decided"
 
 
 # ------------------------------------------------------------------------------------------ submit
@@ -297,72 +71,148 @@ def submission_path(out_dir: Path, run_name: str, now: datetime | None = None) -
     return Path(out_dir) / f"{stamp}_{safe[:80]}.csv"
 
 
-def _log_submission_run(
-    client: MlflowClient,
-    parent: RunModels,
-    runs: list[RunModels],
-    *,
-    tta: bool,
-    batch_size: int,
-    settings: dict[str, Any],
-    source: str,
-    csv_path: Path,
-    stats: Any,
-    test_fingerprint: str,
-    test_score: float | None,
-    seconds: dict[str, float],
-) -> str:
-    """A FINISHED child run "submission" under the (first) CV run with params, metrics and the CSV."""
-    from nerveseg.io_utils import sha256_file
+@dataclass
+class _Written:
+    """What the submission run records: the runs used, how, and what came out."""
 
-    run = client.create_run(
-        parent.experiment_id,
-        run_name=SUBMISSION_RUN_NAME,
-        tags={
-            "mlflow.parentRunId": parent.run_id,
-            RUN_TYPE_TAG: "submission",
-            "test_data_fingerprint": test_fingerprint,
-            "submission_sha256": sha256_file(csv_path),
-            "submission_file": csv_path.name,
-            "postprocessing_source": source,
-        },
-    )
-    run_id = run.info.run_id
+    runs: list[RunModels]
+    tta: bool
+    batch_size: int
+    decision: PostprocessDecision
+    source: str
+    csv_path: Path
+    stats: WriteStats
+    test_fingerprint: str
+    test_score: float | None
+    seconds: dict[str, float]
+
+
+def _submission_params(sub: _Written) -> dict[str, Any]:
+    settings = sub.decision.settings
+    return {
+        "run_ids": ",".join(r.run_id for r in sub.runs),
+        "run_names": ",".join(r.name for r in sub.runs),
+        "n_models": sum(len(r.weights_paths) for r in sub.runs),
+        "tta": sub.tta,
+        "batch_size": sub.batch_size,
+        "threshold": settings.threshold,
+        "largest_component": settings.largest_component,
+        "min_area": settings.min_area,
+        "presence_threshold": settings.presence_threshold,
+    }
+
+
+def _submission_metrics(sub: _Written) -> dict[str, float]:
+    metrics = {
+        "n_test_images": sub.stats.n_images,
+        "predicted_empty_share": sub.stats.empty_share,
+        **{f"seconds_{k}": v for k, v in sub.seconds.items()},
+    }
+    for key, value in (("oof_score", sub.decision.oof_score), ("oof_score_raw", sub.decision.oof_score_raw)):
+        if value is not None:
+            metrics[f"postprocessing_{key}"] = value
+    if sub.test_score is not None:
+        metrics["test_score"] = sub.test_score
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _log_submission_run(client: MlflowClient, sub: _Written) -> str:
+    """A FINISHED child run "submission" under the (first) CV run with params, metrics and the CSV."""
+    parent = sub.runs[0]
+    tags = {
+        PARENT_TAG: parent.run_id,
+        RUN_TYPE_TAG: SUBMISSION_RUN,
+        "test_data_fingerprint": sub.test_fingerprint,
+        "submission_sha256": sha256_file(sub.csv_path),
+        "submission_file": sub.csv_path.name,
+        "postprocessing_source": sub.source,
+    }
+    run_id = client.create_run(parent.experiment_id, run_name=SUBMISSION_RUN_NAME, tags=tags).info.run_id
     try:
-        params = {
-            "run_ids": ",".join(r.run_id for r in runs),
-            "run_names": ",".join(r.name for r in runs),
-            "n_models": sum(len(r.weights_paths) for r in runs),
-            "tta": tta,
-            "batch_size": batch_size,
-            "threshold": settings["threshold"],
-            "largest_component": settings["largest_component"],
-            "min_area": settings["min_area"],
-            "presence_threshold": settings["presence_threshold"],
-        }
-        metrics = {
-            "n_test_images": stats.n_images,
-            "predicted_empty_share": stats.empty_share,
-            **{f"seconds_{k}": v for k, v in seconds.items()},
-        }
-        for key in ("oof_score", "oof_score_raw"):
-            if isinstance(settings.get(key), int | float):
-                metrics[f"postprocessing_{key}"] = float(settings[key])
-        if test_score is not None:
-            metrics["test_score"] = test_score
         now = int(time.time() * 1000)
         client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+            metrics=[Metric(k, v, now, 0) for k, v in _submission_metrics(sub).items()],
+            params=[Param(k, str(v)[:6000]) for k, v in _submission_params(sub).items()],
         )
-        client.log_artifact(run_id, str(csv_path), "submission")
-        client.log_dict(run_id, settings, POSTPROCESSING_ARTIFACT)
+        client.log_artifact(run_id, str(sub.csv_path), schema.SUBMISSION_DIR)
+        client.log_dict(run_id, sub.decision.to_json(), POSTPROCESSING_ARTIFACT)
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def _check_inputs(
+    run_id: str | None, run_ids: list[str] | None, batch_size: int, raw_dir: Path, test_masks_dir: Path | None
+) -> None:
+    """Every argument error before anything is downloaded or predicted."""
+    if run_id is not None and run_ids:
+        raise NervesegError("pass either one run id (--run-id) or several (--runs), not both")
+    if batch_size < 1:
+        raise NervesegError(f"batch_size={batch_size} must be >= 1")
+    test_dir = raw_dir / "test"
+    if not test_dir.is_dir():
+        raise NervesegError(f"test folder {test_dir} does not exist; put Kaggle's test/*.tif under --raw-dir {raw_dir}")
+    if test_masks_dir is not None and not Path(test_masks_dir).is_dir():
+        raise NervesegError(f"test mask folder {test_masks_dir} does not exist")
+    if run_ids is not None and len(set(run_ids)) != len(run_ids):
+        raise NervesegError(f"--runs lists a run twice: {run_ids}")
+
+
+def _predict_test(
+    runs: list[RunModels],
+    raw_dir: Path,
+    cache_dir: Path,
+    seconds: dict[str, float],
+    *,
+    tta: bool,
+    batch_size: int,
+    progress: bool,
+) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    """The prepared test set and the equal-weight mean of every run's fold ensemble on it (timed into
+    ``seconds``)."""
+    from nerveseg.data.cache import prepare_test
+    from nerveseg.submit.predict import load_fold_models, predict_ensemble
+
+    shape = (runs[0].config.height, runs[0].config.width)
+    mark = time.perf_counter()
+    test_by_shape = {}
+    for run in runs:
+        key = (run.config.height, run.config.width)
+        if key not in test_by_shape:
+            test_by_shape[key] = prepare_test(raw_dir, cache_dir, *key, progress=progress)
+    seconds["prepare_test"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    probs = np.zeros((len(test_by_shape[shape]), *shape), np.float32)
+    presences = []
+    for run in runs:
+        models = load_fold_models(run.config, run.weights_paths)
+        run_test = test_by_shape[(run.config.height, run.config.width)]
+        run_probs, run_presence = predict_ensemble(
+            models, run_test.images, tta=tta, batch_size=batch_size, progress=progress
+        )
+        probs += resize_to(run_probs, shape)
+        presences.append(run_presence)
+        del models
+    presence = None if any(p is None for p in presences) else np.mean(presences, axis=0)
+    seconds["predict"] = time.perf_counter() - mark
+    return test_by_shape[shape], probs / len(runs), presence
+
+
+def _tracking() -> tuple[MlflowClient, str, str]:
+    """A client for the configured store, checked reachable in seconds; its URI and experiment name."""
+    settings = load_mlflow_settings()
+    check_tracking_server(settings.tracking_uri)
+    return get_client(settings.tracking_uri), settings.tracking_uri, settings.experiment_name
+
+
+def _chosen_runs(run_id: str | None, run_ids: list[str] | None, experiment_name: str, uri: str) -> list[str]:
+    if run_id is None and not run_ids:
+        run_id, name, score = best_cv_run(experiment_name, tracking_uri=uri)
+        print(f"best finished CV run: {name} ({run_id}), cv_score_mean {score:.4f}")
+    return [run_id] if run_id is not None else list(run_ids or [])
 
 
 def make_submission(
@@ -381,101 +231,54 @@ def make_submission(
 
     ``run_id`` picks one run, ``run_ids`` ensembles several (equal weight per run), neither picks the
     best finished CV run of the experiment by ``cv_score_mean``. ``test_masks_dir`` (``<id>_mask.tif``,
-    e.g. synthetic data) adds a local ``test_score``. Bad input raises ``ValueError`` naming it.
+    e.g. synthetic data) adds a local ``test_score``. Bad input raises ``NervesegError`` naming it;
+    the output and cache folders are checked writable before any work.
     """
-    from nerveseg.data.cache import prepare_test
-    from nerveseg.submit.predict import load_fold_models, predict_ensemble
-    from nerveseg.submit.submission_file import postprocess_and_write, score_submission
+    from nerveseg.submit.submission_file import check_new_submission, postprocess_and_write, score_submission
 
-    if run_id is not None and run_ids:
-        raise ValueError("pass either one run id (--run-id) or several (--runs), not both")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
     raw_dir, out_dir, cache_dir = Path(raw_dir), Path(out_dir), Path(cache_dir)
-    test_dir = raw_dir / "test"
-    if not test_dir.is_dir():
-        raise ValueError(f"test folder {test_dir} does not exist; put Kaggle's test/*.tif under --raw-dir {raw_dir}")
-    if test_masks_dir is not None and not Path(test_masks_dir).is_dir():
-        raise ValueError(f"test mask folder {test_masks_dir} does not exist")
-    if run_ids is not None and len(set(run_ids)) != len(run_ids):
-        raise ValueError(f"--runs lists a run twice: {run_ids}")
-
+    _check_inputs(run_id, run_ids, batch_size, raw_dir, test_masks_dir)
+    check_writable_dir(out_dir, "--out-dir")
+    check_writable_dir(cache_dir, "--cache-dir")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    settings_ml = load_mlflow_settings()
-    uri = settings_ml.tracking_uri
-    check_tracking_server(uri)
-    client = get_client(uri)
-    if run_id is None and not run_ids:
-        run_id, name, score = best_cv_run(settings_ml.experiment_name, tracking_uri=uri)
-        print(f"best finished CV run: {name} ({run_id}), cv_score_mean {score:.4f}")
-    chosen = [run_id] if run_id is not None else list(run_ids or [])
-
+    client, uri, experiment_name = _tracking()
+    chosen = _chosen_runs(run_id, run_ids, experiment_name, uri)
     with tempfile.TemporaryDirectory(prefix="nerveseg-submit-") as tmp:
         workdir = Path(tmp)
         runs = [resolve_run(client, rid, workdir, uri) for rid in chosen]
         name = runs[0].name if len(runs) == 1 else "ensemble_" + "+".join(r.name for r in runs)
-        csv_path = submission_path(out_dir, name)  # named now: the time the submission was asked for
-        if csv_path.exists():
-            raise ValueError(f"submission {csv_path} already exists; wait a second and run again")
-        settings, source = _postprocessing(
-            client, runs, workdir, uri, raw_dir=raw_dir, cache_dir=cache_dir, progress=progress
-        )
+        csv_path = check_new_submission(submission_path(out_dir, name))  # the time it was asked for
+        sources = Sources(workdir, uri, raw_dir, cache_dir, progress)
+        decision, source = postprocessing_for_runs(client, runs, sources)
         seconds["resolve_runs"] = time.perf_counter() - started
-
-        shapes = {(r.config.height, r.config.width) for r in runs}
-        shape = (runs[0].config.height, runs[0].config.width)
-        test_by_shape = {}
-        mark = time.perf_counter()
-        for height, width in shapes:
-            test_by_shape[(height, width)] = prepare_test(raw_dir, cache_dir, height, width, progress=progress)
-        test = test_by_shape[shape]
-        seconds["prepare_test"] = time.perf_counter() - mark
-
-        mark = time.perf_counter()
-        probs = np.zeros((len(test), *shape), np.float32)
-        presences = []
-        for run in runs:
-            models = load_fold_models(run.config, run.weights_paths)
-            run_test = test_by_shape[(run.config.height, run.config.width)]
-            run_probs, run_presence = predict_ensemble(
-                models, run_test.images, tta=tta, batch_size=batch_size, progress=progress
-            )
-            probs += _resize_to(run_probs, shape)
-            presences.append(run_presence)
-            del models
-        probs /= len(runs)
-        presence = None if any(p is None for p in presences) else np.mean(presences, axis=0)
-        seconds["predict"] = time.perf_counter() - mark
-
-    stats = postprocess_and_write(test.ids, probs, settings, csv_path, presence)
+        test, probs, presence = _predict_test(
+            runs, raw_dir, cache_dir, seconds, tta=tta, batch_size=batch_size, progress=progress
+        )
+    stats = postprocess_and_write(test.ids, probs, decision.settings, csv_path, presence)
     seconds.update(stats.seconds)
-    test_score = None
-    if test_masks_dir is not None:
-        test_score, _ = score_submission(csv_path, test_masks_dir)
+    test_score = None if test_masks_dir is None else score_submission(csv_path, test_masks_dir)[0]
     seconds["total"] = time.perf_counter() - started
-    submission_run_id = _log_submission_run(
-        client,
-        runs[0],
-        runs,
-        tta=tta,
-        batch_size=batch_size,
-        settings=settings,
-        source=source,
-        csv_path=csv_path,
-        stats=stats,
-        test_fingerprint=test.fingerprint,
-        test_score=test_score,
-        seconds=seconds,
-    )
+    written = _Written(runs, tta, batch_size, decision, source, csv_path, stats, test.fingerprint, test_score, seconds)
     return SubmissionResult(
         csv_path=csv_path,
         run_ids=[r.run_id for r in runs],
-        submission_run_id=submission_run_id,
+        submission_run_id=_log_submission_run(client, written),
         n_images=stats.n_images,
         empty_share=stats.empty_share,
-        postprocessing=settings,
+        postprocessing=decision,
         postprocessing_source=source,
         test_score=test_score,
         seconds=seconds,
     )
+
+
+__all__ = [
+    "Sources",
+    "SubmissionResult",
+    "best_cv_run",
+    "decide_for_runs",
+    "make_submission",
+    "resolve_run",
+    "submission_path",
+]

@@ -18,14 +18,15 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from nerveseg.config import TrainConfig
 from nerveseg.data.audit import contradictory_ids
 from nerveseg.data.cache import PreparedData
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import build_model_from_config, set_standardization
+from nerveseg.submit.predict import predict_probs
 from nerveseg.train.input_pipeline import make_dataset, steps_per_epoch
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
@@ -119,31 +120,8 @@ def training_index(data: PreparedData, folds: np.ndarray, fold: int, *, drop_con
         dropped = np.asarray(sorted(contradictory_ids(data)), dtype=str)
         index = index[~np.isin(data.ids[index], dropped)]
     if len(index) == 0:
-        raise ValueError(f"fold {fold} leaves no training images; check the folds array")
+        raise NervesegError(f"fold {fold} leaves no training images; check the folds array")
     return index
-
-
-def predict_probs(
-    model: keras.Model, images: np.ndarray, batch_size: int = 256, *, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mask probabilities (n, h, w) float32 and presence (n,) (None without a presence head).
-
-    ``images`` are (n, h, w): uint8 (scaled by 1/255 here) or floats already in [0, 1].
-    Runs batch by batch so memory stays bounded whatever ``n`` is.
-    """
-    images = np.asarray(images)
-    if images.ndim != 3:
-        raise ValueError(f"predict_probs takes (n, h, w) images, got shape {images.shape}")
-    scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
-    probs = np.empty(images.shape, dtype=np.float32)
-    presence = np.empty(len(images), dtype=np.float32) if "presence" in model.output_names else None
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
-        x = (images[start : start + batch_size].astype(np.float32) * scale)[..., None]
-        out = model.predict_on_batch(x)
-        probs[start : start + len(x)] = np.asarray(out["mask"], dtype=np.float32)[..., 0]
-        if presence is not None:
-            presence[start : start + len(x)] = np.asarray(out["presence"], dtype=np.float32)[:, 0]
-    return probs, presence
 
 
 def full_resolution_dice(
@@ -154,7 +132,7 @@ def full_resolution_dice(
     Chunked because 256 full-resolution masks already take 62 MB.
     """
     if len(index) != len(probs):
-        raise ValueError(f"got {len(probs)} probability maps for {len(index)} images")
+        raise NervesegError(f"got {len(probs)} probability maps for {len(index)} images")
     scores = np.empty(len(index), dtype=np.float64)
     for start in range(0, len(index), chunk_size):
         part = slice(start, start + chunk_size)
@@ -200,11 +178,11 @@ def fold_datasets(
 
 def _check_inputs(config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int) -> None:
     if folds.shape != (len(data),):
-        raise ValueError(f"folds must have one entry per image ({len(data)}), got shape {folds.shape}")
+        raise NervesegError(f"folds must have one entry per image ({len(data)}), got shape {folds.shape}")
     if fold not in set(folds.tolist()):
-        raise ValueError(f"fold={fold} is not in the folds array (folds present: {sorted(set(folds.tolist()))})")
+        raise NervesegError(f"fold={fold} is not in the folds array (folds present: {sorted(set(folds.tolist()))})")
     if data.images.shape[1:] != (config.height, config.width):
-        raise ValueError(
+        raise NervesegError(
             f"data is at {data.images.shape[1:]} but config wants height={config.height}, width={config.width}; "
             "prepare the data at the config's size"
         )

@@ -16,6 +16,7 @@ import optuna
 import yaml
 
 from nerveseg.config import TrainConfig, field_names
+from nerveseg.errors import NervesegError
 
 ParamKind = Literal["float", "int", "categorical"]
 _SPEC_KEYS: dict[str, set[str]] = {
@@ -82,7 +83,7 @@ class SearchSpace:
                 try:
                     base.replace(**{spec.name: value})
                 except ValueError as err:
-                    raise ValueError(
+                    raise NervesegError(
                         f"search space {self.source}: key {spec.name!r} value {value!r} is not valid with base "
                         f"config {base.name!r}: {err}; narrow the range/choices or change the base config"
                     ) from err
@@ -91,17 +92,17 @@ class SearchSpace:
 def _as_number(value: Any, *, source: str, key: str, what: str, integer: bool) -> float | int:
     """A YAML scalar as a number; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}")
+        raise NervesegError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}")
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise ValueError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}") from None
+            raise NervesegError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}") from None
     if not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"search space {source}: key {key!r}: {what} must be a finite number, got {value!r}")
+        raise NervesegError(f"search space {source}: key {key!r}: {what} must be a finite number, got {value!r}")
     if integer:
         if float(value) != int(value):
-            raise ValueError(f"search space {source}: key {key!r}: {what} must be an integer, got {value!r}")
+            raise NervesegError(f"search space {source}: key {key!r}: {what} must be an integer, got {value!r}")
         return int(value)
     return float(value)
 
@@ -116,74 +117,88 @@ def _field_kind(key: str) -> str:
     return {bool: "bool", int: "int", float: "float", str: "str"}.get(hint, "str")
 
 
-def parse_param_spec(key: str, spec: Any, *, source: str) -> ParamSpec:
-    """Validate one ``key: {type: ..., ...}`` entry of a search space file."""
+def _check_entry(key: str, spec: Any, source: str) -> str:
+    """The entry's ``type`` after checking the key is a config field and the fields fit that type."""
     allowed_keys = field_names()
     if key not in allowed_keys:
-        raise ValueError(
+        raise NervesegError(
             f"search space {source}: unknown key {key!r}; expected TrainConfig keys: {', '.join(allowed_keys)}"
         )
     if not isinstance(spec, Mapping):
-        raise ValueError(
+        raise NervesegError(
             f"search space {source}: key {key!r} must map to e.g. {{type: float, low: 1.0e-5, high: 1.0e-3, "
             f"log: true}}, got {spec!r}"
         )
     kind = spec.get("type")
     if kind not in _SPEC_KEYS:
-        raise ValueError(f"search space {source}: key {key!r} has type {kind!r}; expected one of {sorted(_SPEC_KEYS)}")
+        raise NervesegError(
+            f"search space {source}: key {key!r} has type {kind!r}; expected one of {sorted(_SPEC_KEYS)}"
+        )
     unknown = set(spec) - _SPEC_KEYS[kind]
     if unknown:
-        raise ValueError(
+        raise NervesegError(
             f"search space {source}: key {key!r} ({kind}) has unknown fields {sorted(unknown)}; "
             f"allowed: {sorted(_SPEC_KEYS[kind])}"
         )
-    field_kind = _field_kind(key)
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ValueError(f"search space {source}: key {key!r}: choices must be a non-empty list, got {choices!r}")
-        for choice in choices:
-            if not (choice is None or isinstance(choice, bool | int | float | str)):
-                raise ValueError(
-                    f"search space {source}: key {key!r}: choice {choice!r} must be a scalar (bool, number, string)"
-                )
-        if len({(type(c), c) for c in choices}) != len(choices):
-            raise ValueError(f"search space {source}: key {key!r}: choices {choices!r} contain duplicates")
-        return ParamSpec(key, "categorical", choices=tuple(choices))
+    return kind
 
+
+def _categorical(key: str, spec: Mapping[str, Any], source: str) -> ParamSpec:
+    choices = spec.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise NervesegError(f"search space {source}: key {key!r}: choices must be a non-empty list, got {choices!r}")
+    for choice in choices:
+        if not (choice is None or isinstance(choice, bool | int | float | str)):
+            raise NervesegError(
+                f"search space {source}: key {key!r}: choice {choice!r} must be a scalar (bool, number, string)"
+            )
+    if len({(type(c), c) for c in choices}) != len(choices):
+        raise NervesegError(f"search space {source}: key {key!r}: choices {choices!r} contain duplicates")
+    return ParamSpec(key, "categorical", choices=tuple(choices))
+
+
+def _numeric(key: str, kind: str, spec: Mapping[str, Any], source: str) -> ParamSpec:
+    """An int or float range: low <= high, optional positive step, log scale only with low > 0."""
+    field_kind = _field_kind(key)
     if field_kind != kind:
         hint = "use type: categorical with explicit choices" if field_kind in {"bool", "choice", "str"} else ""
-        raise ValueError(
+        raise NervesegError(
             f"search space {source}: key {key!r} is a {field_kind} config field but the space says type {kind!r}"
             + (f"; {hint}" if hint else f"; use type: {field_kind}")
         )
     for required in ("low", "high"):
         if required not in spec:
-            raise ValueError(f"search space {source}: key {key!r} ({kind}) needs {required!r}")
+            raise NervesegError(f"search space {source}: key {key!r} ({kind}) needs {required!r}")
     integer = kind == "int"
     low = _as_number(spec["low"], source=source, key=key, what="low", integer=integer)
     high = _as_number(spec["high"], source=source, key=key, what="high", integer=integer)
     if low > high:
-        raise ValueError(f"search space {source}: key {key!r}: low {low!r} is greater than high {high!r}")
+        raise NervesegError(f"search space {source}: key {key!r}: low {low!r} is greater than high {high!r}")
     log = spec.get("log", False)
     if not isinstance(log, bool):
-        raise ValueError(f"search space {source}: key {key!r}: log must be true or false, got {log!r}")
+        raise NervesegError(f"search space {source}: key {key!r}: log must be true or false, got {log!r}")
     step = spec.get("step")
     if step is not None:
         step = _as_number(step, source=source, key=key, what="step", integer=integer)
         if step <= 0:
-            raise ValueError(f"search space {source}: key {key!r}: step must be positive, got {step!r}")
+            raise NervesegError(f"search space {source}: key {key!r}: step must be positive, got {step!r}")
         if log:
-            raise ValueError(f"search space {source}: key {key!r}: step and log cannot be combined (Optuna)")
+            raise NervesegError(f"search space {source}: key {key!r}: step and log cannot be combined (Optuna)")
     if log and low <= 0:
-        raise ValueError(f"search space {source}: key {key!r}: log scale needs low > 0, got {low!r}")
+        raise NervesegError(f"search space {source}: key {key!r}: log scale needs low > 0, got {low!r}")
     return ParamSpec(key, kind, low=low, high=high, step=step, log=log)
+
+
+def parse_param_spec(key: str, spec: Any, *, source: str) -> ParamSpec:
+    """Validate one ``key: {type: ..., ...}`` entry of a search space file."""
+    kind = _check_entry(key, spec, source)
+    return _categorical(key, spec, source) if kind == "categorical" else _numeric(key, kind, spec, source)
 
 
 def parse_search_space(mapping: Any, *, source: str = "<search space>") -> SearchSpace:
     """A :class:`SearchSpace` from an already loaded YAML mapping."""
     if not isinstance(mapping, Mapping) or not mapping:
-        raise ValueError(
+        raise NervesegError(
             f"search space {source} must be a non-empty mapping of TrainConfig key -> spec, "
             f"got {type(mapping).__name__}"
         )
@@ -194,9 +209,9 @@ def load_search_space(path: Path | str) -> SearchSpace:
     """Read and validate a search space YAML file (see ``experiments/search_space.yaml``)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"search space file {path} does not exist; pass --space experiments/search_space.yaml")
+        raise NervesegError(f"search space file {path} does not exist; pass --space experiments/search_space.yaml")
     try:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"search space {path} is not valid YAML: {err}") from err
+        raise NervesegError(f"search space {path} is not valid YAML: {err}") from err
     return parse_search_space(loaded, source=str(path))

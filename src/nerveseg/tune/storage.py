@@ -14,34 +14,18 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nerveseg.errors import NervesegError
+from nerveseg.uris import redact_uri, sqlite_path
+
 # Heartbeats let a live worker mark a dead worker's RUNNING trial as FAIL (it still counts towards N).
 HEARTBEAT_INTERVAL_S = 60
 HEARTBEAT_GRACE_S = 300
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and tags."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
-
-
-def _sqlite_path(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
+INTERRUPTED_ATTR = "interrupted"  # trial user attr: FAILED by Ctrl-C, so not counted against --trials
 
 
 def with_installed_driver(url: str) -> str:
@@ -62,13 +46,13 @@ def check_storage(url: str) -> None:
     try:
         backend = make_url(url).get_backend_name()
     except Exception as err:
-        raise ValueError(
+        raise NervesegError(
             f"--storage {url!r} is not a database URL ({err}); e.g. sqlite:///experiments/optuna.db "
             "or postgresql://user:password@host:5432/optuna"
         ) from None
-    sqlite_path = _sqlite_path(url)
-    if sqlite_path is not None:
-        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_path(url)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     connect_args = {"connect_timeout": 10} if backend in {"postgresql", "mysql"} else {}
     engine = create_engine(url, connect_args=connect_args)
     try:
@@ -76,8 +60,8 @@ def check_storage(url: str) -> None:
             conn.execute(text("SELECT 1"))
     except Exception as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(
-            f"cannot reach Optuna storage {redact_url(url)}: {first_line}; start the database or fix --storage"
+        raise NervesegError(
+            f"cannot reach Optuna storage {redact_uri(url)}: {first_line}; start the database or fix --storage"
         ) from None
     finally:
         engine.dispose()
@@ -123,11 +107,11 @@ class StudyLock:
                     self._conn.execute(text("SELECT GET_LOCK(:name, -1)"), {"name": f"nerveseg-{self._key}"})
                 self._conn.commit()
             else:
-                sqlite_path = _sqlite_path(self.storage_url)
-                if sqlite_path is not None:
+                database = sqlite_path(self.storage_url)
+                if database is not None:
                     import fcntl
 
-                    lock_path = sqlite_path.with_name(sqlite_path.name + ".lock")
+                    lock_path = database.with_name(database.name + ".lock")
                     self._file = open(lock_path, "a+")  # noqa: SIM115 - held across calls, closed in release()
                     fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
         except BaseException:
@@ -189,12 +173,17 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def count_counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards ``--trials``: every trial but WAITING ones (RUNNING included).
+    """Trials that count towards ``--trials``: every trial but WAITING ones (RUNNING included) and
+    those FAILED because the user interrupted them (Ctrl-C is not a result).
 
     A WAITING (enqueued) trial is popped by ``ask`` instead of creating a new one, so running it
     does not change this count.
     """
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.WAITING and not (t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR))
+    )
 
 
 def optimize_exactly(

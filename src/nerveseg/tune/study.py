@@ -22,21 +22,29 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sys
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nerveseg.config import TrainConfig, config_to_yaml
-from nerveseg.io_utils import atomic_write_text
+from nerveseg.errors import NervesegError
+from nerveseg.io_utils import atomic_write_text, check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
+from nerveseg.tune.objective import (
+    CVObjective,
+    PrunerName,
+    PruningListener,
+    ReportMode,
+    describe_failure,
+    make_pruner,
+    report_mode_for,
+)
 from nerveseg.tune.search_space import SearchSpace
 from nerveseg.tune.storage import (
     StudyLock,
@@ -44,336 +52,29 @@ from nerveseg.tune.storage import (
     count_counted_trials,
     make_storage,
     optimize_exactly,
-    redact_url,
     with_installed_driver,
 )
+from nerveseg.tune.study_tracker import (
+    FAIL_REASON_TAG,
+    INTERRUPTED,
+    STUDY_NAME_TAG,
+    STUDY_RUN_ATTR,
+    STUDY_RUN_TYPE,
+    TRIAL_NUMBER_TAG,
+    TRIAL_STATE_TAG,
+    WORKERS_ATTR,
+    StudyTracker,
+    best_trial,
+    find_trial_run_id,
+    log_study_plots,
+)
+from nerveseg.uris import redact_uri
 
 DEFAULT_STORAGE = f"sqlite:///{OPTUNA_DB}"
-
-# MLflow names (stable, see contract.md).
-RUN_TYPE_TAG = "nerveseg.run_type"
-STUDY_RUN_TYPE = "study"
-TRIAL_NUMBER_TAG = "optuna.trial_number"
-TRIAL_STATE_TAG = "optuna.state"
-STUDY_NAME_TAG = "optuna.study_name"
-FAIL_REASON_TAG = "optuna.fail_reason"
-STUDY_RUN_ATTR = "mlflow_run_id"  # study user attr: the MLflow run id of the study's parent run
-WORKERS_ATTR = "workers_started"  # study user attr: how many workers have joined (seeds the sampler)
-
-# A trial's MLflow state tag, from Optuna's state.
-_STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-
-
-# --------------------------------------------------------------------------------------------
-# The objective
-# --------------------------------------------------------------------------------------------
-
-
-ReportMode = Literal["running_mean", "per_fold"]
-
-
-class PruningListener:
-    """The ``listener`` of ``experiment.run_cv`` for a trial: reports fold scores to Optuna and prunes between folds.
-
-    Steps are fold indices. With the median pruner the reported value is the running mean of the
-    folds done so far (an estimate of the final objective that pruners can compare across trials
-    at the same step); with the Wilcoxon pruner it is the fold's own score, because that pruner
-    pairs per-instance values (here: folds) between a trial and the best one. Per-epoch values are
-    not reported: ``epochs`` may be searched, so "epoch e of fold f" does not line up between
-    trials, and mixing epoch and fold steps would break the Wilcoxon pruner's pairing.
-    No pruning decision is taken after the last fold: the trial is complete by then.
-    """
-
-    def __init__(self, trial: optuna.Trial, n_folds: int, mode: ReportMode = "running_mean") -> None:
-        self.trial = trial
-        self.n_folds = n_folds
-        self.mode = mode
-        self.scores: dict[int, float] = {}
-
-    def on_epoch_end(self, fold: int, epoch: int, logs: Mapping[str, float]) -> None:
-        """Nothing to do per epoch (see class docstring)."""
-
-    def on_fold_end(self, fold: int, score: float) -> None:
-        self.scores[fold] = float(score)
-        value = float(score) if self.mode == "per_fold" else sum(self.scores.values()) / len(self.scores)
-        self.trial.report(value, step=fold)
-        if len(self.scores) < self.n_folds and self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after fold {fold} (reported {value:.4f})")
-
-
-def describe_failure(err: BaseException) -> str:
-    """A one-line reason for a failed trial: NaN loss / out of memory / interrupted / other error."""
-    name = type(err).__name__
-    if name in {"NonFiniteLossError", "TrainingDivergedError"}:
-        kind = "non-finite loss"
-    elif name == "ResourceExhaustedError" or isinstance(err, MemoryError):
-        kind = "out of memory"
-    elif isinstance(err, KeyboardInterrupt):
-        kind = "interrupted"
-    else:
-        kind = "error"
-    message = " ".join(str(err).split())
-    return f"{kind}: {name}: {message}"[:1000]
-
-
-RunCV = Callable[..., Any]
-
-
-@dataclass
-class CVObjective:
-    """The study's objective (optuna-examples style: gets everything once, then ``__call__(trial)``).
-
-    A trial = base config with sampled overrides, run through ``experiment.run_cv`` nested
-    under the study's MLflow run; the value is the CV mean competition score (maximised).
-    """
-
-    base_config: TrainConfig
-    space: SearchSpace
-    study_name: str
-    study_run_id: str
-    raw_dir: Path
-    cache_dir: Path
-    folds_dir: Path
-    mlflow_settings: Any = None  # nerveseg.track.store.MlflowSettings; None: mlflow.yml / environment
-    report_mode: ReportMode = "running_mean"
-    progress: bool = True
-    run_cv: RunCV | None = None  # defaults to nerveseg.track.cv_run.run_cv
-    locate_run: Callable[[int], str | None] | None = None  # trial number -> its MLflow run, when run_cv raised
-
-    def trial_config(self, trial: optuna.Trial) -> TrainConfig:
-        params = self.space.suggest(trial)
-        return self.base_config.replace(name=f"{self.study_name}-trial{trial.number:04d}", **params)
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        import keras
-
-        keras.backend.clear_session()
-        run_cv = self.run_cv
-        if run_cv is None:
-            from nerveseg.track.cv_run import run_cv
-        tags = {
-            STUDY_NAME_TAG: self.study_name,
-            TRIAL_NUMBER_TAG: str(trial.number),
-            TRIAL_STATE_TAG: "running",
-        }
-        try:
-            config = self.trial_config(trial)
-            listener = PruningListener(trial, n_folds=config.folds, mode=self.report_mode)
-            result = run_cv(
-                config,
-                raw_dir=self.raw_dir,
-                cache_dir=self.cache_dir,
-                folds_dir=self.folds_dir,
-                listener=listener,
-                parent_tags=tags,
-                nested_under=self.study_run_id,
-                progress=self.progress,
-                settings=self.mlflow_settings,
-            )
-            trial.set_user_attr(STUDY_RUN_ATTR, result.parent_run_id)
-            if result.summary is None:
-                raise RuntimeError(f"run_cv returned no CV summary for trial {trial.number} (only some folds ran?)")
-            value = float(result.summary.cv_score_mean)
-            if not math.isfinite(value):
-                raise RuntimeError(f"cv_score_mean is {value} for trial {trial.number}")
-        except optuna.TrialPruned:
-            self._record_run(trial)
-            raise
-        except (Exception, KeyboardInterrupt) as err:
-            trial.set_user_attr("fail_reason", describe_failure(err))
-            self._record_run(trial)
-            raise
-        return value
-
-    def _record_run(self, trial: optuna.Trial) -> None:
-        """Store the MLflow run id of a trial that stopped early (while the trial can still be updated)."""
-        if self.locate_run is None:
-            return
-        try:
-            run_id = self.locate_run(trial.number)
-        except Exception as err:  # never hide the trial's own error behind a lookup problem
-            print(f"warning: could not find the MLflow run of trial {trial.number}: {err}", file=sys.stderr)
-            return
-        if run_id is not None and STUDY_RUN_ATTR not in trial.user_attrs:
-            trial.set_user_attr(STUDY_RUN_ATTR, run_id)
-
-
-# --------------------------------------------------------------------------------------------
-# MLflow side of a study
-# --------------------------------------------------------------------------------------------
-
-
-def find_trial_run_id(client: mlflow.MlflowClient, experiment_id: str, study_run_id: str, number: int) -> str | None:
-    """The MLflow run of one trial (run_cv creates it; when run_cv raises we only know it by its tags)."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{study_run_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}' "
-            f"and tags.`{RUN_TYPE_TAG}` = 'cv'"
-        ),
-        run_view_type=mlflow.entities.ViewType.ALL,
-        max_results=5,
-        order_by=["attributes.start_time DESC"],
-    )
-    return runs[0].info.run_id if runs else None
-
-
-class StudyTracker:
-    """Owns the study's MLflow parent run: creation (once, under the study lock), per-trial tags,
-    best-so-far logging, and the end-of-study plots and trial table."""
-
-    def __init__(self, client: mlflow.MlflowClient, experiment_id: str, study: optuna.Study, lock: StudyLock) -> None:
-        self.client = client
-        self.experiment_id = experiment_id
-        self.study = study
-        self.lock = lock
-        self.run_id: str | None = None
-
-    def ensure_study_run(self, tags: Mapping[str, str], artifacts: Mapping[str, str]) -> str:
-        """Reuse the run stored in the study's ``mlflow_run_id`` user attr, or create it.
-
-        Called with the study lock held, so two workers joining a new study create one run.
-        """
-        run_id = self.study.user_attrs.get(STUDY_RUN_ATTR)
-        if run_id is not None:
-            try:
-                self.client.get_run(run_id)
-            except Exception as err:
-                raise RuntimeError(
-                    f"study {self.study.study_name!r} records MLflow run {run_id} but the tracking server does not "
-                    f"know it ({type(err).__name__}); point MLFLOW_TRACKING_URI at the server used when the study "
-                    "started, or use a new --study name"
-                ) from None
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=self.study.study_name,
-                tags={RUN_TYPE_TAG: STUDY_RUN_TYPE, STUDY_NAME_TAG: self.study.study_name, **tags},
-            )
-            run_id = run.info.run_id
-            for artifact_file, text in artifacts.items():
-                self.client.log_text(run_id, text, artifact_file)
-            self.study.set_user_attr(STUDY_RUN_ATTR, run_id)
-        self.run_id = run_id
-        return run_id
-
-    def find_trial_run(self, number: int) -> str | None:
-        if self.run_id is None:
-            return None
-        return find_trial_run_id(self.client, self.experiment_id, self.run_id, number)
-
-    def on_trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna callback: tag the trial's run with its final state, and log a new best."""
-        assert self.run_id is not None
-        state = _STATE_NAMES.get(trial.state, trial.state.name.lower())
-        run_id = trial.user_attrs.get(STUDY_RUN_ATTR) or self.find_trial_run(trial.number)
-        if run_id is not None:
-            self.client.set_tag(run_id, TRIAL_STATE_TAG, state)
-            if trial.value is not None:
-                self.client.log_metric(run_id, "trial_value", float(trial.value))
-            if "fail_reason" in trial.user_attrs:
-                self.client.set_tag(run_id, FAIL_REASON_TAG, trial.user_attrs["fail_reason"])
-        if trial.state == TrialState.COMPLETE:
-            # Under the lock, re-read the best: two workers finishing together must not leave an older best.
-            with self.lock:
-                best = _best_trial(study)
-                if best is not None and best.number == trial.number:
-                    self.log_best(best)
-
-    def log_best(self, best: FrozenTrial) -> None:
-        assert self.run_id is not None
-        self.client.log_metric(self.run_id, "best_value", float(best.value), step=best.number)
-        for key, value in best.params.items():
-            self.client.set_tag(self.run_id, f"best.{key}", str(value))
-        self.client.set_tag(self.run_id, "best.trial_number", str(best.number))
-        trial_run = best.user_attrs.get(STUDY_RUN_ATTR)
-        if trial_run:
-            self.client.set_tag(self.run_id, "best.run_id", trial_run)
-        self.client.log_dict(
-            self.run_id,
-            {"trial_number": best.number, "value": best.value, "params": best.params, "run_id": trial_run},
-            "best_params.json",
-        )
-
-    def finish(self, status: str) -> None:
-        """Plots and trial table on the study run, then mark it ``status`` (the last worker to stop wins)."""
-        assert self.run_id is not None
-        log_study_plots(self.client, self.run_id, self.study)
-        try:
-            frame = self.study.trials_dataframe()
-            self.client.log_text(self.run_id, frame.to_csv(index=False), "trials.csv")
-        except Exception as err:  # an empty study has no table
-            print(f"warning: no trials table for study {self.study.study_name}: {err}", file=sys.stderr)
-        self.client.set_terminated(self.run_id, status=status)
-
-
-def _best_trial(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
-
-
-def log_study_plots(client: mlflow.MlflowClient, run_id: str, study: optuna.Study) -> list[str]:
-    """Optimisation history, parameter importances and parallel coordinates as PNG artifacts.
-
-    Uses ``optuna.visualization.matplotlib`` (plotly is not a dependency). A plot that cannot be
-    drawn yet (e.g. importances need two complete trials) is skipped with a warning.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    plots = {
-        "plots/optimization_history.png": ovm.plot_optimization_history,
-        "plots/param_importances.png": ovm.plot_param_importances,
-        "plots/parallel_coordinate.png": ovm.plot_parallel_coordinate,
-    }
-    logged = []
-    for artifact_file, plot in plots.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                axes = plot(study)
-            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-            figure.set_size_inches(10, 6)
-            figure.tight_layout()
-            client.log_figure(run_id, figure, artifact_file)
-            plt.close(figure)
-            logged.append(artifact_file)
-        except Exception as err:
-            print(f"warning: skipped {artifact_file}: {type(err).__name__}: {err}", file=sys.stderr)
-        finally:
-            plt.close("all")
-    return logged
-
 
 # --------------------------------------------------------------------------------------------
 # Running a study
 # --------------------------------------------------------------------------------------------
-
-
-PrunerName = Literal["median", "wilcoxon", "none"]
-
-
-def make_pruner(name: PrunerName, *, n_startup_trials: int = 5, n_warmup_steps: int = 0) -> optuna.pruners.BasePruner:
-    """MedianPruner (default), WilcoxonPruner (folds as paired instances) or none."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps)
-    if name == "wilcoxon":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=max(2, n_warmup_steps))
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner {name!r} is unknown; expected median, wilcoxon or none")
-
-
-def report_mode_for(pruner: optuna.pruners.BasePruner) -> ReportMode:
-    return "per_fold" if isinstance(pruner, optuna.pruners.WilcoxonPruner) else "running_mean"
 
 
 @dataclass(frozen=True)
@@ -393,7 +94,7 @@ def format_trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
     value = "-" if trial.value is None else f"{trial.value:.4f}"
     params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     line = f"trial {trial.number:>3} {trial.state.name:<8} value={value} {{{params}}}"
-    best = _best_trial(study)
+    best = best_trial(study)
     line += f" | best {best.value:.4f} (trial {best.number})" if best is not None else " | best -"
     if "fail_reason" in trial.user_attrs:
         line += f" | {trial.user_attrs['fail_reason'][:200]}"
@@ -411,7 +112,7 @@ def export_best_config(
 
     ``cv_train.py --config`` accepts it as it is; the run name becomes ``<study>-best``.
     """
-    best = _best_trial(study)
+    best = best_trial(study)
     if best is None:
         return None
     config = base_config.replace(**best.params)
@@ -447,17 +148,24 @@ class TuneSettings:
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
-            raise ValueError(f"--trials must be at least 1, got {self.n_trials}")
+            raise NervesegError(f"--trials must be at least 1, got {self.n_trials}")
         if self.max_consecutive_failures < 1:
-            raise ValueError(f"--max-consecutive-failures must be at least 1, got {self.max_consecutive_failures}")
+            raise NervesegError(f"--max-consecutive-failures must be at least 1, got {self.max_consecutive_failures}")
         if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"--timeout must be positive seconds, got {self.timeout}")
+            raise NervesegError(f"--timeout must be positive seconds, got {self.timeout}")
         if (
             not self.study_name
             or any(c in self.study_name for c in "/\\'\"")
             or self.study_name != self.study_name.strip()
         ):
-            raise ValueError(f"--study {self.study_name!r} must be a plain name (no slashes, quotes or edge spaces)")
+            raise NervesegError(f"--study {self.study_name!r} must be a plain name (no slashes, quotes or edge spaces)")
+
+
+def _check_tracking() -> None:
+    """The tracking store reachable, in seconds (TrackingError otherwise)."""
+    from nerveseg.track import store as tracking
+
+    tracking.check_tracking_server(tracking.load_mlflow_settings().tracking_uri)
 
 
 def _setup_mlflow() -> tuple[Any, mlflow.MlflowClient, str]:
@@ -470,122 +178,165 @@ def _setup_mlflow() -> tuple[Any, mlflow.MlflowClient, str]:
     return settings, mlflow.MlflowClient(settings.tracking_uri), experiment_id
 
 
+@dataclass
+class _Worker:
+    """This worker's view of the study: joined under the lock, with its MLflow study run."""
+
+    study: optuna.Study
+    index: int
+    seed: int | None
+    tracker: StudyTracker
+    study_run_id: str
+    mlflow_settings: Any
+
+
+def _join_study(
+    settings: TuneSettings, storage_url: str, pruner: optuna.pruners.BasePruner, lock: StudyLock
+) -> _Worker:
+    """Create or load the study (maximising), count this worker in (its sampler seed) and make sure the
+    study's MLflow run exists; called while holding ``lock``."""
+    mlflow_settings, client, experiment_id = _setup_mlflow()
+    storage = make_storage(storage_url)
+    study = optuna.create_study(
+        study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
+    )
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise NervesegError(f"study {settings.study_name!r} exists but does not maximise; use a new --study name")
+    worker_index = int(study.user_attrs.get(WORKERS_ATTR, 0))
+    study.set_user_attr(WORKERS_ATTR, worker_index + 1)
+    seed = None if settings.seed is None else settings.seed + worker_index
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner)
+    tracker = StudyTracker(client, experiment_id, study, lock)
+    study_run_id = tracker.ensure_study_run(
+        tags={
+            "optuna.storage": redact_uri(storage_url),
+            "optuna.direction": "maximize",
+            "optuna.pruner": type(pruner).__name__,
+            "optuna.sampler": "TPESampler",
+            "base_config": settings.base_config.name,
+            "search_space": settings.space.source,
+        },
+        artifacts={
+            "base_config.yaml": config_to_yaml(settings.base_config),
+            "search_space.json": json.dumps(
+                [p.__dict__ | {"choices": list(p.choices)} for p in settings.space.params], indent=1
+            ),
+        },
+    )
+    return _Worker(study, worker_index, seed, tracker, study_run_id, mlflow_settings)
+
+
+def _run_trials(
+    settings: TuneSettings, worker: _Worker, objective: CVObjective, lock: StudyLock, out: Callable[[str], None]
+) -> tuple[int, int]:
+    """Trials until the study holds ``n_trials`` (or this worker keeps failing); returns (ran here,
+    consecutive failures at the end). The study run is FINISHED, FAILED or, on Ctrl-C, KILLED."""
+    consecutive_failures = 0
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal consecutive_failures
+        try:
+            worker.tracker.on_trial_end(study, trial)
+        except Exception as err:  # the trial's result is in the study already; tags are secondary
+            print(f"warning: MLflow bookkeeping of trial {trial.number} failed: {err}", file=sys.stderr)
+        out(format_trial_line(study, trial))
+        consecutive_failures = consecutive_failures + 1 if trial.state == TrialState.FAIL else 0
+
+    status = "FAILED"
+    try:
+        ran = optimize_exactly(
+            worker.study,
+            objective,
+            settings.n_trials,
+            lock,
+            timeout=settings.timeout,
+            catch=(Exception,),
+            callbacks=[after_trial],
+            should_stop=lambda: consecutive_failures >= settings.max_consecutive_failures,
+        )
+        status = "FAILED" if consecutive_failures >= settings.max_consecutive_failures else "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        try:
+            worker.tracker.finish(status)
+        except Exception as err:  # never hide the study's own outcome behind a tracking problem
+            print(f"warning: could not finish MLflow study run {worker.study_run_id}: {err}", file=sys.stderr)
+    return ran, consecutive_failures
+
+
+def _study_result(settings: TuneSettings, worker: _Worker, ran: int) -> StudyResult:
+    """Export the best config and count the study's trials by state."""
+    study = worker.study
+    best_path = export_best_config(study, settings.base_config, settings.experiments_dir)
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    best = best_trial(study)
+    return StudyResult(
+        study_name=settings.study_name,
+        n_trials_total=len(trials),
+        ran_here=ran,
+        states=states,
+        best_value=None if best is None else best.value,
+        best_params=None if best is None else dict(best.params),
+        best_config_path=best_path,
+        study_run_id=worker.study_run_id,
+    )
+
+
+def _check_before_any_work(settings: TuneSettings) -> None:
+    """Space against config, output folders, then the tracking store, before the storage is touched (a
+    failed check must leave no empty Optuna SQLite file behind)."""
+    settings.space.check_against(settings.base_config)
+    for folder, what in ((settings.cache_dir, "--cache-dir"), (settings.folds_dir, "--folds-dir")):
+        check_writable_dir(folder, what)
+    check_writable_dir(settings.experiments_dir, "--experiments-dir")
+    _check_tracking()
+
+
 def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> StudyResult:
     """Create or join the study, run trials until it holds ``n_trials`` in total, then export the best.
 
-    Several workers may run this at once against one storage and one MLflow server.
+    Several workers may run this at once against one storage and one MLflow server. Ctrl-C stops this
+    worker at once: the running trial is FAIL ("interrupted", not counted) and the runs KILLED.
     """
-    settings.space.check_against(settings.base_config)
+    _check_before_any_work(settings)
     storage_url = with_installed_driver(settings.storage)
     check_storage(storage_url)
     pruner = settings.pruner or make_pruner("median")
     lock = StudyLock(storage_url, settings.study_name)
     try:
         with lock:
-            mlflow_settings, client, experiment_id = _setup_mlflow()
-            storage = make_storage(storage_url)
-            study = optuna.create_study(
-                study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
-            )
-            if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-                raise ValueError(f"study {settings.study_name!r} exists but does not maximise; use a new --study name")
-            worker_index = int(study.user_attrs.get(WORKERS_ATTR, 0))
-            study.set_user_attr(WORKERS_ATTR, worker_index + 1)
-            seed = None if settings.seed is None else settings.seed + worker_index
-            sampler = optuna.samplers.TPESampler(seed=seed)
-            study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner)
-            tracker = StudyTracker(client, experiment_id, study, lock)
-            study_run_id = tracker.ensure_study_run(
-                tags={
-                    "optuna.storage": redact_url(storage_url),
-                    "optuna.direction": "maximize",
-                    "optuna.pruner": type(pruner).__name__,
-                    "optuna.sampler": "TPESampler",
-                    "base_config": settings.base_config.name,
-                    "search_space": settings.space.source,
-                },
-                artifacts={
-                    "base_config.yaml": config_to_yaml(settings.base_config),
-                    "search_space.json": json.dumps(
-                        [p.__dict__ | {"choices": list(p.choices)} for p in settings.space.params], indent=1
-                    ),
-                },
-            )
+            worker = _join_study(settings, storage_url, pruner, lock)
         out(
-            f"study {settings.study_name}: worker {worker_index} (sampler seed {seed}), "
-            f"{count_counted_trials(study)}/{settings.n_trials} trials so far, storage {redact_url(storage_url)}, "
-            f"MLflow study run {study_run_id}"
+            f"study {settings.study_name}: worker {worker.index} (sampler seed {worker.seed}), "
+            f"{count_counted_trials(worker.study)}/{settings.n_trials} trials so far, storage "
+            f"{redact_uri(storage_url)}, MLflow study run {worker.study_run_id}"
         )
-
         objective = CVObjective(
             base_config=settings.base_config,
             space=settings.space,
             study_name=settings.study_name,
-            study_run_id=study_run_id,
+            study_run_id=worker.study_run_id,
             raw_dir=Path(settings.raw_dir),
             cache_dir=Path(settings.cache_dir),
             folds_dir=Path(settings.folds_dir),
-            mlflow_settings=mlflow_settings,
+            mlflow_settings=worker.mlflow_settings,
             report_mode=report_mode_for(pruner),
             progress=settings.progress,
-            locate_run=tracker.find_trial_run,
+            locate_run=worker.tracker.find_trial_run,
         )
-        consecutive_failures = 0
-
-        def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            nonlocal consecutive_failures
-            try:
-                tracker.on_trial_end(study, trial)
-            except Exception as err:  # the trial's result is in the study already; tags are secondary
-                print(f"warning: MLflow bookkeeping of trial {trial.number} failed: {err}", file=sys.stderr)
-            out(format_trial_line(study, trial))
-            consecutive_failures = consecutive_failures + 1 if trial.state == TrialState.FAIL else 0
-
-        status = "FAILED"
-        gave_up = False
-        try:
-            ran = optimize_exactly(
-                study,
-                objective,
-                settings.n_trials,
-                lock,
-                timeout=settings.timeout,
-                catch=(Exception,),
-                callbacks=[after_trial],
-                should_stop=lambda: consecutive_failures >= settings.max_consecutive_failures,
-            )
-            gave_up = consecutive_failures >= settings.max_consecutive_failures
-            status = "FAILED" if gave_up else "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            try:
-                tracker.finish(status)
-            except Exception as err:  # never hide the study's own outcome behind a tracking problem
-                print(f"warning: could not finish MLflow study run {study_run_id}: {err}", file=sys.stderr)
-
-        if gave_up:
-            raise RuntimeError(
+        ran, consecutive_failures = _run_trials(settings, worker, objective, lock, out)
+        if consecutive_failures >= settings.max_consecutive_failures:
+            raise NervesegError(
                 f"stopped study {settings.study_name}: the last {consecutive_failures} trials of this worker failed "
                 "(see their fail_reason above); fix the setup before running more trials"
             )
-        best_path = export_best_config(study, settings.base_config, settings.experiments_dir)
-        trials = study.get_trials(deepcopy=False)
-        states: dict[str, int] = {}
-        for t in trials:
-            states[t.state.name] = states.get(t.state.name, 0) + 1
-        best = _best_trial(study)
-        return StudyResult(
-            study_name=settings.study_name,
-            n_trials_total=len(trials),
-            ran_here=ran,
-            states=states,
-            best_value=None if best is None else best.value,
-            best_params=None if best is None else dict(best.params),
-            best_config_path=best_path,
-            study_run_id=study_run_id,
-        )
+        return _study_result(settings, worker, ran)
     finally:
         lock.close()
 
@@ -603,11 +354,27 @@ def quiet_optuna() -> Iterator[None]:
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "FAIL_REASON_TAG",
+    "INTERRUPTED",
+    "STUDY_NAME_TAG",
+    "STUDY_RUN_ATTR",
+    "STUDY_RUN_TYPE",
+    "TRIAL_NUMBER_TAG",
+    "TRIAL_STATE_TAG",
+    "WORKERS_ATTR",
     "CVObjective",
+    "PrunerName",
     "PruningListener",
+    "ReportMode",
     "StudyResult",
+    "StudyTracker",
     "TuneSettings",
+    "describe_failure",
     "export_best_config",
+    "find_trial_run_id",
+    "log_study_plots",
     "make_pruner",
+    "quiet_optuna",
+    "report_mode_for",
     "run_study",
 ]

@@ -1,0 +1,209 @@
+"""The run schema: every MLflow tag, metric and artifact path that one part writes and another reads.
+
+``track.cv_run`` writes cross-validation runs; ``track.submission_run``, ``tune.study`` and the tests
+read them. They agree because both sides take the names from here, never from string literals.
+
+A cross-validation is one parent run (``RUN_TYPE_TAG = "cv"``) with one child run per fold
+(``"fold"``, tagged ``FOLD_TAG``) and, later, child runs ``"submission"``::
+
+    parent:  config.yaml  folds/<folds file>  oof/oof_probs.npz  summary.json  postprocessing.json  plots/
+    fold k:  weights/fold_<k>.weights.h5  oof/oof_fold_<k>.npz  fold_<k>.json  model_summary.txt
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from nerveseg.io_utils import atomic_save_npz
+
+# ------------------------------------------------------------------------------------------- tags
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
+RUN_NAME_TAG = "mlflow.runName"
+RUN_TYPE_TAG = "nerveseg.run_type"
+STOPPED_TAG = "nerveseg.stopped"  # exception class that stopped a KILLED run (KeyboardInterrupt, TrialPruned...)
+ERROR_TAG = "nerveseg.error"  # first line of the error that FAILED a run
+FOLD_TAG = "fold"
+SEED_TAG = "seed"
+DATA_FINGERPRINT_TAG = "data_fingerprint"
+FOLDS_SHA_TAG = "folds_file_sha256"
+GIT_COMMIT_TAG = "git_commit"
+
+# values of RUN_TYPE_TAG
+CV_RUN = "cv"
+FOLD_RUN = "fold"
+SUBMISSION_RUN = "submission"
+
+# ------------------------------------------------------------------------------------------ metrics
+VAL_SCORE = "val_score"  # a fold run's full-resolution Dice of its best epoch
+EPOCH_SECONDS = "epoch_seconds"
+CV_SCORE_MEAN = "cv_score_mean"
+CV_SCORE_STD = "cv_score_std"
+OOF_SCORE = "oof_score"
+EMPTY_BASELINE_SCORE = "empty_baseline_score"
+OOF_SCORE_POSTPROCESSED = "oof_score_postprocessed"
+
+
+def fold_score_metric(fold: int) -> str:
+    """The parent's metric holding fold ``fold``'s val_score."""
+    return f"fold_{fold}_score"
+
+
+# ---------------------------------------------------------------------------------------- artifacts
+CONFIG_ARTIFACT = "config.yaml"
+FOLDS_DIR = "folds"
+PLOTS_DIR = "plots"
+WEIGHTS_DIR = "weights"
+OOF_DIR = "oof"
+OOF_PROBS_FILE = "oof_probs.npz"
+OOF_PROBS_ARTIFACT = f"{OOF_DIR}/{OOF_PROBS_FILE}"
+SUMMARY_ARTIFACT = "summary.json"
+POSTPROCESSING_ARTIFACT = "postprocessing.json"
+MODEL_SUMMARY_ARTIFACT = "model_summary.txt"
+SUBMISSION_DIR = "submission"
+
+
+def weights_file(fold: int) -> str:
+    """File name of fold ``fold``'s weights (Keras 3 needs the ``.weights.h5`` ending)."""
+    return f"fold_{fold}.weights.h5"
+
+
+def weights_artifact(fold: int) -> str:
+    """Artifact path of fold ``fold``'s weights on its fold run."""
+    return f"{WEIGHTS_DIR}/{weights_file(fold)}"
+
+
+def oof_fold_file(fold: int) -> str:
+    return f"oof_fold_{fold}.npz"
+
+
+def oof_fold_artifact(fold: int) -> str:
+    """Artifact path of fold ``fold``'s out-of-fold predictions on its fold run."""
+    return f"{OOF_DIR}/{oof_fold_file(fold)}"
+
+
+def fold_facts_artifact(fold: int) -> str:
+    """Artifact path of fold ``fold``'s facts (best epoch, history, standardisation) on its fold run."""
+    return f"fold_{fold}.json"
+
+
+# ------------------------------------------------------------------------------------ OOF npz files
+
+
+@dataclass(frozen=True)
+class OofArrays:
+    """What an OOF ``.npz`` holds: image ids, model-size probabilities (n, h, w), optional presence (n,)."""
+
+    ids: np.ndarray
+    probs: np.ndarray
+    presence: np.ndarray | None = None
+
+
+def save_oof(path: Path, oof: OofArrays) -> Path:
+    """Write ``oof`` atomically as ``ids``, ``probs`` and (when known) ``presence``."""
+    arrays = {"ids": oof.ids, "probs": oof.probs}
+    if oof.presence is not None:
+        arrays["presence"] = oof.presence
+    atomic_save_npz(path, **arrays)
+    return path
+
+
+def load_oof(path: Path | str) -> OofArrays:
+    """Read an OOF ``.npz`` (fold or whole CV); a trailing channel axis and an unusable presence are dropped."""
+    with np.load(path, allow_pickle=False) as saved:
+        ids = saved["ids"].astype(str)
+        probs = saved["probs"].astype(np.float32)
+        presence = saved["presence"] if "presence" in saved.files else None
+    if probs.ndim == 4:
+        probs = probs[..., 0]
+    if presence is not None and (presence.size == 0 or presence.dtype.kind not in "fiu"):
+        presence = None
+    return OofArrays(ids, probs, None if presence is None else presence.reshape(-1).astype(np.float32))
+
+
+# -------------------------------------------------------------------------------------- fold runs
+
+
+def fold_runs(client: MlflowClient, parent: Run) -> dict[int, list[Run]]:
+    """The parent's fold runs by fold number (any status), oldest first."""
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and tags.`{RUN_TYPE_TAG}` = '{FOLD_RUN}'",
+        max_results=10_000,
+        order_by=["attributes.start_time ASC"],
+    )
+    children: dict[int, list[Run]] = {}
+    for run in runs:
+        try:
+            fold = int(run.data.tags[FOLD_TAG])
+        except (KeyError, ValueError):
+            continue  # not written by cv_run; ignore rather than guess
+        children.setdefault(fold, []).append(run)
+    return children
+
+
+def newest_finished_fold_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
+    """fold -> its newest FINISHED run (a resumed CV can have failed or killed attempts beside it)."""
+    finished = {}
+    for fold, runs in fold_runs(client, parent).items():
+        done = [run for run in runs if run.info.status == "FINISHED"]
+        if done:
+            finished[fold] = done[-1]
+    return finished
+
+
+def children_filter(parent_run_id: str, run_type: str | None = None) -> str:
+    """An MLflow ``search_runs`` filter for the child runs of ``parent_run_id`` (optionally of one type)."""
+    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    return query if run_type is None else f"{query} and tags.`{RUN_TYPE_TAG}` = '{run_type}'"
+
+
+__all__ = [
+    "CONFIG_ARTIFACT",
+    "CV_RUN",
+    "CV_SCORE_MEAN",
+    "CV_SCORE_STD",
+    "DATA_FINGERPRINT_TAG",
+    "EMPTY_BASELINE_SCORE",
+    "EPOCH_SECONDS",
+    "ERROR_TAG",
+    "FOLDS_DIR",
+    "FOLDS_SHA_TAG",
+    "FOLD_RUN",
+    "FOLD_TAG",
+    "GIT_COMMIT_TAG",
+    "MODEL_SUMMARY_ARTIFACT",
+    "OOF_DIR",
+    "OOF_PROBS_ARTIFACT",
+    "OOF_PROBS_FILE",
+    "OOF_SCORE",
+    "OOF_SCORE_POSTPROCESSED",
+    "PARENT_TAG",
+    "PLOTS_DIR",
+    "POSTPROCESSING_ARTIFACT",
+    "RUN_NAME_TAG",
+    "RUN_TYPE_TAG",
+    "SEED_TAG",
+    "STOPPED_TAG",
+    "SUBMISSION_DIR",
+    "SUBMISSION_RUN",
+    "SUMMARY_ARTIFACT",
+    "VAL_SCORE",
+    "WEIGHTS_DIR",
+    "OofArrays",
+    "children_filter",
+    "fold_facts_artifact",
+    "fold_runs",
+    "fold_score_metric",
+    "load_oof",
+    "newest_finished_fold_runs",
+    "oof_fold_artifact",
+    "oof_fold_file",
+    "save_oof",
+    "weights_artifact",
+    "weights_file",
+]

@@ -1,0 +1,181 @@
+"""The MLflow side of a study: one parent run per study, the trials' CV runs nested under it, the
+trial states and the best trial recorded on it, and Optuna's plots as its artifacts."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Mapping
+
+import mlflow
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nerveseg.errors import NervesegError
+from nerveseg.track.schema import CV_RUN, RUN_TYPE_TAG, children_filter
+from nerveseg.tune.storage import (
+    StudyLock,
+)
+
+# MLflow names of the study side (the CV runs' names are in nerveseg.track.schema).
+STUDY_RUN_TYPE = "study"
+TRIAL_NUMBER_TAG = "optuna.trial_number"
+TRIAL_STATE_TAG = "optuna.state"
+STUDY_NAME_TAG = "optuna.study_name"
+FAIL_REASON_TAG = "optuna.fail_reason"
+STUDY_RUN_ATTR = "mlflow_run_id"  # study user attr: the MLflow run id of the study's parent run
+WORKERS_ATTR = "workers_started"  # study user attr: how many workers have joined (seeds the sampler)
+INTERRUPTED = "interrupted"  # the fail_reason kind of a trial stopped by Ctrl-C
+
+# A trial's MLflow state tag, from Optuna's state.
+_STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow side of a study
+# --------------------------------------------------------------------------------------------
+
+
+def find_trial_run_id(client: mlflow.MlflowClient, experiment_id: str, study_run_id: str, number: int) -> str | None:
+    """The MLflow run of one trial (run_cv creates it; when run_cv raises we only know it by its tags)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(f"{children_filter(study_run_id, CV_RUN)} and tags.`{TRIAL_NUMBER_TAG}` = '{number}'"),
+        run_view_type=mlflow.entities.ViewType.ALL,
+        max_results=5,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
+class StudyTracker:
+    """Owns the study's MLflow parent run: creation (once, under the study lock), per-trial tags,
+    best-so-far logging, and the end-of-study plots and trial table."""
+
+    def __init__(self, client: mlflow.MlflowClient, experiment_id: str, study: optuna.Study, lock: StudyLock) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self.study = study
+        self.lock = lock
+        self.run_id: str | None = None
+
+    def ensure_study_run(self, tags: Mapping[str, str], artifacts: Mapping[str, str]) -> str:
+        """Reuse the run stored in the study's ``mlflow_run_id`` user attr, or create it.
+
+        Called with the study lock held, so two workers joining a new study create one run.
+        """
+        run_id = self.study.user_attrs.get(STUDY_RUN_ATTR)
+        if run_id is not None:
+            try:
+                self.client.get_run(run_id)
+            except Exception as err:
+                raise NervesegError(
+                    f"study {self.study.study_name!r} records MLflow run {run_id} but the tracking server does not "
+                    f"know it ({type(err).__name__}); point MLFLOW_TRACKING_URI at the server used when the study "
+                    "started, or use a new --study name"
+                ) from None
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=self.study.study_name,
+                tags={RUN_TYPE_TAG: STUDY_RUN_TYPE, STUDY_NAME_TAG: self.study.study_name, **tags},
+            )
+            run_id = run.info.run_id
+            for artifact_file, text in artifacts.items():
+                self.client.log_text(run_id, text, artifact_file)
+            self.study.set_user_attr(STUDY_RUN_ATTR, run_id)
+        self.run_id = run_id
+        return run_id
+
+    def find_trial_run(self, number: int) -> str | None:
+        if self.run_id is None:
+            return None
+        return find_trial_run_id(self.client, self.experiment_id, self.run_id, number)
+
+    def on_trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna callback: tag the trial's run with its final state, and log a new best."""
+        assert self.run_id is not None
+        state = _STATE_NAMES.get(trial.state, trial.state.name.lower())
+        run_id = trial.user_attrs.get(STUDY_RUN_ATTR) or self.find_trial_run(trial.number)
+        if run_id is not None:
+            self.client.set_tag(run_id, TRIAL_STATE_TAG, state)
+            if trial.value is not None:
+                self.client.log_metric(run_id, "trial_value", float(trial.value))
+            if "fail_reason" in trial.user_attrs:
+                self.client.set_tag(run_id, FAIL_REASON_TAG, trial.user_attrs["fail_reason"])
+        if trial.state == TrialState.COMPLETE:
+            # Under the lock, re-read the best: two workers finishing together must not leave an older best.
+            with self.lock:
+                best = best_trial(study)
+                if best is not None and best.number == trial.number:
+                    self.log_best(best)
+
+    def log_best(self, best: FrozenTrial) -> None:
+        assert self.run_id is not None
+        self.client.log_metric(self.run_id, "best_value", float(best.value), step=best.number)
+        for key, value in best.params.items():
+            self.client.set_tag(self.run_id, f"best.{key}", str(value))
+        self.client.set_tag(self.run_id, "best.trial_number", str(best.number))
+        trial_run = best.user_attrs.get(STUDY_RUN_ATTR)
+        if trial_run:
+            self.client.set_tag(self.run_id, "best.run_id", trial_run)
+        self.client.log_dict(
+            self.run_id,
+            {"trial_number": best.number, "value": best.value, "params": best.params, "run_id": trial_run},
+            "best_params.json",
+        )
+
+    def finish(self, status: str) -> None:
+        """Plots and trial table on the study run, then mark it ``status`` (the last worker to stop wins)."""
+        assert self.run_id is not None
+        log_study_plots(self.client, self.run_id, self.study)
+        try:
+            frame = self.study.trials_dataframe()
+            self.client.log_text(self.run_id, frame.to_csv(index=False), "trials.csv")
+        except Exception as err:  # an empty study has no table
+            print(f"warning: no trials table for study {self.study.study_name}: {err}", file=sys.stderr)
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def log_study_plots(client: mlflow.MlflowClient, run_id: str, study: optuna.Study) -> list[str]:
+    """Optimisation history, parameter importances and parallel coordinates as PNG artifacts.
+
+    Uses ``optuna.visualization.matplotlib`` (plotly is not a dependency). A plot that cannot be
+    drawn yet (e.g. importances need two complete trials) is skipped with a warning.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    plots = {
+        "plots/optimization_history.png": ovm.plot_optimization_history,
+        "plots/param_importances.png": ovm.plot_param_importances,
+        "plots/parallel_coordinate.png": ovm.plot_parallel_coordinate,
+    }
+    logged = []
+    for artifact_file, plot in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            figure.set_size_inches(10, 6)
+            figure.tight_layout()
+            client.log_figure(run_id, figure, artifact_file)
+            plt.close(figure)
+            logged.append(artifact_file)
+        except Exception as err:
+            print(f"warning: skipped {artifact_file}: {type(err).__name__}: {err}", file=sys.stderr)
+        finally:
+            plt.close("all")
+    return logged

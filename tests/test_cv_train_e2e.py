@@ -1,0 +1,184 @@
+"""``cv_train.py`` end to end, once per module: a tiny 3-fold CV on the synthetic set into an embedded
+SQLite MLflow store, then one focused test per promise (console, parent run, fold runs, logged files,
+reloadable weights, finished runs left alone). Names come from the run schema, as the readers use them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cv_train
+from nerveseg.config import TrainConfig, config_to_yaml
+from nerveseg.track import cv_run as experiment
+from nerveseg.track import schema
+from nerveseg.track.schema import RUN_TYPE_TAG
+from nerveseg.track.store import download_artifacts, get_client
+from nerveseg.train import fold as training
+
+pytestmark = pytest.mark.slow
+
+HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
+PARENT_TAGS = ("git_commit", "git_dirty", "data_fingerprint", "folds_file_sha256", "seed", "tensorflow_version",
+               "keras_version", "device")  # fmt: skip
+CONFIG = TrainConfig(name="tiny", height=32, width=40, depth=3, base_filters=4, learning_rate=1e-3, batch_size=8,
+                     epochs=2, folds=3, seed=1)  # fmt: skip
+
+
+@dataclass
+class Trained:
+    """What the one ``cv_train.py`` call left behind."""
+
+    parent_id: str
+    out: str
+    err: str
+    argv: list[str]
+    dirs: dict[str, Path]
+    downloads: Path
+    train_calls: list[int] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_root: Path, empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    root = tmp_path_factory.mktemp("cv_e2e")
+    shutil.copy(empty_db, root / "mlflow.db")
+    dirs = {"raw_dir": synthetic_root / "raw", "cache_dir": root / "cache", "folds_dir": root / "folds"}
+    (root / "tiny.yaml").write_text(config_to_yaml(CONFIG))
+    argv = ["--config", str(root / "tiny.yaml")] + [f"--{k.replace('_', '-')}={v}" for k, v in dirs.items()]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        calls: list[int] = []
+        real = training.train_fold
+        patch.setattr(
+            training, "train_fold", lambda c, d, f, k, *a, **kw: calls.append(k) or real(c, d, f, k, *a, **kw)
+        )
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert cv_train.main(argv) == 0
+        parent_id = out.getvalue().split("parent run: ")[1].split()[0]
+        yield Trained(parent_id, out.getvalue(), err.getvalue(), argv, dirs, root / "downloads", calls)
+
+
+def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
+    found: set[str] = set()
+    for item in get_client().list_artifacts(run_id, path):
+        found |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def fold_runs(parent_id: str) -> list:
+    client = get_client()
+    parent = client.get_run(parent_id)
+    runs = schema.newest_finished_fold_runs(client, parent)
+    return [runs[k] for k in sorted(runs)]
+
+
+def test_the_console_shows_the_table_the_parent_run_and_how_to_open_it(trained: Trained) -> None:
+    assert trained.train_calls == [0, 1, 2]
+    for line in ("fold        score", "mean ± std", "OOF ", "all-empty", "mlflow ui --backend-store-uri"):
+        assert line in trained.out
+    assert "fold 2 (3/3; 3 folds in all)" in trained.err and "Epoch 2/2" in trained.out + trained.err
+
+
+def test_the_parent_run_holds_params_tags_metrics_and_artifacts(trained: Trained) -> None:
+    parent = get_client().get_run(trained.parent_id)
+    assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
+    assert parent.data.params == {key: str(value) for key, value in CONFIG.to_params().items()}
+    assert parent.data.tags[RUN_TYPE_TAG] == schema.CV_RUN and parent.data.tags[schema.SEED_TAG] == "1"
+    assert set(PARENT_TAGS) <= set(parent.data.tags)
+    names = {schema.CV_SCORE_MEAN, schema.CV_SCORE_STD, schema.OOF_SCORE, schema.EMPTY_BASELINE_SCORE}
+    assert names | {schema.OOF_SCORE_POSTPROCESSED} <= set(parent.data.metrics)
+    folds_name = next(iter(artifact_paths(trained.parent_id, schema.FOLDS_DIR)))
+    assert artifact_paths(trained.parent_id) == {
+        schema.CONFIG_ARTIFACT,
+        folds_name,
+        schema.OOF_PROBS_ARTIFACT,
+        schema.SUMMARY_ARTIFACT,
+        schema.POSTPROCESSING_ARTIFACT,
+        "plots/gallery.png",
+        *(f"plots/learning_curve_fold_{k}.png" for k in range(3)),
+    }
+    assert folds_name.startswith("folds/folds_") and folds_name.endswith("_k3_s1.json")
+
+
+def test_each_fold_run_holds_its_history_score_and_artifacts(trained: Trained) -> None:
+    client = get_client()
+    metrics = client.get_run(trained.parent_id).data.metrics
+    runs = fold_runs(trained.parent_id)
+    assert [run.info.run_name for run in runs] == ["fold_0", "fold_1", "fold_2"]
+    for k, run in enumerate(runs):
+        assert run.data.tags[RUN_TYPE_TAG] == schema.FOLD_RUN and run.data.tags[schema.FOLD_TAG] == str(k)
+        for key in HISTORY_KEYS:
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+        # the parent's fold score is recomputed from the OOF predictions: it must equal the fold's own
+        assert metrics[schema.fold_score_metric(k)] == pytest.approx(run.data.metrics[schema.VAL_SCORE], abs=1e-9)
+        assert artifact_paths(run.info.run_id) == {
+            schema.weights_artifact(k),
+            schema.MODEL_SUMMARY_ARTIFACT,
+            schema.oof_fold_artifact(k),
+            schema.fold_facts_artifact(k),
+        }
+    mean = np.mean([metrics[schema.fold_score_metric(k)] for k in range(3)])
+    assert mean == pytest.approx(metrics[schema.CV_SCORE_MEAN])
+
+
+def test_logged_config_summary_and_postprocessing_agree_with_the_metrics(trained: Trained) -> None:
+    from nerveseg.evaluate.postprocess_settings import PostprocessDecision
+
+    parent_id, downloads = trained.parent_id, trained.downloads
+    metrics = get_client().get_run(parent_id).data.metrics
+    assert download_artifacts(parent_id, schema.CONFIG_ARTIFACT, downloads).read_text() == config_to_yaml(CONFIG)
+    summary = json.loads(download_artifacts(parent_id, schema.SUMMARY_ARTIFACT, downloads).read_text())
+    assert summary["oof_score"] == pytest.approx(metrics[schema.OOF_SCORE])
+    post = json.loads(download_artifacts(parent_id, schema.POSTPROCESSING_ARTIFACT, downloads).read_text())
+    assert {"threshold", "min_area", "largest_component", "presence_threshold", "steps"} <= set(post)
+    decision = PostprocessDecision.from_json(post)
+    assert decision.oof_score_raw == pytest.approx(metrics[schema.OOF_SCORE])
+    assert decision.oof_score == pytest.approx(metrics[schema.OOF_SCORE_POSTPROCESSED])
+
+
+def test_a_folds_weights_reproduce_its_out_of_fold_probabilities(trained: Trained) -> None:
+    from nerveseg.data.cache import prepare_train
+    from nerveseg.model.unet import build_model_from_config
+
+    downloads = trained.downloads
+    data = prepare_train(
+        trained.dirs["raw_dir"], trained.dirs["cache_dir"], CONFIG.height, CONFIG.width, progress=False
+    )
+    oof = schema.load_oof(download_artifacts(trained.parent_id, schema.OOF_PROBS_ARTIFACT, downloads))
+    assert oof.ids.tolist() == data.ids.tolist()
+    assert oof.probs.shape == (len(data), CONFIG.height, CONFIG.width) and np.isfinite(oof.probs).all()
+    fold_run = fold_runs(trained.parent_id)[1].info.run_id
+    weights = download_artifacts(fold_run, schema.weights_artifact(1), downloads)
+    facts = json.loads(download_artifacts(fold_run, schema.fold_facts_artifact(1), downloads).read_text())
+    position = {image_id: i for i, image_id in enumerate(data.ids)}
+    val_index = np.array([position[i] for i in facts["val_ids"]])
+    model = build_model_from_config(CONFIG)
+    model.load_weights(weights)
+    probs, _ = training.predict_probs(model, data.images[val_index])
+    np.testing.assert_allclose(probs, oof.probs[val_index], atol=1e-5)
+
+
+def test_a_finished_parent_is_never_touched_again(trained: Trained, capsys: pytest.CaptureFixture[str]) -> None:
+    parent_id, dirs = trained.parent_id, trained.dirs
+    client = get_client()
+    ended = client.get_run(parent_id).info.end_time
+    calls_before = list(trained.train_calls)
+    for kwargs in ({"parent_run_id": parent_id, "resume": True}, {"parent_run_id": parent_id, "fold": 0}):
+        with pytest.raises(ValueError, match=f"parent run {parent_id} .* is FINISHED"):
+            experiment.run_cv(CONFIG, **dirs, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="found no unfinished parent run named 'tiny'"):
+        experiment.run_cv(CONFIG, **dirs, progress=False, resume=True)
+    capsys.readouterr()
+    assert cv_train.main([*trained.argv, "--resume", "--parent-run-id", parent_id]) == 2
+    assert capsys.readouterr().err.startswith(f"error: parent run {parent_id} (tiny) is FINISHED")
+    assert trained.train_calls == calls_before  # nothing was trained
+    assert client.get_run(parent_id).info.end_time == ended
