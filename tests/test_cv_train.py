@@ -115,6 +115,9 @@ def test_cli_trains_tracks_and_finalises(
     assert set(PARENT_TAGS) <= set(parent.data.tags)
     metrics = parent.data.metrics
     assert {"cv_score_mean", "cv_score_std", "oof_score", "empty_baseline_score"} <= set(metrics)
+    honest = {"cv_score_ci_low", "cv_score_ci_high", "oof_score_postprocessed", "oof_score_postprocessed_insample"}
+    assert honest <= set(metrics) and metrics["cv_score_ci_low"] <= metrics["oof_score"] <= metrics["cv_score_ci_high"]
+    assert parent.data.tags["checkpoint"] == config.checkpoint and parent.data.tags["cv_optimistic"] == "false"
     folds_name = next(iter(artifact_paths(parent_id, "folds")))
     assert artifact_paths(parent_id) == {
         "config.yaml",

@@ -42,7 +42,7 @@ from nerveseg.model.unet import build_model_from_config
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 from nerveseg.track.store import RUN_TYPE_TAG, MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
 from nerveseg.train import fold as training
-from nerveseg.train.cv_summary import CVSummary, format_summary_table, summarize_cv
+from nerveseg.train.cv_summary import CVSummary, format_summary_table, interval_metrics, summarize_cv
 from nerveseg.train.plots import pick_best_worst, plot_gallery, plot_learning_curves
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -265,7 +265,8 @@ def _log_fold(
     client.log_artifact(run_id, str(oof_path), "oof")
     facts = {
         "fold": k,
-        "best_epoch": result.best_epoch,
+        "kept_epoch": result.kept_epoch,
+        "checkpoint": result.checkpoint,
         "val_score": result.val_score,
         "norm_mean": result.norm_mean,
         "norm_std": result.norm_std,
@@ -274,7 +275,7 @@ def _log_fold(
     }
     client.log_text(run_id, json.dumps(facts, indent=1) + "\n", f"fold_{k}.json")
     curve = plot_learning_curves(
-        result.history, work / f"learning_curve_fold_{k}.png", best_epoch=result.best_epoch, title=f"fold {k}"
+        result.history, work / f"learning_curve_fold_{k}.png", best_epoch=result.kept_epoch, title=f"fold {k}"
     )
     client.log_artifact(parent_id, str(curve), "plots")
 
@@ -307,7 +308,8 @@ def _load_fold(
         oof_probs=probs,
         oof_presence=presence,
         history={key: list(values) for key, values in facts["history"].items()},
-        best_epoch=int(facts["best_epoch"]),
+        kept_epoch=int(facts["kept_epoch"]),
+        checkpoint=facts["checkpoint"],
         weights_path=Path(f"runs:/{run_id}/weights/fold_{k}.weights.h5"),
         val_score=float(facts["val_score"]),
         norm_mean=float(facts["norm_mean"]),
@@ -372,10 +374,13 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
         "cv_score_std": summary.cv_score_std,
         "oof_score": summary.oof_score,
         "empty_baseline_score": summary.empty_baseline_score,
-        "oof_score_postprocessed": float(postprocessing["oof_score"]),
+        "oof_score_postprocessed_insample": float(postprocessing["oof_score"]),  # decided and scored on one set
+        **interval_metrics(summary),  # honest oof_score_postprocessed (cross-fitted), cv_score_ci_low/high...
         **{f"fold_{k}_score": score for k, score in summary.fold_scores.items()},
     }
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.set_tag(run_id, "checkpoint", summary.checkpoint)
+    client.set_tag(run_id, "cv_optimistic", str(summary.optimistic).lower())
 
     oof_path = cv.work / "oof_probs.npz"
     arrays = {"ids": data.ids, "probs": oof}
@@ -518,7 +523,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
     except BaseException as err:
         _stop_runs(client, [run_id], err, cv.state)
         raise
-    _say(f"fold {fold}: val_score {result.val_score:.4f} (best epoch {result.best_epoch})")
+    _say(f"fold {fold}: val_score {result.val_score:.4f} (kept epoch {result.kept_epoch}: {result.checkpoint})")
     return result
 
 

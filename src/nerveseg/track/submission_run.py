@@ -27,8 +27,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg.config import TrainConfig, load_config
+from nerveseg.data.synthetic import read_test_subjects
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess import check_settings
+from nerveseg.evaluate.uncertainty import Interval, interval_for_ids
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 from nerveseg.track.store import (
     RUN_TYPE_TAG,
@@ -71,6 +73,7 @@ class SubmissionResult:
     postprocessing_source: str  # "run" (reused), "decided" (logged on the run) or "decided_ensemble"
     test_score: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    test_interval: Interval | None = None  # bootstrap 95 % interval of test_score (by subject when known)
 
 
 # ----------------------------------------------------------------------------------- choosing runs
@@ -311,6 +314,7 @@ def _log_submission_run(
     test_fingerprint: str,
     test_score: float | None,
     seconds: dict[str, float],
+    test_interval: Interval | None = None,
 ) -> str:
     """A FINISHED child run "submission" under the (first) CV run with params, metrics and the CSV."""
     from nerveseg.io_utils import sha256_file
@@ -350,6 +354,9 @@ def _log_submission_run(
                 metrics[f"postprocessing_{key}"] = float(settings[key])
         if test_score is not None:
             metrics["test_score"] = test_score
+        if test_interval is not None:
+            metrics.update(test_score_ci_low=test_interval.low, test_score_ci_high=test_interval.high)
+            metrics["test_score_ci_groups"] = test_interval.n_groups
         now = int(time.time() * 1000)
         client.log_batch(
             run_id,
@@ -450,9 +457,12 @@ def make_submission(
 
     stats = postprocess_and_write(test.ids, probs, settings, csv_path, presence)
     seconds.update(stats.seconds)
-    test_score = None
+    test_score = test_interval = None
     if test_masks_dir is not None:
-        test_score, _ = score_submission(csv_path, test_masks_dir)
+        test_score, per_image = score_submission(csv_path, test_masks_dir)
+        test_interval = interval_for_ids(
+            per_image["dice"].to_numpy(), per_image["img"].to_numpy(), read_test_subjects(Path(test_masks_dir))
+        )
     seconds["total"] = time.perf_counter() - started
     submission_run_id = _log_submission_run(
         client,
@@ -467,6 +477,7 @@ def make_submission(
         test_fingerprint=test.fingerprint,
         test_score=test_score,
         seconds=seconds,
+        test_interval=test_interval,
     )
     return SubmissionResult(
         csv_path=csv_path,
@@ -478,4 +489,5 @@ def make_submission(
         postprocessing_source=source,
         test_score=test_score,
         seconds=seconds,
+        test_interval=test_interval,
     )
