@@ -95,7 +95,13 @@ def test_the_parent_run_holds_params_tags_metrics_and_artifacts(trained: Trained
     assert parent.data.tags[RUN_TYPE_TAG] == schema.CV_RUN and parent.data.tags[schema.SEED_TAG] == "1"
     assert set(PARENT_TAGS) <= set(parent.data.tags)
     names = {schema.CV_SCORE_MEAN, schema.CV_SCORE_STD, schema.OOF_SCORE, schema.EMPTY_BASELINE_SCORE}
-    assert names | {schema.OOF_SCORE_POSTPROCESSED} <= set(parent.data.metrics)
+    honest = {schema.OOF_SCORE_POSTPROCESSED, schema.OOF_SCORE_POSTPROCESSED_INSAMPLE}
+    honest |= {schema.CV_SCORE_CI_LOW, schema.CV_SCORE_CI_HIGH}
+    metrics = parent.data.metrics
+    assert names | honest <= set(metrics)
+    assert metrics[schema.CV_SCORE_CI_LOW] <= metrics[schema.OOF_SCORE] <= metrics[schema.CV_SCORE_CI_HIGH]
+    assert parent.data.tags[schema.CHECKPOINT_TAG] == CONFIG.checkpoint
+    assert parent.data.tags[schema.OPTIMISTIC_TAG] == "false"
     folds_name = next(iter(artifact_paths(trained.parent_id, schema.FOLDS_DIR)))
     assert artifact_paths(trained.parent_id) == {
         schema.CONFIG_ARTIFACT,
@@ -142,7 +148,7 @@ def test_logged_config_summary_and_postprocessing_agree_with_the_metrics(trained
     assert {"threshold", "min_area", "largest_component", "presence_threshold", "steps"} <= set(post)
     decision = PostprocessDecision.from_json(post)
     assert decision.oof_score_raw == pytest.approx(metrics[schema.OOF_SCORE])
-    assert decision.oof_score == pytest.approx(metrics[schema.OOF_SCORE_POSTPROCESSED])
+    assert decision.oof_score == pytest.approx(metrics[schema.OOF_SCORE_POSTPROCESSED_INSAMPLE])
 
 
 def test_a_folds_weights_reproduce_its_out_of_fold_probabilities(trained: Trained) -> None:

@@ -57,7 +57,8 @@ def log_fold(
     client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
     facts = {
         "fold": k,
-        "best_epoch": result.best_epoch,
+        "kept_epoch": result.kept_epoch,
+        "checkpoint": result.checkpoint,
         "val_score": result.val_score,
         "norm_mean": result.norm_mean,
         "norm_std": result.norm_std,
@@ -66,7 +67,7 @@ def log_fold(
     }
     client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.fold_facts_artifact(k))
     curve = plot_learning_curves(
-        result.history, work / f"learning_curve_fold_{k}.png", best_epoch=result.best_epoch, title=f"fold {k}"
+        result.history, work / f"learning_curve_fold_{k}.png", kept_epoch=result.kept_epoch, title=f"fold {k}"
     )
     client.log_artifact(parent_id, str(curve), schema.PLOTS_DIR)
 
@@ -95,7 +96,8 @@ def load_fold(client: MlflowClient, run: Run, data: PreparedData, folds: np.ndar
         oof_probs=oof.probs,
         oof_presence=oof.presence,
         history={key: list(values) for key, values in facts["history"].items()},
-        best_epoch=int(facts["best_epoch"]),
+        kept_epoch=int(facts["kept_epoch"]),
+        checkpoint=facts["checkpoint"],
         weights_path=Path(f"runs:/{run_id}/{schema.weights_artifact(k)}"),
         val_score=float(facts["val_score"]),
         norm_mean=float(facts["norm_mean"]),

@@ -32,6 +32,8 @@ SEED_TAG = "seed"
 DATA_FINGERPRINT_TAG = "data_fingerprint"
 FOLDS_SHA_TAG = "folds_file_sha256"
 GIT_COMMIT_TAG = "git_commit"
+CHECKPOINT_TAG = "checkpoint"  # the checkpoint rule of a CV run (config.checkpoint): last, inner or best_val
+OPTIMISTIC_TAG = "cv_optimistic"  # "true" when the kept epoch was chosen on the scored fold (best_val)
 
 # values of RUN_TYPE_TAG
 CV_RUN = "cv"
@@ -45,7 +47,13 @@ CV_SCORE_MEAN = "cv_score_mean"
 CV_SCORE_STD = "cv_score_std"
 OOF_SCORE = "oof_score"
 EMPTY_BASELINE_SCORE = "empty_baseline_score"
-OOF_SCORE_POSTPROCESSED = "oof_score_postprocessed"
+OOF_SCORE_POSTPROCESSED = "oof_score_postprocessed"  # cross-fitted: decided on the other folds
+OOF_SCORE_POSTPROCESSED_INSAMPLE = "oof_score_postprocessed_insample"  # decided and scored on the same OOF
+CV_SCORE_CI_LOW = "cv_score_ci_low"
+CV_SCORE_CI_HIGH = "cv_score_ci_high"
+TEST_SCORE = "test_score"
+TEST_SCORE_CI_LOW = "test_score_ci_low"
+TEST_SCORE_CI_HIGH = "test_score_ci_high"
 
 
 def fold_score_metric(fold: int) -> str:
