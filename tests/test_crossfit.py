@@ -31,13 +31,12 @@ def oof_set(seed: int = 0, n: int = 24):
 def test_each_fold_is_scored_with_settings_decided_on_the_others() -> None:
     probs, truth, presence, folds = oof_set()
     result = crossfit_postprocessing(probs, lambda index: truth[index], folds, presence)
-    assert sorted(result.settings_by_fold) == [0, 1, 2]
+    assert sorted(result.decisions_by_fold) == [0, 1, 2]
     for k in range(3):
         others, scored = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        settings = decide_postprocessing(probs[others], truth[others], presence[others], progress=False)
-        assert {key: settings[key] for key in ("threshold", "min_area", "presence_threshold")} == {
-            key: result.settings_by_fold[k][key] for key in ("threshold", "min_area", "presence_threshold")
-        }
+        decision = decide_postprocessing(probs[others], truth[others], presence[others], progress=False)
+        settings = decision.settings
+        assert settings == result.decisions_by_fold[k].settings
         masks = apply_postprocessing(to_full_resolution(probs[scored]), settings, presence[scored])
         np.testing.assert_allclose(result.per_image[scored], dice_per_image(truth[scored], masks))
     assert result.score == pytest.approx(result.per_image.mean())
@@ -49,16 +48,16 @@ def test_changing_fold_k_never_changes_its_own_settings() -> None:
     changed = truth.copy()
     changed[folds == 0] = 1 - changed[folds == 0]  # fold 0's truth turned upside down
     after = crossfit_postprocessing(probs, lambda index: changed[index], folds, presence)
-    assert before.settings_by_fold[0]["threshold"] == after.settings_by_fold[0]["threshold"]
-    assert before.settings_by_fold[0]["min_area"] == after.settings_by_fold[0]["min_area"]
-    assert before.settings_by_fold[0]["oof_score"] == after.settings_by_fold[0]["oof_score"]
+    assert before.decisions_by_fold[0].settings.threshold == after.decisions_by_fold[0].settings.threshold
+    assert before.decisions_by_fold[0].settings.min_area == after.decisions_by_fold[0].settings.min_area
+    assert before.decisions_by_fold[0].oof_score == after.decisions_by_fold[0].oof_score
     # ...while the folds that used fold 0 to decide see a different search
-    assert before.settings_by_fold[1]["oof_score"] != after.settings_by_fold[1]["oof_score"]
+    assert before.decisions_by_fold[1].oof_score != after.decisions_by_fold[1].oof_score
 
 
 def test_in_sample_is_at_least_the_cross_fitted_score() -> None:
     probs, truth, presence, folds = oof_set(seed=2, n=30)
-    insample = decide_postprocessing(probs, truth, presence, progress=False)["oof_score"]
+    insample = decide_postprocessing(probs, truth, presence, progress=False).oof_score
     honest = crossfit_postprocessing(probs, lambda index: truth[index], folds, presence).score
     assert honest <= insample + 1e-12
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.postprocess import MasksGetter, decide_postprocessing, iter_postprocessed
-from nerveseg.evaluate.postprocess_settings import PostprocessSettings
+from nerveseg.evaluate.postprocess_settings import PostprocessDecision, PostprocessSettings
 
 
 @dataclass
@@ -27,7 +27,7 @@ class CrossfitResult:
     """Per-image Dice (in the order of the OOF arrays) and the settings each fold was scored with."""
 
     per_image: np.ndarray  # (N,) float64
-    settings_by_fold: dict[int, PostprocessSettings]
+    decisions_by_fold: dict[int, PostprocessDecision]
 
     @property
     def score(self) -> float:
@@ -36,14 +36,14 @@ class CrossfitResult:
 
 def _decide_on(
     oof_probs: np.ndarray, full_masks: MasksGetter, index: np.ndarray, presence: np.ndarray | None
-) -> PostprocessSettings:
-    """Post-processing settings decided on the images at ``index`` only (the one call into postprocess)."""
+) -> PostprocessDecision:
+    """Post-processing decided on the images at ``index`` only (the one call into postprocess)."""
     return decide_postprocessing(
         oof_probs[index],
         lambda positions: full_masks(index[positions]),
         None if presence is None else presence[index],
         progress=False,
-    ).settings
+    )
 
 
 def _score_with(
@@ -83,13 +83,13 @@ def crossfit_postprocessing(
     if presence is not None:
         presence = np.asarray(presence, dtype=np.float32).reshape(-1)
     per_image = np.empty(len(oof_probs), dtype=np.float64)
-    settings_by_fold: dict[int, PostprocessSettings] = {}
+    decisions_by_fold: dict[int, PostprocessDecision] = {}
     for fold in fold_ids.tolist():
         scored = np.flatnonzero(folds == fold)
-        settings = _decide_on(oof_probs, full_masks, np.flatnonzero(folds != fold), presence)
-        per_image[scored] = _score_with(oof_probs, full_masks, scored, presence, settings)
-        settings_by_fold[int(fold)] = settings
-    return CrossfitResult(per_image, settings_by_fold)
+        decision = _decide_on(oof_probs, full_masks, np.flatnonzero(folds != fold), presence)
+        per_image[scored] = _score_with(oof_probs, full_masks, scored, presence, decision.settings)
+        decisions_by_fold[int(fold)] = decision
+    return CrossfitResult(per_image, decisions_by_fold)
 
 
 __all__ = ["CrossfitResult", "crossfit_postprocessing"]
