@@ -80,7 +80,7 @@ def window_dataset(
             patch = tf.image.rot90(patch, k=tf.cast(tf.math.floormod(augment_draw, 4), tf.int32))
             flip = tf.math.floormod(augment_draw // 4, 2) == 1
             patch = tf.cond(flip, lambda: tf.reverse(patch, [1]), lambda: patch)
-        return patch, labels[index][None]
+        return tf.ensure_shape(patch, (window, window, 1)), labels[index][None]
 
     draws = tf.data.Dataset.random(seed=seed).batch(
         2, drop_remainder=True
