@@ -59,6 +59,8 @@ def test_dense_twin_is_reusable_and_untiled_matches_tiled() -> None:
     model = _randomized_classifier(seed=5)
     image = np.random.default_rng(1).random((24, 24)).astype(np.float32)
     twin = dense_twin(model)
+    as_bytes = np.rint(image * 255).astype(np.uint8)
+    np.testing.assert_array_equal(dense_predict(twin, as_bytes), dense_predict(twin, as_bytes / np.float32(255)))
     np.testing.assert_allclose(
         dense_predict(twin, image, tile_size=1000), dense_predict(model, image, tile_size=7), rtol=1e-5, atol=1e-6
     )

@@ -205,7 +205,9 @@ def pad_for_windows(image: np.ndarray, window: int) -> np.ndarray:
 
 
 def dense_predict(model: keras.Model, image: np.ndarray, tile_size: int = 256) -> np.ndarray:
-    """Membrane probability of every pixel of a 2-D image in [0, 1] -> ``(h, w)`` float32.
+    """Membrane probability of every pixel of a 2-D image -> ``(h, w)`` float32.
+
+    uint8 images are scaled by 1/255 (as the training windows are); floats are taken as in [0, 1].
 
     ``model`` is either the classifier (its dense twin is built here; pass the twin from
     ``dense_twin`` when predicting many images) or the dense model itself. The image is processed in
@@ -216,6 +218,8 @@ def dense_predict(model: keras.Model, image: np.ndarray, tile_size: int = 256) -
         raise ValueError(f"dense_predict takes one 2-D image, got shape {image.shape}")
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
     dense = model if model.input_shape[1] is None else dense_twin(model)
     window = _window_of_dense(dense)
     padded = pad_for_windows(image, window)
