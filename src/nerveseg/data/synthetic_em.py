@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -109,7 +110,7 @@ def render_slice(
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
-def render_stack(seed: np.random.SeedSequence, n_slices: int, size: int):  # noqa: ANN201 (a generator)
+def render_stack(seed: np.random.SeedSequence, n_slices: int, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(image, label)`` for ``n_slices`` consecutive, correlated sections."""
     rng = np.random.default_rng(seed)
     tracks = _seed_tracks(rng, n_slices, size)
