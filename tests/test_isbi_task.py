@@ -94,6 +94,8 @@ def test_missing_weights_and_wrong_task_are_one_line_errors(em_data: IsbiData, t
         predict_isbi_ensemble(_config("unet"), [tmp_path / "nope.weights.h5"], em_data.images)
     with pytest.raises(ValueError, match="task='isbi2012'"):
         train_isbi_fold(TrainConfig(), em_data, block_folds(N_SLICES, 2), 0, tmp_path)
+    with pytest.raises(ValueError, match="height=128"):
+        train_isbi_fold(_config("unet").replace(height=128), em_data, block_folds(N_SLICES, 2), 0, tmp_path)
 
 
 def _fake_results(em_data: IsbiData, folds: np.ndarray, seed: int = 0) -> list[FoldResult]:

@@ -164,6 +164,11 @@ def _fit_inputs(
 def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> None:
     if config.task != "isbi2012":
         raise ValueError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
+    if data.images.shape[1:] != (config.height, config.width):
+        raise ValueError(
+            f"the slices are {data.images.shape[1:]} but the config says height={config.height}, "
+            f"width={config.width}; set them to the slice size"
+        )
     if folds.shape != (len(data.images),):
         raise ValueError(f"folds must have one entry per slice ({len(data.images)}), got shape {folds.shape}")
     if fold not in set(folds.tolist()) or (folds != fold).sum() == 0:
