@@ -24,6 +24,8 @@ LrSchedule = Literal["constant", "cosine", "plateau"]
 # Which weights a fold keeps; only "best_val" looks at the fold it is scored on (an optimistic score).
 CheckpointRule = Literal["last", "inner", "best_val"]
 CHECKPOINT_RULES: tuple[str, ...] = typing.get_args(CheckpointRule)
+TaskName = Literal["nerve", "isbi2012"]
+ModelFamily = Literal["unet", "patch_cnn"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,14 @@ class TrainConfig:
     jit_compile: bool = False
     # TensorFlow op determinism: same config, seed, data and machine give identical weights (a little slower)
     deterministic: bool = True
+    # task and model family (issue 10): "isbi2012" is the EM membrane task, "patch_cnn" its sliding-window model
+    task: TaskName = "nerve"
+    model: ModelFamily = "unet"  # "patch_cnn" needs task "isbi2012"
+    crop_size: int = 256  # ISBI U-Net: side of the random training crops; 0 = whole images
+    window: int = 65  # patch CNN: odd side of the window whose centre pixel is classified
+    patch_filters: int = 48  # patch CNN: feature maps of each of its three conv + pool blocks
+    dense_units: int = 200  # patch CNN: units of its dense layer (a convolution)
+    steps_per_epoch: int = 0  # ISBI trainings: batches per epoch; 0 = one pass over the data (see tasks/isbi2012)
     # cross-validation
     folds: int = 5
     seed: int = 42
@@ -100,6 +110,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "inner_val_fraction": (0.05, 0.5),
     "patience": (1, 10_000),
     "augment_strength": (0.0, 5.0),
+    "crop_size": (0, 4096),
+    "window": (3, 201),
+    "patch_filters": (1, 1024),
+    "dense_units": (1, 16384),
+    "steps_per_epoch": (0, 1_000_000),
     "folds": (2, 100),
     "seed": (0, 2**32 - 1),
 }
@@ -173,6 +188,28 @@ def _validate(config: TrainConfig) -> None:
             "config warmup_epochs > 0 needs lr_schedule 'constant' or 'cosine'; 'plateau' changes the rate "
             "itself, set warmup_epochs: 0 or choose another schedule"
         )
+    _validate_task(config)
+
+
+def _validate_task(config: TrainConfig) -> None:
+    """Cross-field rules of the task/model fields (one line each, saying what to change)."""
+    if config.model == "patch_cnn" and config.task != "isbi2012":
+        raise ValueError(
+            f"config model='patch_cnn' needs task='isbi2012' (got task={config.task!r}); set task: isbi2012"
+        )
+    if config.task == "isbi2012" and config.presence_head:
+        raise ValueError("config presence_head=true is a nerve-task option; set presence_head: false for task isbi2012")
+    if config.task == "isbi2012" and config.model == "unet" and config.crop_size:
+        factor = 2 ** (config.depth - 1)
+        if config.crop_size % factor or config.crop_size > min(config.height, config.width):
+            raise ValueError(
+                f"config crop_size={config.crop_size} must be divisible by 2**(depth-1)={factor} and at most "
+                f"min(height, width)={min(config.height, config.width)}; or set crop_size: 0 for whole images"
+            )
+    if config.model == "patch_cnn":
+        from nerveseg.model.patch_cnn import PatchCnnSpec  # lazy: keeps TensorFlow out of plain config loading
+
+        PatchCnnSpec(window=config.window, filters=(config.patch_filters,) * 3)  # raises on a window that does not fit
 
 
 def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig:

@@ -51,6 +51,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         handle.write(data)
 
 
+def atomic_create_bytes(path: Path | str, data: bytes) -> None:
+    """Atomically write ``data`` to a NEW file; ``FileExistsError`` if ``path`` exists."""
+    with _atomic_open(path, overwrite=False) as handle:
+        handle.write(data)
+
+
 def atomic_create_text(path: Path | str, text: str) -> None:
     """Atomically write ``text`` (UTF-8) to a NEW file; ``FileExistsError`` if ``path`` exists."""
     with _atomic_open(path, overwrite=False) as handle:

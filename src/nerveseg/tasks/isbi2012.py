@@ -1,0 +1,301 @@
+"""The ISBI 2012 EM membrane task: training one block fold and predicting with the fold ensemble.
+
+Both model families train on a fixed schedule (``epochs`` x ``steps_per_epoch`` batches) and keep
+the LAST epoch: with 25 slices the held-out block is the only test there is, so it is never used
+to pick an epoch. Validation numbers are logged only.
+
+- ``unet``: trained on random ``crop_size`` crops with flips and 90-degree rotations, then applied
+  to whole slices by a twin built at the slice size with the same weights (the U-Net is fully
+  convolutional; its weights do not depend on the input size).
+- ``patch_cnn``: trained on centre-pixel windows (``train.windows``), applied to whole slices by its
+  exact dense twin (``model.patch_cnn.dense_predict``).
+
+Scoring and post-processing live in ``tasks.isbi_scoring`` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nerveseg.config import TrainConfig
+from nerveseg.data.isbi import IsbiData
+from nerveseg.evaluate.membrane_metrics import membrane_scores
+from nerveseg.model.losses import compile_model, learning_rate_for
+from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
+from nerveseg.model.unet import build_unet, set_standardization
+from nerveseg.tasks.isbi_scoring import (
+    MembranePostprocess,
+    apply_membrane_postprocess,
+    decide_isbi_postprocessing,
+    format_isbi_table,
+    isbi_oof_summary,
+)
+from nerveseg.train.fold import (
+    HISTORY_KEYS,
+    EpochLogs,
+    FoldResult,
+    StopOnNaN,
+    TrainingDivergedError,
+    predict_probs,
+    standardization_stats,
+)
+from nerveseg.train.windows import window_dataset
+
+__all__ = [
+    "MembranePostprocess",
+    "apply_membrane_postprocess",
+    "decide_isbi_postprocessing",
+    "format_isbi_table",
+    "isbi_oof_summary",
+    "predict_isbi_ensemble",
+    "train_isbi_fold",
+]
+
+PATCH_STEPS_DEFAULT = 500  # patch CNN batches per epoch when steps_per_epoch is 0 (a pixel pass is ~10^4)
+PATCH_VAL_STEPS = 20  # held-out window batches per validation (logged only)
+_RANGE = 1 << 30
+
+
+def build_isbi_model(config: TrainConfig, height: int, width: int) -> keras.Model:
+    """The config's model family: a U-Net on ``(height, width)`` inputs, or the patch classifier."""
+    if config.model == "patch_cnn":
+        return build_patch_cnn(config.window, (config.patch_filters,) * 3, dense_units=config.dense_units)
+    return build_unet(
+        height,
+        width,
+        depth=config.depth,
+        base_filters=config.base_filters,
+        batch_norm=config.batch_norm,
+        dropout=config.dropout,
+        upsampling=config.upsampling,
+    )
+
+
+def crop_side(config: TrainConfig, height: int, width: int) -> int:
+    """The U-Net's training crop: ``crop_size``, or the whole (square) slice when it is 0."""
+    if config.crop_size == 0:
+        if height != width:
+            raise ValueError(f"crop_size=0 (whole images) needs square slices for rot90, got {height}x{width}")
+        return height
+    if config.crop_size > min(height, width):
+        raise ValueError(f"crop_size={config.crop_size} is larger than the {height}x{width} slices; lower it")
+    return config.crop_size
+
+
+def training_steps(config: TrainConfig, n_train: int, height: int, width: int) -> int:
+    """Batches per epoch: ``steps_per_epoch``, or by default one pass over the training pixels (U-Net
+    crops) or ``PATCH_STEPS_DEFAULT`` (patch CNN, whose pixel pass would be millions of windows)."""
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    if config.model == "patch_cnn":
+        return PATCH_STEPS_DEFAULT
+    side = crop_side(config, height, width)
+    return max(1, math.ceil(n_train * height * width / (side * side) / config.batch_size))
+
+
+def crop_dataset(
+    images: np.ndarray, membranes: np.ndarray, crop: int, *, batch_size: int, seed: int
+) -> tf.data.Dataset:
+    """An endless, seeded stream of ``(crops (b, crop, crop, 1) in [0, 1], {"mask": targets})``.
+
+    Each crop comes from a random slice at a random offset, then gets one of the 8 flips/rotations.
+    """
+    n, height, width = images.shape
+    stack = tf.constant(np.stack([images.astype(np.float32) / 255.0, membranes.astype(np.float32)], axis=-1))
+
+    def cut(draws: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        draws = tf.math.floormod(draws, _RANGE)
+        index, top, left = draws[0] % n, draws[1] % (height - crop + 1), draws[2] % (width - crop + 1)
+        patch = stack[index, top : top + crop, left : left + crop]
+        patch = tf.image.rot90(patch, k=tf.cast(draws[3] % 4, tf.int32))
+        patch = tf.cond((draws[3] // 4) % 2 == 1, lambda: tf.reverse(patch, [1]), lambda: patch)
+        patch = tf.ensure_shape(patch, (crop, crop, 2))
+        return patch[..., :1], {"mask": patch[..., 1:]}
+
+    draws = tf.data.Dataset.random(seed=seed).batch(4, drop_remainder=True)
+    return (
+        draws.map(cut, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def tile_dataset(images: np.ndarray, membranes: np.ndarray, crop: int, batch_size: int) -> tf.data.Dataset:
+    """The held-out slices cut into non-overlapping ``crop`` tiles (the training model's input size)."""
+    rows, cols = images.shape[1] // crop, images.shape[2] // crop
+
+    def tiles(array: np.ndarray) -> np.ndarray:
+        cut = array[:, : rows * crop, : cols * crop].reshape(len(array), rows, crop, cols, crop)
+        return cut.transpose(0, 1, 3, 2, 4).reshape(-1, crop, crop, 1).astype(np.float32)
+
+    x, y = tiles(images) / 255.0, tiles(membranes)
+    return tf.data.Dataset.from_tensor_slices((x, {"mask": y})).batch(batch_size)
+
+
+def _fit_inputs(
+    config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
+) -> tuple[tf.data.Dataset, tf.data.Dataset, int | None, int]:
+    """Compile ``model`` and return (train stream, validation data, validation steps, train steps)."""
+    height, width = data.images.shape[1:]
+    steps = training_steps(config, len(train), height, width)
+    if config.model == "patch_cnn":
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate_for(config, steps)),
+            loss="binary_crossentropy",
+            metrics=[keras.metrics.F1Score(average="micro", threshold=0.5, name="dice")],
+        )
+        windows = dict(window=config.window, batch_size=config.batch_size)
+        train_ds = window_dataset(data.images[train], data.membranes[train], **windows, seed=seed)
+        val_ds = window_dataset(data.images[val], data.membranes[val], **windows, balanced=False, augment=False, seed=0)
+        return train_ds, val_ds, PATCH_VAL_STEPS, steps
+    compile_model(model, config, steps_per_epoch=steps)
+    crop = crop_side(config, height, width)
+    train_ds = crop_dataset(data.images[train], data.membranes[train], crop, batch_size=config.batch_size, seed=seed)
+    return train_ds, tile_dataset(data.images[val], data.membranes[val], crop, config.batch_size), None, steps
+
+
+def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> None:
+    if config.task != "isbi2012":
+        raise ValueError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
+    if data.images.shape[1:] != (config.height, config.width):
+        raise ValueError(
+            f"the slices are {data.images.shape[1:]} but the config says height={config.height}, "
+            f"width={config.width}; set them to the slice size"
+        )
+    if folds.shape != (len(data.images),):
+        raise ValueError(f"folds must have one entry per slice ({len(data.images)}), got shape {folds.shape}")
+    if fold not in set(folds.tolist()) or (folds != fold).sum() == 0:
+        raise ValueError(f"fold={fold} must be in the folds array and leave training slices: {sorted(set(folds))}")
+
+
+def train_isbi_fold(
+    config: TrainConfig,
+    data: IsbiData,
+    folds: np.ndarray,
+    fold: int,
+    workdir: Path,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> FoldResult:
+    """Train on every block but ``fold`` for ``epochs`` x ``steps_per_epoch`` batches; keep the last epoch.
+
+    Writes ``workdir/fold_<fold>.weights.h5`` (standardisation inside) atomically. ``oof_probs``
+    are the held-out slices' membrane probabilities at full size; ``val_score`` is their mean Rand
+    error at threshold 0.5 (LOWER is better, unlike the nerve task's Dice); ``history["dice"]`` is
+    the membrane Dice (U-Net: per crop; patch CNN: over the epoch's windows).
+    """
+    folds = np.asarray(folds)
+    _check_fold(config, data, folds, fold)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.seed + fold)
+    val_index, train_index = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
+    norm_mean, norm_std = standardization_stats(data.images[train_index])
+    height, width = data.images.shape[1:]
+    side = crop_side(config, height, width) if config.model == "unet" else 0  # the patch CNN's input is its window
+    model = build_isbi_model(config, side, side)
+    set_standardization(model, norm_mean, norm_std)
+    train_ds, val_ds, val_steps, steps = _fit_inputs(config, model, data, train_index, val_index, config.seed + fold)
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    weights_path = workdir / f"fold_{fold}.weights.h5"
+    partial_path = workdir / f"fold_{fold}.partial.weights.h5"  # renamed at the end: no half-written file
+    nan_guard = StopOnNaN()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        validation_steps=val_steps,
+        callbacks=[EpochLogs(), nan_guard, *callbacks],
+        shuffle=False,  # the streams draw at random themselves (seeded)
+        verbose=verbose,
+    )
+    if nan_guard.failure:
+        raise TrainingDivergedError(
+            f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate (now {config.learning_rate})"
+        )
+    history = {key: [float(v) for v in model.history.history[key]] for key in HISTORY_KEYS}
+    model.save_weights(partial_path)
+    os.replace(partial_path, weights_path)
+    oof_probs = predict_slices(config, [model], data.images[val_index], tta=False)
+    return FoldResult(
+        fold=fold,
+        val_index=val_index,
+        oof_probs=oof_probs,
+        oof_presence=None,
+        history=history,
+        kept_epoch=len(history["loss"]),
+        checkpoint="last",  # a fixed schedule: the last epoch, never chosen on the scored fold
+        weights_path=weights_path,
+        val_score=membrane_scores(oof_probs, data.membranes[val_index]).rand_error,
+        norm_mean=norm_mean,
+        norm_std=norm_std,
+    )
+
+
+def _dihedral(tta: bool, square: bool) -> list[tuple[int, bool]]:
+    """(quarter turns, horizontal flip) pairs: all 8 for square slices, the 4 flips otherwise."""
+    if not tta:
+        return [(0, False)]
+    return (
+        [(k, flip) for k in range(4) for flip in (False, True)]
+        if square
+        else [(0, False), (0, True), (2, False), (2, True)]
+    )
+
+
+def _predict_plain(config: TrainConfig, model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """One model, no TTA: (n, h, w) float32 membrane probabilities of (n, h, w) images in [0, 1]."""
+    if config.model == "patch_cnn":
+        dense = dense_twin(model)
+        return np.stack([dense_predict(dense, image) for image in images]).astype(np.float32)
+    height, width = images.shape[1:]
+    if model.input_shape[1:3] != (height, width):
+        twin = build_isbi_model(config, height, width)
+        twin.set_weights(model.get_weights())
+        model = twin
+    return predict_probs(model, images, batch_size=2)[0]
+
+
+def predict_slices(config: TrainConfig, models: Sequence[keras.Model], images: np.ndarray, *, tta: bool) -> np.ndarray:
+    """Mean membrane probability over ``models`` and (with ``tta``) the flip/rotation variants."""
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"ISBI prediction takes (n, h, w) slices, got shape {images.shape}")
+    scaled = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    total = np.zeros(images.shape, dtype=np.float64)
+    variants = _dihedral(tta, images.shape[1] == images.shape[2])
+    for model in models:
+        for turns, flip in variants:
+            view = np.rot90(scaled, turns, axes=(1, 2))
+            view = view[:, :, ::-1] if flip else view
+            probs = _predict_plain(config, model, np.ascontiguousarray(view))
+            probs = probs[:, :, ::-1] if flip else probs
+            total += np.rot90(probs, -turns, axes=(1, 2))
+    return (total / (len(models) * len(variants))).astype(np.float32)
+
+
+def predict_isbi_ensemble(
+    config: TrainConfig, weights_paths: Sequence[Path | str], images: np.ndarray, *, tta: bool = True
+) -> np.ndarray:
+    """(n, h, w) float32: membrane probabilities averaged over the fold models and 8 (or 4) TTA views."""
+    if not weights_paths:
+        raise ValueError("predict_isbi_ensemble needs at least one fold weights file")
+    height, width = np.asarray(images).shape[1:]
+    models = []
+    for path in weights_paths:
+        if not Path(path).is_file():
+            raise ValueError(f"fold weights {path} do not exist; train the run first (cv_train.py)")
+        model = build_isbi_model(config, height, width)
+        model.load_weights(path)
+        models.append(model)
+    return predict_slices(config, models, images, tta=tta)
