@@ -196,11 +196,20 @@ def test_find_runs_and_download_artifacts(store: tracking.MlflowSettings, tmp_pa
         tracking.find_runs("nope")
 
 
-def test_ui_hint() -> None:
+def test_ui_hint_links_the_runs_table_and_the_run_in_the_machine_learning_view() -> None:
     local = tracking.MlflowSettings("sqlite:////x/mlflow.db", "e", None)
-    assert "mlflow ui --backend-store-uri sqlite:////x/mlflow.db" in tracking.ui_hint(local, "3", "abc")
+    assert tracking.ui_hint(local, "3", "abc").splitlines() == [
+        "start the MLflow UI: mlflow ui --backend-store-uri sqlite:////x/mlflow.db --port 5000",
+        "runs table:      http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning",
+        "parent run page: http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning",
+    ]
+    spaced = tracking.MlflowSettings("sqlite:////my runs/mlflow.db", "e", None)
+    assert "--backend-store-uri 'sqlite:////my runs/mlflow.db' --port" in tracking.ui_hint(spaced, "3", "abc")
     server = tracking.MlflowSettings("http://host:5000/", "e", None)
-    assert tracking.ui_hint(server, "3", "abc") == "open http://host:5000/#/experiments/3/runs/abc"
+    assert tracking.ui_hint(server, "3", "abc").splitlines() == [
+        "runs table:      http://host:5000/#/experiments/3/runs?workflowType=machine_learning",
+        "parent run page: http://host:5000/#/experiments/3/runs/abc?workflowType=machine_learning",
+    ]
 
 
 # ----------------------------------------------------------------------------------------- provenance
