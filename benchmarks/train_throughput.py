@@ -6,6 +6,10 @@ number of steps, each after a warm-up epoch (tracing, oneDNN kernel selection), 
 
     .venv/bin/python benchmarks/train_throughput.py            # reference U-Net, 64x80, ~2-3 min on 2 cores
     .venv/bin/python benchmarks/train_throughput.py --base-filters 4 --depth 3 --steps 50
+    .venv/bin/python benchmarks/train_throughput.py --determinism   # pipeline with op determinism off vs on
+
+``--determinism`` measures what ``deterministic: true`` (the default) costs: the same pipeline run
+with TensorFlow op determinism off and on, alternated ``--repeats`` times; the best rate of each counts.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from nerveseg.config import TrainConfig
 from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import build_model_from_config, model_flops_per_image
+from nerveseg.train.fold import set_op_determinism
 from nerveseg.train.input_pipeline import make_dataset
 
 
@@ -70,6 +75,7 @@ def synthetic(n: int, height: int, width: int, seed: int = 0) -> tuple[np.ndarra
 def run(config: TrainConfig, mode: str, images: np.ndarray, masks: np.ndarray) -> tuple[float, EpochTimer]:
     """images/s of the second (measured) epoch; the first one is the warm-up."""
     keras.backend.clear_session()
+    set_op_determinism(config.deterministic)
     keras.utils.set_random_seed(config.seed)
     model = build_model_from_config(config)
     compile_model(model, config, steps_per_epoch=len(images) // config.batch_size)
@@ -94,6 +100,26 @@ def run(config: TrainConfig, mode: str, images: np.ndarray, masks: np.ndarray) -
     return len(images) / timer.epochs[1], timer
 
 
+def compare_determinism(config: TrainConfig, images: np.ndarray, masks: np.ndarray, repeats: int, flops: float) -> None:
+    """The real pipeline with op determinism off and on; prints each run and the on/off ratio of the best rates."""
+    rates: dict[bool, float] = {}
+    cpu: dict[bool, float] = {}
+    for deterministic in (False, True) * repeats:
+        rate, timer = run(config.replace(deterministic=deterministic), "pipeline", images, masks)
+        rates[deterministic] = max(rate, rates.get(deterministic, 0.0))
+        cpu[deterministic] = min(timer.cpu[1] / len(images), cpu.get(deterministic, np.inf))
+        print(
+            f"deterministic={deterministic!s:>5}: {rate:7.1f} images/s ({timer.epochs[1]:.1f} s; warm-up "
+            f"{timer.epochs[0]:.1f} s), {3 * flops * rate / 1e9:.0f} GFLOP/s; "
+            f"CPU {timer.cpu[1] / len(images) * 1e3:.1f} ms/image; load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    print(
+        f"best: off {rates[False]:.1f}, on {rates[True]:.1f} images/s; on/off {rates[True] / rates[False]:.3f} "
+        f"(CPU time per image on/off {cpu[True] / cpu[False]:.3f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--height", type=int, default=64)
@@ -105,6 +131,7 @@ def main() -> None:
     parser.add_argument("--augment-strength", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two runs this often; best rate counts")
     parser.add_argument("--mixed-precision", action="store_true", help="for GPUs; slow on CPU")
+    parser.add_argument("--determinism", action="store_true", help="compare op determinism off/on (pipeline)")
     args = parser.parse_args()
     config = TrainConfig(
         name="benchmark", height=args.height, width=args.width, depth=args.depth, base_filters=args.base_filters,
@@ -115,6 +142,9 @@ def main() -> None:
     flops = model_flops_per_image(build_model_from_config(config))
     print(f"model depth={args.depth} base_filters={args.base_filters} {args.height}x{args.width}: "
           f"{flops / 1e9:.3f} GFLOP forward per image; batch {args.batch_size}, {args.steps} steps/epoch")  # fmt: skip
+    if args.determinism:
+        compare_determinism(config, images, masks, args.repeats, flops)
+        return
     rates: dict[str, float] = {}
     steady: dict[str, float] = {}
     cpu: dict[str, float] = {}

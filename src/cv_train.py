@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.summary is not None:
         print(format_summary_table(result.summary))
         if result.postprocessing is not None:
-            print(f"OOF after post-processing: {result.postprocessing.oof_score:.4f}")
+            print(f"OOF + pp in-sample (decided on the same OOF, optimistic): {result.postprocessing.oof_score:.4f}")
     else:
         print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
     print(f"parent run: {result.parent_run_id}")

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         f"presence_threshold {settings.presence_threshold}{scores}"
     )
     print(f"{result.n_images} test images, {result.empty_share:.1%} predicted empty")
-    if result.test_score is not None:
+    if result.test_interval is not None:
+        print(f"local test score {result.test_interval.describe()}")
+    elif result.test_score is not None:
         print(f"local test score {result.test_score:.4f}")
     print(f"wrote {result.csv_path}")
     print(f"MLflow submission run {result.submission_run_id} under {', '.join(result.run_ids)}")

@@ -96,7 +96,13 @@ def test_the_parent_run_holds_params_tags_metrics_and_artifacts(trained: Trained
     assert "seed" not in parent.data.tags  # a param, not also a tag
     assert set(PARENT_TAGS) <= set(parent.data.tags)
     names = {schema.CV_SCORE_MEAN, schema.CV_SCORE_STD, schema.OOF_SCORE, schema.EMPTY_BASELINE_SCORE}
-    assert names | {schema.OOF_SCORE_POSTPROCESSED} <= set(parent.data.metrics)
+    honest = {schema.OOF_SCORE_POSTPROCESSED, schema.OOF_SCORE_POSTPROCESSED_INSAMPLE}
+    honest |= {schema.CV_SCORE_CI_LOW, schema.CV_SCORE_CI_HIGH}
+    metrics = parent.data.metrics
+    assert names | honest <= set(metrics)
+    assert metrics[schema.CV_SCORE_CI_LOW] <= metrics[schema.OOF_SCORE] <= metrics[schema.CV_SCORE_CI_HIGH]
+    assert parent.data.tags[schema.CHECKPOINT_TAG] == CONFIG.checkpoint
+    assert parent.data.tags[schema.OPTIMISTIC_TAG] == "false"
     folds_name = next(iter(artifact_paths(trained.parent_id, schema.FOLDS_DIR)))
     assert artifact_paths(trained.parent_id) == {
         schema.CONFIG_ARTIFACT,
@@ -144,9 +150,12 @@ def test_the_parent_description_holds_the_cv_table(trained: Trained) -> None:
     assert f"{metrics[schema.OOF_SCORE]:.4f}" in text and f"{metrics[schema.OOF_SCORE_POSTPROCESSED]:.4f}" in text
     assert "fold  score   kept epoch" in text
     for k in range(3):  # one row per fold: its score (rounded for reading) and its kept epoch
-        row = f"{k}     {metrics[schema.fold_score_metric(k)]:.4f}  {facts[k]['best_epoch']}"
+        row = f"{k}     {metrics[schema.fold_score_metric(k)]:.4f}  {facts[k]['kept_epoch']}"
         assert row in text.splitlines(), row
     assert "missed nerves (FN)" in text and "false alarms (FP)" in text
+    low, high = metrics[schema.CV_SCORE_CI_LOW], metrics[schema.CV_SCORE_CI_HIGH]
+    assert f"95 % interval of the mean              {low:.4f} – {high:.4f}" in text
+    assert "- checkpoint rule: last\n" in text and "cross-fitted" in text
 
 
 def test_fold_runs_are_self_contained(trained: Trained) -> None:
@@ -163,13 +172,13 @@ def test_fold_runs_are_self_contained(trained: Trained) -> None:
         subjects = sorted({i.split("_")[0] for i in facts["val_ids"]}, key=int)
         assert params["val_subjects"] == ",".join(subjects) and params["n_val"] == str(len(facts["val_ids"]))
         sizes.append(int(params["n_train"]) + int(params["n_val"]))
-        kept = facts["best_epoch"]
+        kept = facts["kept_epoch"]
         assert metrics["kept_epoch"] == kept
         assert metrics["val_dice_kept"] == facts["history"]["val_dice"][kept - 1]
         assert metrics["val_loss_kept"] == facts["history"]["val_loss"][kept - 1]
         assert metrics["train_loss_kept"] == facts["history"]["loss"][kept - 1]
         curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_dice")}
-        assert curve[kept] == metrics["val_dice_kept"] == max(curve.values())
+        assert curve[kept] == metrics["val_dice_kept"]  # the kept epoch, not the last one logged
     assert len(set(sizes)) == 1  # every fold splits the same images
 
 
@@ -197,7 +206,7 @@ def test_logged_config_summary_and_postprocessing_agree_with_the_metrics(trained
     assert {"threshold", "min_area", "largest_component", "presence_threshold", "steps"} <= set(post)
     decision = PostprocessDecision.from_json(post)
     assert decision.oof_score_raw == pytest.approx(metrics[schema.OOF_SCORE])
-    assert decision.oof_score == pytest.approx(metrics[schema.OOF_SCORE_POSTPROCESSED])
+    assert decision.oof_score == pytest.approx(metrics[schema.OOF_SCORE_POSTPROCESSED_INSAMPLE])
 
 
 def test_a_folds_weights_reproduce_its_out_of_fold_probabilities(trained: Trained) -> None:

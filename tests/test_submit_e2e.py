@@ -85,6 +85,9 @@ def test_best_run_to_valid_scored_submission(tracked: dict, tmp_path: Path) -> N
     assert child.data.params["run_ids"] == tracked["run_id"] and child.data.params["tta"] == "True"
     assert child.data.params["threshold"] == str(result.postprocessing.settings.threshold)
     assert child.data.metrics["test_score"] == pytest.approx(score)
+    # the synthetic set lists its test subjects, so the interval is by subject and logged with the score
+    assert result.test_interval.unit == "subject" and result.test_interval.estimate == pytest.approx(score)
+    assert child.data.metrics["test_score_ci_low"] <= score <= child.data.metrics["test_score_ci_high"]
     artifacts = {a.path for a in _client().list_artifacts(child.info.run_id, "submission")}
     assert artifacts == {f"submission/{result.csv_path.name}"}
 
@@ -102,7 +105,7 @@ def test_cli_decides_postprocessing_when_missing(
     argv += ["--cache-dir", str(tracked["cache"]), "--batch-size", "5", "--no-progress"]
     assert submit.main([*argv, "--test-masks", str(root / "test_masks")]) == 0
     out = capsys.readouterr().out
-    assert "post-processing (decided)" in out and "local test score" in out
+    assert "post-processing (decided)" in out and "local test score" in out and "95 % CI" in out
     (csv,) = tmp_path.glob("*_tiny.csv")
     assert f"wrote {csv}" in out
     settings = json.loads((artifact_dir / "postprocessing.json").read_text())  # stored on the CV run

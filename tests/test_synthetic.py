@@ -76,12 +76,25 @@ def test_layout_and_names_are_kaggles(synthetic_root: Path) -> None:
     expected_train = {f"{s}_{i}{suffix}.tif" for s in range(1, 7) for i in range(1, 9) for suffix in ("", "_mask")}
     assert {p.name for p in (raw / "train").iterdir()} == expected_train
     assert {p.name for p in (raw / "test").iterdir()} == {f"{i}.tif" for i in range(1, 7)}
-    assert {p.name for p in (synthetic_root / "test_masks").iterdir()} == {f"{i}_mask.tif" for i in range(1, 7)}
+    masks = {f"{i}_mask.tif" for i in range(1, 7)}
+    assert {p.name for p in (synthetic_root / "test_masks").iterdir()} == masks | {synthetic.TEST_SUBJECTS_FILE}
+
+
+def test_test_subjects_are_listed_beside_the_test_masks(tmp_path: Path) -> None:
+    """3 frames per subject, 7 test images: subjects 3, 4, 5 (after the 2 training ones) with 3, 3, 1 ids."""
+    generate(tmp_path / "raw", 2, 3, 7, seed=1, test_masks_dir=tmp_path / "masks", progress=False)
+    subject_of = synthetic.read_test_subjects(tmp_path / "masks")
+    assert sorted(subject_of) == list(range(1, 8))
+    assert sorted(np.unique(list(subject_of.values()), return_counts=True)[1].tolist()) == [1, 3, 3]
+    assert set(subject_of.values()) == {3, 4, 5}
+    assert synthetic.read_test_subjects(tmp_path) is None
 
 
 def test_default_test_masks_folder_is_sibling_of_out(tmp_path: Path) -> None:
     generate(tmp_path / "raw", 1, 2, 3, seed=0, progress=False)
-    assert sorted(p.name for p in (tmp_path / "synthetic_test_masks").iterdir()) == [f"{i}_mask.tif" for i in (1, 2, 3)]
+    assert sorted(p.name for p in (tmp_path / "synthetic_test_masks").glob("*.tif")) == [
+        f"{i}_mask.tif" for i in (1, 2, 3)
+    ]
 
 
 def test_files_are_8bit_gray_lzw_tiffs_of_kaggles_size(synthetic_root: Path) -> None:
@@ -98,7 +111,7 @@ def test_files_are_8bit_gray_lzw_tiffs_of_kaggles_size(synthetic_root: Path) -> 
         assert tags[262] == 1, f"{path}: photometric must be BlackIsZero"
         array = read(path)
         assert array.shape == (420, 580) and array.dtype == np.uint8
-    for mask_path in [*(raw / "train").glob("*_mask.tif"), *(synthetic_root / "test_masks").iterdir()]:
+    for mask_path in [*(raw / "train").glob("*_mask.tif"), *(synthetic_root / "test_masks").glob("*_mask.tif")]:
         assert set(np.unique(read(mask_path))) <= {0, 255}, mask_path
 
 

@@ -14,7 +14,7 @@ from nerveseg.data.cache import PreparedData
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.model.unet import build_model_from_config, get_standardization
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
-from nerveseg.train.cv_summary import CVSummary, format_summary_table, summarize_cv
+from nerveseg.train.cv_summary import CVSummary, format_summary_table, interval_metrics, summarize_cv
 from nerveseg.train.fold import (
     HISTORY_KEYS,
     FoldResult,
@@ -61,6 +61,7 @@ def trained(data, tmp_path_factory):
     config = TrainConfig(
         name="tiny", height=32, width=40, depth=3, base_filters=4, learning_rate=1e-3, batch_size=8,
         epochs=2, folds=3, seed=1, augment_strength=1.0, augment_flip=True, presence_head=True, lr_schedule="cosine",
+        checkpoint="best_val",
     )  # fmt: skip
     workdir = tmp_path_factory.mktemp("fold")
     return config, train_fold(config, data, make_folds(data), 1, workdir, verbose=0)
@@ -73,8 +74,8 @@ def test_train_fold_result(trained, data) -> None:
     assert all(len(values) == config.epochs for values in result.history.values())
     assert result.history["learning_rate"][0] == pytest.approx(config.learning_rate)
     assert result.history["learning_rate"][1] < config.learning_rate  # cosine decay
-    assert 1 <= result.best_epoch <= config.epochs
-    assert result.history["val_dice"][result.best_epoch - 1] == max(result.history["val_dice"])
+    assert 1 <= result.kept_epoch <= config.epochs
+    assert result.history["val_dice"][result.kept_epoch - 1] == max(result.history["val_dice"])
     np.testing.assert_array_equal(result.val_index, np.flatnonzero(folds == 1))
     assert result.oof_probs.shape == (len(result.val_index), 32, 40)
     assert result.oof_presence is not None and result.oof_presence.shape == (len(result.val_index),)
@@ -86,7 +87,7 @@ def test_train_fold_result(trained, data) -> None:
     assert not list(result.weights_path.parent.glob("*partial*"))
     # the restored model is the best epoch's, and validation saw every held-out image exactly once
     model_size_dice = dice_per_image(data.masks[result.val_index], result.oof_probs > 0.5).mean()
-    assert result.history["val_dice"][result.best_epoch - 1] == pytest.approx(model_size_dice, abs=1e-6)
+    assert result.history["val_dice"][result.kept_epoch - 1] == pytest.approx(model_size_dice, abs=1e-6)
 
 
 def test_saved_weights_reproduce_the_predictions(trained, data) -> None:
@@ -164,7 +165,7 @@ def test_standardization_stats_are_exact() -> None:
 def fake_results(data: PreparedData, folds: np.ndarray, probs: np.ndarray) -> list[FoldResult]:
     return [
         FoldResult(fold=k, val_index=np.flatnonzero(folds == k), oof_probs=probs[folds == k], oof_presence=None,
-                   history={}, best_epoch=1, weights_path=None, val_score=0.0, norm_mean=0.0, norm_std=1.0)
+                   history={}, kept_epoch=1, weights_path=None, val_score=0.0, norm_mean=0.0, norm_std=1.0)
         for k in np.unique(folds)
     ]  # fmt: skip
 
@@ -198,3 +199,30 @@ def test_summarize_cv_partial_and_invalid(data) -> None:
         summarize_cv(data, folds, [results[0], results[0]])
     with pytest.raises(ValueError, match="val_index"):
         summarize_cv(data, (folds + 1) % 3, results)
+
+
+def test_summary_has_intervals_crossfit_and_says_when_it_is_optimistic(data) -> None:
+    folds = make_folds(data)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(data.masks * 0.8 + rng.uniform(0, 0.45, data.masks.shape), 0, 1).astype(np.float32)
+    results = fake_results(data, folds, noisy)
+    summary, _ = summarize_cv(data, folds, results)
+    assert summary.checkpoint == "best_val" and summary.optimistic  # FoldResult's default rule
+    assert summary.n_subjects == len(np.unique(data.subjects))
+    assert summary.cv_score_ci_low <= summary.oof_score <= summary.cv_score_ci_high
+    assert summary.empty_baseline_ci_low <= summary.empty_baseline_score <= summary.empty_baseline_ci_high
+    assert summary.oof_score_postprocessed is not None
+    assert summary.oof_score_postprocessed_ci_low <= summary.oof_score_postprocessed
+    assert summary.oof_score_postprocessed <= summary.oof_score_postprocessed_ci_high
+    table = format_summary_table(summary)
+    assert "OPTIMISTIC" in table and "95 % CI" in table and "cross-fitted" in table
+    assert {"cv_score_ci_low", "cv_score_ci_high", "oof_score_postprocessed"} <= set(interval_metrics(summary))
+
+    for result in results:
+        result.checkpoint = "last"
+    honest, _ = summarize_cv(data, folds, results, crossfit=False)
+    assert honest.checkpoint == "last" and not honest.optimistic
+    assert honest.oof_score_postprocessed is None
+    assert "OPTIMISTIC" not in format_summary_table(honest) and "checkpoint: last" in format_summary_table(honest)
+    results[0].checkpoint = "best_val"
+    assert summarize_cv(data, folds, results, crossfit=False)[0].optimistic  # "mixed"

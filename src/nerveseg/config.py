@@ -21,6 +21,9 @@ from nerveseg.errors import ConfigError
 Upsampling = Literal["transpose", "bilinear"]
 LossName = Literal["dice", "bce", "bce_dice"]
 LrSchedule = Literal["constant", "cosine", "plateau"]
+# Which weights a fold keeps; only "best_val" looks at the fold it is scored on (an optimistic score).
+CheckpointRule = Literal["last", "inner", "best_val"]
+CHECKPOINT_RULES: tuple[str, ...] = typing.get_args(CheckpointRule)
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,16 @@ class TrainConfig:
     # optimisation
     learning_rate: float = 1e-5
     lr_schedule: LrSchedule = "constant"
+    warmup_epochs: int = 0  # linear warm-up from 0 to learning_rate ("constant" and "cosine" only)
+    use_ema: bool = False  # evaluate and keep the optimizer's exponential moving average of the weights
+    ema_momentum: float = 0.99
     batch_size: int = 32
     epochs: int = 20
+    # which weights a fold keeps: "last" (fixed schedule, the last epoch), "inner" (early stopping on
+    # an inner split of the TRAINING subjects) or "best_val" (best epoch on the scored fold: optimistic)
+    checkpoint: CheckpointRule = "last"
+    inner_val_fraction: float = 0.2  # share of the training subjects held out when checkpoint="inner"
+    patience: int = 5  # epochs without a better inner val_dice before "inner" stops
     # augmentation: 0 is off; 1 means shifts of 10 %, rotations of 10 degrees, zoom of 10 %,
     # brightness and contrast changes of 10 %; the magnitudes scale linearly with it.
     augment_strength: float = 0.0
@@ -55,6 +66,8 @@ class TrainConfig:
     # performance switches, for GPU users
     mixed_precision: bool = False
     jit_compile: bool = False
+    # TensorFlow op determinism: same config, seed, data and machine give identical weights (a little slower)
+    deterministic: bool = True
     # cross-validation
     folds: int = 5
     seed: int = 42
@@ -82,6 +95,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "learning_rate": (1e-8, 1.0),
     "batch_size": (1, 4096),
     "epochs": (1, 10_000),
+    "warmup_epochs": (0, 10_000),
+    "ema_momentum": (0.0, 0.9999),
+    "inner_val_fraction": (0.05, 0.5),
+    "patience": (1, 10_000),
     "augment_strength": (0.0, 5.0),
     "folds": (2, 100),
     "seed": (0, 2**32 - 1),
@@ -145,6 +162,16 @@ def _validate(config: TrainConfig) -> None:
             f"config height={config.height}, width={config.width} must both be divisible by "
             f"2**(depth-1)={2 ** (config.depth - 1)} so that the U-Net's skips line up; "
             "change the size or the depth"
+        )
+    if config.warmup_epochs >= config.epochs:
+        raise ValueError(
+            f"config warmup_epochs={config.warmup_epochs} must be smaller than epochs={config.epochs}; "
+            "the run would never reach its learning rate"
+        )
+    if config.warmup_epochs and config.lr_schedule == "plateau":
+        raise ValueError(
+            "config warmup_epochs > 0 needs lr_schedule 'constant' or 'cosine'; 'plateau' changes the rate "
+            "itself, set warmup_epochs: 0 or choose another schedule"
         )
 
 

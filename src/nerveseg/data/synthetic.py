@@ -840,6 +840,31 @@ def _plan_jobs(
     return jobs
 
 
+TEST_SUBJECTS_FILE = "subjects.csv"  # beside the synthetic test masks: id,subject (for subject-level intervals)
+
+
+def _write_test_subjects(jobs: list[_Job], first_subject: int, masks_dir: Path) -> None:
+    """``masks_dir/subjects.csv``: which synthetic test subject (numbered after the training ones) each id shows."""
+    rows = ["id,subject"]
+    test_jobs = [job for job in jobs if job.entropy[1] == 1]
+    for job in test_jobs:
+        subject = first_subject + job.entropy[2]
+        rows += [f"{path.name[: -len('_mask.tif')]},{subject}" for path in job.mask_paths]
+    (masks_dir / TEST_SUBJECTS_FILE).write_text("\n".join(rows) + "\n")
+
+
+def read_test_subjects(masks_dir: Path) -> dict[int, int] | None:
+    """id -> subject from ``masks_dir/subjects.csv`` (written by ``generate``), or None when there is none."""
+    path = Path(masks_dir) / TEST_SUBJECTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
+        return {int(image_id): int(subject) for image_id, subject in rows}
+    except ValueError as err:
+        raise ValueError(f"{path} is not an id,subject table ({err}); delete it or regenerate the synthetic set") from err
+
+
 def _collect(results: Iterable[tuple[int, int]], bar: tqdm) -> tuple[int, int]:
     """Sum (frames, labelled) over finished jobs, advancing the progress bar."""
     done = labelled = 0
@@ -879,7 +904,8 @@ def generate(
     ``out_dir/train/<subject>_<image>.tif`` and ``<subject>_<image>_mask.tif`` (subjects 1..subjects, images
     1..images_per_subject), ``out_dir/test/<id>.tif`` (ids 1..test) and the test masks, which Kaggle never
     published, as ``test_masks_dir/<id>_mask.tif`` (default ``out_dir.parent / "synthetic_test_masks"``) so a
-    submission can be scored locally. All files: 580x420, 8-bit grayscale, LZW TIFF; masks 0/255.
+    submission can be scored locally, with ``test_masks_dir/subjects.csv`` (id,subject) for subject-level
+    intervals of that score. All files: 580x420, 8-bit grayscale, LZW TIFF; masks 0/255.
 
     The output depends only on the arguments (not on ``workers``). Refuses to write into a non-empty folder.
     Frames are written into hidden ``.synthetic-partial-*`` folders that are renamed into place at the end, so an
@@ -911,6 +937,7 @@ def generate(
         for folder in (staging / "train", staging / "test"):
             folder.mkdir()
         jobs = _plan_jobs(seed, subjects, images_per_subject, test, staging / "train", staging / "test", masks_staging)
+        _write_test_subjects(jobs, subjects + 1, masks_staging)
         n_jobs = len(jobs)
         _execute(jobs, min(workers, n_jobs), progress)
         # rename into place: masks first, train last, so a complete train/ implies a complete set

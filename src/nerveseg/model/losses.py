@@ -108,21 +108,38 @@ class DiceScore(keras.metrics.Metric):
 def learning_rate_for(
     config: TrainConfig, steps_per_epoch: int | None
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """A float for "constant" and "plateau" (the callback changes it), a CosineDecay for "cosine"."""
-    if config.lr_schedule != "cosine":
+    """The optimizer's learning rate: a float, or a Keras ``CosineDecay`` for a warm-up and/or cosine decay.
+
+    "plateau" is a float that its callback lowers. A warm-up ramps linearly from 0 to ``learning_rate``
+    over ``warmup_epochs``; then "cosine" decays to 0 by the last step and "constant" stays put
+    (``alpha=1``). A fixed schedule is what makes keeping the LAST weights a sound rule: the rate is
+    small at the end, so the last epochs do not jump around.
+    """
+    if config.lr_schedule == "plateau" or (config.lr_schedule == "constant" and not config.warmup_epochs):
         return config.learning_rate
     if not steps_per_epoch or steps_per_epoch < 1:
         raise ValueError(
-            f"lr_schedule='cosine' needs steps_per_epoch >= 1 to know its length, got {steps_per_epoch!r}; "
-            "pass compile_model(..., steps_per_epoch=ceil(n_train / batch_size))"
+            f"lr_schedule={config.lr_schedule!r} with warmup_epochs={config.warmup_epochs} needs steps_per_epoch >= 1 "
+            f"to know its length, got {steps_per_epoch!r}; pass compile_model(..., steps_per_epoch=ceil(n_train / "
+            "batch_size))"
         )
-    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else config.learning_rate,
+        decay_steps=max((config.epochs - config.warmup_epochs) * steps_per_epoch, 1),
+        alpha=1.0 if config.lr_schedule == "constant" else 0.0,
+        warmup_target=config.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
 
 
 def compile_model(model: keras.Model, config: TrainConfig, *, steps_per_epoch: int | None = None) -> None:
     """Adam, the config's mask loss (+ weighted presence BCE), ``DiceScore`` on the mask, jit flag.
 
-    ``steps_per_epoch`` is needed only by ``lr_schedule="cosine"``. Mixed precision is a global
+    ``steps_per_epoch`` is needed by a cosine schedule or a warm-up. With ``use_ema`` Adam keeps an
+    exponential moving average of the weights, and ``fit`` writes it into the model when it ends
+    (Keras 3 ``finalize_variable_values``); use ``keras.callbacks.SwapEMAWeights`` to validate with
+    it during training. Mixed precision is a global
     policy set when the model is built (``model.build_model_from_config``); Keras wraps Adam in a
     loss-scale optimizer by itself under "mixed_float16".
     """
@@ -132,7 +149,11 @@ def compile_model(model: keras.Model, config: TrainConfig, *, steps_per_epoch: i
         losses["presence"] = presence_bce_loss
         weights["presence"] = config.presence_weight
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate_for(config, steps_per_epoch)),
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate_for(config, steps_per_epoch),
+            use_ema=config.use_ema,
+            ema_momentum=config.ema_momentum,
+        ),
         loss=losses,
         loss_weights=weights,
         metrics={"mask": [DiceScore(name="dice")]},

@@ -27,6 +27,7 @@ from nerveseg.track import schema
 from nerveseg.track.cv_parents import param_strings
 from nerveseg.track.schema import FOLD_TAG, OofArrays
 from nerveseg.train import fold as training
+from nerveseg.train.checkpointing import inner_split
 from nerveseg.train.plots import plot_learning_curves
 
 
@@ -53,12 +54,17 @@ def fold_params(config: TrainConfig, data: PreparedData, folds: np.ndarray, fold
     """The fold run's params: the config's (as on the parent) and the fold's own, as MLflow stores them."""
     val_index = np.flatnonzero(folds == fold)
     train_index = training.training_index(data, folds, fold, drop_contradictory=config.drop_contradictory)
+    inner: dict[str, str] = {}
+    if config.checkpoint == "inner":  # the same split train_fold makes (same seed)
+        train_index, inner_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
+        inner[schema.N_INNER_VAL_PARAM] = str(len(inner_index))
     subjects = [str(s) for s in np.unique(data.subjects[val_index])]
     return {
         **param_strings(config),
         schema.FOLD_PARAM: str(fold),
         schema.N_TRAIN_PARAM: str(len(train_index)),
         schema.N_VAL_PARAM: str(len(val_index)),
+        **inner,
         schema.FOLD_SEED_PARAM: str(config.seed + fold),
         schema.VAL_SUBJECTS_PARAM: truncated_list(subjects),
     }
@@ -76,9 +82,10 @@ def kept_metrics(result: training.FoldResult) -> dict[str, float]:
     """The kept epoch (1-based) and that epoch's history values under their own names, plus ``val_score``.
 
     ``val_dice`` on a fold run is the per-epoch curve (its latest value is the last epoch);
-    ``val_dice_kept`` is the value of the epoch whose weights were kept.
+    ``val_dice_kept`` is the value of the epoch whose weights were kept. With ``checkpoint="inner"`` the
+    ``val_*`` history is on the inner split that chose the epoch; ``val_score`` is always the scored fold's.
     """
-    epoch = result.best_epoch
+    epoch = result.kept_epoch
     metrics = {schema.KEPT_EPOCH: float(epoch), schema.VAL_SCORE: float(result.val_score)}
     for key in schema.KEPT_HISTORY_KEYS:
         values = result.history.get(key) or []
@@ -103,7 +110,8 @@ def log_fold(client: MlflowClient, run_id: str, data: PreparedData, result: trai
     client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
     facts = {
         "fold": k,
-        "best_epoch": result.best_epoch,
+        "kept_epoch": result.kept_epoch,
+        "checkpoint": result.checkpoint,
         "val_score": result.val_score,
         "norm_mean": result.norm_mean,
         "norm_std": result.norm_std,
@@ -116,8 +124,8 @@ def log_fold(client: MlflowClient, run_id: str, data: PreparedData, result: trai
     curve = plot_learning_curves(
         result.history,
         curve_dir / Path(schema.LEARNING_CURVE_ARTIFACT).name,
-        kept_epoch=result.best_epoch,
-        title=f"fold {k}: kept epoch {result.best_epoch}, val_score {result.val_score:.4f}",
+        kept_epoch=result.kept_epoch,
+        title=f"fold {k}: kept epoch {result.kept_epoch}, val_score {result.val_score:.4f}",
     )
     client.log_artifact(run_id, str(curve), schema.PLOTS_DIR)
 
@@ -146,7 +154,8 @@ def load_fold(client: MlflowClient, run: Run, data: PreparedData, folds: np.ndar
         oof_probs=oof.probs,
         oof_presence=oof.presence,
         history={key: list(values) for key, values in facts["history"].items()},
-        best_epoch=int(facts["best_epoch"]),
+        kept_epoch=int(facts["kept_epoch"]),
+        checkpoint=facts["checkpoint"],
         weights_path=Path(f"runs:/{run_id}/{schema.weights_artifact(k)}"),
         val_score=float(facts["val_score"]),
         norm_mean=float(facts["norm_mean"]),

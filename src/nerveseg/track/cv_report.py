@@ -68,28 +68,51 @@ def predicted_nonempty(oof: np.ndarray, threshold: float = THRESHOLD, chunk_size
     return nonempty
 
 
+def _finite_interval(low: float | None, high: float | None) -> tuple[float, float] | None:
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    return float(low), float(high)
+
+
+def _postprocessing_notes(outcome: CVOutcome) -> tuple[float | None, list[str]]:
+    """The post-processed score to show (cross-fitted when there is one) and what it means."""
+    summary, decision = outcome.summary, outcome.postprocessing
+    in_sample = None if decision is None else decision.oof_score
+    if summary.oof_score_postprocessed is not None:
+        note = "OOF after post-processing: cross-fitted (settings decided on the other folds, applied to each fold)"
+        if in_sample is not None:
+            note += f"; decided and scored on all OOF it reads {in_sample:.4f} (optimistic)"
+        return summary.oof_score_postprocessed, [note]
+    if in_sample is None:
+        return None, []
+    return in_sample, ["OOF after post-processing: decided and scored on the same OOF predictions (optimistic)"]
+
+
 def describe(outcome: CVOutcome, breakdown_line: str = "") -> str:
-    """The parent's Markdown description. The interval and checkpoint rule are read with ``getattr`` because
-    ``CVSummary`` gains them in another change (``cv_score_ci_low``/``cv_score_ci_high``, ``checkpoint_rule``);
-    until then those rows are left out."""
+    """The parent's Markdown description: the CV table and what its numbers mean."""
     summary = outcome.summary
-    low, high = getattr(summary, "cv_score_ci_low", None), getattr(summary, "cv_score_ci_high", None)
-    post = outcome.postprocessing
-    notes = [f"errors (raw OOF, threshold {THRESHOLD}): {breakdown_line}"] if breakdown_line else []
+    interval = _finite_interval(summary.cv_score_ci_low, summary.cv_score_ci_high)
+    postprocessed, notes = _postprocessing_notes(outcome)
+    if interval is not None:
+        notes.insert(0, f"95 % interval: subject bootstrap of the pooled OOF score over {summary.n_subjects} subjects")
+    if breakdown_line:
+        notes.append(f"errors (raw OOF, threshold {THRESHOLD}): {breakdown_line}")
     notes.append(
         f"plots: {schema.PROGRESS_ARTIFACT} (all folds), {schema.SUBJECT_SCORES_ARTIFACT}, {schema.GALLERY_ARTIFACT}; "
         f"each fold run has its own {schema.LEARNING_CURVE_ARTIFACT}"
     )
+    rule = summary.checkpoint + (" (OPTIMISTIC: each fold kept the epoch that scored best on it)"
+                                 if summary.optimistic else "")  # fmt: skip
     return cv_markdown(
         summary.fold_scores,
         mean=summary.cv_score_mean,
         std=summary.cv_score_std,
-        interval=None if low is None or high is None else (float(low), float(high)),
+        interval=interval,
         oof=summary.oof_score,
         empty_baseline=summary.empty_baseline_score,
-        postprocessed=None if post is None else post.oof_score,
-        kept_epochs={r.fold: r.best_epoch for r in outcome.results},
-        checkpoint_rule=getattr(summary, "checkpoint_rule", None),
+        postprocessed=postprocessed,
+        kept_epochs={r.fold: r.kept_epoch for r in outcome.results},
+        checkpoint_rule=rule,
         title=f"{outcome.config.name}: {len(summary.fold_scores)}-fold cross-validation",
         notes=notes,
     )
@@ -125,7 +148,7 @@ def log_cv_report(client: MlflowClient, run_id: str, outcome: CVOutcome, *, raw_
     figures = [
         plot_progress(
             {r.fold: r.history for r in outcome.results},
-            {r.fold: r.best_epoch for r in outcome.results},
+            {r.fold: r.kept_epoch for r in outcome.results},
             plots / Path(schema.PROGRESS_ARTIFACT).name,
             title=f"{name}: every fold (star: kept epoch)",
         ),

@@ -43,7 +43,7 @@ from nerveseg.track.cv_parents import say
 from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG, OofArrays
 from nerveseg.track.store import MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
 from nerveseg.train import fold as training
-from nerveseg.train.cv_summary import CVSummary, format_summary_table, summarize_cv
+from nerveseg.train.cv_summary import CVSummary, format_summary_table, interval_metrics, summarize_cv
 
 
 class CVListener(Protocol):
@@ -153,10 +153,14 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
         schema.CV_SCORE_STD: summary.cv_score_std,
         schema.OOF_SCORE: summary.oof_score,
         schema.EMPTY_BASELINE_SCORE: summary.empty_baseline_score,
-        schema.OOF_SCORE_POSTPROCESSED: float(postprocessing.oof_score or 0.0),
+        # decided and scored on the same OOF predictions; the honest, cross-fitted score is in interval_metrics
+        schema.OOF_SCORE_POSTPROCESSED_INSAMPLE: float(postprocessing.oof_score or 0.0),
+        **interval_metrics(summary),
         **{schema.fold_score_metric(k): score for k, score in summary.fold_scores.items()},
     }
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.set_tag(run_id, schema.CHECKPOINT_TAG, summary.checkpoint)
+    client.set_tag(run_id, schema.OPTIMISTIC_TAG, str(summary.optimistic).lower())
 
     oof_path = schema.save_oof(cv.work / schema.OOF_PROBS_FILE, OofArrays(data.ids, oof, presence))
     client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
@@ -266,7 +270,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
     except BaseException as err:
         _stop_runs(client, [run_id], err, cv.state)
         raise
-    cv.say(f"fold {fold}: val_score {result.val_score:.4f} (best epoch {result.best_epoch})")
+    cv.say(f"fold {fold}: val_score {result.val_score:.4f} (kept epoch {result.kept_epoch}: {result.checkpoint})")
     return result
 
 

@@ -39,6 +39,10 @@ DESCRIPTION_TAG = "mlflow.note.content"  # MLflow shows it as the run's descript
 DATA_FINGERPRINT_TAG = "data_fingerprint"
 FOLDS_SHA_TAG = "folds_file_sha256"
 GIT_COMMIT_TAG = "git_commit"
+# the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
+# named apart from the param so that no name is both a tag and a param
+CHECKPOINT_TAG = "checkpoint_rule"
+OPTIMISTIC_TAG = "cv_optimistic"  # "true" when the kept epoch was chosen on the scored fold (best_val)
 
 # values of RUN_TYPE_TAG
 CV_RUN = "cv"
@@ -52,7 +56,13 @@ CV_SCORE_MEAN = "cv_score_mean"
 CV_SCORE_STD = "cv_score_std"
 OOF_SCORE = "oof_score"
 EMPTY_BASELINE_SCORE = "empty_baseline_score"
-OOF_SCORE_POSTPROCESSED = "oof_score_postprocessed"
+OOF_SCORE_POSTPROCESSED = "oof_score_postprocessed"  # cross-fitted: decided on the other folds
+OOF_SCORE_POSTPROCESSED_INSAMPLE = "oof_score_postprocessed_insample"  # decided and scored on the same OOF
+CV_SCORE_CI_LOW = "cv_score_ci_low"
+CV_SCORE_CI_HIGH = "cv_score_ci_high"
+TEST_SCORE = "test_score"
+TEST_SCORE_CI_LOW = "test_score_ci_low"
+TEST_SCORE_CI_HIGH = "test_score_ci_high"
 
 
 KEPT_EPOCH = "kept_epoch"  # a fold run's kept (checkpointed) epoch, 1-based
@@ -83,8 +93,9 @@ def fold_score_metric(fold: int) -> str:
 
 # ------------------------------------------------------------------------------------ fold run params
 FOLD_PARAM = "fold"
-N_TRAIN_PARAM = "n_train"  # training images (after dropping contradictory ones, when the config does)
+N_TRAIN_PARAM = "n_train"  # images the model is fitted on (less contradictory ones and the inner split, if any)
 N_VAL_PARAM = "n_val"
+N_INNER_VAL_PARAM = "n_inner_val"  # with checkpoint="inner": training images held out to choose the epoch
 FOLD_SEED_PARAM = "fold_seed"  # the fold is seeded with config.seed + fold
 VAL_SUBJECTS_PARAM = "val_subjects"  # held-out subjects, a comma list
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -227,6 +238,7 @@ __all__ = [
     "LR_METRIC",
     "MAX_PARAM_LENGTH",
     "MODEL_SUMMARY_ARTIFACT",
+    "N_INNER_VAL_PARAM",
     "N_TRAIN_PARAM",
     "N_VAL_PARAM",
     "OOF_DIR",

@@ -23,8 +23,10 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from nerveseg.data.synthetic import read_test_subjects
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
+from nerveseg.evaluate.uncertainty import Interval, interval_for_ids
 from nerveseg.io_utils import check_writable_dir, sha256_file
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 from nerveseg.submit.submission_file import WriteStats
@@ -59,6 +61,7 @@ class SubmissionResult:
     postprocessing_source: str  # "run" (reused), "decided" (logged on the run) or "decided_ensemble"
     test_score: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    test_interval: Interval | None = None  # bootstrap 95 % interval of test_score (by subject when known)
 
 
 # ------------------------------------------------------------------------------------------ submit
@@ -85,6 +88,7 @@ class _Written:
     test_fingerprint: str
     test_score: float | None
     seconds: dict[str, float]
+    test_interval: Interval | None = None
 
 
 def _submission_params(sub: _Written) -> dict[str, Any]:
@@ -112,7 +116,10 @@ def _submission_metrics(sub: _Written) -> dict[str, float]:
         if value is not None:
             metrics[f"postprocessing_{key}"] = value
     if sub.test_score is not None:
-        metrics["test_score"] = sub.test_score
+        metrics[schema.TEST_SCORE] = sub.test_score
+    if sub.test_interval is not None:
+        metrics[schema.TEST_SCORE_CI_LOW] = sub.test_interval.low
+        metrics[schema.TEST_SCORE_CI_HIGH] = sub.test_interval.high
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -234,7 +241,7 @@ def make_submission(
     e.g. synthetic data) adds a local ``test_score``. Bad input raises ``NervesegError`` naming it;
     the output and cache folders are checked writable before any work.
     """
-    from nerveseg.submit.submission_file import check_new_submission, postprocess_and_write, score_submission
+    from nerveseg.submit.submission_file import check_new_submission, postprocess_and_write
 
     raw_dir, out_dir, cache_dir = Path(raw_dir), Path(out_dir), Path(cache_dir)
     _check_inputs(run_id, run_ids, batch_size, raw_dir, test_masks_dir)
@@ -257,9 +264,13 @@ def make_submission(
         )
     stats = postprocess_and_write(test.ids, probs, decision.settings, csv_path, presence)
     seconds.update(stats.seconds)
-    test_score = None if test_masks_dir is None else score_submission(csv_path, test_masks_dir)[0]
+    test_score, test_interval = None, None
+    if test_masks_dir is not None:
+        test_score, test_interval = _test_score(csv_path, Path(test_masks_dir))
     seconds["total"] = time.perf_counter() - started
-    written = _Written(runs, tta, batch_size, decision, source, csv_path, stats, test.fingerprint, test_score, seconds)
+    written = _Written(
+        runs, tta, batch_size, decision, source, csv_path, stats, test.fingerprint, test_score, seconds, test_interval
+    )
     return SubmissionResult(
         csv_path=csv_path,
         run_ids=[r.run_id for r in runs],
@@ -270,7 +281,18 @@ def make_submission(
         postprocessing_source=source,
         test_score=test_score,
         seconds=seconds,
+        test_interval=test_interval,
     )
+
+
+def _test_score(csv_path: Path, masks_dir: Path) -> tuple[float, Interval]:
+    """The submission's mean Dice against ``masks_dir`` and its bootstrap interval (by subject when the
+    folder has the synthetic generator's ``subjects.csv``, else by image)."""
+    from nerveseg.submit.submission_file import score_submission
+
+    score, per_image = score_submission(csv_path, masks_dir)
+    ids = per_image["img"].to_numpy()
+    return score, interval_for_ids(per_image["dice"].to_numpy(), ids, read_test_subjects(masks_dir))
 
 
 __all__ = [

@@ -3,7 +3,11 @@ the score of predicting nothing at all, which every model must beat to be worth 
 (about 0.59 on Kaggle's training set, the share of empty masks).
 
 Everything is recomputed at 580x420 from the out-of-fold probabilities, so the fold scores,
-the OOF score and the baseline come from one code path and one threshold.
+the OOF score and the baseline come from one code path and one threshold. Each score comes with
+a subject-bootstrap 95 % interval (``nerveseg.evaluate.uncertainty``): the fold std understates
+how far a new set of subjects may land. The post-processed score is cross-fitted
+(``nerveseg.evaluate.crossfit``), so it predicts what a submission scores; the settings decided
+on all OOF predictions and scored on them are optimistic and logged under another name.
 """
 
 from __future__ import annotations
@@ -13,19 +17,42 @@ from dataclasses import dataclass
 import numpy as np
 
 from nerveseg.data.cache import PreparedData
+from nerveseg.evaluate.crossfit import crossfit_postprocessing
 from nerveseg.evaluate.metrics import dice_per_image
+from nerveseg.evaluate.uncertainty import bootstrap_mean_interval
 from nerveseg.train.fold import FoldResult, full_resolution_dice
+
+OPTIMISTIC_RULES = ("best_val",)  # checkpoint rules that choose the epoch on the scored fold
 
 
 @dataclass
 class CVSummary:
-    """Scores at full resolution; ``cv_score_std`` is the population std (ddof=0) of the fold scores."""
+    """Scores at full resolution; ``cv_score_std`` is the population std (ddof=0) of the fold scores.
+
+    ``*_ci_low``/``*_ci_high`` bound a subject-bootstrap 95 % interval of the pooled per-image mean.
+    ``checkpoint`` is the rule that kept each fold's weights ("mixed" if folds differ).
+    """
 
     fold_scores: dict[int, float]
     cv_score_mean: float
     cv_score_std: float
     oof_score: float  # all out-of-fold images scored together
     empty_baseline_score: float  # empty predictions for the same images
+    checkpoint: str = "best_val"
+    n_subjects: int = 0
+    cv_score_ci_low: float = float("nan")
+    cv_score_ci_high: float = float("nan")
+    empty_baseline_ci_low: float = float("nan")
+    empty_baseline_ci_high: float = float("nan")
+    # post-processing decided on the other folds, applied to each fold; None with fewer than 2 folds
+    oof_score_postprocessed: float | None = None
+    oof_score_postprocessed_ci_low: float | None = None
+    oof_score_postprocessed_ci_high: float | None = None
+
+    @property
+    def optimistic(self) -> bool:
+        """True when some fold chose its kept epoch on the very images it is scored on."""
+        return self.checkpoint in OPTIMISTIC_RULES or self.checkpoint == "mixed"
 
 
 def _assemble_oof(data: PreparedData, folds: np.ndarray, results: list[FoldResult]) -> np.ndarray:
@@ -51,21 +78,60 @@ def _assemble_oof(data: PreparedData, folds: np.ndarray, results: list[FoldResul
     return oof
 
 
-def empty_baseline(data: PreparedData, index: np.ndarray, chunk_size: int = 256) -> float:
-    """Competition score of predicting an empty mask for every image in ``index``, via the metric."""
+def empty_baseline_per_image(data: PreparedData, index: np.ndarray, chunk_size: int = 256) -> np.ndarray:
+    """(n,) competition score of predicting an empty mask for each image in ``index``, via the metric."""
     scores = []
     for start in range(0, len(index), chunk_size):
         truth = data.full_masks(index[start : start + chunk_size])
         scores.append(dice_per_image(truth, np.zeros_like(truth)))
-    return float(np.concatenate(scores).mean())
+    return np.concatenate(scores) if scores else np.zeros(0)
+
+
+def empty_baseline(data: PreparedData, index: np.ndarray, chunk_size: int = 256) -> float:
+    """Competition score of predicting an empty mask for every image in ``index``, via the metric."""
+    return float(empty_baseline_per_image(data, index, chunk_size).mean())
+
+
+def _checkpoint_rule(results: list[FoldResult]) -> str:
+    rules = {r.checkpoint for r in results}
+    return rules.pop() if len(rules) == 1 else "mixed"
+
+
+def _postprocessed_fields(
+    data: PreparedData, folds: np.ndarray, results: list[FoldResult], oof: np.ndarray, covered: np.ndarray
+) -> dict[str, float]:
+    """The cross-fitted post-processed OOF score and its interval (empty with fewer than 2 folds)."""
+    if len(results) < 2:
+        return {}
+    presence = None
+    if all(r.oof_presence is not None for r in results):
+        presence = np.empty(len(data), dtype=np.float32)
+        for r in results:
+            presence[r.val_index] = r.oof_presence
+        presence = presence[covered]
+    crossfit = crossfit_postprocessing(
+        oof[covered], lambda positions: data.full_masks(covered[positions]), folds[covered], presence
+    )
+    interval = bootstrap_mean_interval(crossfit.per_image, data.subjects[covered])
+    return {
+        "oof_score_postprocessed": crossfit.score,
+        "oof_score_postprocessed_ci_low": interval.low,
+        "oof_score_postprocessed_ci_high": interval.high,
+    }
 
 
 def summarize_cv(
-    data: PreparedData, folds: np.ndarray, results: list[FoldResult], threshold: float = 0.5
+    data: PreparedData,
+    folds: np.ndarray,
+    results: list[FoldResult],
+    threshold: float = 0.5,
+    *,
+    crossfit: bool = True,
 ) -> tuple[CVSummary, np.ndarray]:
     """The summary and the (N, h, w) OOF probabilities (NaN rows for folds not in ``results``).
 
     With only some folds (a one-fold run), the OOF score and the baseline cover those folds' images.
+    ``crossfit`` adds the cross-fitted post-processed score (about k - 1 post-processing searches).
     """
     folds = np.asarray(folds)
     if not results:
@@ -78,23 +144,68 @@ def summarize_cv(
     fold_of = folds[covered]
     fold_scores = {int(r.fold): float(dice[fold_of == r.fold].mean()) for r in sorted(results, key=lambda r: r.fold)}
     scores = np.array(list(fold_scores.values()))
+    subjects = data.subjects[covered]
+    interval = bootstrap_mean_interval(dice, subjects)
+    empty = empty_baseline_per_image(data, covered)
+    empty_interval = bootstrap_mean_interval(empty, subjects)
     summary = CVSummary(
         fold_scores=fold_scores,
         cv_score_mean=float(scores.mean()),
         cv_score_std=float(scores.std()),
         oof_score=float(dice.mean()),
-        empty_baseline_score=empty_baseline(data, covered),
+        empty_baseline_score=float(empty.mean()),
+        checkpoint=_checkpoint_rule(results),
+        n_subjects=interval.n_groups,
+        cv_score_ci_low=interval.low,
+        cv_score_ci_high=interval.high,
+        empty_baseline_ci_low=empty_interval.low,
+        empty_baseline_ci_high=empty_interval.high,
+        **(_postprocessed_fields(data, folds, results, oof, covered) if crossfit else {}),
     )
     return summary, oof
 
 
+def interval_metrics(summary: CVSummary) -> dict[str, float]:
+    """The intervals and the cross-fitted post-processed score as flat metrics (names as the fields)."""
+    names = [
+        "cv_score_ci_low",
+        "cv_score_ci_high",
+        "empty_baseline_ci_low",
+        "empty_baseline_ci_high",
+        "oof_score_postprocessed",
+        "oof_score_postprocessed_ci_low",
+        "oof_score_postprocessed_ci_high",
+    ]
+    values = {name: getattr(summary, name) for name in names}
+    return {name: float(value) for name, value in values.items() if value is not None and np.isfinite(value)}
+
+
 def format_summary_table(summary: CVSummary) -> str:
-    """A plain-text table for the console and the run's log."""
+    """A plain-text table for the console and the run's log, with the intervals and the checkpoint rule."""
+
+    def ci(low: float | None, high: float | None) -> str:
+        return f"   95 % CI {low:.4f}-{high:.4f}" if low is not None and np.isfinite(low) else ""
+
     lines = ["fold        score"]
     lines += [f"{fold:<10d}  {score:.4f}" for fold, score in summary.fold_scores.items()]
     lines += [
         f"mean ± std  {summary.cv_score_mean:.4f} ± {summary.cv_score_std:.4f}",
-        f"OOF         {summary.oof_score:.4f}",
-        f"all-empty   {summary.empty_baseline_score:.4f}",
+        f"OOF         {summary.oof_score:.4f}{ci(summary.cv_score_ci_low, summary.cv_score_ci_high)}",
     ]
+    if summary.oof_score_postprocessed is not None:
+        lines.append(
+            f"OOF + pp    {summary.oof_score_postprocessed:.4f}"
+            f"{ci(summary.oof_score_postprocessed_ci_low, summary.oof_score_postprocessed_ci_high)}"
+            "   (post-processing cross-fitted: decided on the other folds)"
+        )
+    lines.append(
+        f"all-empty   {summary.empty_baseline_score:.4f}"
+        f"{ci(summary.empty_baseline_ci_low, summary.empty_baseline_ci_high)}"
+    )
+    if summary.n_subjects:
+        lines.append(f"intervals: subject bootstrap over {summary.n_subjects} subjects")
+    rule = f"checkpoint: {summary.checkpoint}"
+    if summary.optimistic:
+        rule += " (OPTIMISTIC: each fold kept the epoch that scored best on that same fold)"
+    lines.append(rule)
     return "\n".join(lines)

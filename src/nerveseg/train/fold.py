@@ -1,9 +1,18 @@
 """Training one cross-validation fold: the single code path used by cv_train, tune and tests.
 
-``train_fold`` seeds everything from ``config.seed + fold``, standardises with statistics of the
-training images only, keeps the epoch with the best ``val_dice`` (the mean per-image Dice at model
-size, the closest cheap proxy of the score), and then scores that model's out-of-fold predictions
-at the competition's 580x420 resolution, which is the number to compare runs by.
+``train_fold`` seeds everything from ``config.seed + fold`` (with TensorFlow op determinism on by
+default, so one machine gives identical weights run after run), standardises with statistics of
+the training images only, keeps weights by ``config.checkpoint``, and then scores that model's
+out-of-fold predictions at the competition's 580x420 resolution, the number to compare runs by.
+
+Checkpoint rules (which weights a fold keeps):
+
+- ``last``: the weights after the last epoch of a fixed schedule (nnU-Net's rule). The scored fold
+  is still validated every epoch, for the learning curves, but never chooses anything.
+- ``inner``: early stopping on an inner validation split carved from the TRAINING subjects; the
+  best inner epoch's weights are kept and the scored fold is predicted only at the end.
+- ``best_val``: the epoch with the best ``val_dice`` on the very fold that is then scored. That
+  picks the luckiest of noisy epochs, so its score is optimistic; kept only for comparison.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nerveseg.config import TrainConfig
+from nerveseg.config import CheckpointRule, TrainConfig
 from nerveseg.data.audit import contradictory_ids
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
@@ -27,6 +36,7 @@ from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import build_model_from_config, set_standardization
 from nerveseg.submit.predict import predict_probs
+from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
 from nerveseg.train.input_pipeline import make_dataset, steps_per_epoch
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
@@ -40,18 +50,23 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass
 class FoldResult:
-    """What one fold leaves behind; ``best_epoch`` is 1-based (``history[k][best_epoch - 1]``)."""
+    """What one fold leaves behind; ``kept_epoch`` is 1-based (``history[k][kept_epoch - 1]``).
+
+    ``history``'s ``val_*`` values are on the scored fold, except with ``checkpoint="inner"``,
+    where they are on the inner split that chose the epoch.
+    """
 
     fold: int
     val_index: np.ndarray  # positions in the PreparedData of the held-out images
     oof_probs: np.ndarray  # (n, h, w) float32
     oof_presence: np.ndarray | None  # (n,) float32 when the model has a presence head
     history: dict[str, list[float]]  # exactly HISTORY_KEYS, one value per epoch
-    best_epoch: int
+    kept_epoch: int  # the epoch whose weights were kept, chosen by ``checkpoint``
     weights_path: Path
     val_score: float  # competition score at 580x420, threshold 0.5
     norm_mean: float
     norm_std: float
+    checkpoint: CheckpointRule = "best_val"  # "best_val" chose kept_epoch on the scored fold: optimistic
 
 
 class EpochLogs(keras.callbacks.Callback):
@@ -176,6 +191,48 @@ def fold_datasets(
     )
 
 
+def set_op_determinism(enabled: bool) -> None:
+    """Switch TensorFlow op determinism on or off for this process (a global setting).
+
+    On, the same seed, data and machine give bit-identical weights; different CPU models still
+    differ (kernels and instruction sets). TensorFlow exports only the switch-on; switching off
+    uses its framework function of the same module, so a deterministic=False run after a
+    deterministic one in one process (tests, tuning) is not silently deterministic.
+    """
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+        return
+    from tensorflow.python.framework import config as tf_framework_config
+
+    tf_framework_config.disable_op_determinism()
+
+
+def _fit(
+    model: keras.Model,
+    config: TrainConfig,
+    datasets: tuple[tf.data.Dataset, tf.data.Dataset, int, int],
+    callbacks: list[keras.callbacks.Callback],
+    verbose: int,
+) -> dict[str, list[float]]:
+    """``model.fit`` for ``config.epochs`` and the history under HISTORY_KEYS."""
+    train_ds, val_ds, train_steps, val_steps = datasets
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        steps_per_epoch=train_steps,  # the datasets repeat: one iterator per fit, no pause per epoch
+        validation_steps=val_steps,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself (seeded)
+        verbose=verbose,
+    )
+    logged = model.history.history
+    missing = [key for key in HISTORY_KEYS if key not in logged]
+    if missing:
+        raise RuntimeError(f"Keras did not log {missing} (logged: {sorted(logged)}); EpochLogs must run first")
+    return {key: [float(v) for v in logged[key]] for key in HISTORY_KEYS}
+
+
 def _check_inputs(config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int) -> None:
     if folds.shape != (len(data),):
         raise NervesegError(f"folds must have one entry per image ({len(data)}), got shape {folds.shape}")
@@ -198,26 +255,28 @@ def train_fold(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
 ) -> FoldResult:
-    """Train on every fold but ``fold``, validate on ``fold``, keep the best epoch by ``val_dice``.
+    """Train on every fold but ``fold``, keep weights by ``config.checkpoint``, score them on ``fold``.
 
-    Writes ``workdir/fold_<fold>.weights.h5`` (best epoch, with the standardisation inside).
+    Writes ``workdir/fold_<fold>.weights.h5`` (the kept weights, with the standardisation inside).
     ``callbacks`` see logs named as in ``HISTORY_KEYS``. Raises ``TrainingDivergedError`` when
     the loss becomes NaN/inf.
     """
     folds = np.asarray(folds)
     _check_inputs(config, data, folds, fold)
     keras.backend.clear_session()
+    set_op_determinism(config.deterministic)
     keras.utils.set_random_seed(config.seed + fold)
     val_index = np.flatnonzero(folds == fold)
     train_index = training_index(data, folds, fold, drop_contradictory=config.drop_contradictory)
+    monitor_index = val_index
+    if config.checkpoint == "inner":
+        train_index, monitor_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
     norm_mean, norm_std = standardization_stats(data.images[train_index])
 
     model = build_model_from_config(config)
     set_standardization(model, norm_mean, norm_std)
-    train_ds, val_ds, train_steps, val_steps = fold_datasets(
-        config, data, train_index, val_index, seed=config.seed + fold
-    )
-    compile_model(model, config, steps_per_epoch=train_steps)
+    datasets = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)
+    compile_model(model, config, steps_per_epoch=datasets[2])
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -225,38 +284,30 @@ def train_fold(
     partial_path = workdir / f"fold_{fold}.partial.weights.h5"  # renamed at the end: no half-written file
     partial_path.unlink(missing_ok=True)
     nan_guard = StopOnNaN()
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        partial_path, monitor="val_dice", mode="max", save_best_only=True, save_weights_only=True
-    )
+    selection, chooser = selection_callbacks(config, partial_path)
     try:
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=config.epochs,
-            steps_per_epoch=train_steps,  # the datasets repeat: one iterator per fit, no pause per epoch
-            validation_steps=val_steps,
-            callbacks=[EpochLogs(), nan_guard, checkpoint, *schedule_callbacks(config), *callbacks],
-            shuffle=False,  # the dataset shuffles itself (seeded)
-            verbose=verbose,
+        history = _fit(
+            model,
+            config,
+            datasets,
+            [EpochLogs(), nan_guard, *selection, *schedule_callbacks(config), *callbacks],
+            verbose,
         )
-    except BaseException:  # e.g. a pruning callback stopping the trial: leave no partial file behind
+        if nan_guard.failure:
+            raise TrainingDivergedError(
+                f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate "
+                f"(now {config.learning_rate}) or check the data"
+            )
+        kept = kept_epoch(config, history, chooser, partial_path)
+        if kept is None:
+            raise TrainingDivergedError(f"fold {fold}: no epoch gave a finite val_dice ({history['val_dice']})")
+        if config.checkpoint == "best_val":
+            model.load_weights(partial_path)
+        else:
+            model.save_weights(partial_path)
+    except BaseException:  # divergence, or e.g. a pruning callback stopping the trial: no partial file left
         partial_path.unlink(missing_ok=True)
         raise
-    if nan_guard.failure:
-        partial_path.unlink(missing_ok=True)
-        raise TrainingDivergedError(
-            f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate "
-            f"(now {config.learning_rate}) or check the data"
-        )
-    logged = model.history.history
-    missing = [key for key in HISTORY_KEYS if key not in logged]
-    if missing:
-        raise RuntimeError(f"Keras did not log {missing} (logged: {sorted(logged)}); EpochLogs must run first")
-    history = {key: [float(v) for v in logged[key]] for key in HISTORY_KEYS}
-    if not partial_path.is_file():
-        raise TrainingDivergedError(f"fold {fold}: no epoch gave a finite val_dice ({history['val_dice']})")
-    best_epoch = int(np.nanargmax(history["val_dice"])) + 1
-    model.load_weights(partial_path)
     os.replace(partial_path, weights_path)
 
     oof_probs, oof_presence = predict_probs(model, data.images[val_index], progress=verbose > 0)
@@ -267,9 +318,10 @@ def train_fold(
         oof_probs=oof_probs,
         oof_presence=oof_presence,
         history=history,
-        best_epoch=best_epoch,
+        kept_epoch=kept,
         weights_path=weights_path,
         val_score=val_score,
         norm_mean=norm_mean,
         norm_std=norm_std,
+        checkpoint=config.checkpoint,
     )

@@ -1,0 +1,105 @@
+"""How sure is a mean per-image score? A bootstrap over SUBJECTS, not images.
+
+Frames of one subject are near-duplicates, and whole subjects are easy or hard: 365 held-out
+images of 9 subjects carry about as much information as 9 numbers, not 365. Resampling images
+would ignore that and give intervals several times too narrow (the fold std does the same); the
+honest unit to resample is the subject. The statistic is recomputed on each resample exactly as it
+is reported: the mean over all images of the drawn subjects (a subject drawn twice counts twice).
+
+Percentile interval, seeded, vectorised: 10,000 resamples of 50 subjects take milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 10_000
+DEFAULT_SEED = 0
+_BLOCK_ELEMENTS = 4_000_000  # resamples x groups drawn at once (32 MB)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap interval; ``unit`` says what was resampled."""
+
+    estimate: float
+    low: float
+    high: float
+    n_groups: int
+    unit: str  # "subject" or "image"
+    level: float = 0.95
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        """``0.6912 (95 % CI 0.6410-0.7388, 16 subjects)``."""
+        plural = "s" if self.n_groups != 1 else ""
+        return (
+            f"{self.estimate:.4f} ({self.level * 100:.0f} % CI {self.low:.4f}-{self.high:.4f}, "
+            f"{self.n_groups} {self.unit}{plural})"
+        )
+
+
+def bootstrap_mean_interval(
+    scores: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    level: float = 0.95,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> Interval:
+    """Percentile bootstrap interval of ``scores.mean()``, resampling whole ``groups`` with replacement.
+
+    ``scores`` are per-image values (e.g. Dice), ``groups`` the subject of each image; without
+    ``groups`` every image is its own group (say so when reporting: such an interval is too narrow
+    when images of one subject are alike). The same inputs and ``seed`` give the same interval.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores.size == 0 or not np.isfinite(scores).all():
+        raise ValueError(f"bootstrap needs a non-empty array of finite scores, got {scores.size} values")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level} must be in (0, 1), e.g. 0.95")
+    if resamples < 1:
+        raise ValueError(f"resamples={resamples} must be >= 1")
+    unit = "subject"
+    if groups is None:
+        groups, unit = np.arange(scores.size), "image"
+    groups = np.asarray(groups).reshape(-1)
+    if groups.shape != scores.shape:
+        raise ValueError(f"groups has {groups.size} entries for {scores.size} scores; pass one group per score")
+    _, codes = np.unique(groups, return_inverse=True)
+    sums = np.bincount(codes, weights=scores)
+    counts = np.bincount(codes).astype(np.float64)
+    n_groups = sums.size
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    block = max(1, _BLOCK_ELEMENTS // n_groups)  # bounded memory, even with one group per image
+    for start in range(0, resamples, block):
+        size = min(block, resamples - start)
+        # how often each group is drawn in each resample: (size, n_groups), rows sum to n_groups
+        draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=size).astype(np.float64)
+        means[start : start + size] = (draws @ sums) / (draws @ counts)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return Interval(float(scores.mean()), float(low), float(high), int(n_groups), unit, level)
+
+
+def interval_for_ids(
+    scores: np.ndarray, ids: np.ndarray, subject_of: Mapping[Any, Any] | None, *, seed: int = DEFAULT_SEED
+) -> Interval:
+    """The bootstrap interval of per-image ``scores`` of images ``ids``, by subject when ``subject_of`` knows
+    every id (e.g. synthetic test sets, ``nerveseg.data.synthetic.read_test_subjects``), else per image
+    (``unit == "image"``: an interval that ignores how alike a subject's frames are, too narrow)."""
+    ids = np.asarray(ids).reshape(-1)
+    groups = None
+    if subject_of is not None and all(i in subject_of for i in ids.tolist()):
+        groups = np.array([subject_of[i] for i in ids.tolist()])
+    return bootstrap_mean_interval(scores, groups, seed=seed)
+
+
+__all__ = ["DEFAULT_RESAMPLES", "Interval", "bootstrap_mean_interval", "interval_for_ids"]
