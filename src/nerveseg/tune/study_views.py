@@ -67,7 +67,8 @@ def study_description(study: optuna.Study, best: FrozenTrial, params_trial: int,
     """The study run's Markdown description: the best trial, its params, and what the numbers mean."""
     trials = study.get_trials(deepcopy=False)
     width = max([len(key) for key in best.params] + [1])
-    rows = [f"{key.ljust(width)}  {value}" for key, value in best.params.items()]
+    shown = {key: f"{value:.4g}" if isinstance(value, float) else str(value) for key, value in best.params.items()}
+    rows = [f"{key.ljust(width)}  {value}" for key, value in shown.items()]  # params and tags keep full precision
     if params_current:
         params_note = f"this run's params are the best trial's (trial {params_trial})"
     else:
