@@ -32,11 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nerveseg.track.store import RUN_TYPE_TAG  # noqa: E402
+from nerveseg.track.store import RUN_TYPE_TAG, ui_fragment  # noqa: E402
 
 BLANK_SHARE = 0.985  # a page whose most common colour covers more of it than this shows nothing
 WINDOW = (1600, 1000)
-ML_VIEW = "workflowType=machine_learning"
 
 
 class ScreenshotError(RuntimeError):
@@ -122,9 +121,9 @@ def find_pages(url: str, experiment_name: str) -> dict[str, str]:
     if not folds:
         raise ScreenshotError(f"CV run {parent} has no fold runs")
     return {
-        "mlflow_runs": f"/#/experiments/{exp}/runs?{ML_VIEW}",
-        "mlflow_parent_run": f"/#/experiments/{exp}/runs/{parent}?{ML_VIEW}",
-        "mlflow_fold_run": f"/#/experiments/{exp}/runs/{folds[0].info.run_id}?{ML_VIEW}",
+        "mlflow_runs": f"/{ui_fragment(exp)}",
+        "mlflow_parent_run": f"/{ui_fragment(exp, parent)}",
+        "mlflow_fold_run": f"/{ui_fragment(exp, folds[0].info.run_id)}",
     }
 
 

@@ -25,8 +25,8 @@ from nerveseg.train import fold as training
 
 pytestmark = pytest.mark.slow
 
-HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
-PARENT_TAGS = ("git_commit", "git_dirty", "data_fingerprint", "folds_file_sha256", "seed", "tensorflow_version",
+EPOCH_METRICS = ("train_loss", "val_loss", "train_dice", "val_dice", "lr", "epoch_seconds")  # as a user reads them
+PARENT_TAGS = ("git_commit", "git_dirty", "data_fingerprint", "folds_file_sha256", "tensorflow_version",
                "keras_version", "device")  # fmt: skip
 CONFIG = TrainConfig(name="tiny", height=32, width=40, depth=3, base_filters=4, learning_rate=1e-3, batch_size=8,
                      epochs=2, folds=3, seed=1)  # fmt: skip
@@ -92,7 +92,8 @@ def test_the_parent_run_holds_params_tags_metrics_and_artifacts(trained: Trained
     parent = get_client().get_run(trained.parent_id)
     assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
     assert parent.data.params == {key: str(value) for key, value in CONFIG.to_params().items()}
-    assert parent.data.tags[RUN_TYPE_TAG] == schema.CV_RUN and parent.data.tags[schema.SEED_TAG] == "1"
+    assert parent.data.tags[RUN_TYPE_TAG] == schema.CV_RUN and parent.data.params["seed"] == "1"
+    assert "seed" not in parent.data.tags  # a param, not also a tag
     assert set(PARENT_TAGS) <= set(parent.data.tags)
     names = {schema.CV_SCORE_MEAN, schema.CV_SCORE_STD, schema.OOF_SCORE, schema.EMPTY_BASELINE_SCORE}
     honest = {schema.OOF_SCORE_POSTPROCESSED, schema.OOF_SCORE_POSTPROCESSED_INSAMPLE}
@@ -110,7 +111,8 @@ def test_the_parent_run_holds_params_tags_metrics_and_artifacts(trained: Trained
         schema.SUMMARY_ARTIFACT,
         schema.POSTPROCESSING_ARTIFACT,
         "plots/gallery.png",
-        *(f"plots/learning_curve_fold_{k}.png" for k in range(3)),
+        "plots/progress.png",
+        "plots/subject_scores.png",
     }
     assert folds_name.startswith("folds/folds_") and folds_name.endswith("_k3_s1.json")
 
@@ -122,7 +124,7 @@ def test_each_fold_run_holds_its_history_score_and_artifacts(trained: Trained) -
     assert [run.info.run_name for run in runs] == ["fold_0", "fold_1", "fold_2"]
     for k, run in enumerate(runs):
         assert run.data.tags[RUN_TYPE_TAG] == schema.FOLD_RUN and run.data.tags[schema.FOLD_TAG] == str(k)
-        for key in HISTORY_KEYS:
+        for key in EPOCH_METRICS:
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
         # the parent's fold score is recomputed from the OOF predictions: it must equal the fold's own
         assert metrics[schema.fold_score_metric(k)] == pytest.approx(run.data.metrics[schema.VAL_SCORE], abs=1e-9)
@@ -131,9 +133,66 @@ def test_each_fold_run_holds_its_history_score_and_artifacts(trained: Trained) -
             schema.MODEL_SUMMARY_ARTIFACT,
             schema.oof_fold_artifact(k),
             schema.fold_facts_artifact(k),
+            "plots/learning_curve.png",
         }
     mean = np.mean([metrics[schema.fold_score_metric(k)] for k in range(3)])
     assert mean == pytest.approx(metrics[schema.CV_SCORE_MEAN])
+
+
+def test_the_parent_description_holds_the_cv_table(trained: Trained) -> None:
+    run = get_client().get_run(trained.parent_id)
+    text, metrics = run.data.tags[schema.DESCRIPTION_TAG], run.data.metrics
+    facts = {k: json.loads(download_artifacts(r.info.run_id, schema.fold_facts_artifact(k), trained.downloads)
+                           .read_text()) for k, r in enumerate(fold_runs(trained.parent_id))}  # fmt: skip
+    assert text.startswith("### tiny: 3-fold cross-validation")
+    (mean_row,) = [line for line in text.splitlines() if line.startswith("mean over folds")]
+    assert mean_row.split()[3:5] == [f"{metrics[schema.CV_SCORE_MEAN]:.4f}", "±"]
+    assert f"{metrics[schema.OOF_SCORE]:.4f}" in text and f"{metrics[schema.OOF_SCORE_POSTPROCESSED]:.4f}" in text
+    assert "fold  score   kept epoch" in text
+    for k in range(3):  # one row per fold: its score (rounded for reading) and its kept epoch
+        row = f"{k}     {metrics[schema.fold_score_metric(k)]:.4f}  {facts[k]['kept_epoch']}"
+        assert row in text.splitlines(), row
+    assert "missed nerves (FN)" in text and "false alarms (FP)" in text
+    low, high = metrics[schema.CV_SCORE_CI_LOW], metrics[schema.CV_SCORE_CI_HIGH]
+    (interval_row,) = [line for line in text.splitlines() if line.startswith("95 % interval of the mean")]
+    assert interval_row.split()[-3:] == [f"{low:.4f}", "–", f"{high:.4f}"]
+    assert "- checkpoint rule: last\n" in text and "cross-fitted" in text
+
+
+def test_fold_runs_are_self_contained(trained: Trained) -> None:
+    """Params side by side with the parent's, and the kept epoch's values under their own names."""
+    client = get_client()
+    parent_params = client.get_run(trained.parent_id).data.params
+    sizes = []
+    for k, run in enumerate(fold_runs(trained.parent_id)):
+        params, metrics = run.data.params, run.data.metrics
+        assert {key: params[key] for key in parent_params} == parent_params
+        assert (params["fold"], params["fold_seed"]) == (str(k), str(CONFIG.seed + k))
+        facts = json.loads(download_artifacts(run.info.run_id, schema.fold_facts_artifact(k), trained.downloads)
+                           .read_text())  # fmt: skip
+        subjects = sorted({i.split("_")[0] for i in facts["val_ids"]}, key=int)
+        assert params["val_subjects"] == ",".join(subjects) and params["n_val"] == str(len(facts["val_ids"]))
+        sizes.append(int(params["n_train"]) + int(params["n_val"]))
+        kept = facts["kept_epoch"]
+        assert metrics["kept_epoch"] == kept
+        assert metrics["val_dice_kept"] == facts["history"]["val_dice"][kept - 1]
+        assert metrics["val_loss_kept"] == facts["history"]["val_loss"][kept - 1]
+        assert metrics["train_loss_kept"] == facts["history"]["loss"][kept - 1]
+        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_dice")}
+        assert curve[kept] == metrics["val_dice_kept"]  # the kept epoch, not the last one logged
+    assert len(set(sizes)) == 1  # every fold splits the same images
+
+
+def test_no_metric_shares_a_param_name(trained: Trained) -> None:
+    client = get_client()
+    runs = [client.get_run(trained.parent_id), *fold_runs(trained.parent_id)]
+    for run in runs:
+        assert run.data.params and run.data.metrics
+        assert not set(run.data.params) & set(run.data.metrics), run.info.run_name
+        # a fold run's "fold" is a tag (what readers filter on) and a param (for the table), with one value
+        assert set(run.data.params) & set(run.data.tags) <= {schema.FOLD_TAG}, run.info.run_name
+        assert run.data.params.get(schema.FOLD_TAG) == run.data.tags.get(schema.FOLD_TAG)
+        assert "learning_rate" in run.data.params and "loss" in run.data.params
 
 
 def test_logged_config_summary_and_postprocessing_agree_with_the_metrics(trained: Trained) -> None:

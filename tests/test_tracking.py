@@ -196,11 +196,20 @@ def test_find_runs_and_download_artifacts(store: tracking.MlflowSettings, tmp_pa
         tracking.find_runs("nope")
 
 
-def test_ui_hint() -> None:
+def test_ui_hint_links_the_runs_table_and_the_run_in_the_machine_learning_view() -> None:
     local = tracking.MlflowSettings("sqlite:////x/mlflow.db", "e", None)
-    assert "mlflow ui --backend-store-uri sqlite:////x/mlflow.db" in tracking.ui_hint(local, "3", "abc")
+    assert tracking.ui_hint(local, "3", "abc").splitlines() == [
+        "start the MLflow UI: mlflow ui --backend-store-uri sqlite:////x/mlflow.db --port 5000",
+        "runs table:      http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning",
+        "parent run page: http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning",
+    ]
+    spaced = tracking.MlflowSettings("sqlite:////my runs/mlflow.db", "e", None)
+    assert "--backend-store-uri 'sqlite:////my runs/mlflow.db' --port" in tracking.ui_hint(spaced, "3", "abc")
     server = tracking.MlflowSettings("http://host:5000/", "e", None)
-    assert tracking.ui_hint(server, "3", "abc") == "open http://host:5000/#/experiments/3/runs/abc"
+    assert tracking.ui_hint(server, "3", "abc").splitlines() == [
+        "runs table:      http://host:5000/#/experiments/3/runs?workflowType=machine_learning",
+        "parent run page: http://host:5000/#/experiments/3/runs/abc?workflowType=machine_learning",
+    ]
 
 
 # ----------------------------------------------------------------------------------------- provenance
@@ -221,3 +230,33 @@ def test_environment_tags_name_the_machine() -> None:
     assert tags["device"].startswith(("CPU: ", "GPU x"))
     assert tags["tensorflow_version"].startswith("2.") and tags["keras_version"].startswith("3.")
     assert tags["git_dirty"] in {"true", "false", "unknown"}
+
+
+# ------------------------------------------------------------------------------------------- run names
+
+
+def test_epoch_metric_names_never_take_a_param_name() -> None:
+    from nerveseg.config import TrainConfig
+    from nerveseg.track import schema
+    from nerveseg.train.fold import HISTORY_KEYS
+
+    names = [schema.epoch_metric_name(key) for key in HISTORY_KEYS]
+    assert sorted(names) == ["lr", "train_dice", "train_loss", "val_dice", "val_loss"]
+    assert schema.epoch_metric_name("presence_loss") == "train_presence_loss"  # a presence head's extra logs
+    params = set(TrainConfig().to_params()) | {schema.FOLD_PARAM, schema.N_TRAIN_PARAM, schema.N_VAL_PARAM,
+                                                schema.FOLD_SEED_PARAM, schema.VAL_SUBJECTS_PARAM}  # fmt: skip
+    kept = {schema.kept_metric(key) for key in schema.KEPT_HISTORY_KEYS}
+    assert kept == {"val_dice_kept", "val_loss_kept", "train_loss_kept"}
+    assert not (set(names) | kept | {schema.KEPT_EPOCH, schema.VAL_SCORE, schema.EPOCH_SECONDS}) & params
+
+
+def test_a_long_subject_list_is_cut_to_mlflows_param_limit_with_a_note() -> None:
+    from nerveseg.track.cv_artifacts import truncated_list
+
+    assert truncated_list(["1", "2", "3"]) == "1,2,3"
+    values = [str(i) for i in range(3000)]
+    text = truncated_list(values)
+    assert len(text) <= 6000 and text.startswith("0,1,2,") and text.endswith(" more)")
+    shown = text.split(",...")[0].split(",")
+    assert text.endswith(f"... (+{3000 - len(shown)} more)") and shown == values[: len(shown)]
+    assert truncated_list(values, limit=30) == "0,1,2,3,4,5,6,... (+2993 more)"

@@ -153,6 +153,50 @@ def test_the_study_run_records_the_best_trial_and_the_plots(tuned: Tuned) -> Non
     artifacts = {a.path for a in tuned.client.list_artifacts(study_run.info.run_id)}
     artifacts |= {a.path for a in tuned.client.list_artifacts(study_run.info.run_id, "plots")}
     assert {"best_params.json", "trials.csv", "base_config.yaml", "plots/optimization_history.png"} <= artifacts
+    assert "plots/param_importances.png" in artifacts  # a note saying how many more trials it needs
+
+
+def test_the_study_run_has_the_best_params_as_params_and_a_description(tuned: Tuned) -> None:
+    t0 = tuned.study().get_trials()[0]
+    run = tuned.client.get_run(tuned.first.study_run_id)
+    expected = {key: str(value) for key, value in t0.params.items()}
+    assert run.data.params == {**expected, "params_trial": "0"}
+    assert run.data.tags["best.params_current"] == "true"
+    assert not set(run.data.params) & set(run.data.metrics)
+    text = run.data.tags[schema.DESCRIPTION_TAG]
+    assert text.startswith("### Optuna study tiny-study") and f"best: trial 0, cv_score_mean {t0.value:.4f}" in text
+    assert "step = fold index" in text
+
+
+def test_the_study_names_its_objective_and_its_steps(tuned: Tuned) -> None:
+    study = tuned.study()
+    assert study.metric_names == ["cv_score_mean"]
+    assert study.user_attrs["intermediate_step"].startswith("fold index")
+    assert "folds finished so far" in study.user_attrs["intermediate_value"]  # the median pruner's running mean
+
+
+def test_trial_runs_never_share_a_metric_and_a_param_name(tuned: Tuned) -> None:
+    runs = [run for run in tuned.runs("") if run.data.tags.get(RUN_TYPE_TAG) in (schema.CV_RUN, schema.FOLD_RUN)]
+    assert len(runs) >= 4  # three trials' CV runs and their fold runs
+    for run in runs:
+        assert not set(run.data.params) & set(run.data.metrics), run.info.run_name
+
+
+def test_study_plots_use_whole_trial_numbers_and_wait_for_enough_trials_before_importances() -> None:
+    from nerveseg.tune.study_views import MIN_TRIALS_FOR_IMPORTANCE, STUDY_PLOTS
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("a", 0, 1) + 0.1 * t.suggest_float("b", 0, 1), n_trials=3)
+    history = STUDY_PLOTS["plots/optimization_history.png"](study)
+    history.canvas.draw()
+    ticks = [tick for tick in history.axes[0].get_xticks() if 0 <= tick <= 2]
+    assert ticks and all(float(tick).is_integer() for tick in ticks)
+    note = STUDY_PLOTS["plots/param_importances.png"](study)
+    assert "this study has 3" in note.axes[0].texts[0].get_text()
+    study.optimize(lambda t: t.suggest_float("a", 0, 1) + 0.1 * t.suggest_float("b", 0, 1), n_trials=5)
+    assert MIN_TRIALS_FOR_IMPORTANCE == 8
+    importances = STUDY_PLOTS["plots/param_importances.png"](study)
+    assert importances.axes[0].get_title(loc="left") == "Hyperparameter Importances"
 
 
 @pytest.fixture(scope="module")

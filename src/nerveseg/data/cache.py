@@ -25,12 +25,12 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from nerveseg.data.raw import decode_image, decode_mask, index_test, index_train, read_bytes
-from nerveseg.io_utils import atomic_save_npz, sha256_file
-from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 from nerveseg.errors import NervesegError
+from nerveseg.io_utils import atomic_save_npz, sha256_file
+from nerveseg.logs import progress_bar
+from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 
 CACHE_VERSION = 1  # bump when decoding, resizing or the descriptors change
 HIST_GRID = (6, 8)  # blocks (rows, cols) of the near-duplicate descriptor: ~70x72 pixels each at 420x580
@@ -168,7 +168,7 @@ def _parallel_map(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             try:
                 results = pool.map(function, items)
-                return list(tqdm(results, total=len(items), desc=desc, unit="img", disable=not progress))
+                return list(progress_bar(results, total=len(items), desc=desc, unit="img", disable=not progress))
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise

@@ -31,7 +31,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
@@ -41,6 +40,7 @@ from nerveseg.evaluate.postprocess_settings import (
     PostprocessSettings,
     as_settings,
 )
+from nerveseg.logs import progress_bar
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 
 THRESHOLDS: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -236,7 +236,7 @@ def _collect_stats(
     stats = np.zeros((n, len(candidates), 4), dtype=np.int64)
     truth_area = np.zeros(n, dtype=np.int64)
     starts = range(0, n, chunk_size)
-    for start in tqdm(starts, desc="post-processing search", unit="chunk", disable=not progress, leave=False):
+    for start in progress_bar(starts, desc="post-processing search", unit="chunk", disable=not progress, leave=False):
         index = np.arange(start, min(start + chunk_size, n))
         probs_full = to_full_resolution(oof_probs[index])
         truths = np.asarray(get_masks(index))

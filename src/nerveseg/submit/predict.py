@@ -14,10 +14,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from tqdm.auto import tqdm
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
+from nerveseg.logs import progress_bar
 
 
 def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -> list[keras.Model]:
@@ -74,7 +74,7 @@ def predict_ensemble(
 
     ``images_uint8`` are (N, h, w) at the models' input size: uint8 (scaled by 1/255 here) or floats
     already in [0, 1]. Presence is returned only when every model has a presence head (None otherwise).
-    Runs batch by batch so memory stays bounded whatever N is; a tqdm bar advances per batch.
+    Runs batch by batch so memory stays bounded whatever N is; a progress bar advances per batch.
     """
     if not models:
         raise NervesegError("predict_ensemble needs at least one model")
@@ -102,7 +102,7 @@ def predict_ensemble(
     presence_sum = np.zeros(n, dtype=np.float64)
     all_presence = True
     passes = len(models) * (2 if tta else 1)
-    with tqdm(total=n, desc="predict", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=n, desc="predict", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             x = (images_uint8[start:stop].astype(np.float32) * np.float32(scale))[..., None]

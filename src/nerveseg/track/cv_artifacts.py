@@ -1,7 +1,9 @@
-"""What a fold run stores and how a finished one is read back: weights, OOF predictions, facts, plots.
+"""What a fold run stores and how a finished one is read back: params, weights, OOF predictions, facts, plots.
 
-Names come from the run schema; a fold trained by another process or machine is rebuilt from its
-artifacts, so no fold is ever trained twice.
+A fold run is self-contained: it carries the config's params plus its own (fold, sizes, seed, held-out
+subjects), the kept epoch's metrics under their own names, and its learning curve, so fold runs compare
+side by side in the runs table. Names come from the run schema; a fold trained by another process or
+machine is rebuilt from its artifacts, so no fold is ever trained twice.
 """
 
 from __future__ import annotations
@@ -13,22 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlflow.entities import Metric, Run
+from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg.config import TrainConfig
 from nerveseg.data.cache import PreparedData
-from nerveseg.data.raw import index_train, read_image
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.model.unet import build_model_from_config
 from nerveseg.track import schema
+from nerveseg.track.cv_parents import param_strings
 from nerveseg.track.schema import FOLD_TAG, OofArrays
 from nerveseg.train import fold as training
-from nerveseg.train.plots import pick_best_worst, plot_gallery, plot_learning_curves
-
-GALLERY_IMAGES = 4  # best and worst each
+from nerveseg.train.checkpointing import inner_split
+from nerveseg.train.plots import plot_learning_curves
 
 
 def model_summary(config: TrainConfig) -> str:
@@ -37,16 +37,69 @@ def model_summary(config: TrainConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def log_fold(
-    client: MlflowClient, run_id: str, parent_id: str, data: PreparedData, result: training.FoldResult, summary: str
+def truncated_list(values: list[str], *, limit: int = schema.MAX_PARAM_LENGTH) -> str:
+    """``values`` as a comma list of at most ``limit`` characters (MLflow's cap on a param value); a longer
+    list keeps its first values and says how many more there are."""
+    text = ",".join(values)
+    if len(text) <= limit:
+        return text
+    for count in range(len(values) - 1, -1, -1):
+        shortened = ",".join([*values[:count], f"... (+{len(values) - count} more)"])
+        if len(shortened) <= limit:
+            return shortened
+    raise ValueError(f"limit={limit} is too small for even the note of a cut list; pass at least 20")
+
+
+def fold_params(config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int) -> dict[str, str]:
+    """The fold run's params: the config's (as on the parent) and the fold's own, as MLflow stores them."""
+    val_index = np.flatnonzero(folds == fold)
+    train_index = training.training_index(data, folds, fold, drop_contradictory=config.drop_contradictory)
+    inner: dict[str, str] = {}
+    if config.checkpoint == "inner":  # the same split train_fold makes (same seed)
+        train_index, inner_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
+        inner[schema.N_INNER_VAL_PARAM] = str(len(inner_index))
+    subjects = [str(s) for s in np.unique(data.subjects[val_index])]
+    return {
+        **param_strings(config),
+        schema.FOLD_PARAM: str(fold),
+        schema.N_TRAIN_PARAM: str(len(train_index)),
+        schema.N_VAL_PARAM: str(len(val_index)),
+        **inner,
+        schema.FOLD_SEED_PARAM: str(config.seed + fold),
+        schema.VAL_SUBJECTS_PARAM: truncated_list(subjects),
+    }
+
+
+def log_fold_params(
+    client: MlflowClient, run_id: str, config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int
 ) -> None:
-    """The fold's artifacts (weights, OOF, facts) on its run; its learning curve on the parent."""
+    """Logged when the fold run starts, so a running or failed fold already says what it trains on."""
+    params = fold_params(config, data, folds, fold)
+    client.log_batch(run_id, params=[Param(key, value) for key, value in params.items()])
+
+
+def kept_metrics(result: training.FoldResult) -> dict[str, float]:
+    """The kept epoch (1-based) and that epoch's history values under their own names, plus ``val_score``.
+
+    ``val_dice`` on a fold run is the per-epoch curve (its latest value is the last epoch);
+    ``val_dice_kept`` is the value of the epoch whose weights were kept. With ``checkpoint="inner"`` the
+    ``val_*`` history is on the inner split that chose the epoch; ``val_score`` is always the scored fold's.
+    """
+    epoch = result.kept_epoch
+    metrics = {schema.KEPT_EPOCH: float(epoch), schema.VAL_SCORE: float(result.val_score)}
+    for key in schema.KEPT_HISTORY_KEYS:
+        values = result.history.get(key) or []
+        if 1 <= epoch <= len(values):
+            metrics[schema.kept_metric(key)] = float(values[epoch - 1])
+    return metrics
+
+
+def log_fold(client: MlflowClient, run_id: str, data: PreparedData, result: training.FoldResult, summary: str) -> None:
+    """The fold's kept-epoch metrics and artifacts (weights, OOF, facts, learning curve) on its run."""
     k = result.fold
     work = result.weights_path.parent
-    client.log_batch(
-        run_id,
-        metrics=[Metric(schema.VAL_SCORE, result.val_score, int(time.time() * 1000), 0)],
-    )
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in kept_metrics(result).items()])
     weights = result.weights_path
     if weights.name != schema.weights_file(k):  # readers find the weights by the schema's name
         weights = Path(shutil.copyfile(weights, work / schema.weights_file(k)))
@@ -66,10 +119,15 @@ def log_fold(
         "history": result.history,
     }
     client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.fold_facts_artifact(k))
+    curve_dir = work / f"fold_{k}_plots"
+    curve_dir.mkdir(parents=True, exist_ok=True)
     curve = plot_learning_curves(
-        result.history, work / f"learning_curve_fold_{k}.png", kept_epoch=result.kept_epoch, title=f"fold {k}"
+        result.history,
+        curve_dir / Path(schema.LEARNING_CURVE_ARTIFACT).name,
+        kept_epoch=result.kept_epoch,
+        title=f"fold {k}: kept epoch {result.kept_epoch}, val_score {result.val_score:.4f}",
     )
-    client.log_artifact(parent_id, str(curve), schema.PLOTS_DIR)
+    client.log_artifact(run_id, str(curve), schema.PLOTS_DIR)
 
 
 def load_fold(client: MlflowClient, run: Run, data: PreparedData, folds: np.ndarray, work: Path) -> training.FoldResult:
@@ -102,25 +160,6 @@ def load_fold(client: MlflowClient, run: Run, data: PreparedData, folds: np.ndar
         val_score=float(facts["val_score"]),
         norm_mean=float(facts["norm_mean"]),
         norm_std=float(facts["norm_std"]),
-    )
-
-
-def gallery(data: PreparedData, oof: np.ndarray, raw_dir: Path, path: Path, title: str) -> Path:
-    """Best and worst OOF images at full resolution, outlined, with their Dice at threshold 0.5."""
-    scores = training.full_resolution_dice(data, np.arange(len(data)), oof)
-    best, worst = pick_best_worst(scores, data.has_mask, GALLERY_IMAGES)
-    chosen = np.concatenate([best, worst])
-    labels = ["best"] * len(best) + ["worst"] * len(worst)
-    index = index_train(raw_dir)
-    paths = dict(zip(index["id"], index["image_path"], strict=True))
-    images = np.stack([read_image(paths[i]) for i in data.ids[chosen]])
-    return plot_gallery(
-        images,
-        data.full_masks(chosen),
-        to_full_resolution(oof[chosen]) > 0.5,
-        [f"{label}: {i}  Dice {scores[j]:.3f}" for label, i, j in zip(labels, data.ids[chosen], chosen, strict=True)],
-        path,
-        suptitle=title,
     )
 
 

@@ -38,7 +38,7 @@ from nerveseg.evaluate.postprocess import decide_postprocessing
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.io_utils import check_writable_dir, sha256_file
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
-from nerveseg.track import cv_artifacts, cv_parents, schema
+from nerveseg.track import cv_artifacts, cv_parents, cv_report, schema
 from nerveseg.track.cv_parents import say
 from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG, OofArrays
 from nerveseg.track.store import MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
@@ -78,7 +78,11 @@ class _StopState:
 
 
 class _EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics to the fold's run (step = epoch number from 1) and calls the listener."""
+    """Logs each epoch's metrics to the fold's run (step = epoch number from 1) and calls the listener.
+
+    Metrics are logged as ``schema.epoch_metric_name`` says (``train_loss``, ``val_dice``, ``lr``...), so that
+    none shares a param's name; the listener gets the history's own names (``loss``, ``learning_rate``...).
+    """
 
     def __init__(
         self, client: MlflowClient, run_id: str, fold: int, listener: CVListener | None, state: _StopState
@@ -94,9 +98,10 @@ class _EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or {})
         values = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
-        values[schema.EPOCH_SECONDS] = time.monotonic() - self._started
+        metrics = {schema.epoch_metric_name(k): v for k, v in values.items()}  # never a param's name
+        metrics[schema.EPOCH_SECONDS] = time.monotonic() - self._started
         now = int(time.time() * 1000)
-        self._client.log_batch(self._run_id, metrics=[Metric(k, v, now, epoch + 1) for k, v in values.items()])
+        self._client.log_batch(self._run_id, metrics=[Metric(k, v, now, epoch + 1) for k, v in metrics.items()])
         if self._listener is not None:
             try:
                 self._listener.on_epoch_end(self._fold, epoch, values)
@@ -175,10 +180,8 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple
         json.dumps(postprocessing.to_json(), indent=1, default=cv_artifacts.json_default) + "\n",
         schema.POSTPROCESSING_ARTIFACT,
     )
-    gallery = cv_artifacts.gallery(
-        data, oof, cv.raw_dir, cv.work / "gallery.png", f"{config.name}: out-of-fold predictions"
-    )
-    client.log_artifact(run_id, str(gallery), schema.PLOTS_DIR)
+    outcome = cv_report.CVOutcome(config, data, results, summary, oof, postprocessing)
+    cv_report.log_cv_report(client, run_id, outcome, raw_dir=cv.raw_dir, work=cv.work)  # description and plots
     client.set_terminated(run_id, "FINISHED")
     return summary, postprocessing
 
@@ -221,7 +224,6 @@ def _open_parent(
             RUN_TYPE_TAG: schema.CV_RUN,
             schema.DATA_FINGERPRINT_TAG: data.fingerprint,
             schema.FOLDS_SHA_TAG: folds_sha,
-            schema.SEED_TAG: str(cv.config.seed),
             **cv.env_tags,
             **({PARENT_TAG: nested_under} if nested_under else {}),
             **(parent_tags or {}),
@@ -248,6 +250,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
     tags = {RUN_TYPE_TAG: schema.FOLD_RUN, FOLD_TAG: str(fold), PARENT_TAG: parent_id, **cv.env_tags}
     run_id = client.create_run(cv.experiment_id, run_name=f"fold_{fold}", tags=resolve_tags(tags)).info.run_id
     try:
+        cv_artifacts.log_fold_params(client, run_id, cv.config, cv.data, cv.folds, fold)
         n_val = int(np.count_nonzero(cv.folds == fold))
         cv.say(
             f"fold {fold} ({position}; {cv.config.folds} folds in all): "
@@ -262,7 +265,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
             callbacks=[_EpochLogger(client, run_id, fold, cv.listener, cv.state)],
             verbose=2 if cv.progress else 0,
         )
-        cv_artifacts.log_fold(client, run_id, parent_id, cv.data, result, summary_text)
+        cv_artifacts.log_fold(client, run_id, cv.data, result, summary_text)
         client.set_terminated(run_id, "FINISHED")
     except BaseException as err:
         _stop_runs(client, [run_id], err, cv.state)

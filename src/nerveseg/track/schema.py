@@ -6,8 +6,15 @@ read them. They agree because both sides take the names from here, never from st
 A cross-validation is one parent run (``RUN_TYPE_TAG = "cv"``) with one child run per fold
 (``"fold"``, tagged ``FOLD_TAG``) and, later, child runs ``"submission"``::
 
-    parent:  config.yaml  folds/<folds file>  oof/oof_probs.npz  summary.json  postprocessing.json  plots/
+    parent:  config.yaml  folds/<folds file>  oof/oof_probs.npz  summary.json  postprocessing.json
+             plots/progress.png  plots/subject_scores.png  plots/gallery.png
     fold k:  weights/fold_<k>.weights.h5  oof/oof_fold_<k>.npz  fold_<k>.json  model_summary.txt
+             plots/learning_curve.png
+
+Params are the config's stable names (``learning_rate``, ``loss``...), on the parent and on every fold run;
+metrics never reuse a param's name: a fold run's per-epoch metrics are ``train_loss``, ``train_dice``,
+``val_loss``, ``val_dice`` and ``lr`` (renamed from ``train.fold.HISTORY_KEYS`` when they are logged, see
+``epoch_metric_name``), so a runs table can show ``params.learning_rate`` beside ``metrics.lr``.
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ RUN_TYPE_TAG = "nerveseg.run_type"
 STOPPED_TAG = "nerveseg.stopped"  # exception class that stopped a KILLED run (KeyboardInterrupt, TrialPruned...)
 ERROR_TAG = "nerveseg.error"  # first line of the error that FAILED a run
 FOLD_TAG = "fold"
-SEED_TAG = "seed"
+DESCRIPTION_TAG = "mlflow.note.content"  # MLflow shows it as the run's description (Markdown)
 DATA_FINGERPRINT_TAG = "data_fingerprint"
 FOLDS_SHA_TAG = "folds_file_sha256"
 GIT_COMMIT_TAG = "git_commit"
-CHECKPOINT_TAG = "checkpoint"  # the checkpoint rule of a CV run (config.checkpoint): last, inner or best_val
+# the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
+# named apart from the param so that no name is both a tag and a param
+CHECKPOINT_TAG = "checkpoint_rule"
 OPTIMISTIC_TAG = "cv_optimistic"  # "true" when the kept epoch was chosen on the scored fold (best_val)
 
 # values of RUN_TYPE_TAG
@@ -56,9 +65,40 @@ TEST_SCORE_CI_LOW = "test_score_ci_low"
 TEST_SCORE_CI_HIGH = "test_score_ci_high"
 
 
+KEPT_EPOCH = "kept_epoch"  # a fold run's kept (checkpointed) epoch, 1-based
+LR_METRIC = "lr"
+_HISTORY_RENAMES = {"learning_rate": LR_METRIC}
+
+
+def epoch_metric_name(history_key: str) -> str:
+    """The metric name of a per-epoch Keras log key: ``val_*`` as it is, ``learning_rate`` as ``lr``, every
+    other (training) key prefixed ``train_``. Params never start with ``train_``/``val_``, so none collide."""
+    if history_key in _HISTORY_RENAMES:
+        return _HISTORY_RENAMES[history_key]
+    return history_key if history_key.startswith("val_") else f"train_{history_key}"
+
+
+def kept_metric(history_key: str) -> str:
+    """The fold run's metric holding ``history_key`` at the kept epoch, e.g. ``val_dice_kept``."""
+    return f"{epoch_metric_name(history_key)}_kept"
+
+
+KEPT_HISTORY_KEYS = ("val_dice", "val_loss", "loss")  # logged as val_dice_kept, val_loss_kept, train_loss_kept
+
+
 def fold_score_metric(fold: int) -> str:
     """The parent's metric holding fold ``fold``'s val_score."""
     return f"fold_{fold}_score"
+
+
+# ------------------------------------------------------------------------------------ fold run params
+FOLD_PARAM = "fold"
+N_TRAIN_PARAM = "n_train"  # images the model is fitted on (less contradictory ones and the inner split, if any)
+N_VAL_PARAM = "n_val"
+N_INNER_VAL_PARAM = "n_inner_val"  # with checkpoint="inner": training images held out to choose the epoch
+FOLD_SEED_PARAM = "fold_seed"  # the fold is seeded with config.seed + fold
+VAL_SUBJECTS_PARAM = "val_subjects"  # held-out subjects, a comma list
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
 # ---------------------------------------------------------------------------------------- artifacts
@@ -73,6 +113,10 @@ SUMMARY_ARTIFACT = "summary.json"
 POSTPROCESSING_ARTIFACT = "postprocessing.json"
 MODEL_SUMMARY_ARTIFACT = "model_summary.txt"
 SUBMISSION_DIR = "submission"
+PROGRESS_ARTIFACT = f"{PLOTS_DIR}/progress.png"  # parent: every fold's curves
+SUBJECT_SCORES_ARTIFACT = f"{PLOTS_DIR}/subject_scores.png"  # parent: OOF score per subject
+GALLERY_ARTIFACT = f"{PLOTS_DIR}/gallery.png"  # parent: best and worst OOF images
+LEARNING_CURVE_ARTIFACT = f"{PLOTS_DIR}/learning_curve.png"  # fold run: its own curves
 
 
 def weights_file(fold: int) -> str:
@@ -176,15 +220,27 @@ __all__ = [
     "CV_SCORE_MEAN",
     "CV_SCORE_STD",
     "DATA_FINGERPRINT_TAG",
+    "DESCRIPTION_TAG",
     "EMPTY_BASELINE_SCORE",
     "EPOCH_SECONDS",
     "ERROR_TAG",
     "FOLDS_DIR",
     "FOLDS_SHA_TAG",
+    "FOLD_PARAM",
     "FOLD_RUN",
+    "FOLD_SEED_PARAM",
     "FOLD_TAG",
+    "GALLERY_ARTIFACT",
     "GIT_COMMIT_TAG",
+    "KEPT_EPOCH",
+    "KEPT_HISTORY_KEYS",
+    "LEARNING_CURVE_ARTIFACT",
+    "LR_METRIC",
+    "MAX_PARAM_LENGTH",
     "MODEL_SUMMARY_ARTIFACT",
+    "N_INNER_VAL_PARAM",
+    "N_TRAIN_PARAM",
+    "N_VAL_PARAM",
     "OOF_DIR",
     "OOF_PROBS_ARTIFACT",
     "OOF_PROBS_FILE",
@@ -193,20 +249,24 @@ __all__ = [
     "PARENT_TAG",
     "PLOTS_DIR",
     "POSTPROCESSING_ARTIFACT",
+    "PROGRESS_ARTIFACT",
     "RUN_NAME_TAG",
     "RUN_TYPE_TAG",
-    "SEED_TAG",
     "STOPPED_TAG",
+    "SUBJECT_SCORES_ARTIFACT",
     "SUBMISSION_DIR",
     "SUBMISSION_RUN",
     "SUMMARY_ARTIFACT",
     "VAL_SCORE",
+    "VAL_SUBJECTS_PARAM",
     "WEIGHTS_DIR",
     "OofArrays",
     "children_filter",
+    "epoch_metric_name",
     "fold_facts_artifact",
     "fold_runs",
     "fold_score_metric",
+    "kept_metric",
     "load_oof",
     "newest_finished_fold_runs",
     "oof_fold_artifact",

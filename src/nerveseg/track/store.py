@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import urllib.error
 import urllib.parse
@@ -294,14 +295,32 @@ def find_runs(
     )
 
 
+# MLflow 3.17 opens an experiment in its GenAI view (Traces, Detect Issues) unless the link asks for the classic
+# one; no experiment tag changes that landing (``mlflow.experimentKind`` was tried), so every link carries it.
+ML_VIEW_QUERY = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_fragment(experiment_id: str, run_id: str | None = None) -> str:
+    """The UI's address of the experiment's runs table, or of one run, in the machine-learning view."""
+    path = f"#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{path}?{ML_VIEW_QUERY}"
+
+
 def ui_hint(settings: MlflowSettings, experiment_id: str, run_id: str) -> str:
-    """How to look at a run: the server's URL, or the `mlflow ui` command for a local store."""
-    fragment = f"#/experiments/{experiment_id}/runs/{run_id}"
+    """Where to look at a run, as lines: the runs table's and the run's URLs, preceded for a local store by the
+    ``mlflow ui`` command that serves them."""
     if _scheme(settings.tracking_uri) in HTTP_SCHEMES:
-        return f"open {settings.tracking_uri.rstrip('/')}/{fragment}"
-    return (
-        f"run `mlflow ui --backend-store-uri {redact_uri(settings.tracking_uri)} --port 5000` "
-        f"and open http://127.0.0.1:5000/{fragment}"
+        base, start = settings.tracking_uri.rstrip("/"), []
+    else:
+        uri = shlex.quote(redact_uri(settings.tracking_uri))
+        base, start = LOCAL_UI, [f"start the MLflow UI: mlflow ui --backend-store-uri {uri} --port 5000"]
+    return "\n".join(
+        [
+            *start,
+            f"runs table:      {base}/{ui_fragment(experiment_id)}",
+            f"parent run page: {base}/{ui_fragment(experiment_id, run_id)}",
+        ]
     )
 
 

@@ -66,8 +66,8 @@ from nerveseg.tune.study_tracker import (
     StudyTracker,
     best_trial,
     find_trial_run_id,
-    log_study_plots,
 )
+from nerveseg.tune.study_views import describe_study, log_study_plots
 from nerveseg.uris import redact_uri
 
 DEFAULT_STORAGE = f"sqlite:///{OPTUNA_DB}"
@@ -207,6 +207,7 @@ def _join_study(
     seed = None if settings.seed is None else settings.seed + worker_index
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner)
+    describe_study(study, report_mode_for(pruner), note=worker_index == 0)
     tracker = StudyTracker(client, experiment_id, study, lock)
     study_run_id = tracker.ensure_study_run(
         tags={

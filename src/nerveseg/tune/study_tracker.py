@@ -1,10 +1,17 @@
 """The MLflow side of a study: one parent run per study, the trials' CV runs nested under it, the
-trial states and the best trial recorded on it, and Optuna's plots as its artifacts."""
+trial states and the best trial recorded on it, and Optuna's plots as its artifacts.
+
+The study run carries the best trial's params as MLflow params, so it sits in the runs table beside the
+trials with comparable columns. MLflow params are immutable (logging another value for a key is an error),
+so they are logged once, from the first best trial, together with ``params_trial`` saying which trial they
+are from; later bests update the ``best.*`` tags, ``best_params.json`` and the run's description, and the tag
+``best.params_current`` turns "false" when the params no longer match the best trial. Rewriting the params
+would need a new run, and then the trials would no longer be nested under one run per study.
+"""
 
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Mapping
 
 import mlflow
@@ -12,10 +19,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nerveseg.errors import NervesegError
-from nerveseg.track.schema import CV_RUN, RUN_TYPE_TAG, children_filter
+from nerveseg.track.schema import CV_RUN, DESCRIPTION_TAG, RUN_TYPE_TAG, children_filter
 from nerveseg.tune.storage import (
     StudyLock,
 )
+from nerveseg.tune.study_views import log_study_plots, study_description
 
 # MLflow names of the study side (the CV runs' names are in nerveseg.track.schema).
 STUDY_RUN_TYPE = "study"
@@ -26,6 +34,8 @@ FAIL_REASON_TAG = "optuna.fail_reason"
 STUDY_RUN_ATTR = "mlflow_run_id"  # study user attr: the MLflow run id of the study's parent run
 WORKERS_ATTR = "workers_started"  # study user attr: how many workers have joined (seeds the sampler)
 INTERRUPTED = "interrupted"  # the fail_reason kind of a trial stopped by Ctrl-C
+PARAMS_TRIAL_PARAM = "params_trial"  # study run param: the trial whose params the run's params are
+PARAMS_CURRENT_TAG = "best.params_current"  # "true" while the run's params are the best trial's
 
 # A trial's MLflow state tag, from Optuna's state.
 _STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
@@ -112,6 +122,7 @@ class StudyTracker:
                     self.log_best(best)
 
     def log_best(self, best: FrozenTrial) -> None:
+        """Record a new best trial: metric, ``best.*`` tags, params (the first time), description, JSON."""
         assert self.run_id is not None
         self.client.log_metric(self.run_id, "best_value", float(best.value), step=best.number)
         for key, value in best.params.items():
@@ -120,11 +131,25 @@ class StudyTracker:
         trial_run = best.user_attrs.get(STUDY_RUN_ATTR)
         if trial_run:
             self.client.set_tag(self.run_id, "best.run_id", trial_run)
+        params_trial, current = self._log_params_once(best)
+        self.client.set_tag(self.run_id, PARAMS_CURRENT_TAG, str(current).lower())
+        self.client.set_tag(self.run_id, DESCRIPTION_TAG, study_description(self.study, best, params_trial, current))
         self.client.log_dict(
             self.run_id,
             {"trial_number": best.number, "value": best.value, "params": best.params, "run_id": trial_run},
             "best_params.json",
         )
+
+    def _log_params_once(self, best: FrozenTrial) -> tuple[int, bool]:
+        """Log ``best``'s params unless the run has them already; returns (the trial the run's params are from,
+        whether they equal ``best``'s)."""
+        params = self.client.get_run(self.run_id).data.params
+        if PARAMS_TRIAL_PARAM in params:
+            current = all(params.get(key) == str(value) for key, value in best.params.items())
+            return int(params[PARAMS_TRIAL_PARAM]), current
+        values = {**{key: str(value) for key, value in best.params.items()}, PARAMS_TRIAL_PARAM: str(best.number)}
+        self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in values.items()])
+        return best.number, True
 
     def finish(self, status: str) -> None:
         """Plots and trial table on the study run, then mark it ``status`` (the last worker to stop wins)."""
@@ -143,39 +168,3 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return study.best_trial
     except ValueError:  # no complete trial yet
         return None
-
-
-def log_study_plots(client: mlflow.MlflowClient, run_id: str, study: optuna.Study) -> list[str]:
-    """Optimisation history, parameter importances and parallel coordinates as PNG artifacts.
-
-    Uses ``optuna.visualization.matplotlib`` (plotly is not a dependency). A plot that cannot be
-    drawn yet (e.g. importances need two complete trials) is skipped with a warning.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    plots = {
-        "plots/optimization_history.png": ovm.plot_optimization_history,
-        "plots/param_importances.png": ovm.plot_param_importances,
-        "plots/parallel_coordinate.png": ovm.plot_parallel_coordinate,
-    }
-    logged = []
-    for artifact_file, plot in plots.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                axes = plot(study)
-            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-            figure.set_size_inches(10, 6)
-            figure.tight_layout()
-            client.log_figure(run_id, figure, artifact_file)
-            plt.close(figure)
-            logged.append(artifact_file)
-        except Exception as err:
-            print(f"warning: skipped {artifact_file}: {type(err).__name__}: {err}", file=sys.stderr)
-        finally:
-            plt.close("all")
-    return logged
