@@ -63,7 +63,8 @@ def test_fold_result_shapes_keys_and_last_epoch(trained, em_data: IsbiData) -> N
     assert np.isfinite(result.oof_probs).all() and 0 <= result.oof_probs.min() <= result.oof_probs.max() <= 1
     assert result.oof_presence is None
     assert tuple(result.history) == HISTORY_KEYS and all(len(v) == config.epochs for v in result.history.values())
-    assert result.kept_epoch == config.epochs and result.checkpoint == "last"  # fixed schedule: the last epoch, never chosen on the scored fold
+    # a fixed schedule: the last epoch, never chosen on the scored fold
+    assert result.kept_epoch == config.epochs and result.checkpoint == "last"
     assert result.weights_path.name == "fold_1.weights.h5" and result.weights_path.is_file()
     assert not list(result.weights_path.parent.glob("*partial*"))
     expected = membrane_scores(result.oof_probs, em_data.membranes[result.val_index]).rand_error
