@@ -110,7 +110,7 @@ def run_case(root: Path, seed: int, rule: str, args: argparse.Namespace) -> Case
         cv_postprocessed=summary.oof_score_postprocessed,
         ci_low=summary.oof_score_postprocessed_ci_low,
         ci_high=summary.oof_score_postprocessed_ci_high,
-        cv_postprocessed_insample=float(cv.postprocessing["oof_score"]),
+        cv_postprocessed_insample=float(cv.postprocessing.oof_score),
         cv_empty=summary.empty_baseline_score,
         test_score=submission.test_score,
         test_ci_low=interval.low,
