@@ -36,6 +36,7 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_text, check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
+from nerveseg.tasks import get_task
 from nerveseg.tune.objective import (
     CVObjective,
     PrunerName,
@@ -190,18 +191,28 @@ class _Worker:
     mlflow_settings: Any
 
 
+def study_direction(config: TrainConfig) -> str:
+    """ "maximize" or "minimize": the direction of the config's task's ranking metric."""
+    return "maximize" if get_task(config.task).higher_is_better else "minimize"
+
+
 def _join_study(
     settings: TuneSettings, storage_url: str, pruner: optuna.pruners.BasePruner, lock: StudyLock
 ) -> _Worker:
-    """Create or load the study (maximising), count this worker in (its sampler seed) and make sure the
-    study's MLflow run exists; called while holding ``lock``."""
+    """Create or load the study (maximising the task's ranking metric, or minimising it: ISBI's Rand error),
+    count this worker in (its sampler seed) and make sure the study's MLflow run exists; called while
+    holding ``lock``."""
     mlflow_settings, client, experiment_id = _setup_mlflow()
     storage = make_storage(storage_url)
+    direction = study_direction(settings.base_config)
     study = optuna.create_study(
-        study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
+        study_name=settings.study_name, storage=storage, direction=direction, load_if_exists=True
     )
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise NervesegError(f"study {settings.study_name!r} exists but does not maximise; use a new --study name")
+    if study.direction != optuna.study.StudyDirection[direction.upper()]:
+        raise NervesegError(
+            f"study {settings.study_name!r} exists with another direction; task {settings.base_config.task!r} needs "
+            f"direction {direction}; use a new --study name"
+        )
     worker_index = int(study.user_attrs.get(WORKERS_ATTR, 0))
     study.set_user_attr(WORKERS_ATTR, worker_index + 1)
     seed = None if settings.seed is None else settings.seed + worker_index
@@ -212,7 +223,8 @@ def _join_study(
     study_run_id = tracker.ensure_study_run(
         tags={
             "optuna.storage": redact_uri(storage_url),
-            "optuna.direction": "maximize",
+            "optuna.direction": direction,
+            "task": settings.base_config.task,
             "optuna.pruner": type(pruner).__name__,
             "optuna.sampler": "TPESampler",
             "base_config": settings.base_config.name,
