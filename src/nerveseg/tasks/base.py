@@ -96,6 +96,7 @@ class Task(Protocol):
     name: str
     ranking_metric: str  # the parent-run metric that ranks runs (best_cv_run, tune's objective)
     higher_is_better: bool
+    ranking_text: str  # what the ranking metric means, for the study's description
     submission_suffix: str  # ".csv", ".tif"
     supports_test_masks: bool  # submit --test-masks scores the file locally
 

@@ -86,6 +86,7 @@ class IsbiTask:
     name = "isbi2012"
     ranking_metric = "cv_rand_error_mean"
     higher_is_better = False
+    ranking_text = "mean over the block folds of the adapted Rand error (threshold 0.5), minimised"
     submission_suffix = ".tif"
     supports_test_masks = False
 

@@ -40,6 +40,7 @@ class NerveTask:
     name = "nerve"
     ranking_metric = "cv_score_mean"
     higher_is_better = True
+    ranking_text = "mean over the cross-validation folds of the competition score (Dice at 580x420), maximised"
     submission_suffix = ".csv"
     supports_test_masks = True
 

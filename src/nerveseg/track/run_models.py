@@ -80,8 +80,8 @@ def best_cv_run(
         runs = runs[runs[column].notna()]
     if runs.empty or column not in runs:
         raise NervesegError(
-            f"no finished {chosen.name} cross-validation run with {chosen.ranking_metric} in MLflow experiment "
-            f"{name!r}; train one with `python src/cv_train.py` or pass --run-id"
+            f"no finished cross-validation run of task {chosen.name} with {chosen.ranking_metric} in MLflow "
+            f"experiment {name!r}; train one with `python src/cv_train.py` or pass --run-id"
         )
     best = runs.loc[runs[column].idxmax() if chosen.higher_is_better else runs[column].idxmin()]
     return str(best["run_id"]), str(best.get(f"tags.{RUN_NAME_TAG}") or best["run_id"]), float(best[column])

@@ -1,12 +1,12 @@
-"""From tracked cross-validation runs to a Kaggle submission, recorded back in MLflow.
+"""From tracked cross-validation runs to a submission, recorded back in MLflow.
 
-Choose the runs (one given id, several ids to ensemble, or the best finished CV run of the
-experiment by ``cv_score_mean``), download each fold's weights and the run's ``config.yaml``,
-reuse the run's ``postprocessing.json`` (or decide it from the run's out-of-fold predictions),
-predict the test set with every fold model and its mirror image, post-process at 580x420, write
-``submissions/<UTC time>_<run name>.csv``, prove it, and log it as a child run "submission" of
-the CV run. The array work is in the core modules (inference, postprocess, submission); this
-module only talks to MLflow and wires them together.
+Choose the runs (one given id, several ids to ensemble, or the best finished CV run of one task by
+its ranking metric), download each fold's weights and the run's ``config.yaml``, reuse the run's
+``postprocessing.json`` (or let the task decide it on the run's out-of-fold predictions), let the
+runs' task predict the test data with every fold model (with TTA) and write its file (nerve: the
+Kaggle CSV; isbi2012: the float32 TIFF stack) as ``submissions/<UTC time>_<run name><suffix>``,
+never overwritten, and log it as a child run "submission" of the CV run. The array work is in the
+tasks and core modules; this module only talks to MLflow and wires them together.
 """
 
 from __future__ import annotations

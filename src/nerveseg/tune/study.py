@@ -120,7 +120,7 @@ def export_best_config(
     path = Path(experiments_dir) / f"{study.study_name}-best.yaml"
     header = (
         f"# Best config of Optuna study {study.study_name!r}: trial {best.number}, "
-        f"cv_score_mean {best.value:.6f}.\n"
+        f"{get_task(base_config.task).ranking_metric} {best.value:.6f}.\n"
         f"# MLflow run of that trial: {best.user_attrs.get(STUDY_RUN_ATTR, 'unknown')}. Written by src/tune.py;\n"
         "# re-run it with `python src/cv_train.py --config <this file>`.\n"
     )
@@ -218,7 +218,10 @@ def _join_study(
     seed = None if settings.seed is None else settings.seed + worker_index
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner)
-    describe_study(study, report_mode_for(pruner), note=worker_index == 0)
+    task = get_task(settings.base_config.task)
+    objective_text = f"{task.ranking_metric}: {task.ranking_text}"
+    describe_study(study, report_mode_for(pruner), note=worker_index == 0, objective=task.ranking_metric,
+                   objective_text=objective_text)  # fmt: skip
     tracker = StudyTracker(client, experiment_id, study, lock)
     study_run_id = tracker.ensure_study_run(
         tags={
