@@ -153,3 +153,30 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
         assert submit.main(["--run-id", nerve, "--raw-dir", str(tracked.raw_dir), "--out-dir", str(out_dir)]) == 2
     assert err.getvalue().startswith("error: ") and err.getvalue().count("\n") == 1
     assert list(out_dir.iterdir()) == [path]
+
+
+def test_tune_minimises_the_isbi_rand_error(tracked: Tracked, monkeypatch: pytest.MonkeyPatch) -> None:
+    optuna = pytest.importorskip("optuna")
+    from nerveseg.tune.search_space import parse_search_space
+    from nerveseg.tune.study import TuneSettings, run_study
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tracked.root / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "isbi-tune")
+    monkeypatch.chdir(tracked.root)
+    space = parse_search_space({"learning_rate": {"type": "float", "low": 1e-3, "high": 3e-3, "log": True}}, source="t")
+    storage = f"sqlite:///{tracked.root / 'optuna.db'}"
+    settings = TuneSettings(
+        study_name="isbi-study", n_trials=2, base_config=CONFIG, space=space, storage=storage,
+        raw_dir=tracked.raw_dir, cache_dir=tracked.root / "cache", folds_dir=tracked.folds_dir,
+        pruner=optuna.pruners.NopPruner(), seed=0, experiments_dir=tracked.root / "experiments", progress=False,
+    )  # fmt: skip
+    run_study(settings, out=lambda line: None)
+    study = optuna.load_study(study_name="isbi-study", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and study.metric_names == ["cv_rand_error_mean"]
+    client = get_client()
+    values = []
+    for trial in study.get_trials():
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert trial.value == pytest.approx(run.data.metrics["cv_rand_error_mean"])  # the task's ranking metric
+        values.append(trial.value)
+    assert study.best_value == min(values)
