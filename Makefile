@@ -12,7 +12,7 @@ DEMO_SUBJECTS ?= 16
 DEMO_IMAGES ?= 40
 DEMO_TEST ?= 120
 
-.PHONY: demo test lint data venv clean-demo
+.PHONY: demo demo-isbi test lint data venv clean-demo
 
 venv: $(STAMP)
 
@@ -36,6 +36,20 @@ demo: data
 	$(PY) src/cv_train.py --folds 5 --config experiments/demo.yaml --raw-dir $(DEMO_RAW)
 	$(PY) src/submit.py --raw-dir $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS)
 	$(PY) src/score.py "$$(ls -t submissions/*.csv | head -n 1)" --masks $(DEMO_TEST_MASKS)
+
+# The ISBI 2012 EM membrane demo: 5 block folds + the TIFF stack submission. Synthetic slices are written only
+# when $(ISBI_RAW) does not exist; real challenge data placed there (TIFF stacks or PNG folders) is used as is.
+ISBI_RAW ?= data/raw/isbi2012
+ISBI_CONFIG ?= experiments/isbi_demo.yaml
+
+demo-isbi: $(STAMP)
+	@if [ -d $(ISBI_RAW) ]; then \
+		echo "using the existing ISBI data in $(ISBI_RAW) (delete it to regenerate the synthetic EM set)"; \
+	else \
+		$(PY) src/make_synthetic_em.py --out $(ISBI_RAW) --train 30 --test 30 --size 512 --seed 0; \
+	fi
+	$(PY) src/cv_train.py --config $(ISBI_CONFIG) --raw-dir $(ISBI_RAW)
+	$(PY) src/submit.py --task isbi2012 --raw-dir $(ISBI_RAW)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

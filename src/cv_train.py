@@ -1,9 +1,11 @@
 """Cross-validate a config and track it in MLflow: python src/cv_train.py --config experiments/baseline.yaml
 
-Prints the per-fold table (scores at 580x420, mean ± std, pooled OOF score, all-empty baseline on the
-same folds), the parent run id and how to open it in the MLflow UI. Folds can be spread over processes:
-``--fold 0`` creates the parent run and prints its id, ``--fold k --parent-run-id ID`` trains the others;
-whichever finishes last finalises the run. ``--resume`` continues an interrupted run.
+Any task (config field ``task``: nerve, isbi2012) runs through the same code. Prints the task's per-fold
+table (nerve: Dice at 580x420, mean ± std, pooled OOF score, all-empty baseline on the same folds;
+isbi2012: pixel error, Rand error, VI per block fold), the parent run id and how to open it in the
+MLflow UI. Folds can be spread over processes: ``--fold 0`` creates the parent run and prints its id,
+``--fold k --parent-run-id ID`` trains the others; whichever finishes last finalises the run.
+``--resume`` continues an interrupted run.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip folds whose run FINISHED; without --parent-run-id continue the newest unfinished\n"
         "parent run of this config with identical params",
     )
-    parser.add_argument("--raw-dir", type=Path, default=RAW_DIR, help="Kaggle layout: <raw-dir>/train/*.tif")
+    parser.add_argument(
+        "--raw-dir",
+        type=Path,
+        default=RAW_DIR,
+        help="nerve: <raw-dir>/train/*.tif; isbi2012: <raw-dir>/isbi2012 (or the ISBI layout itself)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where decoded arrays are cached")
     parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where fold splits are kept")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
@@ -53,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     # imported only now, so that --help, argument and config errors answer without loading TensorFlow and MLflow
     from nerveseg.track.cv_run import run_cv
     from nerveseg.track.store import load_mlflow_settings, ui_hint
-    from nerveseg.train.cv_summary import format_summary_table
 
     settings = load_mlflow_settings()
     result = run_cv(
@@ -67,10 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.quiet,
         settings=settings,
     )
-    if result.summary is not None:
-        print(format_summary_table(result.summary))
-        if result.postprocessing is not None:
-            print(f"OOF + pp in-sample (decided on the same OOF, optimistic): {result.postprocessing.oof_score:.4f}")
+    if result.final is not None:
+        print(result.final.table)
     else:
         print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
     print(f"parent run: {result.parent_run_id}")

@@ -15,9 +15,10 @@ from pathlib import Path
 from nerveseg.cli import one_line_errors
 from nerveseg.data.isbi import ISBI_DIR
 from nerveseg.data.synthetic_em import generate_em
+from nerveseg.errors import NervesegError
 
 
-@one_line_errors(ValueError)
+@one_line_errors()  # NervesegError (bad arguments, a non-empty folder): one line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ISBI_DIR, help=f"output root (default {ISBI_DIR})")
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    generate_em(args.out, args.train, args.test, args.size, args.seed, progress=not args.quiet)
+    try:
+        generate_em(args.out, args.train, args.test, args.size, args.seed, progress=not args.quiet)
+    except ValueError as err:  # generate_em's argument and folder checks
+        raise NervesegError(str(err)) from err
     print(
         f"wrote {args.train} training and {args.test} test slices ({args.size}x{args.size}) to {args.out} "
         f"in {time.perf_counter() - start:.0f} s"

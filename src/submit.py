@@ -1,8 +1,11 @@
-"""Write a Kaggle submission from tracked CV runs: ``python src/submit.py [--run-id ID | --runs ID1,ID2]``.
+"""Write a submission from tracked CV runs: ``python src/submit.py [--run-id ID | --runs ID1,ID2] [--task T]``.
 
-Without a run id it takes the best FINISHED cross-validation run of the experiment by
-``cv_score_mean``. The CSV goes to ``submissions/<UTC time>_<run name>.csv`` (never overwritten)
-and is logged as a child run "submission" of the CV run.
+Without a run id it takes the best FINISHED cross-validation run of the experiment for ``--task``
+(default: the task of the newest finished CV run, i.e. what was trained last), ranked by that
+task's metric (nerve: highest ``cv_score_mean``; isbi2012: lowest ``cv_rand_error_mean``). The
+run's task writes the file: nerve a Kaggle CSV ``submissions/<UTC time>_<run name>.csv``, isbi2012 a
+float32 TIFF stack ``.tif`` of membrane probabilities. Never overwritten; logged as a child run
+"submission" of the CV run.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 
 @one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Predict data/raw/test with CV run(s) and write a submission CSV")
+    parser = argparse.ArgumentParser(description="Predict the test data with CV run(s) and write a submission")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run-id", help="MLflow id of a cross-validation (parent) run; default: the best finished one")
     which.add_argument("--runs", help="comma-separated CV run ids to ensemble (equal weight per run)")
-    parser.add_argument("--no-tta", action="store_true", help="skip the horizontal-flip test-time augmentation")
     parser.add_argument(
-        "--raw-dir", type=Path, default=RAW_DIR, help=f"Kaggle layout with train/ and test/ ({RAW_DIR})"
+        "--task", help="without --run-id: pick the best run of this task (nerve, isbi2012); default: the newest run's"
+    )
+    parser.add_argument("--no-tta", action="store_true", help="skip the test-time augmentation (flips/rotations)")
+    parser.add_argument(
+        "--raw-dir", type=Path, default=RAW_DIR, help=f"nerve: train/ and test/; isbi2012: isbi2012/ ({RAW_DIR})"
     )
     parser.add_argument("--out-dir", type=Path, default=SUBMISSIONS_DIR, help=f"where CSVs go ({SUBMISSIONS_DIR})")
     parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help=f"decoded-image cache ({PROCESSED_DIR})")
@@ -55,17 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         test_masks_dir=args.test_masks,
         progress=not args.no_progress,
+        task=args.task,
     )
-    decision, settings = result.postprocessing, result.postprocessing.settings
-    scores = ""
-    if decision.oof_score_raw is not None and decision.oof_score is not None:
-        scores = f" (OOF {decision.oof_score_raw:.4f} -> {decision.oof_score:.4f})"
-    print(
-        f"post-processing ({result.postprocessing_source}): threshold {settings.threshold}, "
-        f"largest_component {settings.largest_component}, min_area {settings.min_area}, "
-        f"presence_threshold {settings.presence_threshold}{scores}"
-    )
-    print(f"{result.n_images} test images, {result.empty_share:.1%} predicted empty")
+    print(f"post-processing ({result.postprocessing_source}): {result.postprocessing.describe()}")
+    empty = "" if result.empty_share != result.empty_share else f", {result.empty_share:.1%} predicted empty"
+    print(f"{result.task}: {result.n_images} test images{empty}")
     if result.test_interval is not None:
         print(f"local test score {result.test_interval.describe()}")
     elif result.test_score is not None:

@@ -209,7 +209,7 @@ def test_unreachable_tracking_server_fails_before_any_work(
 ) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setattr(experiment, "prepare_train", forbid("prepare_train"))
+    monkeypatch.setattr("nerveseg.data.cache.prepare_train", forbid("prepare_train"))  # what the nerve task calls
     monkeypatch.setattr(training, "train_fold", forbid("train_fold"))
     started = time.monotonic()
     with pytest.raises(ValueError, match=f"MLflow tracking server {uri} is not reachable"):

@@ -9,22 +9,25 @@ the same file, so their scores are comparable (nnU-Net's ``splits_final.json``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from nerveseg.io_utils import atomic_write_text
-from nerveseg.paths import FOLDS_DIR
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
+from nerveseg.io_utils import atomic_write_text
+from nerveseg.paths import FOLDS_DIR
 
 
 def make_folds(subjects: np.ndarray, has_mask: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """The validation fold (0..n_folds-1) of each image; pure, so the same inputs give the same split."""
     subjects, has_mask = np.asarray(subjects), np.asarray(has_mask, dtype=bool)
     if subjects.shape != has_mask.shape or subjects.ndim != 1:
-        raise NervesegError(f"subjects {subjects.shape} and has_mask {has_mask.shape} must be 1-D arrays of equal length")
+        raise NervesegError(
+            f"subjects {subjects.shape} and has_mask {has_mask.shape} must be 1-D arrays of equal length"
+        )
     if n_folds < 2:
         raise NervesegError(f"n_folds={n_folds}; cross-validation needs at least 2 folds")
     n_subjects = len(np.unique(subjects))
@@ -72,13 +75,22 @@ def _read_folds(path: Path, data: PreparedData, n_folds: int, seed: int) -> np.n
 
 
 def load_or_create_folds(
-    data: PreparedData, n_folds: int, seed: int, folds_dir: Path = FOLDS_DIR
+    data: PreparedData,
+    n_folds: int,
+    seed: int,
+    folds_dir: Path = FOLDS_DIR,
+    *,
+    assign: Callable[[], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, Path]:
-    """The fold of each image of ``data`` and the file holding it, created atomically on first use."""
+    """The fold of each item of ``data`` and the file holding it, created atomically on first use.
+
+    ``data`` needs ``fingerprint`` and ``ids``; ``assign`` makes a new split (default: subject-grouped,
+    stratified ``make_folds``; the ISBI task passes contiguous blocks). An existing file is always read back.
+    """
     path = folds_path(data.fingerprint, n_folds, seed, folds_dir)
     if path.is_file():
         return _read_folds(path, data, n_folds, seed), path
-    folds = make_folds(data.subjects, data.has_mask, n_folds, seed)
+    folds = assign() if assign is not None else make_folds(data.subjects, data.has_mask, n_folds, seed)
     content = {
         "data_fingerprint": data.fingerprint,
         "n_folds": n_folds,

@@ -41,6 +41,14 @@ class IsbiData:
     source: str  # "tiff" or "png"
     fingerprint: str  # SHA-256 of the decoded pixels (layout-independent)
 
+    @property
+    def ids(self) -> np.ndarray:
+        """Slice ids "0", "1", ... (str, as the nerve task's image ids), for fold files and OOF artifacts."""
+        return np.array([str(k) for k in range(len(self.images))])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
 
 def load_isbi(root: Path | str = ISBI_DIR) -> IsbiData:
     """Read and validate the data under ``root`` in whichever layout it holds."""
@@ -124,13 +132,15 @@ def _read_png_folder(folder: Path) -> tuple[np.ndarray, list[Path]]:
 
 def _check_pairs(root: Path, images: np.ndarray, labels: np.ndarray, test: np.ndarray) -> None:
     if len(images) != len(labels):
-        raise DataError(
-            f"{root}: {len(images)} training images but {len(labels)} labels; every image needs its label"
-        )
+        raise DataError(f"{root}: {len(images)} training images but {len(labels)} labels; every image needs its label")
     if images.shape[1:] != labels.shape[1:]:
-        raise DataError(f"{root}: training images are {images.shape[1:]} but labels {labels.shape[1:]}; they must match")
+        raise DataError(
+            f"{root}: training images are {images.shape[1:]} but labels {labels.shape[1:]}; they must match"
+        )
     if test.shape[1:] != images.shape[1:]:
-        raise DataError(f"{root}: test slices are {test.shape[1:]} but training slices {images.shape[1:]}; they must match")
+        raise DataError(
+            f"{root}: test slices are {test.shape[1:]} but training slices {images.shape[1:]}; they must match"
+        )
 
 
 def _membrane_targets(labels: np.ndarray, label_names: list[str]) -> np.ndarray:

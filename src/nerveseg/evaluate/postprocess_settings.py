@@ -103,6 +103,25 @@ class PostprocessDecision:
             "seconds": self.seconds,
         }
 
+    def params(self) -> dict[str, Any]:
+        """The four settings as a submission run's params."""
+        return asdict(self.settings)
+
+    def metrics(self) -> dict[str, float]:
+        """``postprocessing_oof_score`` / ``_raw`` where known (a submission run's metrics)."""
+        scores = {"postprocessing_oof_score": self.oof_score, "postprocessing_oof_score_raw": self.oof_score_raw}
+        return {key: float(value) for key, value in scores.items() if value is not None}
+
+    def describe(self) -> str:
+        s = self.settings
+        scores = ""
+        if self.oof_score_raw is not None and self.oof_score is not None:
+            scores = f" (OOF {self.oof_score_raw:.4f} -> {self.oof_score:.4f})"
+        return (
+            f"threshold {s.threshold}, largest_component {s.largest_component}, min_area {s.min_area}, "
+            f"presence_threshold {s.presence_threshold}{scores}"
+        )
+
     @classmethod
     def from_json(cls, values: Any, *, source: str = "postprocessing.json") -> PostprocessDecision:
         """A decision read back; only the four settings are required (scores may be absent)."""

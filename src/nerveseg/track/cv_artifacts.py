@@ -20,61 +20,37 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg.config import TrainConfig
-from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
-from nerveseg.model.unet import build_model_from_config
+from nerveseg.tasks.base import Task
+from nerveseg.tasks.nerve import truncated_list as truncated_list  # re-exported
 from nerveseg.track import schema
 from nerveseg.track.cv_parents import param_strings
 from nerveseg.track.schema import FOLD_TAG, OofArrays
 from nerveseg.train import fold as training
-from nerveseg.train.checkpointing import inner_split
 from nerveseg.train.plots import plot_learning_curves
 
 
-def model_summary(config: TrainConfig) -> str:
+def model_summary(task: Task, config: TrainConfig) -> str:
     lines: list[str] = []
-    build_model_from_config(config).summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    task.build_model(config).summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
     return "\n".join(lines) + "\n"
 
 
-def truncated_list(values: list[str], *, limit: int = schema.MAX_PARAM_LENGTH) -> str:
-    """``values`` as a comma list of at most ``limit`` characters (MLflow's cap on a param value); a longer
-    list keeps its first values and says how many more there are."""
-    text = ",".join(values)
-    if len(text) <= limit:
-        return text
-    for count in range(len(values) - 1, -1, -1):
-        shortened = ",".join([*values[:count], f"... (+{len(values) - count} more)"])
-        if len(shortened) <= limit:
-            return shortened
-    raise ValueError(f"limit={limit} is too small for even the note of a cut list; pass at least 20")
-
-
-def fold_params(config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int) -> dict[str, str]:
-    """The fold run's params: the config's (as on the parent) and the fold's own, as MLflow stores them."""
-    val_index = np.flatnonzero(folds == fold)
-    train_index = training.training_index(data, folds, fold, drop_contradictory=config.drop_contradictory)
-    inner: dict[str, str] = {}
-    if config.checkpoint == "inner":  # the same split train_fold makes (same seed)
-        train_index, inner_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
-        inner[schema.N_INNER_VAL_PARAM] = str(len(inner_index))
-    subjects = [str(s) for s in np.unique(data.subjects[val_index])]
+def fold_params(task: Task, config: TrainConfig, data: Any, folds: np.ndarray, fold: int) -> dict[str, str]:
+    """The fold run's params: the config's (as on the parent), the fold's seed and the task's split facts."""
     return {
         **param_strings(config),
         schema.FOLD_PARAM: str(fold),
-        schema.N_TRAIN_PARAM: str(len(train_index)),
-        schema.N_VAL_PARAM: str(len(val_index)),
-        **inner,
+        **task.split_params(config, data, folds, fold),
         schema.FOLD_SEED_PARAM: str(config.seed + fold),
-        schema.VAL_SUBJECTS_PARAM: truncated_list(subjects),
     }
 
 
 def log_fold_params(
-    client: MlflowClient, run_id: str, config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int
+    client: MlflowClient, run_id: str, task: Task, config: TrainConfig, data: Any, folds: np.ndarray, fold: int
 ) -> None:
     """Logged when the fold run starts, so a running or failed fold already says what it trains on."""
-    params = fold_params(config, data, folds, fold)
+    params = fold_params(task, config, data, folds, fold)
     client.log_batch(run_id, params=[Param(key, value) for key, value in params.items()])
 
 
@@ -94,7 +70,7 @@ def kept_metrics(result: training.FoldResult) -> dict[str, float]:
     return metrics
 
 
-def log_fold(client: MlflowClient, run_id: str, data: PreparedData, result: training.FoldResult, summary: str) -> None:
+def log_fold(client: MlflowClient, run_id: str, data: Any, result: training.FoldResult, summary: str) -> None:
     """The fold's kept-epoch metrics and artifacts (weights, OOF, facts, learning curve) on its run."""
     k = result.fold
     work = result.weights_path.parent
@@ -130,7 +106,7 @@ def log_fold(client: MlflowClient, run_id: str, data: PreparedData, result: trai
     client.log_artifact(run_id, str(curve), schema.PLOTS_DIR)
 
 
-def load_fold(client: MlflowClient, run: Run, data: PreparedData, folds: np.ndarray, work: Path) -> training.FoldResult:
+def load_fold(client: MlflowClient, run: Run, data: Any, folds: np.ndarray, work: Path) -> training.FoldResult:
     """A FoldResult rebuilt from a finished fold run's artifacts (trained by another call or process)."""
     k = int(run.data.tags[FOLD_TAG])
     run_id = run.info.run_id

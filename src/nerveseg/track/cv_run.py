@@ -14,7 +14,6 @@ that is FINISHED is never written to again.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import tempfile
 import time
@@ -31,19 +30,18 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from nerveseg.config import TrainConfig
-from nerveseg.data.cache import PreparedData, prepare_train
-from nerveseg.data.folds import load_or_create_folds
 from nerveseg.errors import NervesegError, is_interruption
-from nerveseg.evaluate.postprocess import decide_postprocessing
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.io_utils import check_writable_dir, sha256_file
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+from nerveseg.tasks import get_task
+from nerveseg.tasks.base import CVFinal, Task
 from nerveseg.track import cv_artifacts, cv_parents, cv_report, schema
 from nerveseg.track.cv_parents import say
 from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG, OofArrays
 from nerveseg.track.store import MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
 from nerveseg.train import fold as training
-from nerveseg.train.cv_summary import CVSummary, format_summary_table, interval_metrics, summarize_cv
+from nerveseg.train.cv_summary import CVSummary
 
 
 class CVListener(Protocol):
@@ -58,13 +56,18 @@ class CVListener(Protocol):
 
 @dataclass
 class CVRunResult:
-    """What a call did; ``summary``/``postprocessing`` are None until the parent's last fold is done."""
+    """What a call did; ``final`` is None until the parent's last fold is done.
+
+    ``final`` is the task's outcome (metrics with the ranking metric, table, post-processing decision);
+    ``summary``/``postprocessing`` are the nerve task's typed views of it (None for other tasks).
+    """
 
     parent_run_id: str
     summary: CVSummary | None
     postprocessing: PostprocessDecision | None
     experiment_id: str = ""
     trained_folds: list[int] = field(default_factory=list)  # folds trained by this call
+    final: CVFinal | None = None
 
 
 @dataclass
@@ -120,7 +123,7 @@ class _CV:
     client: MlflowClient
     experiment_id: str
     config: TrainConfig
-    data: PreparedData
+    data: Any  # the task's training data (nerve: PreparedData; isbi2012: IsbiData)
     folds: np.ndarray
     folds_file: Path
     raw_dir: Path
@@ -128,6 +131,7 @@ class _CV:
     env_tags: dict[str, str]
     listener: CVListener | None
     progress: bool
+    task: Task
     state: _StopState = field(default_factory=_StopState)
 
     def say(self, message: str) -> None:
@@ -136,54 +140,45 @@ class _CV:
             say(message)
 
 
-def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> tuple[CVSummary, PostprocessDecision]:
-    """Summary metrics and artifacts of a complete cross-validation, then the parent is FINISHED."""
+def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> CVFinal:
+    """The task's summary of a complete cross-validation logged on the parent, which is then FINISHED."""
     client, config, data = cv.client, cv.config, cv.data
-    summary, oof = summarize_cv(data, cv.folds, results)
-    presence = None
-    if all(r.oof_presence is not None for r in results):
-        presence = np.empty(len(data), dtype=np.float32)
-        for r in results:
-            presence[r.val_index] = r.oof_presence
-    postprocessing = decide_postprocessing(oof, data.full_masks, presence, progress=cv.progress)
-
+    final = cv.task.finalise(config, data, cv.folds, results, progress=cv.progress)
     now = int(time.time() * 1000)
-    metrics = {
-        schema.CV_SCORE_MEAN: summary.cv_score_mean,
-        schema.CV_SCORE_STD: summary.cv_score_std,
-        schema.OOF_SCORE: summary.oof_score,
-        schema.EMPTY_BASELINE_SCORE: summary.empty_baseline_score,
-        # decided and scored on the same OOF predictions; the honest, cross-fitted score is in interval_metrics
-        schema.OOF_SCORE_POSTPROCESSED_INSAMPLE: float(postprocessing.oof_score or 0.0),
-        **interval_metrics(summary),
-        **{schema.fold_score_metric(k): score for k, score in summary.fold_scores.items()},
-    }
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-    client.set_tag(run_id, schema.CHECKPOINT_TAG, summary.checkpoint)
-    client.set_tag(run_id, schema.OPTIMISTIC_TAG, str(summary.optimistic).lower())
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.metrics.items()])
+    for key, value in final.tags.items():
+        client.set_tag(run_id, key, value)
 
-    oof_path = schema.save_oof(cv.work / schema.OOF_PROBS_FILE, OofArrays(data.ids, oof, presence))
+    oof_path = schema.save_oof(
+        cv.work / schema.OOF_PROBS_FILE, OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
+    )
     client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
     facts = {
-        **dataclasses.asdict(summary),
-        "fold_scores": {str(k): v for k, v in summary.fold_scores.items()},
+        **final.facts,
+        "task": cv.task.name,
+        "ranking_metric": cv.task.ranking_metric,
         "config_name": config.name,
         "n_folds": config.folds,
         "n_images": len(data),
         "data_fingerprint": data.fingerprint,
         "folds_file": cv.folds_file.name,
-        "table": format_summary_table(summary),
+        "table": final.table,
     }
-    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.SUMMARY_ARTIFACT)
+    client.log_text(
+        run_id, json.dumps(facts, indent=1, default=cv_artifacts.json_default) + "\n", schema.SUMMARY_ARTIFACT
+    )
     client.log_text(
         run_id,
-        json.dumps(postprocessing.to_json(), indent=1, default=cv_artifacts.json_default) + "\n",
+        json.dumps(final.decision.to_json(), indent=1, default=cv_artifacts.json_default) + "\n",
         schema.POSTPROCESSING_ARTIFACT,
     )
-    outcome = cv_report.CVOutcome(config, data, results, summary, oof, postprocessing)
-    cv_report.log_cv_report(client, run_id, outcome, raw_dir=cv.raw_dir, work=cv.work)  # description and plots
+    if final.report is not None:  # the nerve task's report: CV table description, progress, subjects, gallery
+        outcome = cv_report.CVOutcome(config, data, results, final.report, final.oof_probs, final.decision)
+        cv_report.log_cv_report(client, run_id, outcome, raw_dir=cv.raw_dir, work=cv.work)
+    else:
+        client.set_tag(run_id, schema.DESCRIPTION_TAG, final.description)
     client.set_terminated(run_id, "FINISHED")
-    return summary, postprocessing
+    return final
 
 
 def _stop_runs(client: MlflowClient, run_ids: list[str], err: BaseException, state: _StopState) -> None:
@@ -250,13 +245,13 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
     tags = {RUN_TYPE_TAG: schema.FOLD_RUN, FOLD_TAG: str(fold), PARENT_TAG: parent_id, **cv.env_tags}
     run_id = client.create_run(cv.experiment_id, run_name=f"fold_{fold}", tags=resolve_tags(tags)).info.run_id
     try:
-        cv_artifacts.log_fold_params(client, run_id, cv.config, cv.data, cv.folds, fold)
+        cv_artifacts.log_fold_params(client, run_id, cv.task, cv.config, cv.data, cv.folds, fold)
         n_val = int(np.count_nonzero(cv.folds == fold))
         cv.say(
             f"fold {fold} ({position}; {cv.config.folds} folds in all): "
             f"{len(cv.data) - n_val} training / {n_val} validation images, run {run_id}"
         )
-        result = training.train_fold(
+        result = cv.task.train_fold(
             cv.config,
             cv.data,
             cv.folds,
@@ -274,9 +269,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
     return result
 
 
-def _complete(
-    cv: _CV, parent: Run, results: dict[int, training.FoldResult]
-) -> tuple[CVSummary | None, PostprocessDecision | None]:
+def _complete(cv: _CV, parent: Run, results: dict[int, training.FoldResult]) -> CVFinal | None:
     """Finalise the parent when all its folds are FINISHED (here or elsewhere); otherwise say what is missing."""
     parent_id, n_folds = parent.info.run_id, cv.config.folds
     finished = schema.newest_finished_fold_runs(cv.client, parent)
@@ -286,10 +279,10 @@ def _complete(
             f"parent run {parent_id}: {n_folds - len(missing)}/{n_folds} folds finished, missing {missing}; "
             f"train them with --fold <k> --parent-run-id {parent_id} (the last one to finish finalises the run)"
         )
-        return None, None
+        return None
     if cv.client.get_run(parent_id).info.status == "FINISHED":
         cv.say(f"parent run {parent_id} was already finalised by another process")
-        return None, None
+        return None
     all_results = [
         results[k] if k in results else cv_artifacts.load_fold(cv.client, finished[k], cv.data, cv.folds, cv.work)
         for k in range(n_folds)
@@ -335,13 +328,14 @@ def run_cv(
     if parent is not None:
         experiment_id = parent.info.experiment_id  # a parent named by id may live in another experiment
 
-    data = prepare_train(raw_dir, cache_dir, config.height, config.width, progress=progress)
-    folds, folds_file = load_or_create_folds(data, config.folds, config.seed, folds_dir)
+    task = get_task(config.task)
+    data = task.load_train(config, Path(raw_dir), Path(cache_dir), progress=progress)
+    folds, folds_file = task.make_folds(data, config, Path(folds_dir))
     with contextlib.ExitStack() as stack:
         work = Path(work_dir) if work_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         work.mkdir(parents=True, exist_ok=True)
         cv = _CV(client, experiment_id, config, data, folds, folds_file, Path(raw_dir), work, environment_tags(),
-                 listener, progress)  # fmt: skip
+                 listener, progress, task)  # fmt: skip
         parent = _open_parent(
             cv,
             parent,
@@ -350,8 +344,10 @@ def run_cv(
             parent_tags=parent_tags,
             one_fold=fold is not None,
         )
-        results, summary, postprocessing = _train_and_complete(cv, parent, to_train)
-    return CVRunResult(parent.info.run_id, summary, postprocessing, experiment_id, list(results))
+        results, final = _train_and_complete(cv, parent, to_train)
+    summary = final.report if final is not None and isinstance(final.report, CVSummary) else None
+    postprocessing = final.decision if final is not None and isinstance(final.decision, PostprocessDecision) else None
+    return CVRunResult(parent.info.run_id, summary, postprocessing, experiment_id, list(results), final)
 
 
 def _tracking(settings: MlflowSettings, nested_under: str | None) -> tuple[MlflowClient, str]:
@@ -368,7 +364,7 @@ def _tracking(settings: MlflowSettings, nested_under: str | None) -> tuple[Mlflo
 
 def _train_and_complete(
     cv: _CV, parent: Run, to_train: list[int]
-) -> tuple[dict[int, training.FoldResult], CVSummary | None, PostprocessDecision | None]:
+) -> tuple[dict[int, training.FoldResult], CVFinal | None]:
     """Train the missing folds one child run each, then finalise the parent if every fold is done.
 
     Any exception marks the parent KILLED (Ctrl-C, also one Keras re-raised as SystemError, or the
@@ -377,7 +373,7 @@ def _train_and_complete(
     parent_id = parent.info.run_id
     results: dict[int, training.FoldResult] = {}
     try:
-        summary_text = cv_artifacts.model_summary(cv.config) if to_train else ""
+        summary_text = cv_artifacts.model_summary(cv.task, cv.config) if to_train else ""
         for position, k in enumerate(to_train, 1):
             results[k] = _train_fold_run(cv, parent_id, k, f"{position}/{len(to_train)}", summary_text)
             if cv.listener is not None:
@@ -386,13 +382,13 @@ def _train_and_complete(
                 except BaseException as err:
                     cv.state.listener_error = err
                     raise
-        summary, postprocessing = _complete(cv, parent, results)
+        final = _complete(cv, parent, results)
     except BaseException as err:
         _stop_runs(cv.client, [parent_id], err, cv.state)
         if is_interruption(err) and not isinstance(err, KeyboardInterrupt):
             raise KeyboardInterrupt(f"interrupted ({type(err).__name__} raised by Keras)") from err
         raise
-    return results, summary, postprocessing
+    return results, final
 
 
 __all__ = ["CVListener", "CVRunResult", "run_cv"]

@@ -7,12 +7,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg.config import TrainConfig, load_config
 from nerveseg.errors import NervesegError
+from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.schema import (
     CONFIG_ARTIFACT,
@@ -43,7 +45,7 @@ class RunModels:
 # ----------------------------------------------------------------------------------- choosing runs
 
 
-def _get_run(client: MlflowClient, run_id: str) -> Run:
+def get_run(client: MlflowClient, run_id: str) -> Run:
     try:
         return client.get_run(run_id)
     except MlflowException as err:
@@ -53,26 +55,41 @@ def _get_run(client: MlflowClient, run_id: str) -> Run:
         ) from err
 
 
-def best_cv_run(experiment_name: str | None = None, *, tracking_uri: str | None = None) -> tuple[str, str, float]:
-    """(run id, name, cv_score_mean) of the best FINISHED cross-validation run of the experiment."""
+TASK_PARAM = "params.task"  # the config field; runs from before it existed are nerve runs
+
+
+def best_cv_run(
+    experiment_name: str | None = None, *, tracking_uri: str | None = None, task: str | None = None
+) -> tuple[str, str, float]:
+    """(run id, name, score) of the best FINISHED cross-validation run of the experiment for ``task``.
+
+    ``task`` None means the task of the newest finished CV run (what was trained last). Runs are ranked
+    by that task's ranking metric in its direction (nerve: highest ``cv_score_mean``; isbi2012: lowest
+    ``cv_rand_error_mean``); runs of other tasks are never picked.
+    """
     settings = load_mlflow_settings()
     name = experiment_name or settings.experiment_name
     runs = find_runs(name, run_type=schema.CV_RUN, status="FINISHED", tracking_uri=tracking_uri)
-    column = f"metrics.{schema.CV_SCORE_MEAN}"
+    tasks = runs[TASK_PARAM].fillna("nerve") if TASK_PARAM in runs else pd.Series("nerve", index=runs.index)
+    if task is None and not runs.empty:
+        task = str(tasks.iloc[0])  # newest first
+    chosen = get_task(task or "nerve")
+    column = f"metrics.{chosen.ranking_metric}"
+    runs = runs[tasks == chosen.name]
     if column in runs:
         runs = runs[runs[column].notna()]
     if runs.empty or column not in runs:
         raise NervesegError(
-            f"no finished cross-validation run with cv_score_mean in MLflow experiment {name!r}; "
-            "train one with `python src/cv_train.py` or pass --run-id"
+            f"no finished cross-validation run of task {chosen.name} with {chosen.ranking_metric} in MLflow "
+            f"experiment {name!r}; train one with `python src/cv_train.py` or pass --run-id"
         )
-    best = runs.loc[runs[column].idxmax()]
+    best = runs.loc[runs[column].idxmax() if chosen.higher_is_better else runs[column].idxmin()]
     return str(best["run_id"]), str(best.get(f"tags.{RUN_NAME_TAG}") or best["run_id"]), float(best[column])
 
 
 def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: str) -> RunModels:
     """Download ``config.yaml`` and every fold's weights of CV run ``run_id`` into ``workdir``."""
-    run = _get_run(client, run_id)
+    run = get_run(client, run_id)
     run_type = run.data.tags.get(RUN_TYPE_TAG)
     name = run.data.tags.get(RUN_NAME_TAG) or run.info.run_name or run_id
     if run_type == schema.FOLD_RUN:

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import to_full_resolution
-from nerveseg.evaluate.postprocess_settings import PostprocessDecision
+from nerveseg.tasks import get_task
+from nerveseg.tasks.base import Decision
 from nerveseg.track import schema
 from nerveseg.track.run_models import RunModels
 from nerveseg.track.schema import (
@@ -92,16 +93,14 @@ class Sources:
     progress: bool = True
 
 
-def decide_for_runs(runs: list[RunModels], sources: Sources) -> PostprocessDecision:
-    """Post-processing decided on the (mean) OOF probabilities of ``runs`` against the training masks."""
-    from nerveseg.data.cache import prepare_train
-    from nerveseg.evaluate.postprocess import decide_postprocessing
-
+def decide_for_runs(runs: list[RunModels], sources: Sources) -> Decision:
+    """Post-processing decided by the runs' task on their (mean) OOF probabilities against the training masks."""
     expected = _check_same_training_data(runs)
     workdir, tracking_uri, raw_dir, progress = sources.workdir, sources.tracking_uri, sources.raw_dir, sources.progress
     oof = _mean_oof(runs, [_load_oof(r, workdir, tracking_uri) for r in runs])
     config = runs[0].config
-    data = prepare_train(raw_dir, sources.cache_dir, config.height, config.width, progress=progress)
+    task = get_task(config.task)
+    data = task.load_train(config, raw_dir, sources.cache_dir, progress=progress)
     if expected is not None and data.fingerprint != expected:
         raise NervesegError(
             f"the training data in {raw_dir} (fingerprint {data.fingerprint[:12]}) is not the data run "
@@ -114,10 +113,10 @@ def decide_for_runs(runs: list[RunModels], sources: Sources) -> PostprocessDecis
             f"{len(missing)} out-of-fold ids are not in the training data at {raw_dir}, e.g. {missing[:5]}"
         )
     rows = np.array([index_of[i] for i in oof.ids.tolist()])
-    return decide_postprocessing(oof.probs, lambda index: data.full_masks(rows[index]), oof.presence, progress=progress)
+    return task.decide_postprocessing(data, rows, oof.probs, oof.presence, progress=progress)
 
 
-def _stored_decision(run: RunModels, workdir: Path, tracking_uri: str) -> PostprocessDecision | None:
+def _stored_decision(run: RunModels, workdir: Path, tracking_uri: str) -> Decision | None:
     """The run's ``postprocessing.json``, validated; None when the run has none (older or interrupted)."""
     try:
         path = download_artifacts(run.run_id, POSTPROCESSING_ARTIFACT, workdir / run.run_id, tracking_uri=tracking_uri)
@@ -128,12 +127,10 @@ def _stored_decision(run: RunModels, workdir: Path, tracking_uri: str) -> Postpr
         values = json.loads(Path(path).read_text())
     except ValueError as err:  # JSONDecodeError
         raise NervesegError(f"{source} is not valid JSON ({err}); delete it to decide the settings again") from err
-    return PostprocessDecision.from_json(values, source=source)
+    return get_task(run.config.task).decision_from_json(values, source=source)
 
 
-def postprocessing_for_runs(
-    client: MlflowClient, runs: list[RunModels], sources: Sources
-) -> tuple[PostprocessDecision, str]:
+def postprocessing_for_runs(client: MlflowClient, runs: list[RunModels], sources: Sources) -> tuple[Decision, str]:
     """The settings and where they came from: a single run's stored ``postprocessing.json`` ("run"), or
     decided now on the OOF predictions ("decided", then stored on that run; "decided_ensemble")."""
     if len(runs) == 1:

@@ -1,12 +1,12 @@
-"""From tracked cross-validation runs to a Kaggle submission, recorded back in MLflow.
+"""From tracked cross-validation runs to a submission, recorded back in MLflow.
 
-Choose the runs (one given id, several ids to ensemble, or the best finished CV run of the
-experiment by ``cv_score_mean``), download each fold's weights and the run's ``config.yaml``,
-reuse the run's ``postprocessing.json`` (or decide it from the run's out-of-fold predictions),
-predict the test set with every fold model and its mirror image, post-process at 580x420, write
-``submissions/<UTC time>_<run name>.csv``, prove it, and log it as a child run "submission" of
-the CV run. The array work is in the core modules (inference, postprocess, submission); this
-module only talks to MLflow and wires them together.
+Choose the runs (one given id, several ids to ensemble, or the best finished CV run of one task by
+its ranking metric), download each fold's weights and the run's ``config.yaml``, reuse the run's
+``postprocessing.json`` (or let the task decide it on the run's out-of-fold predictions), let the
+runs' task predict the test data with every fold model (with TTA) and write its file (nerve: the
+Kaggle CSV; isbi2012: the float32 TIFF stack) as ``submissions/<UTC time>_<run name><suffix>``,
+never overwritten, and log it as a child run "submission" of the CV run. The array work is in the
+tasks and core modules; this module only talks to MLflow and wires them together.
 """
 
 from __future__ import annotations
@@ -19,20 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from nerveseg.data.synthetic import read_test_subjects
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.evaluate.uncertainty import Interval, interval_for_ids
 from nerveseg.io_utils import check_writable_dir, sha256_file
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
-from nerveseg.submit.submission_file import WriteStats
+from nerveseg.tasks import get_task
+from nerveseg.tasks.base import Decision, SubmissionFile, Task, TrainedModels
 from nerveseg.track import schema
-from nerveseg.track.run_models import RunModels, best_cv_run, resolve_run
-from nerveseg.track.run_postprocessing import Sources, decide_for_runs, postprocessing_for_runs, resize_to
+from nerveseg.track.run_models import RunModels, best_cv_run, get_run, resolve_run
+from nerveseg.track.run_postprocessing import Sources, decide_for_runs, postprocessing_for_runs
 from nerveseg.track.schema import (
     PARENT_TAG,
     POSTPROCESSING_ARTIFACT,
@@ -50,28 +49,32 @@ SUBMISSION_RUN_NAME = "submission"
 
 @dataclass
 class SubmissionResult:
-    """What ``make_submission`` produced; ``seconds`` splits the wall time by stage."""
+    """What ``make_submission`` produced; ``seconds`` splits the wall time by stage.
+
+    ``csv_path`` is the submission file of the runs' task (nerve: the RLE CSV; isbi2012: the TIFF stack).
+    """
 
     csv_path: Path
     run_ids: list[str]
     submission_run_id: str
     n_images: int
-    empty_share: float
-    postprocessing: PostprocessDecision
+    empty_share: float  # nerve: share of test images predicted empty; nan for tasks without that notion
+    postprocessing: Decision
     postprocessing_source: str  # "run" (reused), "decided" (logged on the run) or "decided_ensemble"
     test_score: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     test_interval: Interval | None = None  # bootstrap 95 % interval of test_score (by subject when known)
+    task: str = "nerve"
 
 
 # ------------------------------------------------------------------------------------------ submit
 
 
-def submission_path(out_dir: Path, run_name: str, now: datetime | None = None) -> Path:
-    """``out_dir/<UTC YYYYmmddTHHMMSSZ>_<run name>.csv`` with the name made file-safe."""
+def submission_path(out_dir: Path, run_name: str, now: datetime | None = None, suffix: str = ".csv") -> Path:
+    """``out_dir/<UTC YYYYmmddTHHMMSSZ>_<run name><suffix>`` with the name made file-safe."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", run_name).strip("._") or "run"
-    return Path(out_dir) / f"{stamp}_{safe[:80]}.csv"
+    return Path(out_dir) / f"{stamp}_{safe[:80]}{suffix}"
 
 
 @dataclass
@@ -81,40 +84,33 @@ class _Written:
     runs: list[RunModels]
     tta: bool
     batch_size: int
-    decision: PostprocessDecision
+    decision: Decision
     source: str
-    csv_path: Path
-    stats: WriteStats
-    test_fingerprint: str
+    file: SubmissionFile
     test_score: float | None
     seconds: dict[str, float]
     test_interval: Interval | None = None
 
 
 def _submission_params(sub: _Written) -> dict[str, Any]:
-    settings = sub.decision.settings
     return {
         "run_ids": ",".join(r.run_id for r in sub.runs),
         "run_names": ",".join(r.name for r in sub.runs),
+        "task": sub.runs[0].config.task,
         "n_models": sum(len(r.weights_paths) for r in sub.runs),
         "tta": sub.tta,
         "batch_size": sub.batch_size,
-        "threshold": settings.threshold,
-        "largest_component": settings.largest_component,
-        "min_area": settings.min_area,
-        "presence_threshold": settings.presence_threshold,
+        **sub.decision.params(),
     }
 
 
 def _submission_metrics(sub: _Written) -> dict[str, float]:
     metrics = {
-        "n_test_images": sub.stats.n_images,
-        "predicted_empty_share": sub.stats.empty_share,
+        "n_test_images": sub.file.n_images,
+        **sub.file.metrics,
         **{f"seconds_{k}": v for k, v in sub.seconds.items()},
+        **sub.decision.metrics(),
     }
-    for key, value in (("oof_score", sub.decision.oof_score), ("oof_score_raw", sub.decision.oof_score_raw)):
-        if value is not None:
-            metrics[f"postprocessing_{key}"] = value
     if sub.test_score is not None:
         metrics[schema.TEST_SCORE] = sub.test_score
     if sub.test_interval is not None:
@@ -124,14 +120,15 @@ def _submission_metrics(sub: _Written) -> dict[str, float]:
 
 
 def _log_submission_run(client: MlflowClient, sub: _Written) -> str:
-    """A FINISHED child run "submission" under the (first) CV run with params, metrics and the CSV."""
+    """A FINISHED child run "submission" under the (first) CV run with params, metrics and the file."""
     parent = sub.runs[0]
+    path = sub.file.path
     tags = {
         PARENT_TAG: parent.run_id,
         RUN_TYPE_TAG: SUBMISSION_RUN,
-        "test_data_fingerprint": sub.test_fingerprint,
-        "submission_sha256": sha256_file(sub.csv_path),
-        "submission_file": sub.csv_path.name,
+        "test_data_fingerprint": sub.file.test_fingerprint,
+        "submission_sha256": sha256_file(path),
+        "submission_file": path.name,
         "postprocessing_source": sub.source,
     }
     run_id = client.create_run(parent.experiment_id, run_name=SUBMISSION_RUN_NAME, tags=tags).info.run_id
@@ -142,7 +139,7 @@ def _log_submission_run(client: MlflowClient, sub: _Written) -> str:
             metrics=[Metric(k, v, now, 0) for k, v in _submission_metrics(sub).items()],
             params=[Param(k, str(v)[:6000]) for k, v in _submission_params(sub).items()],
         )
-        client.log_artifact(run_id, str(sub.csv_path), schema.SUBMISSION_DIR)
+        client.log_artifact(run_id, str(path), schema.SUBMISSION_DIR)
         client.log_dict(run_id, sub.decision.to_json(), POSTPROCESSING_ARTIFACT)
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
@@ -151,61 +148,32 @@ def _log_submission_run(client: MlflowClient, sub: _Written) -> str:
     return run_id
 
 
-def _check_inputs(
-    run_id: str | None, run_ids: list[str] | None, batch_size: int, raw_dir: Path, test_masks_dir: Path | None
-) -> None:
+def _check_inputs(run_id: str | None, run_ids: list[str] | None, batch_size: int, test_masks_dir: Path | None) -> None:
     """Every argument error before anything is downloaded or predicted."""
     if run_id is not None and run_ids:
         raise NervesegError("pass either one run id (--run-id) or several (--runs), not both")
     if batch_size < 1:
         raise NervesegError(f"batch_size={batch_size} must be >= 1")
-    test_dir = raw_dir / "test"
-    if not test_dir.is_dir():
-        raise NervesegError(f"test folder {test_dir} does not exist; put Kaggle's test/*.tif under --raw-dir {raw_dir}")
     if test_masks_dir is not None and not Path(test_masks_dir).is_dir():
         raise NervesegError(f"test mask folder {test_masks_dir} does not exist")
     if run_ids is not None and len(set(run_ids)) != len(run_ids):
         raise NervesegError(f"--runs lists a run twice: {run_ids}")
 
 
-def _predict_test(
-    runs: list[RunModels],
-    raw_dir: Path,
-    cache_dir: Path,
-    seconds: dict[str, float],
-    *,
-    tta: bool,
-    batch_size: int,
-    progress: bool,
-) -> tuple[Any, np.ndarray, np.ndarray | None]:
-    """The prepared test set and the equal-weight mean of every run's fold ensemble on it (timed into
-    ``seconds``)."""
-    from nerveseg.data.cache import prepare_test
-    from nerveseg.submit.predict import load_fold_models, predict_ensemble
-
-    shape = (runs[0].config.height, runs[0].config.width)
-    mark = time.perf_counter()
-    test_by_shape = {}
-    for run in runs:
-        key = (run.config.height, run.config.width)
-        if key not in test_by_shape:
-            test_by_shape[key] = prepare_test(raw_dir, cache_dir, *key, progress=progress)
-    seconds["prepare_test"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    probs = np.zeros((len(test_by_shape[shape]), *shape), np.float32)
-    presences = []
-    for run in runs:
-        models = load_fold_models(run.config, run.weights_paths)
-        run_test = test_by_shape[(run.config.height, run.config.width)]
-        run_probs, run_presence = predict_ensemble(
-            models, run_test.images, tta=tta, batch_size=batch_size, progress=progress
+def _runs_task(client: MlflowClient, run_ids: list[str], raw_dir: Path, test_masks_dir: Path | None) -> Task:
+    """The one task of the runs (their ``task`` param; runs older than it are nerve runs), with its checks
+    of the options and the test data, before anything is downloaded. A mix of tasks cannot be ensembled."""
+    tasks = {run_id: get_run(client, run_id).data.params.get("task", "nerve") for run_id in run_ids}
+    if len(set(tasks.values())) > 1:
+        raise NervesegError(
+            f"the runs belong to different tasks ({', '.join(f'{k}={v}' for k, v in tasks.items())}); "
+            "ensemble runs of one task"
         )
-        probs += resize_to(run_probs, shape)
-        presences.append(run_presence)
-        del models
-    presence = None if any(p is None for p in presences) else np.mean(presences, axis=0)
-    seconds["predict"] = time.perf_counter() - mark
-    return test_by_shape[shape], probs / len(runs), presence
+    task = get_task(next(iter(tasks.values())))
+    if test_masks_dir is not None and not task.supports_test_masks:
+        raise NervesegError(f"--test-masks scores nerve CSVs only; task {task.name} has no local test score")
+    task.check_test_data(raw_dir)
+    return task
 
 
 def _tracking() -> tuple[MlflowClient, str, str]:
@@ -215,10 +183,14 @@ def _tracking() -> tuple[MlflowClient, str, str]:
     return get_client(settings.tracking_uri), settings.tracking_uri, settings.experiment_name
 
 
-def _chosen_runs(run_id: str | None, run_ids: list[str] | None, experiment_name: str, uri: str) -> list[str]:
+def _chosen_runs(
+    run_id: str | None, run_ids: list[str] | None, experiment_name: str, uri: str, task: str | None
+) -> list[str]:
     if run_id is None and not run_ids:
-        run_id, name, score = best_cv_run(experiment_name, tracking_uri=uri)
-        print(f"best finished CV run: {name} ({run_id}), cv_score_mean {score:.4f}")
+        run_id, name, score = best_cv_run(experiment_name, tracking_uri=uri, task=task)
+        chosen = get_task(task) if task else None
+        metric = chosen.ranking_metric if chosen else "score"
+        print(f"best finished CV run: {name} ({run_id}), {metric} {score:.4f}")
     return [run_id] if run_id is not None else list(run_ids or [])
 
 
@@ -233,55 +205,58 @@ def make_submission(
     batch_size: int = 256,
     test_masks_dir: Path | None = None,
     progress: bool = True,
+    task: str | None = None,
 ) -> SubmissionResult:
-    """Predict ``raw_dir/test`` with the chosen CV run(s), write and validate a new CSV, log it in MLflow.
+    """Predict the test data with the chosen CV run(s), write and validate a new file, log it in MLflow.
 
     ``run_id`` picks one run, ``run_ids`` ensembles several (equal weight per run), neither picks the
-    best finished CV run of the experiment by ``cv_score_mean``. ``test_masks_dir`` (``<id>_mask.tif``,
-    e.g. synthetic data) adds a local ``test_score``. Bad input raises ``NervesegError`` naming it;
-    the output and cache folders are checked writable before any work.
+    best finished CV run of ``task`` (None: the task of the newest finished CV run) by that task's
+    ranking metric. The runs' task writes the file (nerve: ``<UTC time>_<run>.csv``; isbi2012: a float32
+    TIFF stack ``.tif``). ``test_masks_dir`` (``<id>_mask.tif``, nerve only) adds a local ``test_score``.
+    Bad input raises ``NervesegError`` naming it; the output and cache folders are checked writable first.
     """
-    from nerveseg.submit.submission_file import check_new_submission, postprocess_and_write
+    from nerveseg.submit.submission_file import check_new_submission
 
     raw_dir, out_dir, cache_dir = Path(raw_dir), Path(out_dir), Path(cache_dir)
-    _check_inputs(run_id, run_ids, batch_size, raw_dir, test_masks_dir)
+    _check_inputs(run_id, run_ids, batch_size, test_masks_dir)
     check_writable_dir(out_dir, "--out-dir")
     check_writable_dir(cache_dir, "--cache-dir")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     client, uri, experiment_name = _tracking()
-    chosen = _chosen_runs(run_id, run_ids, experiment_name, uri)
+    chosen = _chosen_runs(run_id, run_ids, experiment_name, uri, task)
+    the_task = _runs_task(client, chosen, raw_dir, test_masks_dir)
     with tempfile.TemporaryDirectory(prefix="nerveseg-submit-") as tmp:
         workdir = Path(tmp)
         runs = [resolve_run(client, rid, workdir, uri) for rid in chosen]
         name = runs[0].name if len(runs) == 1 else "ensemble_" + "+".join(r.name for r in runs)
-        csv_path = check_new_submission(submission_path(out_dir, name))  # the time it was asked for
+        path = check_new_submission(submission_path(out_dir, name, suffix=the_task.submission_suffix))
         sources = Sources(workdir, uri, raw_dir, cache_dir, progress)
         decision, source = postprocessing_for_runs(client, runs, sources)
         seconds["resolve_runs"] = time.perf_counter() - started
-        test, probs, presence = _predict_test(
-            runs, raw_dir, cache_dir, seconds, tta=tta, batch_size=batch_size, progress=progress
-        )
-    stats = postprocess_and_write(test.ids, probs, decision.settings, csv_path, presence)
-    seconds.update(stats.seconds)
+        models = [TrainedModels(r.config, r.weights_paths) for r in runs]
+        written_file = the_task.write_submission(
+            models, decision, path, raw_dir=raw_dir, cache_dir=cache_dir, tta=tta, batch_size=batch_size,
+            progress=progress,
+        )  # fmt: skip
+    seconds.update(written_file.seconds)
     test_score, test_interval = None, None
     if test_masks_dir is not None:
-        test_score, test_interval = _test_score(csv_path, Path(test_masks_dir))
+        test_score, test_interval = _test_score(written_file.path, Path(test_masks_dir))
     seconds["total"] = time.perf_counter() - started
-    written = _Written(
-        runs, tta, batch_size, decision, source, csv_path, stats, test.fingerprint, test_score, seconds, test_interval
-    )
+    written = _Written(runs, tta, batch_size, decision, source, written_file, test_score, seconds, test_interval)
     return SubmissionResult(
-        csv_path=csv_path,
+        csv_path=written_file.path,
         run_ids=[r.run_id for r in runs],
         submission_run_id=_log_submission_run(client, written),
-        n_images=stats.n_images,
-        empty_share=stats.empty_share,
+        n_images=written_file.n_images,
+        empty_share=written_file.metrics.get("predicted_empty_share", float("nan")),
         postprocessing=decision,
         postprocessing_source=source,
         test_score=test_score,
         seconds=seconds,
         test_interval=test_interval,
+        task=the_task.name,
     )
 
 

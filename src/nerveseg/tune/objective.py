@@ -16,6 +16,7 @@ import optuna
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError, is_interruption
+from nerveseg.tasks import get_task
 from nerveseg.tune.search_space import SearchSpace
 from nerveseg.tune.storage import (
     INTERRUPTED_ATTR,
@@ -124,11 +125,12 @@ class CVObjective:
             result = run_cv(config, **dirs, listener=listener, parent_tags=tags, nested_under=self.study_run_id,
                             progress=self.progress, settings=self.mlflow_settings)  # fmt: skip
             trial.set_user_attr(STUDY_RUN_ATTR, result.parent_run_id)
-            if result.summary is None:
+            if result.final is None:
                 raise RuntimeError(f"run_cv returned no CV summary for trial {trial.number} (only some folds ran?)")
-            value = float(result.summary.cv_score_mean)
+            ranking = get_task(config.task).ranking_metric  # the study's direction follows the task
+            value = float(result.final.metrics[ranking])
             if not math.isfinite(value):
-                raise RuntimeError(f"cv_score_mean is {value} for trial {trial.number}")
+                raise RuntimeError(f"{ranking} is {value} for trial {trial.number}")
         except optuna.TrialPruned:
             self._record_run(trial)
             raise

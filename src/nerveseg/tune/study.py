@@ -36,6 +36,7 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_text, check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
+from nerveseg.tasks import get_task
 from nerveseg.tune.objective import (
     CVObjective,
     PrunerName,
@@ -119,7 +120,7 @@ def export_best_config(
     path = Path(experiments_dir) / f"{study.study_name}-best.yaml"
     header = (
         f"# Best config of Optuna study {study.study_name!r}: trial {best.number}, "
-        f"cv_score_mean {best.value:.6f}.\n"
+        f"{get_task(base_config.task).ranking_metric} {best.value:.6f}.\n"
         f"# MLflow run of that trial: {best.user_attrs.get(STUDY_RUN_ATTR, 'unknown')}. Written by src/tune.py;\n"
         "# re-run it with `python src/cv_train.py --config <this file>`.\n"
     )
@@ -190,29 +191,43 @@ class _Worker:
     mlflow_settings: Any
 
 
+def study_direction(config: TrainConfig) -> str:
+    """ "maximize" or "minimize": the direction of the config's task's ranking metric."""
+    return "maximize" if get_task(config.task).higher_is_better else "minimize"
+
+
 def _join_study(
     settings: TuneSettings, storage_url: str, pruner: optuna.pruners.BasePruner, lock: StudyLock
 ) -> _Worker:
-    """Create or load the study (maximising), count this worker in (its sampler seed) and make sure the
-    study's MLflow run exists; called while holding ``lock``."""
+    """Create or load the study (maximising the task's ranking metric, or minimising it: ISBI's Rand error),
+    count this worker in (its sampler seed) and make sure the study's MLflow run exists; called while
+    holding ``lock``."""
     mlflow_settings, client, experiment_id = _setup_mlflow()
     storage = make_storage(storage_url)
+    direction = study_direction(settings.base_config)
     study = optuna.create_study(
-        study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
+        study_name=settings.study_name, storage=storage, direction=direction, load_if_exists=True
     )
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise NervesegError(f"study {settings.study_name!r} exists but does not maximise; use a new --study name")
+    if study.direction != optuna.study.StudyDirection[direction.upper()]:
+        raise NervesegError(
+            f"study {settings.study_name!r} exists with another direction; task {settings.base_config.task!r} needs "
+            f"direction {direction}; use a new --study name"
+        )
     worker_index = int(study.user_attrs.get(WORKERS_ATTR, 0))
     study.set_user_attr(WORKERS_ATTR, worker_index + 1)
     seed = None if settings.seed is None else settings.seed + worker_index
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner)
-    describe_study(study, report_mode_for(pruner), note=worker_index == 0)
+    task = get_task(settings.base_config.task)
+    objective_text = f"{task.ranking_metric}: {task.ranking_text}"
+    describe_study(study, report_mode_for(pruner), note=worker_index == 0, objective=task.ranking_metric,
+                   objective_text=objective_text)  # fmt: skip
     tracker = StudyTracker(client, experiment_id, study, lock)
     study_run_id = tracker.ensure_study_run(
         tags={
             "optuna.storage": redact_uri(storage_url),
-            "optuna.direction": "maximize",
+            "optuna.direction": direction,
+            "task": settings.base_config.task,
             "optuna.pruner": type(pruner).__name__,
             "optuna.sampler": "TPESampler",
             "base_config": settings.base_config.name,

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nerveseg.track.schema import CV_SCORE_MEAN
 
-OBJECTIVE_NAME = CV_SCORE_MEAN  # what CVObjective returns
+OBJECTIVE_NAME = CV_SCORE_MEAN  # what CVObjective returns for the nerve task (others: their ranking_metric)
 MIN_TRIALS_FOR_IMPORTANCE = 8  # completed trials before parameter importances are plotted
 OBJECTIVE_ATTR = "objective"
 STEP_ATTR = "intermediate_step"
@@ -37,16 +37,30 @@ INTERMEDIATE_VALUES = {
 }
 
 
-def describe_study(study: optuna.Study, report_mode: str, *, note: bool) -> None:
+def objective_name(study: optuna.Study) -> str:
+    """The study's objective as ``describe_study`` named it (the task's ranking metric)."""
+    return (study.metric_names or [OBJECTIVE_NAME])[0]
+
+
+def describe_study(
+    study: optuna.Study,
+    report_mode: str,
+    *,
+    note: bool,
+    objective: str = OBJECTIVE_NAME,
+    objective_text: str = OBJECTIVE_TEXT,
+) -> None:
     """Name the objective and say what intermediate values are, in the study's storage (idempotent).
+
+    ``objective``/``objective_text``: the task's ranking metric and what it means (nerve: Dice, maximised).
 
     ``note`` also writes the optuna-dashboard note (Markdown on the study's page); it is done once, when the
     study is created, because each call adds a version. Skipped when optuna-dashboard is not installed.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([OBJECTIVE_NAME])
-    study.set_user_attr(OBJECTIVE_ATTR, OBJECTIVE_TEXT)
+        study.set_metric_names([objective])
+    study.set_user_attr(OBJECTIVE_ATTR, objective_text)
     study.set_user_attr(STEP_ATTR, STEP_TEXT)
     study.set_user_attr(VALUE_ATTR, INTERMEDIATE_VALUES[report_mode])
     if not note:
@@ -57,7 +71,7 @@ def describe_study(study: optuna.Study, report_mode: str, *, note: bool) -> None
         return
     save_note(
         study,
-        f"## {study.study_name}\n\n- objective: {OBJECTIVE_TEXT}\n- intermediate values: step = {STEP_TEXT}; "
+        f"## {study.study_name}\n\n- objective: {objective_text}\n- intermediate values: step = {STEP_TEXT}; "
         f"value = {INTERMEDIATE_VALUES[report_mode]}\n- each trial is an MLflow CV run nested under the study's "
         "run; the trial's user attr `mlflow_run_id` names it\n",
     )
@@ -79,14 +93,14 @@ def study_description(study: optuna.Study, best: FrozenTrial, params_trial: int,
     lines = [
         f"### Optuna study {study.study_name}",
         "",
-        f"best: trial {best.number}, {OBJECTIVE_NAME} {best.value:.4f} "
+        f"best: trial {best.number}, {objective_name(study)} {best.value:.4f} "
         f"({_completed(study)} of {len(trials)} trials completed so far)",
         "",
         "```text",
         *rows,
         "```",
         "",
-        f"- objective: {OBJECTIVE_TEXT}",
+        f"- objective: {study.user_attrs.get(OBJECTIVE_ATTR, OBJECTIVE_TEXT)}",
         f"- intermediate values: step = {STEP_TEXT}; value = {study.user_attrs.get(VALUE_ATTR, 'see the pruner')}",
         f"- {params_note}",
         f"- best run: {best.user_attrs.get('mlflow_run_id', 'unknown')} (the trial's CV run, nested under this one)",
@@ -102,7 +116,7 @@ def _history(study: optuna.Study) -> Figure:
     from matplotlib.ticker import MaxNLocator
     from optuna.visualization import matplotlib as ovm
 
-    axes = ovm.plot_optimization_history(study, target_name=OBJECTIVE_NAME)
+    axes = ovm.plot_optimization_history(study, target_name=objective_name(study))
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers, never 0.5
     axes.set_xlabel("trial number")
     return axes.figure
@@ -114,7 +128,7 @@ def _importances(study: optuna.Study) -> Figure:
 
     completed = _completed(study)
     if completed >= MIN_TRIALS_FOR_IMPORTANCE:
-        return ovm.plot_param_importances(study, target_name=OBJECTIVE_NAME).figure
+        return ovm.plot_param_importances(study, target_name=objective_name(study)).figure
     figure = Figure(figsize=(7, 1.4))  # replaced by the real plot once the study has enough trials
     FigureCanvasAgg(figure)
     axes = figure.subplots()
@@ -131,7 +145,7 @@ def _importances(study: optuna.Study) -> Figure:
 def _parallel(study: optuna.Study) -> Figure:
     from optuna.visualization import matplotlib as ovm
 
-    axes = ovm.plot_parallel_coordinate(study, target_name=OBJECTIVE_NAME)
+    axes = ovm.plot_parallel_coordinate(study, target_name=objective_name(study))
     return (axes.flat[0] if hasattr(axes, "flat") else axes).figure
 
 

@@ -1,0 +1,159 @@
+"""What the pipeline asks a task (a data set with its metric and submission format), and nothing else.
+
+``cv_train.py``, ``submit.py`` and ``tune.py`` run any task through this interface: the tracked
+cross-validation (``track.cv_run``) reads the data, splits it, trains each fold and finalises the run
+by asking the task; the submission (``track.submission_run``) asks it for the post-processing and the
+file. A task object is stateless; ``nerveseg.tasks.get_task`` returns the one named by the config's
+``task`` field. The core stays free of MLflow and Optuna: a task returns plain values and track/ logs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from nerveseg.config import TrainConfig
+
+
+class TrainData(Protocol):
+    """The training set as the pipeline needs it; a task's data may hold more (images, masks...)."""
+
+    fingerprint: str
+
+    @property
+    def ids(self) -> np.ndarray:
+        """One string id per training item (nerve: image ids; ISBI: slice numbers "0", "1", ...)."""
+
+    def __len__(self) -> int: ...
+
+
+class Decision(Protocol):
+    """The post-processing chosen on the out-of-fold predictions, as a submission applies it."""
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``postprocessing.json`` holds; the task's ``decision_from_json`` reads it back."""
+
+    def params(self) -> dict[str, Any]:
+        """The settings as flat params of the submission run."""
+
+    def metrics(self) -> dict[str, float]:
+        """Its OOF scores (raw and post-processed) as flat metrics, those that are known."""
+
+    def describe(self) -> str:
+        """One line for the terminal."""
+
+
+@dataclass
+class CVFinal:
+    """Everything a complete cross-validation produced that the parent run records.
+
+    ``metrics`` are the parent's flat metrics (the ranking metric among them), ``table`` the plain-text
+    CV table, ``facts`` extra fields for ``summary.json``, ``tags`` extra parent tags. ``oof_ids`` /
+    ``oof_probs`` / ``oof_presence`` are saved as the run's OOF artifact. ``report`` is what a
+    task-specific report needs (nerve: ``track.cv_report.CVOutcome`` fields) or None, in which case
+    ``description`` (Markdown) becomes the run's description.
+    """
+
+    metrics: dict[str, float]
+    table: str
+    decision: Decision
+    oof_ids: np.ndarray
+    oof_probs: np.ndarray
+    oof_presence: np.ndarray | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    report: Any = None
+
+
+@dataclass
+class SubmissionFile:
+    """A submission written, validated, and what its run records."""
+
+    path: Path
+    n_images: int
+    test_fingerprint: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    ids: np.ndarray | None = None  # the test ids in file order, where the format has ids
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    """One CV run's config and its fold weights, as a submission uses them."""
+
+    config: TrainConfig
+    weights_paths: Sequence[Path]
+
+
+class Task(Protocol):
+    """One data set's reading, splitting, training, scoring, post-processing and submission format."""
+
+    name: str
+    ranking_metric: str  # the parent-run metric that ranks runs (best_cv_run, tune's objective)
+    higher_is_better: bool
+    ranking_text: str  # what the ranking metric means, for the study's description
+    submission_suffix: str  # ".csv", ".tif"
+    supports_test_masks: bool  # submit --test-masks scores the file locally
+
+    def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> TrainData:
+        """The validated training data under ``raw_dir`` (decoded arrays may be cached in ``cache_dir``)."""
+
+    def make_folds(self, data: Any, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
+        """The validation fold of each item and the JSON file that holds the split (written once)."""
+
+    def split_params(self, config: TrainConfig, data: Any, folds: np.ndarray, fold: int) -> dict[str, str]:
+        """A fold run's own params about its split (``n_train``, ``n_val``, what is held out)."""
+
+    def train_fold(
+        self,
+        config: TrainConfig,
+        data: Any,
+        folds: np.ndarray,
+        fold: int,
+        workdir: Path,
+        *,
+        callbacks: Sequence[Any],
+        verbose: int,
+    ) -> Any:
+        """Train one fold -> ``train.fold.FoldResult`` (weights file, OOF probabilities, ``val_score``)."""
+
+    def build_model(self, config: TrainConfig) -> Any:
+        """The Keras model as trained (for the model summary artifact)."""
+
+    def finalise(
+        self, config: TrainConfig, data: Any, folds: np.ndarray, results: Sequence[Any], *, progress: bool
+    ) -> CVFinal:
+        """Score the complete CV on its OOF predictions and decide the post-processing there."""
+
+    def decision_from_json(self, values: Any, *, source: str) -> Decision:
+        """A stored ``postprocessing.json`` read back (one-line error naming ``source`` when malformed)."""
+
+    def decide_postprocessing(
+        self, data: Any, rows: np.ndarray, oof_probs: np.ndarray, oof_presence: np.ndarray | None, *, progress: bool
+    ) -> Decision:
+        """Post-processing decided on OOF probabilities of training items ``rows`` (an ensemble's mean OOF)."""
+
+    def check_test_data(self, raw_dir: Path) -> None:
+        """One-line error before any work when ``raw_dir`` holds no test data for this task."""
+
+    def write_submission(
+        self,
+        runs: Sequence[TrainedModels],
+        decision: Decision,
+        path: Path,
+        *,
+        raw_dir: Path,
+        cache_dir: Path,
+        tta: bool,
+        batch_size: int,
+        progress: bool,
+    ) -> SubmissionFile:
+        """Predict the test data with every run's fold models, post-process, write ``path`` (new) and check it."""
+
+
+TaskFactory = Callable[[], Task]

@@ -1,0 +1,208 @@
+"""The ISBI 2012 EM membrane task (``task: isbi2012``) behind the ``Task`` interface.
+
+- Data: ``--raw-dir`` itself when it holds the ISBI layout (the TIFF stacks, or ``train/image``),
+  otherwise ``<raw-dir>/isbi2012`` (so the default ``data/raw`` finds ``data/raw/isbi2012``).
+- Folds: contiguous blocks of slices (``data.isbi.block_folds``), written once to the same kind of
+  folds file as the nerve task's, named by the data fingerprint and K (seed 0: blocks ignore it).
+- Ranking: the CV mean of the adapted Rand error, LOWER is better.
+- Submission: a float32 TIFF stack of membrane probabilities averaged over the fold models with
+  flip/rotation TTA, after the OOF-chosen clean-up, written atomically to a new file and read back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nerveseg.config import TrainConfig
+from nerveseg.data.isbi import TIFF_NAMES, IsbiData, block_folds, load_isbi
+from nerveseg.errors import NervesegError
+from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
+from nerveseg.tasks.isbi_scoring import (
+    MembranePostprocess,
+    apply_membrane_postprocess,
+    decide_isbi_postprocessing,
+    format_isbi_table,
+    isbi_oof_summary,
+    postprocessed_rand_error,
+)
+
+ISBI_SUBDIR = "isbi2012"
+
+
+def isbi_root(raw_dir: Path) -> Path:
+    """``raw_dir`` when it holds the ISBI layout itself, else ``raw_dir/isbi2012``."""
+    raw_dir = Path(raw_dir)
+    if any((raw_dir / name).exists() for name in TIFF_NAMES) or (raw_dir / "train" / "image").is_dir():
+        return raw_dir
+    return raw_dir / ISBI_SUBDIR
+
+
+@dataclass(frozen=True)
+class IsbiDecision:
+    """The OOF-chosen threshold and clean-up, with the OOF Rand error before (at 0.5) and after."""
+
+    settings: MembranePostprocess
+    oof_rand_error_raw: float | None = None
+    oof_rand_error: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.settings.threshold,
+            "min_cell_area": self.settings.min_cell_area,
+            "oof_rand_error_raw": self.oof_rand_error_raw,
+            "oof_rand_error": self.oof_rand_error,
+        }
+
+    def params(self) -> dict[str, Any]:
+        return {"threshold": self.settings.threshold, "min_cell_area": self.settings.min_cell_area}
+
+    def metrics(self) -> dict[str, float]:
+        scores = {
+            "postprocessing_oof_rand_error": self.oof_rand_error,
+            "postprocessing_oof_rand_error_raw": self.oof_rand_error_raw,
+        }
+        return {key: float(value) for key, value in scores.items() if value is not None}
+
+    def describe(self) -> str:
+        scores = ""
+        if self.oof_rand_error_raw is not None and self.oof_rand_error is not None:
+            scores = f" (OOF Rand error {self.oof_rand_error_raw:.4f} -> {self.oof_rand_error:.4f})"
+        return f"threshold {self.settings.threshold}, min_cell_area {self.settings.min_cell_area}{scores}"
+
+
+def _optional_float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class IsbiTask:
+    """EM membranes: pixel error / Rand error / VI on block folds, a float32 TIFF stack submission."""
+
+    name = "isbi2012"
+    ranking_metric = "cv_rand_error_mean"
+    higher_is_better = False
+    ranking_text = "mean over the block folds of the adapted Rand error (threshold 0.5), minimised"
+    submission_suffix = ".tif"
+    supports_test_masks = False
+
+    def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> IsbiData:
+        """The slices under ``isbi_root(raw_dir)`` (small: read directly, ``cache_dir`` unused)."""
+        return load_isbi(isbi_root(raw_dir))
+
+    def make_folds(self, data: IsbiData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
+        from nerveseg.data.folds import load_or_create_folds
+
+        return load_or_create_folds(
+            data, config.folds, 0, folds_dir, assign=lambda: block_folds(len(data), config.folds)
+        )
+
+    def split_params(self, config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> dict[str, str]:
+        val = np.flatnonzero(folds == fold)
+        return {"n_train": str(len(folds) - len(val)), "n_val": str(len(val)), "val_slices": f"{val.min()}-{val.max()}"}
+
+    def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
+        from nerveseg.tasks.isbi2012 import train_isbi_fold
+
+        return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
+
+    def build_model(self, config: TrainConfig) -> Any:
+        from nerveseg.tasks.isbi2012 import build_isbi_model, crop_side
+
+        side = crop_side(config, config.height, config.width) if config.model == "unet" else 0
+        return build_isbi_model(config, side, side)
+
+    def finalise(
+        self, config: TrainConfig, data: IsbiData, folds: np.ndarray, results: Sequence[Any], *, progress: bool
+    ) -> CVFinal:
+        """The challenge's metrics per fold and over folds at threshold 0.5, then the threshold and clean-up
+        with the lowest OOF Rand error (decided and scored on the same OOF: optimistic)."""
+        metrics, oof = isbi_oof_summary(data, folds, results)
+        settings = decide_isbi_postprocessing(oof, data.membranes)
+        post = postprocessed_rand_error(oof, data.membranes, settings)
+        decision = IsbiDecision(settings, metrics["oof_rand_error"], post)
+        metrics["oof_rand_error_postprocessed_insample"] = post
+        table = format_isbi_table(metrics)
+        table += f"\npost-processing chosen on OOF (in-sample, optimistic): {decision.describe()}"
+        description = (
+            f"**{config.name}** ({config.model}, task isbi2012): {config.folds} block folds of {len(data)} slices, "
+            f"ranked by `cv_rand_error_mean` (lower is better).\n\n```\n{table}\n```\n"
+        )
+        facts = {"metrics": metrics, "model": config.model}
+        return CVFinal(metrics, table, decision, data.ids, oof, None, facts, {}, description)
+
+    def decision_from_json(self, values: Any, *, source: str) -> IsbiDecision:
+        if not isinstance(values, dict):
+            raise NervesegError(f"{source} must be a JSON object, got {type(values).__name__}")
+        try:
+            settings = MembranePostprocess(float(values["threshold"]), int(values["min_cell_area"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise NervesegError(
+                f"{source}: needs threshold and min_cell_area ({err}); delete it to decide again"
+            ) from err
+        return IsbiDecision(
+            settings, _optional_float(values.get("oof_rand_error_raw")), _optional_float(values.get("oof_rand_error"))
+        )
+
+    def decide_postprocessing(self, data, rows, oof_probs, oof_presence, *, progress) -> IsbiDecision:
+        membranes = data.membranes[rows]
+        settings = decide_isbi_postprocessing(oof_probs, membranes)
+        return IsbiDecision(settings, None, postprocessed_rand_error(oof_probs, membranes, settings))
+
+    def check_test_data(self, raw_dir: Path) -> None:
+        root = isbi_root(raw_dir)
+        if not root.is_dir():
+            raise NervesegError(
+                f"no ISBI 2012 data at {root}; put the TIFF stacks or PNG folders there or pass --raw-dir"
+            )
+
+    def write_submission(
+        self,
+        runs: Sequence[TrainedModels],
+        decision: IsbiDecision,
+        path: Path,
+        *,
+        raw_dir: Path,
+        cache_dir: Path,
+        tta: bool,
+        batch_size: int,
+        progress: bool,
+    ) -> SubmissionFile:
+        """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack."""
+        from nerveseg.submit.tiff_stack import write_probability_stack
+        from nerveseg.tasks.isbi2012 import predict_isbi_ensemble
+
+        seconds: dict[str, float] = {}
+        mark = time.perf_counter()
+        data = load_isbi(isbi_root(raw_dir))
+        seconds["prepare_test"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        total = np.zeros(data.test_images.shape, np.float64)
+        for run in runs:
+            total += predict_isbi_ensemble(run.config, run.weights_paths, data.test_images, tta=tta)
+        probs = np.clip(total / len(runs), 0.0, 1.0).astype(np.float32)
+        seconds["predict"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        probs = apply_membrane_postprocess(probs, decision.settings)
+        try:
+            written = write_probability_stack(probs, path, shape=data.test_images.shape[1:])
+        except ValueError as err:
+            raise NervesegError(str(err)) from err
+        seconds["write"] = time.perf_counter() - mark
+        metrics = {
+            "n_test_images": float(len(probs)),
+            "mean_membrane_probability": float(probs.mean()),
+            "predicted_membrane_share": float((probs > decision.settings.threshold).mean()),
+        }
+        test_fingerprint = _test_fingerprint(data)
+        return SubmissionFile(written, len(probs), test_fingerprint, metrics, seconds)
+
+
+def _test_fingerprint(data: IsbiData) -> str:
+    from nerveseg.data.isbi import fingerprint
+
+    return fingerprint(data.test_images)

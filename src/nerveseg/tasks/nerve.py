@@ -1,0 +1,184 @@
+"""The Kaggle ultrasound nerve task (``task: nerve``, the default) behind the ``Task`` interface.
+
+It only wires the existing stages: cached decoding (``data.cache``), subject-grouped folds
+(``data.folds``), ``train.fold.train_fold``, the CV summary at 580x420 with intervals
+(``train.cv_summary``), post-processing decided on OOF (``evaluate.postprocess``) and the RLE CSV
+(``submit``). Heavy modules are imported inside the methods, so ``get_task`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nerveseg.config import TrainConfig
+from nerveseg.errors import NervesegError
+from nerveseg.evaluate.postprocess_settings import PostprocessDecision
+from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
+
+
+def truncated_list(values: list[str], limit: int = 6000) -> str:
+    """A comma list of at most ``limit`` characters (MLflow's cap on a param value)."""
+    text = ",".join(values)
+    if len(text) <= limit:
+        return text
+    for count in range(len(values) - 1, -1, -1):
+        shortened = ",".join([*values[:count], f"... (+{len(values) - count} more)"])
+        if len(shortened) <= limit:
+            return shortened
+    raise ValueError(f"limit={limit} is too small for even the note of a cut list; pass at least 20")
+
+
+class NerveTask:
+    """Dice on 580x420 masks, subject-grouped folds, a run-length-encoded CSV."""
+
+    name = "nerve"
+    ranking_metric = "cv_score_mean"
+    higher_is_better = True
+    ranking_text = "mean over the cross-validation folds of the competition score (Dice at 580x420), maximised"
+    submission_suffix = ".csv"
+    supports_test_masks = True
+
+    def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> Any:
+        from nerveseg.data.cache import prepare_train
+
+        return prepare_train(raw_dir, cache_dir, config.height, config.width, progress=progress)
+
+    def make_folds(self, data: Any, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
+        from nerveseg.data.folds import load_or_create_folds
+
+        return load_or_create_folds(data, config.folds, config.seed, folds_dir)
+
+    def split_params(self, config: TrainConfig, data: Any, folds: np.ndarray, fold: int) -> dict[str, str]:
+        """Sizes after dropping contradictory images and the inner split (the ones train_fold makes), and
+        the held-out subjects."""
+        from nerveseg.train import fold as training
+        from nerveseg.train.checkpointing import inner_split
+
+        val_index = np.flatnonzero(folds == fold)
+        train_index = training.training_index(data, folds, fold, drop_contradictory=config.drop_contradictory)
+        inner: dict[str, str] = {}
+        if config.checkpoint == "inner":  # the same split train_fold makes (same seed)
+            train_index, inner_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
+            inner["n_inner_val"] = str(len(inner_index))
+        subjects = [str(s) for s in np.unique(data.subjects[val_index])]
+        return {
+            "n_train": str(len(train_index)),
+            "n_val": str(len(val_index)),
+            **inner,
+            "val_subjects": truncated_list(subjects),
+        }
+
+    def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
+        from nerveseg.train.fold import train_fold
+
+        return train_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
+
+    def build_model(self, config: TrainConfig) -> Any:
+        from nerveseg.model.unet import build_model_from_config
+
+        return build_model_from_config(config)
+
+    def finalise(
+        self, config: TrainConfig, data: Any, folds: np.ndarray, results: Sequence[Any], *, progress: bool
+    ) -> CVFinal:
+        """``summarize_cv`` (fold scores, intervals, cross-fitted post-processed score) and the
+        post-processing decided on all OOF predictions (its in-sample score is labelled optimistic)."""
+        from nerveseg.evaluate.postprocess import decide_postprocessing
+        from nerveseg.train.cv_summary import format_summary_table, interval_metrics, summarize_cv
+
+        summary, oof = summarize_cv(data, folds, list(results))
+        presence = None
+        if all(r.oof_presence is not None for r in results):
+            presence = np.empty(len(data), dtype=np.float32)
+            for r in results:
+                presence[r.val_index] = r.oof_presence
+        decision = decide_postprocessing(oof, data.full_masks, presence, progress=progress)
+        metrics = {
+            "cv_score_mean": summary.cv_score_mean,
+            "cv_score_std": summary.cv_score_std,
+            "oof_score": summary.oof_score,
+            "empty_baseline_score": summary.empty_baseline_score,
+            # decided and scored on the same OOF predictions; the cross-fitted score is in interval_metrics
+            "oof_score_postprocessed_insample": float(decision.oof_score or 0.0),
+            **interval_metrics(summary),
+            **{f"fold_{k}_score": score for k, score in summary.fold_scores.items()},
+        }
+        facts = {**dataclasses.asdict(summary), "fold_scores": {str(k): v for k, v in summary.fold_scores.items()}}
+        tags = {"checkpoint_rule": summary.checkpoint, "cv_optimistic": str(summary.optimistic).lower()}
+        table = format_summary_table(summary)
+        if decision.oof_score is not None:
+            table += f"\nOOF + pp in-sample (decided on the same OOF, optimistic): {decision.oof_score:.4f}"
+        return CVFinal(metrics, table, decision, data.ids, oof, presence, facts, tags, report=summary)
+
+    def decision_from_json(self, values: Any, *, source: str) -> PostprocessDecision:
+        return PostprocessDecision.from_json(values, source=source)
+
+    def decide_postprocessing(self, data, rows, oof_probs, oof_presence, *, progress) -> PostprocessDecision:
+        from nerveseg.evaluate.postprocess import decide_postprocessing
+
+        return decide_postprocessing(
+            oof_probs, lambda index: data.full_masks(rows[index]), oof_presence, progress=progress
+        )
+
+    def check_test_data(self, raw_dir: Path) -> None:
+        test_dir = Path(raw_dir) / "test"
+        if not test_dir.is_dir():
+            raise NervesegError(
+                f"test folder {test_dir} does not exist; put Kaggle's test/*.tif under --raw-dir {raw_dir}"
+            )
+
+    def write_submission(
+        self,
+        runs: Sequence[TrainedModels],
+        decision: PostprocessDecision,
+        path: Path,
+        *,
+        raw_dir: Path,
+        cache_dir: Path,
+        tta: bool,
+        batch_size: int,
+        progress: bool,
+    ) -> SubmissionFile:
+        """Every run's fold ensemble (with its mirror TTA) averaged at the first run's size, post-processed
+        at 580x420 and written as the RLE CSV."""
+        from nerveseg.data.cache import prepare_test
+        from nerveseg.evaluate.metrics import to_full_resolution
+        from nerveseg.submit.predict import load_fold_models, predict_ensemble
+        from nerveseg.submit.submission_file import postprocess_and_write
+
+        seconds: dict[str, float] = {}
+        shape = (runs[0].config.height, runs[0].config.width)
+        mark = time.perf_counter()
+        tests = {}
+        for run in runs:
+            key = (run.config.height, run.config.width)
+            if key not in tests:
+                tests[key] = prepare_test(raw_dir, cache_dir, *key, progress=progress)
+        seconds["prepare_test"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        probs = np.zeros((len(tests[shape]), *shape), np.float32)
+        presences = []
+        for run in runs:
+            models = load_fold_models(run.config, run.weights_paths)
+            run_test = tests[(run.config.height, run.config.width)]
+            run_probs, run_presence = predict_ensemble(
+                models, run_test.images, tta=tta, batch_size=batch_size, progress=progress
+            )
+            if run_probs.shape[1:] != shape:
+                run_probs = to_full_resolution(run_probs, height=shape[0], width=shape[1])
+            probs += run_probs
+            presences.append(run_presence)
+            del models
+        presence = None if any(p is None for p in presences) else np.mean(presences, axis=0)
+        seconds["predict"] = time.perf_counter() - mark
+        test = tests[shape]
+        stats = postprocess_and_write(test.ids, probs / len(runs), decision.settings, path, presence)
+        seconds.update(stats.seconds)
+        metrics = {"n_test_images": float(stats.n_images), "predicted_empty_share": float(stats.empty_share)}
+        return SubmissionFile(stats.path, stats.n_images, test.fingerprint, metrics, seconds, test.ids)

@@ -1,0 +1,182 @@
+"""The task interface end to end: ``cv_train.py`` and ``submit.py`` run the ISBI 2012 task unchanged.
+
+Once per module: a tiny tracked ISBI CV (six 64x64 synthetic EM slices, 2 block folds, 1 epoch, a tiny
+U-Net) into an embedded SQLite MLflow store, then ``submit.py`` writes the TIFF stack. Focused tests check
+the parent run (task param, Rand-error metrics, description), the block folds file, the submission run,
+and that ranking follows the task (its metric and direction; runs of the other task are never picked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cv_train
+import submit
+from nerveseg.config import TrainConfig, config_to_yaml
+from nerveseg.errors import NervesegError
+from nerveseg.tasks import get_task
+from nerveseg.track import schema
+from nerveseg.track.store import get_client
+
+pytestmark = pytest.mark.slow
+
+SIZE = 64
+CONFIG = TrainConfig(name="tiny_isbi", task="isbi2012", height=SIZE, width=SIZE, depth=3, base_filters=4,
+                     crop_size=32, batch_size=4, epochs=1, steps_per_epoch=2, folds=2, seed=1)  # fmt: skip
+
+
+def test_get_task_knows_both_tasks_and_refuses_others_in_one_line() -> None:
+    nerve, isbi = get_task("nerve"), get_task("isbi2012")
+    assert (nerve.name, nerve.ranking_metric, nerve.higher_is_better) == ("nerve", "cv_score_mean", True)
+    assert (isbi.name, isbi.ranking_metric, isbi.higher_is_better) == ("isbi2012", "cv_rand_error_mean", False)
+    with pytest.raises(NervesegError) as caught:
+        get_task("isbi2013")
+    assert "\n" not in str(caught.value) and "nerve, isbi2012" in str(caught.value)
+
+
+@dataclass
+class Tracked:
+    parent_id: str
+    out: str
+    root: Path
+    raw_dir: Path
+    folds_dir: Path
+
+
+def _quiet(function: Callable[[list[str]], int], argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert function(argv) == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracked]:
+    from nerveseg.data.synthetic_em import generate_em
+
+    root = tmp_path_factory.mktemp("task_e2e")
+    shutil.copy(empty_db, root / "mlflow.db")
+    raw_dir = root / "raw"
+    generate_em(raw_dir / "isbi2012", n_train=6, n_test=2, size=SIZE, seed=3, progress=False)
+    (root / "tiny_isbi.yaml").write_text(config_to_yaml(CONFIG))
+    dirs = {"raw_dir": raw_dir, "cache_dir": root / "cache", "folds_dir": root / "folds"}
+    argv = ["--config", str(root / "tiny_isbi.yaml"), "--quiet"]
+    argv += [f"--{k.replace('_', '-')}={v}" for k, v in dirs.items()]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", "nerveseg")
+        out = _quiet(cv_train.main, argv)
+        parent_id = out.split("parent run: ")[1].split()[0]
+        yield Tracked(parent_id, out, root, raw_dir, root / "folds")
+
+
+def test_cv_train_runs_the_isbi_task_and_ranks_by_rand_error(tracked: Tracked) -> None:
+    run = get_client().get_run(tracked.parent_id)
+    assert run.info.status == "FINISHED" and run.data.params["task"] == "isbi2012"
+    metrics = run.data.metrics
+    for name in ("cv_rand_error_mean", "cv_pixel_error_mean", "cv_variation_of_information_mean", "oof_rand_error"):
+        assert np.isfinite(metrics[name]), name
+    assert metrics["cv_rand_error_mean"] == pytest.approx(
+        np.mean([metrics["fold_0_rand_error"], metrics["fold_1_rand_error"]])
+    )
+    assert "cv_score_mean" not in metrics  # the nerve task's metric is not faked
+    assert "rand_error" in tracked.out and "cv_rand_error_mean" in run.data.tags[schema.DESCRIPTION_TAG]
+
+
+def test_fold_runs_hold_contiguous_blocks_and_the_folds_file_is_written_once(tracked: Tracked) -> None:
+    client = get_client()
+    folds = schema.newest_finished_fold_runs(client, client.get_run(tracked.parent_id))
+    assert sorted(folds) == [0, 1]
+    assert [folds[k].data.params["val_slices"] for k in (0, 1)] == ["0-2", "3-5"]
+    files = list(tracked.folds_dir.glob("*.json"))
+    assert len(files) == 1
+    saved = json.loads(files[0].read_text())
+    assert saved["folds"] == {str(k): int(k >= 3) for k in range(6)}
+    before = files[0].stat().st_mtime_ns
+    task = get_task("isbi2012")
+    data = task.load_train(CONFIG, tracked.raw_dir, tracked.root / "cache", progress=False)
+    again, path = task.make_folds(data, CONFIG, tracked.folds_dir)
+    assert path == files[0] and path.stat().st_mtime_ns == before and again.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def _fake_cv_run(task: str, metrics: dict[str, float]) -> str:
+    """A FINISHED parent-like CV run with only what ranking reads (task param, ranking metric)."""
+    client = get_client()
+    experiment = client.get_experiment_by_name("nerveseg").experiment_id
+    tags = {schema.RUN_TYPE_TAG: schema.CV_RUN}
+    run_id = client.create_run(experiment, run_name=f"fake_{task}", tags=tags).info.run_id
+    client.log_param(run_id, "task", task)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tracked: Tracked) -> None:
+    from nerveseg.submit.tiff_stack import read_probability_stack
+    from nerveseg.track.run_models import best_cv_run
+
+    worse = _fake_cv_run("isbi2012", {"cv_rand_error_mean": 2.0})  # higher Rand error: never the best
+    nerve = _fake_cv_run("nerve", {"cv_score_mean": 0.99})  # newest, and the "best" score of all
+    assert best_cv_run(task=None)[0] == nerve  # no task given: the newest run's task
+    assert best_cv_run(task="isbi2012")[0] == tracked.parent_id != worse
+    out_dir = tracked.root / "subs"
+    argv = ["--task", "isbi2012", "--raw-dir", str(tracked.raw_dir), "--out-dir", str(out_dir), "--no-progress"]
+    out = _quiet(submit.main, argv)
+    (path,) = out_dir.iterdir()
+    assert path.name.endswith("_tiny_isbi.tif") and f"wrote {path}" in out
+    probs = read_probability_stack(path, shape=(SIZE, SIZE))
+    assert probs.dtype == np.float32 and probs.shape == (2, SIZE, SIZE) and 0.0 < probs.mean() < 1.0
+    client = get_client()
+    (child,) = [
+        r
+        for r in client.search_runs([client.get_run(tracked.parent_id).info.experiment_id])
+        if r.data.tags.get(schema.RUN_TYPE_TAG) == schema.SUBMISSION_RUN
+    ]
+    assert child.data.tags[schema.PARENT_TAG] == tracked.parent_id and child.info.status == "FINISHED"
+    assert child.data.params["task"] == "isbi2012" and child.data.tags["submission_file"] == path.name
+    assert {"threshold", "min_cell_area"} <= child.data.params.keys()
+    assert [a.path for a in client.list_artifacts(child.info.run_id, schema.SUBMISSION_DIR)] == [
+        f"{schema.SUBMISSION_DIR}/{path.name}"
+    ]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):  # no config: one line, no file
+        assert submit.main(["--run-id", nerve, "--raw-dir", str(tracked.raw_dir), "--out-dir", str(out_dir)]) == 2
+    assert err.getvalue().startswith("error: ") and err.getvalue().count("\n") == 1
+    assert list(out_dir.iterdir()) == [path]
+
+
+def test_tune_minimises_the_isbi_rand_error(tracked: Tracked, monkeypatch: pytest.MonkeyPatch) -> None:
+    optuna = pytest.importorskip("optuna")
+    from nerveseg.tune.search_space import parse_search_space
+    from nerveseg.tune.study import TuneSettings, run_study
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tracked.root / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "isbi-tune")
+    monkeypatch.chdir(tracked.root)
+    space = parse_search_space({"learning_rate": {"type": "float", "low": 1e-3, "high": 3e-3, "log": True}}, source="t")
+    storage = f"sqlite:///{tracked.root / 'optuna.db'}"
+    settings = TuneSettings(
+        study_name="isbi-study", n_trials=2, base_config=CONFIG, space=space, storage=storage,
+        raw_dir=tracked.raw_dir, cache_dir=tracked.root / "cache", folds_dir=tracked.folds_dir,
+        pruner=optuna.pruners.NopPruner(), seed=0, experiments_dir=tracked.root / "experiments", progress=False,
+    )  # fmt: skip
+    run_study(settings, out=lambda line: None)
+    study = optuna.load_study(study_name="isbi-study", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and study.metric_names == ["cv_rand_error_mean"]
+    client = get_client()
+    values = []
+    for trial in study.get_trials():
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert trial.value == pytest.approx(run.data.metrics["cv_rand_error_mean"])  # the task's ranking metric
+        values.append(trial.value)
+    assert study.best_value == min(values)
