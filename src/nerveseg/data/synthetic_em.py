@@ -27,7 +27,8 @@ from scipy.spatial import cKDTree
 from skimage.segmentation import find_boundaries
 from tqdm import tqdm
 
-from nerveseg.data.synthetic import ar1, smooth_noise
+from nerveseg.data.synthetic_anatomy import smooth_noise
+from nerveseg.data.synthetic_frames import ar1
 from nerveseg.io_utils import atomic_write_bytes
 
 CELL_AREA = 2200.0  # mean cell area in pixels (at 512x512: ~120 cells; the real sample has ~114)
