@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from nerveseg.train import plots
+from nerveseg.train import gallery, plots
 
 
 def assert_real_png(path: Path, min_side: int = 200) -> None:
@@ -58,7 +58,9 @@ def test_learning_curves_axes_follow_the_decisions(tmp_path: Path) -> None:
     title = constant.get_suptitle()
     assert "fold 0" in title and "cut" in title and "15.8" in title  # ...and the title says so
     assert "learning rate 0.001 throughout" in title
-    assert any("kept: epoch 4, val_dice 0.660" in text for text in dice_ax.get_legend_handles_labels()[1])
+    assert loss_ax.get_legend_handles_labels()[1] == ["train_loss", "val_loss"]  # the names the runs log
+    assert dice_ax.get_legend_handles_labels()[1][:2] == ["train_dice", "val_dice"]
+    assert any("kept epoch 4: val_dice 0.660" in text for text in dice_ax.get_legend_handles_labels()[1])
 
     schedule = plots.learning_curves_figure(history(lr=[1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4]), kept_epoch=3)
     assert len(schedule.axes) == 3 and schedule.axes[2].get_yscale() == "log"
@@ -86,7 +88,7 @@ def test_error_breakdown_counts_and_shares() -> None:
     truth = np.array([1, 1, 1, 0, 0, 0, 1], dtype=bool)
     pred = np.array([1, 1, 0, 1, 0, 0, 1], dtype=bool)
     dice = np.array([0.8, 0.6, 0.0, 0.0, 1.0, 1.0, 0.0])  # the last: predicted, but in the wrong place
-    got = plots.error_breakdown(truth, pred, dice)
+    got = gallery.error_breakdown(truth, pred, dice)
     assert {k: v["count"] for k, v in got.items()} == {
         "true_positive": 3,
         "missed": 1,
@@ -98,52 +100,52 @@ def test_error_breakdown_counts_and_shares() -> None:
     assert got["missed"]["loss_share"] == pytest.approx(1 / total) == got["false_alarm"]["loss_share"]
     assert got["true_negative"]["loss_share"] == 0.0
     assert sum(v["loss_share"] for v in got.values()) == pytest.approx(1.0)
-    line = plots.format_breakdown(got)
+    line = gallery.format_breakdown(got)
     assert "missed nerves (FN) 1 (28% of loss)" in line and "false alarms (FP) 1" in line
-    perfect = plots.error_breakdown(truth, truth, np.ones(7))
+    perfect = gallery.error_breakdown(truth, truth, np.ones(7))
     assert all(v["loss_share"] == 0.0 for v in perfect.values())
     with pytest.raises(ValueError, match="one shape"):
-        plots.error_breakdown(truth, pred[:3], dice)
+        gallery.error_breakdown(truth, pred[:3], dice)
 
 
 def test_pick_best_worst_spreads_over_subjects() -> None:
     ids = ["1_1", "1_2", "1_3", "2_1", "2_2", "3_1", "3_2", "4_1"]
-    subjects = [plots.subject_of(i) for i in ids]
+    subjects = [gallery.subject_of(i) for i in ids]
     assert subjects == ["1", "1", "1", "2", "2", "3", "3", "4"]
     scores = np.array([0.95, 0.94, 0.93, 0.90, 0.0, 0.0, 0.8, 0.0])
     nerve = np.array([1, 1, 1, 1, 1, 0, 1, 1], dtype=bool)
-    best, worst = plots.pick_best_worst(scores, nerve, 3, subjects=subjects)
+    best, worst = gallery.pick_best_worst(scores, nerve, 3, subjects=subjects)
     assert best.tolist() == [0, 3, 6]  # one per subject, not three frames of subject 1
     assert worst.tolist() == [7, 5, 4]  # the 0.0 ties come from subjects 2, 3 and 4, better to worse
     assert len({subjects[i] for i in worst}) == 3
-    best, _ = plots.pick_best_worst(scores, nerve, 5, subjects=subjects)
+    best, _ = gallery.pick_best_worst(scores, nerve, 5, subjects=subjects)
     # more picks than subjects: every subject once (even 4's 0.0), then a second round; listed best first
     assert best.tolist() == [0, 1, 3, 6, 7]
-    plain_best, plain_worst = plots.pick_best_worst(scores, nerve, 3)
+    plain_best, plain_worst = gallery.pick_best_worst(scores, nerve, 3)
     assert plain_best.tolist() == [0, 1, 2] and plain_worst.tolist() == [7, 5, 4]
     with pytest.raises(ValueError, match="one entry per score"):
-        plots.pick_best_worst(scores, nerve, subjects=subjects[:2])
+        gallery.pick_best_worst(scores, nerve, subjects=subjects[:2])
 
 
 def test_gallery_png(tmp_path: Path) -> None:
     images = np.random.default_rng(1).integers(0, 255, (2, 42, 58), dtype=np.uint8)
     masks = np.zeros((2, 42, 58), np.uint8)
     masks[:, 10:20, 10:30] = 1
-    assert_real_png(plots.plot_gallery(images, masks, masks[::-1] * 0, ["a", "b"], tmp_path / "g.png"), 150)
+    assert_real_png(gallery.plot_gallery(images, masks, masks[::-1] * 0, ["a", "b"], tmp_path / "g.png"), 150)
     with pytest.raises(ValueError, match="as many truths, predictions and titles as images"):
-        plots.plot_gallery(images, masks, masks, ["a"], tmp_path / "g.png")
+        gallery.plot_gallery(images, masks, masks, ["a"], tmp_path / "g.png")
 
 
 def test_subject_scores_worst_first(tmp_path: Path) -> None:
     subjects = ["b", "b", "a", "a", "c", "c", "c"]
     scores = np.array([1.0, 0.0, 0.9, 0.7, 0.2, 0.4, 0.0])
     empty = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0])
-    names, mean, empty_mean, counts = plots.subject_means(subjects, scores, empty)
+    names, mean, empty_mean, counts = gallery.subject_means(subjects, scores, empty)
     assert names.tolist() == ["c", "b", "a"]
     assert mean == pytest.approx([0.2, 0.5, 0.8]) and empty_mean == pytest.approx([2 / 3, 0.5, 0.0])
     assert counts.tolist() == [3, 2, 2]
-    tied, *_ = plots.subject_means(["z", "y"], np.array([0.5, 0.5]), np.array([0.0, 0.0]))
+    tied, *_ = gallery.subject_means(["z", "y"], np.array([0.5, 0.5]), np.array([0.0, 0.0]))
     assert tied.tolist() == ["y", "z"]
-    assert_real_png(plots.plot_subject_scores(subjects, scores, empty, tmp_path / "subjects.png"))
+    assert_real_png(gallery.plot_subject_scores(subjects, scores, empty, tmp_path / "subjects.png"))
     with pytest.raises(ValueError, match="one entry per image"):
-        plots.subject_means(subjects, scores[:2], empty)
+        gallery.subject_means(subjects, scores[:2], empty)

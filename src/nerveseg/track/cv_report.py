@@ -30,14 +30,14 @@ from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.track import schema
 from nerveseg.train import fold as training
 from nerveseg.train.cv_summary import CVSummary
-from nerveseg.train.plots import (
+from nerveseg.train.gallery import (
     error_breakdown,
     format_breakdown,
     pick_best_worst,
     plot_gallery,
-    plot_progress,
     plot_subject_scores,
 )
+from nerveseg.train.plots import plot_progress
 from nerveseg.train.report import cv_markdown
 
 GALLERY_IMAGES = 4  # best and worst each
