@@ -175,6 +175,46 @@ def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: in
         raise ValueError(f"fold={fold} must be in the folds array and leave training slices: {sorted(set(folds))}")
 
 
+def _fit_fixed_schedule(
+    model: keras.Model,
+    config: TrainConfig,
+    inputs: tuple[tf.data.Dataset, tf.data.Dataset, int, int],
+    fold: int,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> dict[str, list[float]]:
+    """``model.fit`` for ``config.epochs`` x ``steps`` batches; the history under HISTORY_KEYS.
+
+    Raises ``TrainingDivergedError`` when the loss becomes NaN/inf.
+    """
+    train_ds, val_ds, val_steps, steps = inputs
+    nan_guard = StopOnNaN()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        validation_steps=val_steps,
+        callbacks=[EpochLogs(), nan_guard, *callbacks],
+        shuffle=False,  # the streams draw at random themselves (seeded)
+        verbose=verbose,
+    )
+    if nan_guard.failure:
+        raise TrainingDivergedError(
+            f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate (now {config.learning_rate})"
+        )
+    return {key: [float(v) for v in model.history.history[key]] for key in HISTORY_KEYS}
+
+
+def _save_fold_weights(model: keras.Model, workdir: Path, fold: int) -> Path:
+    """Write ``workdir/fold_<fold>.weights.h5`` via a partial file renamed at the end: no half-written file."""
+    weights_path = workdir / f"fold_{fold}.weights.h5"
+    partial_path = workdir / f"fold_{fold}.partial.weights.h5"
+    model.save_weights(partial_path)
+    os.replace(partial_path, weights_path)
+    return weights_path
+
+
 def train_isbi_fold(
     config: TrainConfig,
     data: IsbiData,
@@ -205,27 +245,9 @@ def train_isbi_fold(
     train_ds, val_ds, val_steps, steps = _fit_inputs(config, model, data, train_index, val_index, config.seed + fold)
 
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    weights_path = workdir / f"fold_{fold}.weights.h5"
-    partial_path = workdir / f"fold_{fold}.partial.weights.h5"  # renamed at the end: no half-written file
-    nan_guard = StopOnNaN()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        validation_steps=val_steps,
-        callbacks=[EpochLogs(), nan_guard, *callbacks],
-        shuffle=False,  # the streams draw at random themselves (seeded)
-        verbose=verbose,
-    )
-    if nan_guard.failure:
-        raise TrainingDivergedError(
-            f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate (now {config.learning_rate})"
-        )
-    history = {key: [float(v) for v in model.history.history[key]] for key in HISTORY_KEYS}
-    model.save_weights(partial_path)
-    os.replace(partial_path, weights_path)
+    workdir.mkdir(parents=True, exist_ok=True)  # before training: an unusable folder fails at once
+    history = _fit_fixed_schedule(model, config, (train_ds, val_ds, val_steps, steps), fold, callbacks, verbose)
+    weights_path = _save_fold_weights(model, workdir, fold)
     oof_probs = predict_slices(config, [model], data.images[val_index], tta=False)
     return FoldResult(
         fold=fold,

@@ -245,43 +245,32 @@ def _check_inputs(config: TrainConfig, data: PreparedData, folds: np.ndarray, fo
         )
 
 
-def train_fold(
-    config: TrainConfig,
-    data: PreparedData,
-    folds: np.ndarray,
-    fold: int,
-    workdir: Path,
-    *,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int = 1,
-) -> FoldResult:
-    """Train on every fold but ``fold``, keep weights by ``config.checkpoint``, score them on ``fold``.
-
-    Writes ``workdir/fold_<fold>.weights.h5`` (the kept weights, with the standardisation inside).
-    ``callbacks`` see logs named as in ``HISTORY_KEYS``. Raises ``TrainingDivergedError`` when
-    the loss becomes NaN/inf.
-    """
-    folds = np.asarray(folds)
-    _check_inputs(config, data, folds, fold)
-    keras.backend.clear_session()
-    set_op_determinism(config.deterministic)
-    keras.utils.set_random_seed(config.seed + fold)
+def _fold_indices(
+    config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(validation, training, monitor) rows of fold ``fold``: the monitor set is the fold itself, or an inner
+    split of the training rows when ``config.checkpoint == "inner"`` keeps the fold unseen until scoring."""
     val_index = np.flatnonzero(folds == fold)
     train_index = training_index(data, folds, fold, drop_contradictory=config.drop_contradictory)
     monitor_index = val_index
     if config.checkpoint == "inner":
         train_index, monitor_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
-    norm_mean, norm_std = standardization_stats(data.images[train_index])
+    return val_index, train_index, monitor_index
 
-    model = build_model_from_config(config)
-    set_standardization(model, norm_mean, norm_std)
-    datasets = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)
-    compile_model(model, config, steps_per_epoch=datasets[2])
 
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    weights_path = workdir / f"fold_{fold}.weights.h5"
-    partial_path = workdir / f"fold_{fold}.partial.weights.h5"  # renamed at the end: no half-written file
+def _fit_and_keep(
+    model: keras.Model,
+    config: TrainConfig,
+    datasets: tuple[tf.data.Dataset, tf.data.Dataset, int, int],
+    fold: int,
+    partial_path: Path,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> tuple[dict[str, list[float]], int]:
+    """Fit, then leave the kept epoch's weights in ``model`` and in ``partial_path``; returns (history, kept epoch).
+
+    Any failure (divergence, or e.g. a pruning callback stopping the trial) removes the partial file.
+    """
     partial_path.unlink(missing_ok=True)
     nan_guard = StopOnNaN()
     selection, chooser = selection_callbacks(config, partial_path)
@@ -305,9 +294,46 @@ def train_fold(
             model.load_weights(partial_path)
         else:
             model.save_weights(partial_path)
-    except BaseException:  # divergence, or e.g. a pruning callback stopping the trial: no partial file left
+    except BaseException:
         partial_path.unlink(missing_ok=True)
         raise
+    return history, kept
+
+
+def train_fold(
+    config: TrainConfig,
+    data: PreparedData,
+    folds: np.ndarray,
+    fold: int,
+    workdir: Path,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> FoldResult:
+    """Train on every fold but ``fold``, keep weights by ``config.checkpoint``, score them on ``fold``.
+
+    Writes ``workdir/fold_<fold>.weights.h5`` (the kept weights, with the standardisation inside).
+    ``callbacks`` see logs named as in ``HISTORY_KEYS``. Raises ``TrainingDivergedError`` when
+    the loss becomes NaN/inf.
+    """
+    folds = np.asarray(folds)
+    _check_inputs(config, data, folds, fold)
+    keras.backend.clear_session()
+    set_op_determinism(config.deterministic)
+    keras.utils.set_random_seed(config.seed + fold)
+    val_index, train_index, monitor_index = _fold_indices(config, data, folds, fold)
+    norm_mean, norm_std = standardization_stats(data.images[train_index])
+
+    model = build_model_from_config(config)
+    set_standardization(model, norm_mean, norm_std)
+    datasets = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)
+    compile_model(model, config, steps_per_epoch=datasets[2])
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    weights_path = workdir / f"fold_{fold}.weights.h5"
+    partial_path = workdir / f"fold_{fold}.partial.weights.h5"  # renamed at the end: no half-written file
+    history, kept = _fit_and_keep(model, config, datasets, fold, partial_path, callbacks, verbose)
     os.replace(partial_path, weights_path)
 
     oof_probs, oof_presence = predict_probs(model, data.images[val_index], progress=verbose > 0)
