@@ -194,6 +194,11 @@ def _chosen_runs(
     return [run_id] if run_id is not None else list(run_ids or [])
 
 
+def _submission_name(runs: list[RunModels]) -> str:
+    """The file's name part: the run's name, or ``ensemble_<a>+<b>...`` for several runs."""
+    return runs[0].name if len(runs) == 1 else "ensemble_" + "+".join(r.name for r in runs)
+
+
 def make_submission(
     *,
     run_id: str | None = None,
@@ -229,8 +234,7 @@ def make_submission(
     with tempfile.TemporaryDirectory(prefix="nerveseg-submit-") as tmp:
         workdir = Path(tmp)
         runs = [resolve_run(client, rid, workdir, uri) for rid in chosen]
-        name = runs[0].name if len(runs) == 1 else "ensemble_" + "+".join(r.name for r in runs)
-        path = check_new_submission(submission_path(out_dir, name, suffix=the_task.submission_suffix))
+        path = check_new_submission(submission_path(out_dir, _submission_name(runs), suffix=the_task.submission_suffix))
         sources = Sources(workdir, uri, raw_dir, cache_dir, progress)
         decision, source = postprocessing_for_runs(client, runs, sources)
         seconds["resolve_runs"] = time.perf_counter() - started
@@ -245,18 +249,23 @@ def make_submission(
         test_score, test_interval = _test_score(written_file.path, Path(test_masks_dir))
     seconds["total"] = time.perf_counter() - started
     written = _Written(runs, tta, batch_size, decision, source, written_file, test_score, seconds, test_interval)
+    return _logged_result(client, written, the_task.name)
+
+
+def _logged_result(client: MlflowClient, written: _Written, task: str) -> SubmissionResult:
+    """Log the submission run and say what was written, from what and how."""
     return SubmissionResult(
-        csv_path=written_file.path,
-        run_ids=[r.run_id for r in runs],
+        csv_path=written.file.path,
+        run_ids=[r.run_id for r in written.runs],
         submission_run_id=_log_submission_run(client, written),
-        n_images=written_file.n_images,
-        empty_share=written_file.metrics.get("predicted_empty_share", float("nan")),
-        postprocessing=decision,
-        postprocessing_source=source,
-        test_score=test_score,
-        seconds=seconds,
-        test_interval=test_interval,
-        task=the_task.name,
+        n_images=written.file.n_images,
+        empty_share=written.file.metrics.get("predicted_empty_share", float("nan")),
+        postprocessing=written.decision,
+        postprocessing_source=written.source,
+        test_score=written.test_score,
+        seconds=written.seconds,
+        test_interval=written.test_interval,
+        task=task,
     )
 
 
