@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nerveseg.paths import PROJ_ROOT
+from nerveseg.track import provenance
 from nerveseg.track import store as tracking
 from nerveseg.track.store import TrackingError, check_tracking_server, load_mlflow_settings
 
@@ -216,17 +217,17 @@ def test_ui_hint_links_the_runs_table_and_the_run_in_the_machine_learning_view()
 
 
 def test_git_state(tmp_path: Path) -> None:
-    assert tracking.git_state(tmp_path) == ("unknown", "unknown")  # not a repository
+    assert provenance.git_state(tmp_path) == ("unknown", "unknown")  # not a repository
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    assert tracking.git_state(tmp_path) == ("none", "false")  # no commit yet, nothing changed
+    assert provenance.git_state(tmp_path) == ("none", "false")  # no commit yet, nothing changed
     (tmp_path / "new.py").write_text("x = 1\n")
-    assert tracking.git_state(tmp_path) == ("none", "true")
-    commit, _ = tracking.git_state(PROJ_ROOT)
+    assert provenance.git_state(tmp_path) == ("none", "true")
+    commit, _ = provenance.git_state(PROJ_ROOT)
     assert commit == "none" or len(commit) == 40
 
 
 def test_environment_tags_name_the_machine() -> None:
-    tags = tracking.environment_tags()
+    tags = provenance.environment_tags()
     assert tags["device"].startswith(("CPU: ", "GPU x"))
     assert tags["tensorflow_version"].startswith("2.") and tags["keras_version"].startswith("3.")
     assert tags["git_dirty"] in {"true", "false", "unknown"}

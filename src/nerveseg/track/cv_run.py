@@ -38,8 +38,9 @@ from nerveseg.tasks import get_task
 from nerveseg.tasks.base import CVFinal, Task
 from nerveseg.track import cv_artifacts, cv_parents, cv_report, schema
 from nerveseg.track.cv_parents import say
+from nerveseg.track.provenance import environment_tags
 from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG, OofArrays
-from nerveseg.track.store import MlflowSettings, environment_tags, load_mlflow_settings, setup_mlflow
+from nerveseg.track.store import MlflowSettings, load_mlflow_settings, setup_mlflow
 from nerveseg.train import fold as training
 from nerveseg.train.cv_summary import CVSummary
 

@@ -9,9 +9,7 @@ unreachable server for minutes, which would otherwise surface only after data pr
 from __future__ import annotations
 
 import os
-import platform
 import shlex
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg.errors import NervesegError
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
-from nerveseg.track.schema import GIT_COMMIT_TAG, RUN_TYPE_TAG
+from nerveseg.track.schema import RUN_TYPE_TAG
 from nerveseg.uris import redact_uri, sqlite_path
 
 HTTP_SCHEMES = ("http", "https")
@@ -322,65 +320,3 @@ def ui_hint(settings: MlflowSettings, experiment_id: str, run_id: str) -> str:
             f"parent run page: {base}/{ui_fragment(experiment_id, run_id)}",
         ]
     )
-
-
-# ---------------------------------------------------------------------------------------- provenance
-
-
-def git_state(root: Path = PROJ_ROOT) -> tuple[str, str]:
-    """(commit, dirty) as tag strings: the HEAD commit or "none"/"unknown", and "true"/"false"/"unknown".
-
-    A run trained from uncommitted code cannot be reproduced from its commit alone, hence the flag.
-    """
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
-        )
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", "unknown"
-    if status.returncode != 0:
-        return "unknown", "unknown"
-    commit = head.stdout.strip() if head.returncode == 0 else "none"  # "none": a repository without commits
-    return commit, "true" if status.stdout.strip() else "false"
-
-
-def device_description() -> str:
-    """What trains: "GPU x1: NVIDIA H100 80GB HBM3" or "CPU: <model> (2 cores)"; timings depend on it."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        try:
-            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
-        except (RuntimeError, ValueError):
-            name = gpus[0].name
-        return f"GPU x{len(gpus)}: {name}"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {model} ({os.cpu_count()} cores)"
-
-
-def environment_tags(root: Path = PROJ_ROOT) -> dict[str, str]:
-    """Tags that say which code, machine and library versions produced a run."""
-    import keras
-    import tensorflow as tf
-
-    commit, dirty = git_state(root)
-    return {
-        GIT_COMMIT_TAG: commit,
-        "git_dirty": dirty,
-        "device": device_description(),
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "mlflow_version": mlflow.__version__,
-        "python_version": platform.python_version(),
-    }
