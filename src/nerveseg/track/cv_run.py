@@ -20,9 +20,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import keras
 import numpy as np
 from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
@@ -38,21 +37,12 @@ from nerveseg.tasks import get_task
 from nerveseg.tasks.base import CVFinal, Task
 from nerveseg.track import cv_artifacts, cv_parents, cv_report, schema
 from nerveseg.track.cv_parents import say
+from nerveseg.track.fold_logging import CVListener, EpochLogger, StopState
 from nerveseg.track.provenance import environment_tags
 from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG, OofArrays
 from nerveseg.track.store import MlflowSettings, load_mlflow_settings, setup_mlflow
 from nerveseg.train import fold as training
 from nerveseg.train.cv_summary import CVSummary
-
-
-class CVListener(Protocol):
-    """Hooks for tuning: may raise (e.g. ``optuna.TrialPruned``) to stop; the runs are then marked KILLED."""
-
-    def on_epoch_end(self, fold: int, epoch: int, logs: Mapping[str, float]) -> None:
-        """After each epoch; ``epoch`` is 0-based as in Keras, ``logs`` has the HISTORY_KEYS names."""
-
-    def on_fold_end(self, fold: int, score: float) -> None:
-        """After a fold's run is FINISHED; ``score`` is its val_score (full resolution)."""
 
 
 @dataclass
@@ -69,49 +59,6 @@ class CVRunResult:
     experiment_id: str = ""
     trained_folds: list[int] = field(default_factory=list)  # folds trained by this call
     final: CVFinal | None = None
-
-
-@dataclass
-class _StopState:
-    """Remembers an exception raised by the listener, so it marks runs KILLED rather than FAILED."""
-
-    listener_error: BaseException | None = None
-
-
-# ------------------------------------------------------------------------------------- fold runs
-
-
-class _EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics to the fold's run (step = epoch number from 1) and calls the listener.
-
-    Metrics are logged as ``schema.epoch_metric_name`` says (``train_loss``, ``val_dice``, ``lr``...), so that
-    none shares a param's name; the listener gets the history's own names (``loss``, ``learning_rate``...).
-    """
-
-    def __init__(
-        self, client: MlflowClient, run_id: str, fold: int, listener: CVListener | None, state: _StopState
-    ) -> None:
-        super().__init__()
-        self._client, self._run_id, self._fold = client, run_id, fold
-        self._listener, self._state = listener, state
-        self._started = time.monotonic()
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._started = time.monotonic()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = dict(logs or {})
-        values = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
-        metrics = {schema.epoch_metric_name(k): v for k, v in values.items()}  # never a param's name
-        metrics[schema.EPOCH_SECONDS] = time.monotonic() - self._started
-        now = int(time.time() * 1000)
-        self._client.log_batch(self._run_id, metrics=[Metric(k, v, now, epoch + 1) for k, v in metrics.items()])
-        if self._listener is not None:
-            try:
-                self._listener.on_epoch_end(self._fold, epoch, values)
-            except BaseException as err:
-                self._state.listener_error = err
-                raise
 
 
 # ------------------------------------------------------------------------------------- finalising
@@ -133,7 +80,7 @@ class _CV:
     listener: CVListener | None
     progress: bool
     task: Task
-    state: _StopState = field(default_factory=_StopState)
+    state: StopState = field(default_factory=StopState)
 
     def say(self, message: str) -> None:
         """Progress lines (which fold, which run): silent with ``progress=False`` (``--quiet``)."""
@@ -182,7 +129,7 @@ def _finalise(cv: _CV, run_id: str, results: list[training.FoldResult]) -> CVFin
     return final
 
 
-def _stop_runs(client: MlflowClient, run_ids: list[str], err: BaseException, state: _StopState) -> None:
+def _stop_runs(client: MlflowClient, run_ids: list[str], err: BaseException, state: StopState) -> None:
     """Mark runs KILLED (interrupt, also one Keras wrapped in SystemError, or a listener's exception) or
     FAILED; never hides ``err``."""
     interrupted = is_interruption(err)
@@ -258,7 +205,7 @@ def _train_fold_run(cv: _CV, parent_id: str, fold: int, position: str, summary_t
             cv.folds,
             fold,
             cv.work,
-            callbacks=[_EpochLogger(client, run_id, fold, cv.listener, cv.state)],
+            callbacks=[EpochLogger(client, run_id, fold, cv.listener, cv.state)],
             verbose=2 if cv.progress else 0,
         )
         cv_artifacts.log_fold(client, run_id, cv.data, result, summary_text)
