@@ -20,10 +20,9 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import atomic_write_text, check_writable_dir
+from nerveseg.io_utils import check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
 from nerveseg.tasks import get_task
 from nerveseg.tune.objective import (
@@ -55,6 +54,7 @@ from nerveseg.tune.storage import (
     optimize_exactly,
     with_installed_driver,
 )
+from nerveseg.tune.study_output import export_best_config, format_trial_line, quiet_optuna
 from nerveseg.tune.study_tracker import (
     FAIL_REASON_TAG,
     INTERRUPTED,
@@ -88,44 +88,6 @@ class StudyResult:
     best_params: dict[str, Any] | None
     best_config_path: Path | None
     study_run_id: str
-
-
-def format_trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
-    """One progress line: number, state, value, params, best so far."""
-    value = "-" if trial.value is None else f"{trial.value:.4f}"
-    params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-    line = f"trial {trial.number:>3} {trial.state.name:<8} value={value} {{{params}}}"
-    best = best_trial(study)
-    line += f" | best {best.value:.4f} (trial {best.number})" if best is not None else " | best -"
-    if "fail_reason" in trial.user_attrs:
-        line += f" | {trial.user_attrs['fail_reason'][:200]}"
-    return line
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def export_best_config(
-    study: optuna.Study, base_config: TrainConfig, experiments_dir: Path = EXPERIMENTS_DIR
-) -> Path | None:
-    """Write ``<experiments_dir>/<study>-best.yaml`` (atomically): base config + best params.
-
-    ``cv_train.py --config`` accepts it as it is; the run name becomes ``<study>-best``.
-    """
-    best = best_trial(study)
-    if best is None:
-        return None
-    config = base_config.replace(**best.params)
-    path = Path(experiments_dir) / f"{study.study_name}-best.yaml"
-    header = (
-        f"# Best config of Optuna study {study.study_name!r}: trial {best.number}, "
-        f"{get_task(base_config.task).ranking_metric} {best.value:.6f}.\n"
-        f"# MLflow run of that trial: {best.user_attrs.get(STUDY_RUN_ATTR, 'unknown')}. Written by src/tune.py;\n"
-        "# re-run it with `python src/cv_train.py --config <this file>`.\n"
-    )
-    atomic_write_text(path, header + config_to_yaml(config))
-    return path
 
 
 @dataclass
@@ -355,17 +317,6 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
         return _study_result(settings, worker, ran)
     finally:
         lock.close()
-
-
-@contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna's own INFO lines duplicate ours; keep its warnings (failed trials' tracebacks)."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
 
 
 __all__ = [
