@@ -133,19 +133,21 @@ def apply_precision_policy(mixed_precision: bool) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
 
 
+def unet_options(config: TrainConfig) -> dict[str, Any]:
+    """The config's U-Net architecture as ``build_unet`` keywords (every task builds its U-Net from these)."""
+    return {
+        "depth": config.depth,
+        "base_filters": config.base_filters,
+        "batch_norm": config.batch_norm,
+        "dropout": config.dropout,
+        "upsampling": config.upsampling,
+    }
+
+
 def build_model_from_config(config: TrainConfig) -> keras.Model:
     """``build_unet`` with the config's architecture, after setting the config's precision policy."""
     apply_precision_policy(config.mixed_precision)
-    return build_unet(
-        config.height,
-        config.width,
-        depth=config.depth,
-        base_filters=config.base_filters,
-        batch_norm=config.batch_norm,
-        dropout=config.dropout,
-        upsampling=config.upsampling,
-        presence_head=config.presence_head,
-    )
+    return build_unet(config.height, config.width, **unet_options(config), presence_head=config.presence_head)
 
 
 def model_flops_per_image(model: keras.Model) -> float:

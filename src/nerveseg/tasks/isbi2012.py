@@ -29,7 +29,7 @@ from nerveseg.data.isbi import IsbiData
 from nerveseg.evaluate.membrane_metrics import membrane_scores
 from nerveseg.model.losses import compile_model, learning_rate_for
 from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
-from nerveseg.model.unet import build_unet, set_standardization
+from nerveseg.model.unet import build_unet, set_standardization, unet_options
 from nerveseg.tasks.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
@@ -67,15 +67,7 @@ def build_isbi_model(config: TrainConfig, height: int, width: int) -> keras.Mode
     """The config's model family: a U-Net on ``(height, width)`` inputs, or the patch classifier."""
     if config.model == "patch_cnn":
         return build_patch_cnn(config.window, (config.patch_filters,) * 3, dense_units=config.dense_units)
-    return build_unet(
-        height,
-        width,
-        depth=config.depth,
-        base_filters=config.base_filters,
-        batch_norm=config.batch_norm,
-        dropout=config.dropout,
-        upsampling=config.upsampling,
-    )
+    return build_unet(height, width, **unet_options(config))
 
 
 def crop_side(config: TrainConfig, height: int, width: int) -> int:
