@@ -192,7 +192,7 @@ def _collect(results: Iterable[tuple[int, int]], bar: tqdm) -> tuple[int, int]:
 
 
 def _execute(jobs: list[_Job], workers: int, progress: bool) -> tuple[int, int]:
-    """Run the jobs (in-process or in a spawn-started pool) with a progress bar on stderr; returns (images, labelled)."""
+    """Run the jobs (in-process or in a spawn-started pool), progress on stderr; returns (images, labelled)."""
     total = sum(len(job.image_paths) for job in jobs)
     with progress_bar(total=total, desc="synthetic", unit="img", disable=not progress, file=sys.stderr) as bar:
         if workers <= 1:
