@@ -49,3 +49,12 @@ def test_calibrated_against_the_real_sample() -> None:
     assert abs(images.mean() - REAL_MEAN) < 8
     assert abs(images.std() - REAL_STD) < 3
     assert abs(np.mean(labels == 0) - REAL_MEMBRANE) < 0.02
+
+
+def test_the_script_answers_a_non_empty_folder_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import make_synthetic_em
+
+    (tmp_path / "keep.txt").write_text("mine")
+    assert make_synthetic_em.main(["--out", str(tmp_path), "--train", "2", "--test", "1", "--size", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not empty" in err and len(err.splitlines()) == 1

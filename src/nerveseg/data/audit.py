@@ -16,9 +16,6 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from nerveseg.data.folds import load_or_create_folds
-from nerveseg.errors import NervesegError
-from nerveseg.paths import FOLDS_DIR, ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 from nerveseg.data.cache import (
     CacheStatus,
     PreparedData,
@@ -26,6 +23,9 @@ from nerveseg.data.cache import (
     load_or_build_test,
     load_or_build_train,
 )
+from nerveseg.data.folds import load_or_create_folds
+from nerveseg.errors import NervesegError
+from nerveseg.paths import FOLDS_DIR, ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 
 # Calibration (6x8 blocks, 32 grey levels): a real frame against itself with speckle-level noise (sigma 4)
 # or a 3-pixel shift: <= 0.006; distinct real frames of one view (1_1 vs 1_7): 0.05, other real frames

@@ -173,7 +173,7 @@ def block_folds(n_slices: int, n_folds: int) -> np.ndarray:
     if int(n_slices) != n_slices or int(n_folds) != n_folds:
         raise ValueError(f"block_folds needs integers, got n_slices={n_slices!r}, n_folds={n_folds!r}")
     if n_folds < 2:
-        raise ValueError(f"block_folds needs n_folds >= 2 for cross-validation, got {n_folds}")
+        raise DataError(f"block_folds needs n_folds >= 2 for cross-validation, got {n_folds}")
     if n_folds > n_slices:
-        raise ValueError(f"block_folds cannot make {n_folds} folds of {n_slices} slices; use n_folds <= {n_slices}")
+        raise DataError(f"block_folds cannot make {n_folds} folds of {n_slices} slices; use n_folds <= {n_slices}")
     return np.repeat(np.arange(n_folds), [len(b) for b in np.array_split(np.arange(n_slices), n_folds)])

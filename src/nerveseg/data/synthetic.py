@@ -176,7 +176,7 @@ def read_test_subjects(masks_dir: Path) -> dict[int, int] | None:
         rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
         return {int(image_id): int(subject) for image_id, subject in rows}
     except ValueError as err:
-        raise ValueError(
+        raise NervesegError(
             f"{path} is not an id,subject table ({err}); delete it or regenerate the synthetic set"
         ) from err
 

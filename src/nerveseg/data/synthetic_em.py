@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from nerveseg.data.synthetic_anatomy import smooth_noise
 from nerveseg.data.synthetic_frames import ar1
+from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_bytes
 
 CELL_AREA = 2200.0  # mean cell area in pixels (at 512x512: ~120 cells; the real sample has ~114)
@@ -66,9 +67,7 @@ def _membrane(cells: np.ndarray, thickness: np.ndarray) -> tuple[np.ndarray, np.
     return distance < thickness, distance
 
 
-def _paint_organelles(
-    rng: np.random.Generator, image: np.ndarray, distance: np.ndarray, membrane: np.ndarray
-) -> None:
+def _paint_organelles(rng: np.random.Generator, image: np.ndarray, distance: np.ndarray, membrane: np.ndarray) -> None:
     """Mitochondria (dark textured ellipses) and vesicles (dark rings) well inside cells, in place."""
     size = image.shape[0]
     inside = np.argwhere(distance > 12)
@@ -135,9 +134,11 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 def _check_arguments(out_dir: Path, n_train: int, n_test: int, size: int, seed: int) -> None:
     for name, value, minimum in (("n_train", n_train, 1), ("n_test", n_test, 0), ("size", size, 32), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            raise NervesegError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ValueError(f"{out_dir} is not empty; generate_em never overwrites or mixes data: delete it or pick another")
+        raise NervesegError(
+            f"{out_dir} is not empty; generate_em never overwrites or mixes data: delete it or pick another"
+        )
 
 
 def generate_em(
