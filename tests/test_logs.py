@@ -65,10 +65,13 @@ def test_drop_stderr_lines_filters_file_descriptor_2(capfd: pytest.CaptureFixtur
 
 def test_quiet_tensorflow_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
     logs.quiet_tensorflow(verbose=True, import_now=False)
     assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # --verbose: TensorFlow's own default, every line
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
     logs.quiet_tensorflow(import_now=False)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"  # no glued download bars in logs
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     logs.quiet_tensorflow(import_now=False)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"  # the user's choice wins

@@ -67,13 +67,15 @@ def quiet_tensorflow(verbose: bool = False, *, import_now: bool = True) -> None:
     """Hide TensorFlow's C++ start-up noise unless ``verbose``; call it before anything imports TensorFlow.
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (warnings and errors of TensorFlow's own logging still show; a value the
-    user exported wins) and, with ``import_now``, imports TensorFlow and probes its devices (where the cuInit
+    user exported wins), turns off MLflow's per-artifact download bars (the same rule) and, with ``import_now``, imports TensorFlow and probes its devices (where the cuInit
     line comes from) while the known noise lines are filtered out of stderr. Scripts that never load
     TensorFlow pass ``import_now=False``. With ``verbose`` nothing is changed: every line shows.
     """
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # MLflow draws one carriage-return bar per downloaded artifact: dozens glued together in a log file
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not import_now or "tensorflow" in sys.modules:
         return
     with drop_stderr_lines(TENSORFLOW_NOISE):
