@@ -66,10 +66,11 @@ def drop_stderr_lines(patterns: Iterable[re.Pattern[str]]) -> Iterator[None]:
 def quiet_tensorflow(verbose: bool = False, *, import_now: bool = True) -> None:
     """Hide TensorFlow's C++ start-up noise unless ``verbose``; call it before anything imports TensorFlow.
 
-    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (warnings and errors of TensorFlow's own logging still show; a value the
-    user exported wins), turns off MLflow's per-artifact download bars (the same rule) and, with ``import_now``, imports TensorFlow and probes its devices (where the cuInit
-    line comes from) while the known noise lines are filtered out of stderr. Scripts that never load
-    TensorFlow pass ``import_now=False``. With ``verbose`` nothing is changed: every line shows.
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (warnings and errors of TensorFlow's own logging still show) and turns
+    off MLflow's per-artifact download bars; a value the user exported wins for both. With ``import_now``
+    it imports TensorFlow and probes its devices (where the cuInit line comes from) while the known noise
+    lines are filtered out of stderr. Scripts that never load TensorFlow pass ``import_now=False``. With
+    ``verbose`` nothing is changed: every line shows.
     """
     if verbose:
         return
