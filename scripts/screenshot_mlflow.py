@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from nerveseg.track.store import RUN_TYPE_TAG, ui_fragment  # noqa: E402
 
 BLANK_SHARE = 0.985  # a page whose most common colour covers more of it than this shows nothing
-WINDOW = (1600, 1000)
+WINDOW = (1600, 1500)  # tall enough for the parent run's description (the CV table) and a fold's metrics
 
 
 class ScreenshotError(RuntimeError):
