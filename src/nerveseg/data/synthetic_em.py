@@ -25,12 +25,12 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.segmentation import find_boundaries
-from tqdm import tqdm
 
 from nerveseg.data.synthetic_anatomy import smooth_noise
 from nerveseg.data.synthetic_frames import ar1
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_bytes
+from nerveseg.logs import progress_bar
 
 CELL_AREA = 2200.0  # mean cell area in pixels (at 512x512: ~120 cells; the real sample has ~114)
 WARP_PX = 8.0  # sd of the plane warp that curves the Voronoi walls
@@ -155,7 +155,7 @@ def generate_em(
     partial = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     train_seed, test_seed = np.random.SeedSequence(seed).spawn(2)
-    bar = tqdm(total=n_train + n_test, desc="synthetic EM", unit="slice", disable=not progress)
+    bar = progress_bar(total=n_train + n_test, desc="synthetic EM", unit="slice", disable=not progress)
     for folder in ("train/image", "train/label", "test"):
         (partial / folder).mkdir(parents=True)
     for k, (image, label) in enumerate(render_stack(train_seed, n_train, size)):
