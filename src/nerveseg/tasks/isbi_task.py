@@ -31,6 +31,7 @@ from nerveseg.tasks.isbi_scoring import (
     isbi_oof_summary,
     postprocessed_rand_error,
 )
+from nerveseg.train.cv_names import N_TRAIN_PARAM, N_VAL_PARAM
 
 ISBI_SUBDIR = "isbi2012"
 
@@ -103,7 +104,8 @@ class IsbiTask:
 
     def split_params(self, config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> dict[str, str]:
         val = np.flatnonzero(folds == fold)
-        return {"n_train": str(len(folds) - len(val)), "n_val": str(len(val)), "val_slices": f"{val.min()}-{val.max()}"}
+        n_train, n_val = str(len(folds) - len(val)), str(len(val))
+        return {N_TRAIN_PARAM: n_train, N_VAL_PARAM: n_val, "val_slices": f"{val.min()}-{val.max()}"}
 
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
         from nerveseg.tasks.isbi2012 import train_isbi_fold

@@ -20,6 +20,7 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
+from nerveseg.train import cv_names as names
 
 
 def truncated_list(values: list[str], limit: int = 6000) -> str:
@@ -38,7 +39,7 @@ class NerveTask:
     """Dice on 580x420 masks, subject-grouped folds, a run-length-encoded CSV."""
 
     name = "nerve"
-    ranking_metric = "cv_score_mean"
+    ranking_metric = names.CV_SCORE_MEAN
     higher_is_better = True
     ranking_text = "mean over the cross-validation folds of the competition score (Dice at 580x420), maximised"
     submission_suffix = ".csv"
@@ -65,13 +66,13 @@ class NerveTask:
         inner: dict[str, str] = {}
         if config.checkpoint == "inner":  # the same split train_fold makes (same seed)
             train_index, inner_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
-            inner["n_inner_val"] = str(len(inner_index))
+            inner[names.N_INNER_VAL_PARAM] = str(len(inner_index))
         subjects = [str(s) for s in np.unique(data.subjects[val_index])]
         return {
-            "n_train": str(len(train_index)),
-            "n_val": str(len(val_index)),
+            names.N_TRAIN_PARAM: str(len(train_index)),
+            names.N_VAL_PARAM: str(len(val_index)),
             **inner,
-            "val_subjects": truncated_list(subjects),
+            names.VAL_SUBJECTS_PARAM: truncated_list(subjects),
         }
 
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
@@ -100,17 +101,17 @@ class NerveTask:
                 presence[r.val_index] = r.oof_presence
         decision = decide_postprocessing(oof, data.full_masks, presence, progress=progress)
         metrics = {
-            "cv_score_mean": summary.cv_score_mean,
-            "cv_score_std": summary.cv_score_std,
-            "oof_score": summary.oof_score,
-            "empty_baseline_score": summary.empty_baseline_score,
+            names.CV_SCORE_MEAN: summary.cv_score_mean,
+            names.CV_SCORE_STD: summary.cv_score_std,
+            names.OOF_SCORE: summary.oof_score,
+            names.EMPTY_BASELINE_SCORE: summary.empty_baseline_score,
             # decided and scored on the same OOF predictions; the cross-fitted score is in interval_metrics
-            "oof_score_postprocessed_insample": float(decision.oof_score or 0.0),
+            names.OOF_SCORE_POSTPROCESSED_INSAMPLE: float(decision.oof_score or 0.0),
             **interval_metrics(summary),
-            **{f"fold_{k}_score": score for k, score in summary.fold_scores.items()},
+            **{names.fold_score_metric(k): score for k, score in summary.fold_scores.items()},
         }
         facts = {**dataclasses.asdict(summary), "fold_scores": {str(k): v for k, v in summary.fold_scores.items()}}
-        tags = {"checkpoint_rule": summary.checkpoint, "cv_optimistic": str(summary.optimistic).lower()}
+        tags = {names.CHECKPOINT_TAG: summary.checkpoint, names.OPTIMISTIC_TAG: str(summary.optimistic).lower()}
         table = format_summary_table(summary)
         if decision.oof_score is not None:
             table += f"\nOOF + pp in-sample (decided on the same OOF, optimistic): {decision.oof_score:.4f}"

@@ -28,6 +28,26 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg.io_utils import atomic_save_npz
 
+# the CV summary's metric and tag names and a fold run's split params are written by the task (core), so
+# they live in train.cv_names
+from nerveseg.train.cv_names import (
+    CHECKPOINT_TAG,
+    CV_SCORE_CI_HIGH,
+    CV_SCORE_CI_LOW,
+    CV_SCORE_MEAN,
+    CV_SCORE_STD,
+    EMPTY_BASELINE_SCORE,
+    N_INNER_VAL_PARAM,
+    N_TRAIN_PARAM,
+    N_VAL_PARAM,
+    OOF_SCORE,
+    OOF_SCORE_POSTPROCESSED,
+    OOF_SCORE_POSTPROCESSED_INSAMPLE,
+    OPTIMISTIC_TAG,
+    VAL_SUBJECTS_PARAM,
+    fold_score_metric,
+)
+
 # ------------------------------------------------------------------------------------------- tags
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
 RUN_NAME_TAG = "mlflow.runName"
@@ -39,10 +59,6 @@ DESCRIPTION_TAG = "mlflow.note.content"  # MLflow shows it as the run's descript
 DATA_FINGERPRINT_TAG = "data_fingerprint"
 FOLDS_SHA_TAG = "folds_file_sha256"
 GIT_COMMIT_TAG = "git_commit"
-# the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
-# named apart from the param so that no name is both a tag and a param
-CHECKPOINT_TAG = "checkpoint_rule"
-OPTIMISTIC_TAG = "cv_optimistic"  # "true" when the kept epoch was chosen on the scored fold (best_val)
 
 # values of RUN_TYPE_TAG
 CV_RUN = "cv"
@@ -52,14 +68,6 @@ SUBMISSION_RUN = "submission"
 # ------------------------------------------------------------------------------------------ metrics
 VAL_SCORE = "val_score"  # a fold run's full-resolution Dice of its best epoch
 EPOCH_SECONDS = "epoch_seconds"
-CV_SCORE_MEAN = "cv_score_mean"
-CV_SCORE_STD = "cv_score_std"
-OOF_SCORE = "oof_score"
-EMPTY_BASELINE_SCORE = "empty_baseline_score"
-OOF_SCORE_POSTPROCESSED = "oof_score_postprocessed"  # cross-fitted: decided on the other folds
-OOF_SCORE_POSTPROCESSED_INSAMPLE = "oof_score_postprocessed_insample"  # decided and scored on the same OOF
-CV_SCORE_CI_LOW = "cv_score_ci_low"
-CV_SCORE_CI_HIGH = "cv_score_ci_high"
 TEST_SCORE = "test_score"
 TEST_SCORE_CI_LOW = "test_score_ci_low"
 TEST_SCORE_CI_HIGH = "test_score_ci_high"
@@ -86,18 +94,9 @@ def kept_metric(history_key: str) -> str:
 KEPT_HISTORY_KEYS = ("val_dice", "val_loss", "loss")  # logged as val_dice_kept, val_loss_kept, train_loss_kept
 
 
-def fold_score_metric(fold: int) -> str:
-    """The parent's metric holding fold ``fold``'s val_score."""
-    return f"fold_{fold}_score"
-
-
 # ------------------------------------------------------------------------------------ fold run params
 FOLD_PARAM = "fold"
-N_TRAIN_PARAM = "n_train"  # images the model is fitted on (less contradictory ones and the inner split, if any)
-N_VAL_PARAM = "n_val"
-N_INNER_VAL_PARAM = "n_inner_val"  # with checkpoint="inner": training images held out to choose the epoch
 FOLD_SEED_PARAM = "fold_seed"  # the fold is seeded with config.seed + fold
-VAL_SUBJECTS_PARAM = "val_subjects"  # held-out subjects, a comma list
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
@@ -215,8 +214,11 @@ def children_filter(parent_run_id: str, run_type: str | None = None) -> str:
 
 
 __all__ = [
+    "CHECKPOINT_TAG",
     "CONFIG_ARTIFACT",
     "CV_RUN",
+    "CV_SCORE_CI_HIGH",
+    "CV_SCORE_CI_LOW",
     "CV_SCORE_MEAN",
     "CV_SCORE_STD",
     "DATA_FINGERPRINT_TAG",
@@ -246,6 +248,8 @@ __all__ = [
     "OOF_PROBS_FILE",
     "OOF_SCORE",
     "OOF_SCORE_POSTPROCESSED",
+    "OOF_SCORE_POSTPROCESSED_INSAMPLE",
+    "OPTIMISTIC_TAG",
     "PARENT_TAG",
     "PLOTS_DIR",
     "POSTPROCESSING_ARTIFACT",

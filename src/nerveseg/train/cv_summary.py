@@ -20,6 +20,7 @@ from nerveseg.data.cache import PreparedData
 from nerveseg.evaluate.crossfit import crossfit_postprocessing
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.uncertainty import bootstrap_mean_interval
+from nerveseg.train import cv_names
 from nerveseg.train.fold import FoldResult, full_resolution_dice
 
 OPTIMISTIC_RULES = ("best_val",)  # checkpoint rules that choose the epoch on the scored fold
@@ -167,14 +168,14 @@ def summarize_cv(
 
 def interval_metrics(summary: CVSummary) -> dict[str, float]:
     """The intervals and the cross-fitted post-processed score as flat metrics (names as the fields)."""
-    names = [
-        "cv_score_ci_low",
-        "cv_score_ci_high",
-        "empty_baseline_ci_low",
-        "empty_baseline_ci_high",
-        "oof_score_postprocessed",
-        "oof_score_postprocessed_ci_low",
-        "oof_score_postprocessed_ci_high",
+    names = [  # each is also the CVSummary field holding the value
+        cv_names.CV_SCORE_CI_LOW,
+        cv_names.CV_SCORE_CI_HIGH,
+        cv_names.EMPTY_BASELINE_CI_LOW,
+        cv_names.EMPTY_BASELINE_CI_HIGH,
+        cv_names.OOF_SCORE_POSTPROCESSED,
+        cv_names.OOF_SCORE_POSTPROCESSED_CI_LOW,
+        cv_names.OOF_SCORE_POSTPROCESSED_CI_HIGH,
     ]
     values = {name: getattr(summary, name) for name in names}
     return {name: float(value) for name, value in values.items() if value is not None and np.isfinite(value)}
