@@ -53,3 +53,12 @@ def test_to_full_resolution_keeps_values_and_orientation() -> None:
     assert full[0, 400, 570] == pytest.approx(0.0)
     np.testing.assert_allclose(full[1], 0.25)
     assert (full[0] > 0.5).mean() == pytest.approx(0.25, abs=0.01)
+
+
+def test_resize_probabilities_keeps_arrays_at_the_size_and_resizes_others() -> None:
+    from nerveseg.evaluate.metrics import resize_probabilities
+
+    probs = np.random.default_rng(0).random((2, 16, 20)).astype(np.float32)
+    assert resize_probabilities(probs, (16, 20)) is probs
+    resized = resize_probabilities(probs, (32, 40))
+    assert resized.shape == (2, 32, 40) and resized.dtype == np.float32

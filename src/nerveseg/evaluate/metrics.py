@@ -43,3 +43,9 @@ def to_full_resolution(probs: np.ndarray, height: int = ORIG_HEIGHT, width: int 
     for i, prob in enumerate(probs):
         out[i] = cv2.resize(prob.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def resize_probabilities(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) probabilities at ``shape`` (height, width): ``probs`` itself when already there, so that
+    ensembles of runs trained at one size cost no resize (runs at other sizes are brought to the first's)."""
+    return probs if probs.shape[1:] == tuple(shape) else to_full_resolution(probs, height=shape[0], width=shape[1])

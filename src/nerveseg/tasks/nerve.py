@@ -149,7 +149,7 @@ class NerveTask:
         """Every run's fold ensemble (with its mirror TTA) averaged at the first run's size, post-processed
         at 580x420 and written as the RLE CSV."""
         from nerveseg.data.cache import prepare_test
-        from nerveseg.evaluate.metrics import to_full_resolution
+        from nerveseg.evaluate.metrics import resize_probabilities
         from nerveseg.submit.predict import load_fold_models, predict_ensemble
         from nerveseg.submit.submission_file import postprocess_and_write
 
@@ -171,9 +171,7 @@ class NerveTask:
             run_probs, run_presence = predict_ensemble(
                 models, run_test.images, tta=tta, batch_size=batch_size, progress=progress
             )
-            if run_probs.shape[1:] != shape:
-                run_probs = to_full_resolution(run_probs, height=shape[0], width=shape[1])
-            probs += run_probs
+            probs += resize_probabilities(run_probs, shape)
             presences.append(run_presence)
             del models
         presence = None if any(p is None for p in presences) else np.mean(presences, axis=0)

@@ -11,7 +11,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.metrics import to_full_resolution
+from nerveseg.evaluate.metrics import resize_probabilities
 from nerveseg.tasks import get_task
 from nerveseg.tasks.base import Decision
 from nerveseg.track import schema
@@ -42,10 +42,6 @@ def _load_oof(run: RunModels, workdir: Path, tracking_uri: str) -> OofArrays:
     return schema.load_oof(path)
 
 
-def resize_to(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return probs if probs.shape[1:] == shape else to_full_resolution(probs, height=shape[0], width=shape[1])
-
-
 def _check_same_training_data(runs: list[RunModels]) -> str | None:
     """The one data fingerprint the runs were trained on (None if untagged); refuses a mix."""
     fingerprints = {r.tags[DATA_FINGERPRINT_TAG] for r in runs if r.tags.get(DATA_FINGERPRINT_TAG)}
@@ -73,7 +69,7 @@ def _mean_oof(runs: list[RunModels], oofs: list[OofArrays]) -> OofArrays:
     presences = []
     for oof in oofs:
         position = np.argsort(oof.ids)  # align each run's rows to the first run's sorted ids
-        probs_sum[order] += resize_to(oof.probs[position], shape)
+        probs_sum[order] += resize_probabilities(oof.probs[position], shape)
         if oof.presence is not None:
             aligned = np.empty_like(oof.presence)
             aligned[order] = oof.presence[position]
