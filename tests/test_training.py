@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import keras
 import numpy as np
@@ -226,3 +228,16 @@ def test_summary_has_intervals_crossfit_and_says_when_it_is_optimistic(data) -> 
     assert "OPTIMISTIC" not in format_summary_table(honest) and "checkpoint: last" in format_summary_table(honest)
     results[0].checkpoint = "best_val"
     assert summarize_cv(data, folds, results, crossfit=False)[0].optimistic  # "mixed"
+
+
+def test_assemble_presence_puts_each_folds_outputs_in_image_order() -> None:
+    from nerveseg.train.cv_summary import assemble_presence
+
+    def result(fold: int, index: list[int], presence: list[float] | None) -> FoldResult:
+        probs = np.zeros((len(index), 4, 4), np.float32)
+        none = None if presence is None else np.asarray(presence, np.float32)
+        return FoldResult(fold, np.asarray(index), probs, none, {}, 1, Path("w"), 0.0, 0.0, 1.0)
+
+    both = [result(0, [0, 2], [0.1, 0.3]), result(1, [1, 3], [0.2, 0.4])]
+    np.testing.assert_allclose(assemble_presence(4, both), [0.1, 0.2, 0.3, 0.4])
+    assert assemble_presence(4, [both[0], result(1, [1, 3], None)]) is None  # one fold without the head

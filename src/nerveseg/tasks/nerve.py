@@ -91,14 +91,10 @@ class NerveTask:
         """``summarize_cv`` (fold scores, intervals, cross-fitted post-processed score) and the
         post-processing decided on all OOF predictions (its in-sample score is labelled optimistic)."""
         from nerveseg.evaluate.postprocess import decide_postprocessing
-        from nerveseg.train.cv_summary import format_summary_table, interval_metrics, summarize_cv
+        from nerveseg.train.cv_summary import assemble_presence, format_summary_table, interval_metrics, summarize_cv
 
         summary, oof = summarize_cv(data, folds, list(results))
-        presence = None
-        if all(r.oof_presence is not None for r in results):
-            presence = np.empty(len(data), dtype=np.float32)
-            for r in results:
-                presence[r.val_index] = r.oof_presence
+        presence = assemble_presence(len(data), results)
         decision = decide_postprocessing(oof, data.full_masks, presence, progress=progress)
         metrics = {
             names.CV_SCORE_MEAN: summary.cv_score_mean,

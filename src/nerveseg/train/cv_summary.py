@@ -12,6 +12,7 @@ on all OOF predictions and scored on them are optimistic and logged under anothe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,17 +99,24 @@ def _checkpoint_rule(results: list[FoldResult]) -> str:
     return rules.pop() if len(rules) == 1 else "mixed"
 
 
+def assemble_presence(n_images: int, results: Sequence[FoldResult]) -> np.ndarray | None:
+    """(N,) OOF presence-head outputs in image order, or None unless every fold's model has the head."""
+    if not all(r.oof_presence is not None for r in results):
+        return None
+    presence = np.empty(n_images, dtype=np.float32)
+    for r in results:
+        presence[r.val_index] = r.oof_presence
+    return presence
+
+
 def _postprocessed_fields(
     data: PreparedData, folds: np.ndarray, results: list[FoldResult], oof: np.ndarray, covered: np.ndarray
 ) -> dict[str, float]:
     """The cross-fitted post-processed OOF score and its interval (empty with fewer than 2 folds)."""
     if len(results) < 2:
         return {}
-    presence = None
-    if all(r.oof_presence is not None for r in results):
-        presence = np.empty(len(data), dtype=np.float32)
-        for r in results:
-            presence[r.val_index] = r.oof_presence
+    presence = assemble_presence(len(data), results)
+    if presence is not None:
         presence = presence[covered]
     crossfit = crossfit_postprocessing(
         oof[covered], lambda positions: data.full_masks(covered[positions]), folds[covered], presence
