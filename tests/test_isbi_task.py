@@ -11,6 +11,7 @@ import tifffile
 from nerveseg.config import TrainConfig, load_config
 from nerveseg.data.isbi import IsbiData, block_folds
 from nerveseg.data.synthetic_em import render_stack
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.membrane_metrics import membrane_scores
 from nerveseg.submit.tiff_stack import read_probability_stack, write_probability_stack
 from nerveseg.tasks.isbi2012 import (
@@ -164,7 +165,7 @@ def test_tiff_stack_writes_float32_never_overwrites_and_validates(tmp_path: Path
     back = read_probability_stack(path)
     assert back.dtype == np.float32 and back.shape == (3, 512, 512)
     np.testing.assert_array_equal(back, probs)
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(NervesegError, match="already exists"):  # the user's error: one line from submit.py
         write_probability_stack(np.zeros_like(probs), path)
     np.testing.assert_array_equal(read_probability_stack(path), probs)  # untouched
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_create_bytes
 
 ISBI_SHAPE = (512, 512)
@@ -39,7 +40,7 @@ def read_probability_stack(path: Path | str, shape: tuple[int, int] | None = ISB
     try:
         probs = tifffile.imread(path)
     except (OSError, ValueError, tifffile.TiffFileError) as err:
-        raise ValueError(f"{path}: cannot read it as a TIFF stack ({err})") from err
+        raise NervesegError(f"{path}: cannot read it as a TIFF stack ({err})") from err
     probs = probs[None] if probs.ndim == 2 else probs
     check_probability_stack(probs, str(path), shape)
     return probs
@@ -53,14 +54,14 @@ def write_probability_stack(probs: np.ndarray, path: Path | str, shape: tuple[in
     """
     path = Path(path)
     if path.exists():
-        raise ValueError(f"submission {path} already exists; submissions are never overwritten, pick a new name")
+        raise NervesegError(f"submission {path} already exists; submissions are never overwritten, pick a new name")
     check_probability_stack(probs, str(path), shape)
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, np.ascontiguousarray(probs), photometric="minisblack")
     try:
         atomic_create_bytes(path, buffer.getvalue())
     except FileExistsError as err:
-        raise ValueError(f"submission {path} already exists; submissions are never overwritten") from err
+        raise NervesegError(f"submission {path} already exists; submissions are never overwritten") from err
     if not np.array_equal(read_probability_stack(path, shape), probs):
         raise ValueError(f"{path}: the written stack does not read back equal to the predictions; do not submit it")
     return path
