@@ -15,7 +15,6 @@ from pathlib import Path
 from nerveseg.cli import one_line_errors
 from nerveseg.data.isbi import ISBI_DIR
 from nerveseg.data.synthetic_em import generate_em
-from nerveseg.errors import NervesegError
 
 
 @one_line_errors()  # NervesegError (bad arguments, a non-empty folder): one line
@@ -29,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        generate_em(args.out, args.train, args.test, args.size, args.seed, progress=not args.quiet)
-    except ValueError as err:  # generate_em's argument and folder checks
-        raise NervesegError(str(err)) from err
+    generate_em(args.out, args.train, args.test, args.size, args.seed, progress=not args.quiet)  # NervesegErrors
     print(
         f"wrote {args.train} training and {args.test} test slices ({args.size}x{args.size}) to {args.out} "
         f"in {time.perf_counter() - start:.0f} s"
