@@ -1,4 +1,4 @@
-"""Block-fold CV of an ISBI 2012 config through nerveseg.tasks.isbi2012 (no MLflow): per-fold and mean
+"""Block-fold CV of an ISBI 2012 config through nerveseg.train.isbi_fold (no MLflow): per-fold and mean
 pixel error, Rand error, VI, training and prediction time.
 
     python benchmarks/isbi_cv.py --config experiments/isbi_unet.yaml --root ../shared/isbi2012
@@ -37,7 +37,7 @@ def main() -> None:
     from nerveseg.data.isbi import block_folds, load_isbi
     from nerveseg.evaluate.membrane_metrics import membrane_scores
     from nerveseg.submit.tiff_stack import write_probability_stack
-    from nerveseg.tasks.isbi2012 import (
+    from nerveseg.train.isbi_fold import (
         apply_membrane_postprocess,
         decide_isbi_postprocessing,
         format_isbi_table,

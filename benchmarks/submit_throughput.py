@@ -5,7 +5,7 @@ horizontal flip) of the baseline U-Net (64x80, 32..512 filters). Random weights 
 Stages timed separately:
 
 - prepare: decode + validate + resize the test TIFFs (nerveseg.data.cache.prepare_test, cold cache),
-- predict: nerveseg.submit.predict.predict_ensemble (the model; includes scaling, flips, averaging),
+- predict: nerveseg.inference.ensemble.predict_ensemble (the model; includes scaling, flips, averaging),
 - write:   full-resolution resize, post-processing, RLE, RLE round-trip proof, CSV, validation
            (nerveseg.submit.submission_file.postprocess_and_write),
 - decide:  the post-processing search on ``--decide-images`` synthetic OOF images (not part of a
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     from nerveseg.config import TrainConfig
     from nerveseg.data.cache import prepare_test
     from nerveseg.evaluate.postprocess import decide_postprocessing
+    from nerveseg.inference.ensemble import predict_ensemble
     from nerveseg.model.unet import build_model_from_config, model_flops_per_image, set_standardization
-    from nerveseg.submit.predict import predict_ensemble
     from nerveseg.submit.submission_file import postprocess_and_write
 
     raw_dir = args.test_dir or synthetic_test_dir(args.images, args.unique, args.seed, args.cache_root)

@@ -38,7 +38,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 
 def test_the_package_has_its_stages() -> None:
     stages = {stage_of(p) for p in MODULES} - {""}
-    assert {"data", "model", "train", "evaluate", "submit", "tasks", "track", "tune"} <= stages
+    assert {"data", "model", "train", "evaluate", "inference", "report", "submit", "tasks", "track", "tune"} <= stages
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))

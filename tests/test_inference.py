@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from nerveseg.submit.predict import load_fold_models, predict_ensemble
+from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
 
 
 def _tiny_model(seed: int, presence: bool = False) -> keras.Model:

@@ -12,9 +12,11 @@ from nerveseg.config import TrainConfig, load_config
 from nerveseg.data.isbi import IsbiData, block_folds
 from nerveseg.data.synthetic_em import render_stack
 from nerveseg.errors import NervesegError
+from nerveseg.evaluate.isbi_scoring import postprocessed_rand_error
 from nerveseg.evaluate.membrane_metrics import membrane_scores
 from nerveseg.submit.tiff_stack import read_probability_stack, write_probability_stack
-from nerveseg.tasks.isbi2012 import (
+from nerveseg.train.fold import HISTORY_KEYS, FoldResult
+from nerveseg.train.isbi_fold import (
     MembranePostprocess,
     apply_membrane_postprocess,
     decide_isbi_postprocessing,
@@ -23,8 +25,6 @@ from nerveseg.tasks.isbi2012 import (
     predict_isbi_ensemble,
     train_isbi_fold,
 )
-from nerveseg.tasks.isbi_scoring import postprocessed_rand_error
-from nerveseg.train.fold import HISTORY_KEYS, FoldResult
 
 SIZE, N_SLICES = 64, 6
 TINY = {

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from nerveseg.train import gallery, plots
+from nerveseg.report import gallery, plots
 
 
 def assert_real_png(path: Path, min_side: int = 200) -> None:

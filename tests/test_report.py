@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from nerveseg.train.report import cv_markdown
+from nerveseg.report.markdown import cv_markdown
 
 
 def block_rows(markdown: str, first_cell: str) -> list[list[str]]:

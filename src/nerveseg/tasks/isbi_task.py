@@ -22,8 +22,7 @@ import numpy as np
 from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.errors import NervesegError
-from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
-from nerveseg.tasks.isbi_scoring import (
+from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
     decide_isbi_postprocessing,
@@ -31,7 +30,8 @@ from nerveseg.tasks.isbi_scoring import (
     isbi_oof_summary,
     postprocessed_rand_error,
 )
-from nerveseg.train.cv_names import N_TRAIN_PARAM, N_VAL_PARAM
+from nerveseg.names import N_TRAIN_PARAM, N_VAL_PARAM
+from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
 
 ISBI_SUBDIR = "isbi2012"
 
@@ -108,12 +108,12 @@ class IsbiTask:
         return {N_TRAIN_PARAM: n_train, N_VAL_PARAM: n_val, "val_slices": f"{val.min()}-{val.max()}"}
 
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
-        from nerveseg.tasks.isbi2012 import train_isbi_fold
+        from nerveseg.train.isbi_fold import train_isbi_fold
 
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.tasks.isbi2012 import build_isbi_model, crop_side
+        from nerveseg.train.isbi_fold import build_isbi_model, crop_side
 
         side = crop_side(config, config.height, config.width) if config.model == "unet" else 0
         return build_isbi_model(config, side, side)
@@ -176,7 +176,7 @@ class IsbiTask:
     ) -> SubmissionFile:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack."""
         from nerveseg.submit.tiff_stack import write_probability_stack
-        from nerveseg.tasks.isbi2012 import predict_isbi_ensemble
+        from nerveseg.train.isbi_fold import predict_isbi_ensemble
 
         seconds: dict[str, float] = {}
         mark = time.perf_counter()

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from nerveseg import names
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
-from nerveseg.train import cv_names as names
 
 
 def truncated_list(values: list[str], limit: int = 6000) -> str:
@@ -146,7 +146,7 @@ class NerveTask:
         at 580x420 and written as the RLE CSV."""
         from nerveseg.data.cache import prepare_test
         from nerveseg.evaluate.metrics import resize_probabilities
-        from nerveseg.submit.predict import load_fold_models, predict_ensemble
+        from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
         from nerveseg.submit.submission_file import postprocess_and_write
 
         seconds: dict[str, float] = {}

@@ -21,13 +21,13 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
+from nerveseg.report.plots import plot_learning_curves
 from nerveseg.tasks.base import Task
 from nerveseg.tasks.nerve import truncated_list as truncated_list  # re-exported
 from nerveseg.track import schema
 from nerveseg.track.cv_parents import param_strings
 from nerveseg.track.schema import FOLD_TAG, OofArrays
 from nerveseg.train import fold as training
-from nerveseg.train.plots import plot_learning_curves
 
 
 def model_summary(task: Task, config: TrainConfig) -> str:

@@ -2,7 +2,7 @@
 
 A finished cross-validation's parent run gets
 - a description (``mlflow.note.content``, shown on the run page and in the runs table) holding the CV table
-  from :func:`nerveseg.train.report.cv_markdown`: fold scores with their kept epochs, mean, interval, OOF,
+  from :func:`nerveseg.report.markdown.cv_markdown`: fold scores with their kept epochs, mean, interval, OOF,
   all-empty baseline, post-processed score, checkpoint rule, and the error breakdown;
 - ``plots/progress.png``: every fold's curves in one figure (nnU-Net's progress.png);
 - ``plots/subject_scores.png``: which patients the model fails on;
@@ -27,18 +27,18 @@ from nerveseg.data.cache import PreparedData
 from nerveseg.data.raw import index_train, read_image
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
-from nerveseg.track import schema
-from nerveseg.train import fold as training
-from nerveseg.train.cv_summary import CVSummary
-from nerveseg.train.gallery import (
+from nerveseg.report.gallery import (
     error_breakdown,
     format_breakdown,
     pick_best_worst,
     plot_gallery,
     plot_subject_scores,
 )
-from nerveseg.train.plots import plot_progress
-from nerveseg.train.report import cv_markdown
+from nerveseg.report.markdown import cv_markdown
+from nerveseg.report.plots import plot_progress
+from nerveseg.track import schema
+from nerveseg.train import fold as training
+from nerveseg.train.cv_summary import CVSummary
 
 GALLERY_IMAGES = 4  # best and worst each
 THRESHOLD = 0.5  # the gallery and breakdown show the raw OOF predictions, as the fold scores do

@@ -29,8 +29,8 @@ from mlflow.tracking import MlflowClient
 from nerveseg.io_utils import atomic_save_npz
 
 # the CV summary's metric and tag names and a fold run's split params are written by the task (core), so
-# they live in train.cv_names
-from nerveseg.train.cv_names import (
+# they live in nerveseg.names
+from nerveseg.names import (
     CHECKPOINT_TAG,
     CV_SCORE_CI_HIGH,
     CV_SCORE_CI_LOW,

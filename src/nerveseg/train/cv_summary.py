@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nerveseg import names as cv_names
 from nerveseg.data.cache import PreparedData
 from nerveseg.evaluate.crossfit import crossfit_postprocessing
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.uncertainty import bootstrap_mean_interval
-from nerveseg.train import cv_names
 from nerveseg.train.fold import FoldResult, full_resolution_dice
 
 OPTIMISTIC_RULES = ("best_val",)  # checkpoint rules that choose the epoch on the scored fold

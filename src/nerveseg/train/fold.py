@@ -33,9 +33,9 @@ from nerveseg.data.audit import contradictory_ids
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
+from nerveseg.inference.ensemble import predict_probs
 from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import build_model_from_config, set_standardization
-from nerveseg.submit.predict import predict_probs
 from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
 from nerveseg.train.input_pipeline import make_dataset, steps_per_epoch
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from nerveseg.train.plots import save_figure
+from nerveseg.report.plots import save_figure
 
 TRUTH_COLOUR = "#00e5ff"  # cyan and orange stay distinct for the common colour-vision deficiencies
 PREDICTION_COLOUR = "#ff8c00"

@@ -10,7 +10,7 @@ to pick an epoch. Validation numbers are logged only.
 - ``patch_cnn``: trained on centre-pixel windows (``train.windows``), applied to whole slices by its
   exact dense twin (``model.patch_cnn.dense_predict``).
 
-Scoring and post-processing live in ``tasks.isbi_scoring`` and are re-exported here.
+Scoring and post-processing live in ``evaluate.isbi_scoring`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ import tensorflow as tf
 
 from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import IsbiData
-from nerveseg.evaluate.membrane_metrics import membrane_scores
-from nerveseg.model.losses import compile_model, learning_rate_for
-from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
-from nerveseg.model.unet import build_unet, set_standardization, unet_options
-from nerveseg.tasks.isbi_scoring import (
+from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
     decide_isbi_postprocessing,
     format_isbi_table,
     isbi_oof_summary,
 )
+from nerveseg.evaluate.membrane_metrics import membrane_scores
+from nerveseg.model.losses import compile_model, learning_rate_for
+from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
+from nerveseg.model.unet import build_unet, set_standardization, unet_options
 from nerveseg.train.fold import (
     HISTORY_KEYS,
     EpochLogs,

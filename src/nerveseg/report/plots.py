@@ -4,7 +4,7 @@ Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, n
 so nothing depends on a display or on global pyplot state, and training processes can draw safely.
 Each decision a figure makes (where to clip the loss axis, whether the learning rate deserves a line)
 is a small pure function, so it can be tested without looking at pixels. The OOF gallery, its error
-breakdown and the per-subject scores are in ``nerveseg.train.gallery``.
+breakdown and the per-subject scores are in ``nerveseg.report.gallery``.
 """
 
 from __future__ import annotations
