@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np
 
+from nerveseg import names
 from nerveseg.config import CHECKPOINT_RULES, load_config
 from nerveseg.data.synthetic import generate
 from nerveseg.io_utils import atomic_write_text
@@ -98,7 +99,7 @@ def run_case(root: Path, seed: int, rule: str, args: argparse.Namespace) -> Case
     settings = MlflowSettings(uri, "cv_honesty", str(root / "mlartifacts"), source="cv_honesty.py")
     common = {"raw_dir": root / "raw", "cache_dir": root / "cache"}
     cv = run_cv(config, folds_dir=root / "folds", progress=False, settings=settings, **common)
-    summary = cv.summary
+    metrics = cv.final.metrics
     submission = make_submission(
         run_id=cv.parent_run_id, out_dir=root / "submissions", test_masks_dir=root / "masks", progress=False, **common
     )
@@ -106,12 +107,12 @@ def run_case(root: Path, seed: int, rule: str, args: argparse.Namespace) -> Case
     return Case(
         seed=seed,
         rule=rule,
-        cv_score_mean=summary.cv_score_mean,
-        cv_postprocessed=summary.oof_score_postprocessed,
-        ci_low=summary.oof_score_postprocessed_ci_low,
-        ci_high=summary.oof_score_postprocessed_ci_high,
-        cv_postprocessed_insample=float(cv.postprocessing.oof_score),
-        cv_empty=summary.empty_baseline_score,
+        cv_score_mean=metrics[names.CV_SCORE_MEAN],
+        cv_postprocessed=metrics[names.OOF_SCORE_POSTPROCESSED],
+        ci_low=metrics.get(names.OOF_SCORE_POSTPROCESSED_CI_LOW, float("nan")),
+        ci_high=metrics.get(names.OOF_SCORE_POSTPROCESSED_CI_HIGH, float("nan")),
+        cv_postprocessed_insample=metrics[names.OOF_SCORE_POSTPROCESSED_INSAMPLE],
+        cv_empty=metrics[names.EMPTY_BASELINE_SCORE],
         test_score=submission.test_score,
         test_ci_low=interval.low,
         test_ci_high=interval.high,

@@ -58,27 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
     quiet_tensorflow(args.verbose)
     # imported only now, so that --help, argument and config errors answer without loading TensorFlow and MLflow
-    from nerveseg.track.cv_run import run_cv
+    from nerveseg.run.cross_validate import cross_validate
+    from nerveseg.run.store import CVPaths
+    from nerveseg.track.mlflow_store import MlflowStore
     from nerveseg.track.store import load_mlflow_settings, ui_hint
 
     settings = load_mlflow_settings()
-    result = run_cv(
-        config,
-        raw_dir=args.raw_dir,
-        cache_dir=args.cache_dir,
-        folds_dir=args.folds_dir,
-        fold=args.fold,
-        parent_run_id=args.parent_run_id,
-        resume=args.resume,
-        progress=not args.quiet,
-        settings=settings,
-    )
+    store = MlflowStore(settings, parent_run_id=args.parent_run_id, resume=args.resume, progress=not args.quiet)
+    paths = CVPaths(args.raw_dir, args.cache_dir, args.folds_dir)
+    result = cross_validate(config, paths, store, fold=args.fold, progress=not args.quiet)
     if result.final is not None:
         print(result.final.table)
     else:
         print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
-    print(f"parent run: {result.parent_run_id}")
-    print(ui_hint(settings, result.experiment_id, result.parent_run_id))
+    print(f"parent run: {result.parent_id}")
+    print(ui_hint(settings, store.experiment_id, result.parent_id))
     return 0
 
 

@@ -19,7 +19,10 @@ import pytest
 
 import cv_train
 from nerveseg.config import TrainConfig, config_to_yaml
+from nerveseg.names import fold_score_metric
 from nerveseg.paths import EXPERIMENTS_DIR
+from nerveseg.run.store import CVObserver
+from nerveseg.tasks.base import CVFinal
 from nerveseg.track import cv_run as experiment
 from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
 from nerveseg.track.store import MlflowSettings, download_artifacts, get_client
@@ -65,6 +68,11 @@ def children(parent_id: str) -> list[Any]:
     )
 
 
+def fold_scores(final: CVFinal) -> set[int]:
+    """The folds whose score the summary holds."""
+    return {k for k in range(10) if fold_score_metric(k) in final.metrics}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -74,10 +82,11 @@ def free_port() -> int:
 # ------------------------------------------------------------------------------------------ end to end
 
 
-class StopAt:
-    """A listener that raises ``error`` at the end of epoch ``epoch`` of fold ``fold``."""
+class StopAt(CVObserver):
+    """An observer that raises ``error`` at the end of epoch ``epoch`` of fold ``fold``."""
 
     def __init__(self, fold: int, epoch: int, error: BaseException) -> None:
+        super().__init__()
         self.fold, self.epoch, self.error = fold, epoch, error
         self.fold_scores: dict[int, float] = {}
 
@@ -101,7 +110,7 @@ def test_interrupted_run_resumes_only_the_missing_folds(
     config = tiny_config.replace(epochs=1)
     listener = StopAt(fold=1, epoch=0, error=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        experiment.run_cv(config, **dirs, listener=listener, progress=False)
+        experiment.run_cv(config, **dirs, observers=[listener], progress=False)
     assert train_calls == [0, 1] and set(listener.fold_scores) == {0}
     client = get_client()
     parent_id = children_parent_id(store)
@@ -131,8 +140,8 @@ def test_interrupted_run_resumes_only_the_missing_folds(
     assert f"marked stale fold run {stale}" in err
     assert result.parent_run_id == parent_id and result.trained_folds == [1, 2]
     assert train_calls == [1, 2]
-    assert result.summary is not None and set(result.summary.fold_scores) == {0, 1, 2}
-    assert result.postprocessing is not None
+    assert result.final is not None and fold_scores(result.final) == {0, 1, 2}
+    assert result.final.decision is not None
     assert client.get_run(parent_id).info.status == "FINISHED"
     after = [(r.info.run_name, r.info.status) for r in children(parent_id)]
     assert after == [
@@ -143,7 +152,9 @@ def test_interrupted_run_resumes_only_the_missing_folds(
         ("fold_2", "FINISHED"),
     ]
     assert client.get_run(stale).data.tags["nerveseg.stopped"] == "stale"
-    assert result.summary.fold_scores[0] == pytest.approx(listener.fold_scores[0])  # fold 0 came from its run
+    assert result.final.metrics[fold_score_metric(0)] == pytest.approx(
+        listener.fold_scores[0]
+    )  # fold 0 came from its run
     assert "plots/progress.png" in artifact_paths(parent_id)  # with fold 0's curves, read from its run
 
 
@@ -166,7 +177,7 @@ def test_folds_spread_over_calls_join_one_parent(
 ) -> None:
     config = tiny_config.replace(folds=2, epochs=1)
     first = experiment.run_cv(config, **dirs, fold=0, progress=False)
-    assert first.summary is None and first.trained_folds == [0]
+    assert first.final is None and first.trained_folds == [0]
     assert f"--fold <k> --parent-run-id {first.parent_run_id}" in capsys.readouterr().err
     client = get_client()
     assert client.get_run(first.parent_run_id).info.status == "RUNNING"
@@ -178,7 +189,7 @@ def test_folds_spread_over_calls_join_one_parent(
     assert train_calls == [0]
 
     second = experiment.run_cv(config, **dirs, fold=1, parent_run_id=first.parent_run_id, progress=False)
-    assert second.parent_run_id == first.parent_run_id and second.summary is not None
+    assert second.parent_run_id == first.parent_run_id and second.final is not None
     assert train_calls == [0, 1]
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
     fold0 = children(first.parent_run_id)[0].info.run_id
@@ -274,7 +285,7 @@ def test_failures_mark_the_runs(
     monkeypatch.setattr(training, "train_fold", fake_train_fold(train_error))
     listener = StopAt(fold=0, epoch=0, error=Pruned()) if train_error is None else None
     with pytest.raises(type(train_error) if train_error else Pruned):
-        experiment.run_cv(tiny_config, **dirs, listener=listener, progress=False)
+        experiment.run_cv(tiny_config, **dirs, observers=[listener] if listener else [], progress=False)
     parent_id = children_parent_id(store)
     (child,) = children(parent_id)
     client = get_client()

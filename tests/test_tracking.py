@@ -252,7 +252,7 @@ def test_epoch_metric_names_never_take_a_param_name() -> None:
 
 
 def test_a_long_subject_list_is_cut_to_mlflows_param_limit_with_a_note() -> None:
-    from nerveseg.track.cv_artifacts import truncated_list
+    from nerveseg.names import truncated_list
 
     assert truncated_list(["1", "2", "3"]) == "1,2,3"
     values = [str(i) for i in range(3000)]

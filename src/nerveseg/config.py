@@ -256,3 +256,8 @@ def config_to_yaml(config: TrainConfig) -> str:
     params = config.to_params()
     params.pop("name")
     return yaml.safe_dump(params, sort_keys=False)
+
+
+def param_strings(config: TrainConfig) -> dict[str, str]:
+    """Config params as a tracking store keeps them (strings): what a run is logged with and compared by."""
+    return {key: str(value) for key, value in config.to_params().items()}

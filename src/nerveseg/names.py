@@ -1,8 +1,9 @@
-"""The names a cross-validation is recorded under: the summary's metrics and tags, a fold's split params.
+"""The names a cross-validation is recorded under, whatever store keeps it (MLflow or a local folder).
 
-The writer (``tasks.nerve`` finalising a CV run) and the readers (``track.schema`` re-exports these for
-``track``, ``tune`` and the tests) take them from here, so a renamed metric fails at import rather than
-silently at run time. Plain strings only: importing this module loads nothing else.
+Metrics, tags and params of the CV summary and of a fold, and the artifact layout of a parent and its fold
+runs. The writers (the tasks finalising a CV, ``run.cross_validate`` and both stores) and the readers
+(``track.schema`` re-exports these for ``track``, ``tune`` and the tests) take them from here, so a renamed
+metric fails at import rather than silently at run time. Plain strings only: importing this module loads nothing.
 """
 
 CV_SCORE_MEAN = "cv_score_mean"
@@ -34,3 +35,92 @@ VAL_SUBJECTS_PARAM = "val_subjects"  # held-out subjects, a comma list
 def fold_score_metric(fold: int) -> str:
     """The parent's metric holding fold ``fold``'s val_score."""
     return f"fold_{fold}_score"
+
+
+# what identifies the data a CV was trained on: a parent's tag, a key of the folds file and of summary.json
+DATA_FINGERPRINT = "data_fingerprint"
+
+# a fold run's params beside the config's (``run.cross_validate.fold_params``)
+FOLD_PARAM = "fold"
+FOLD_SEED_PARAM = "fold_seed"  # the fold is seeded with config.seed + fold
+TASK_PARAM = "task"  # the config field; runs from before it existed are nerve runs
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+# a fold run's metrics: its score and the kept epoch's history values
+VAL_SCORE = "val_score"  # a fold's full-resolution score of its kept weights
+EPOCH_SECONDS = "epoch_seconds"
+KEPT_EPOCH = "kept_epoch"  # a fold run's kept (checkpointed) epoch, 1-based
+LR_METRIC = "lr"
+_HISTORY_RENAMES = {"learning_rate": LR_METRIC}
+KEPT_HISTORY_KEYS = ("val_dice", "val_loss", "loss")  # logged as val_dice_kept, val_loss_kept, train_loss_kept
+
+
+def epoch_metric_name(history_key: str) -> str:
+    """The metric name of a per-epoch Keras log key: ``val_*`` as it is, ``learning_rate`` as ``lr``, every
+    other (training) key prefixed ``train_``. Params never start with ``train_``/``val_``, so none collide."""
+    if history_key in _HISTORY_RENAMES:
+        return _HISTORY_RENAMES[history_key]
+    return history_key if history_key.startswith("val_") else f"train_{history_key}"
+
+
+def kept_metric(history_key: str) -> str:
+    """The fold run's metric holding ``history_key`` at the kept epoch, e.g. ``val_dice_kept``."""
+    return f"{epoch_metric_name(history_key)}_kept"
+
+
+# the artifact layout of a parent run and its fold runs (the same in an MLflow run and a LocalStore folder)
+CONFIG_ARTIFACT = "config.yaml"
+FOLDS_DIR = "folds"
+PLOTS_DIR = "plots"
+WEIGHTS_DIR = "weights"
+OOF_DIR = "oof"
+OOF_PROBS_FILE = "oof_probs.npz"
+OOF_PROBS_ARTIFACT = f"{OOF_DIR}/{OOF_PROBS_FILE}"
+SUMMARY_ARTIFACT = "summary.json"
+POSTPROCESSING_ARTIFACT = "postprocessing.json"
+MODEL_SUMMARY_ARTIFACT = "model_summary.txt"
+SUBMISSION_DIR = "submission"
+PROGRESS_ARTIFACT = f"{PLOTS_DIR}/progress.png"  # parent: every fold's curves
+SUBJECT_SCORES_ARTIFACT = f"{PLOTS_DIR}/subject_scores.png"  # parent: OOF score per subject
+GALLERY_ARTIFACT = f"{PLOTS_DIR}/gallery.png"  # parent: best and worst OOF images
+LEARNING_CURVE_ARTIFACT = f"{PLOTS_DIR}/learning_curve.png"  # fold run: its own curves
+
+
+def weights_file(fold: int) -> str:
+    """File name of fold ``fold``'s weights (Keras 3 needs the ``.weights.h5`` ending)."""
+    return f"fold_{fold}.weights.h5"
+
+
+def weights_artifact(fold: int) -> str:
+    """Artifact path of fold ``fold``'s weights on its fold run."""
+    return f"{WEIGHTS_DIR}/{weights_file(fold)}"
+
+
+def oof_fold_file(fold: int) -> str:
+    return f"oof_fold_{fold}.npz"
+
+
+def oof_fold_artifact(fold: int) -> str:
+    """Artifact path of fold ``fold``'s out-of-fold predictions on its fold run."""
+    return f"{OOF_DIR}/{oof_fold_file(fold)}"
+
+
+def fold_facts_artifact(fold: int) -> str:
+    """Artifact path of fold ``fold``'s facts (kept epoch, history, standardisation) on its fold run."""
+    return f"fold_{fold}.json"
+
+
+# Optuna trial user attributes that more than one module reads or writes
+FAIL_REASON_ATTR = "fail_reason"
+
+
+def truncated_list(values: list[str], limit: int = MAX_PARAM_LENGTH) -> str:
+    """A comma list of at most ``limit`` characters (MLflow's cap on a param value)."""
+    text = ",".join(values)
+    if len(text) <= limit:
+        return text
+    for count in range(len(values) - 1, -1, -1):
+        shortened = ",".join([*values[:count], f"... (+{len(values) - count} more)"])
+        if len(shortened) <= limit:
+            return shortened
+    raise ValueError(f"limit={limit} is too small for even the note of a cut list; pass at least 20")

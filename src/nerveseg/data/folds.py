@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from nerveseg import names
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_text
@@ -54,7 +55,7 @@ def _read_folds(path: Path, data: PreparedData, n_folds: int, seed: int) -> np.n
     try:
         saved = json.loads(path.read_text())
         assigned = {str(k): int(v) for k, v in saved["folds"].items()}
-        header = (saved["data_fingerprint"], saved["n_folds"], saved["seed"])
+        header = (saved[names.DATA_FINGERPRINT], saved["n_folds"], saved["seed"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise NervesegError(f"folds file {path} cannot be read ({err}); delete it to create the split again") from err
     if header != (data.fingerprint, n_folds, seed):
@@ -92,7 +93,7 @@ def load_or_create_folds(
         return _read_folds(path, data, n_folds, seed), path
     folds = assign() if assign is not None else make_folds(data.subjects, data.has_mask, n_folds, seed)
     content = {
-        "data_fingerprint": data.fingerprint,
+        names.DATA_FINGERPRINT: data.fingerprint,
         "n_folds": n_folds,
         "seed": seed,
         "folds": {str(i): int(f) for i, f in zip(data.ids, folds, strict=True)},

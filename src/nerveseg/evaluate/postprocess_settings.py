@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 
@@ -123,7 +124,7 @@ class PostprocessDecision:
         )
 
     @classmethod
-    def from_json(cls, values: Any, *, source: str = "postprocessing.json") -> PostprocessDecision:
+    def from_json(cls, values: Any, *, source: str = names.POSTPROCESSING_ARTIFACT) -> PostprocessDecision:
         """A decision read back; only the four settings are required (scores may be absent)."""
         settings = PostprocessSettings.from_json(values, source=source)
 

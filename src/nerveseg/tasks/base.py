@@ -1,22 +1,27 @@
 """What the pipeline asks a task (a data set with its metric and submission format), and nothing else.
 
-``cv_train.py``, ``submit.py`` and ``tune.py`` run any task through this interface: the tracked
-cross-validation (``track.cv_run``) reads the data, splits it, trains each fold and finalises the run
-by asking the task; the submission (``track.submission_run``) asks it for the post-processing and the
-file. A task object is stateless; ``nerveseg.tasks.get_task`` returns the one named by the config's
-``task`` field. The core stays free of MLflow and Optuna: a task returns plain values and track/ logs them.
+``cv_train.py``, ``submit.py`` and ``tune.py`` run any task through this interface: the cross-validation
+(``run.cross_validate``) reads the data, splits it, trains each fold and finalises by asking the task; the
+submission (``track.submission_run``) asks it for the post-processing and the file. A task object is
+stateless and thin: it wires the stages (data, train, evaluate, inference, report, submit) for one data set.
+``nerveseg.tasks.get_task`` returns the one named by the config's ``task`` field. The core stays free of
+MLflow and Optuna: a task returns plain values and the store records them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from nerveseg.config import TrainConfig
+from nerveseg.train.fold_result import FoldResult
+
+if TYPE_CHECKING:
+    import keras
 
 
 class TrainData(Protocol):
@@ -53,9 +58,8 @@ class CVFinal:
 
     ``metrics`` are the parent's flat metrics (the ranking metric among them), ``table`` the plain-text
     CV table, ``facts`` extra fields for ``summary.json``, ``tags`` extra parent tags. ``oof_ids`` /
-    ``oof_probs`` / ``oof_presence`` are saved as the run's OOF artifact. ``report`` is what a
-    task-specific report needs (nerve: ``track.cv_report.CVOutcome`` fields) or None, in which case
-    ``description`` (Markdown) becomes the run's description.
+    ``oof_probs`` / ``oof_presence`` are saved as the run's OOF artifact. ``description`` (Markdown) is the
+    run's description, ``figures`` image files kept under ``plots/`` (their names are the artifact names).
     """
 
     metrics: dict[str, float]
@@ -67,7 +71,7 @@ class CVFinal:
     facts: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     description: str = ""
-    report: Any = None
+    figures: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -103,38 +107,53 @@ class Task(Protocol):
     def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> TrainData:
         """The validated training data under ``raw_dir`` (decoded arrays may be cached in ``cache_dir``)."""
 
-    def make_folds(self, data: Any, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
+    def make_folds(self, data: TrainData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
         """The validation fold of each item and the JSON file that holds the split (written once)."""
 
-    def split_params(self, config: TrainConfig, data: Any, folds: np.ndarray, fold: int) -> dict[str, str]:
+    def split_params(self, config: TrainConfig, data: TrainData, folds: np.ndarray, fold: int) -> dict[str, str]:
         """A fold run's own params about its split (``n_train``, ``n_val``, what is held out)."""
 
     def train_fold(
         self,
         config: TrainConfig,
-        data: Any,
+        data: TrainData,
         folds: np.ndarray,
         fold: int,
         workdir: Path,
         *,
-        callbacks: Sequence[Any],
+        callbacks: Sequence[keras.callbacks.Callback],
         verbose: int,
-    ) -> Any:
+    ) -> FoldResult:
         """Train one fold -> ``train.fold.FoldResult`` (weights file, OOF probabilities, ``val_score``)."""
 
-    def build_model(self, config: TrainConfig) -> Any:
+    def build_model(self, config: TrainConfig) -> keras.Model:
         """The Keras model as trained (for the model summary artifact)."""
 
     def finalise(
-        self, config: TrainConfig, data: Any, folds: np.ndarray, results: Sequence[Any], *, progress: bool
+        self,
+        config: TrainConfig,
+        data: TrainData,
+        folds: np.ndarray,
+        results: Sequence[FoldResult],
+        *,
+        progress: bool,
+        raw_dir: Path,
+        work: Path,
     ) -> CVFinal:
-        """Score the complete CV on its OOF predictions and decide the post-processing there."""
+        """Score the complete CV on its OOF predictions, decide the post-processing there, and draw the
+        report's figures into ``work`` (``raw_dir`` holds the original images they may show)."""
 
     def decision_from_json(self, values: Any, *, source: str) -> Decision:
         """A stored ``postprocessing.json`` read back (one-line error naming ``source`` when malformed)."""
 
     def decide_postprocessing(
-        self, data: Any, rows: np.ndarray, oof_probs: np.ndarray, oof_presence: np.ndarray | None, *, progress: bool
+        self,
+        data: TrainData,
+        rows: np.ndarray,
+        oof_probs: np.ndarray,
+        oof_presence: np.ndarray | None,
+        *,
+        progress: bool,
     ) -> Decision:
         """Post-processing decided on OOF probabilities of training items ``rows`` (an ensemble's mean OOF)."""
 
@@ -154,6 +173,3 @@ class Task(Protocol):
         progress: bool,
     ) -> SubmissionFile:
         """Predict the test data with every run's fold models, post-process, write ``path`` (new) and check it."""
-
-
-TaskFactory = Callable[[], Task]

@@ -118,9 +118,7 @@ class IsbiTask:
         side = crop_side(config, config.height, config.width) if config.model == "unet" else 0
         return build_isbi_model(config, side, side)
 
-    def finalise(
-        self, config: TrainConfig, data: IsbiData, folds: np.ndarray, results: Sequence[Any], *, progress: bool
-    ) -> CVFinal:
+    def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """The challenge's metrics per fold and over folds at threshold 0.5, then the threshold and clean-up
         with the lowest OOF Rand error (decided and scored on the same OOF: optimistic)."""
         metrics, oof = isbi_oof_summary(data, folds, results)

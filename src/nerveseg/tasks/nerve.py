@@ -23,18 +23,6 @@ from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
 
 
-def truncated_list(values: list[str], limit: int = 6000) -> str:
-    """A comma list of at most ``limit`` characters (MLflow's cap on a param value)."""
-    text = ",".join(values)
-    if len(text) <= limit:
-        return text
-    for count in range(len(values) - 1, -1, -1):
-        shortened = ",".join([*values[:count], f"... (+{len(values) - count} more)"])
-        if len(shortened) <= limit:
-            return shortened
-    raise ValueError(f"limit={limit} is too small for even the note of a cut list; pass at least 20")
-
-
 class NerveTask:
     """Dice on 580x420 masks, subject-grouped folds, a run-length-encoded CSV."""
 
@@ -72,7 +60,7 @@ class NerveTask:
             names.N_TRAIN_PARAM: str(len(train_index)),
             names.N_VAL_PARAM: str(len(val_index)),
             **inner,
-            names.VAL_SUBJECTS_PARAM: truncated_list(subjects),
+            names.VAL_SUBJECTS_PARAM: names.truncated_list(subjects),
         }
 
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
@@ -85,12 +73,11 @@ class NerveTask:
 
         return build_model_from_config(config)
 
-    def finalise(
-        self, config: TrainConfig, data: Any, folds: np.ndarray, results: Sequence[Any], *, progress: bool
-    ) -> CVFinal:
-        """``summarize_cv`` (fold scores, intervals, cross-fitted post-processed score) and the
-        post-processing decided on all OOF predictions (its in-sample score is labelled optimistic)."""
+    def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
+        """``summarize_cv`` (fold scores, intervals, cross-fitted post-processed score), the post-processing
+        decided on all OOF predictions (its in-sample score is labelled optimistic) and the report."""
         from nerveseg.evaluate.postprocess import decide_postprocessing
+        from nerveseg.report.nerve_report import CVOutcome, render_cv_report
         from nerveseg.train.cv_summary import assemble_presence, format_summary_table, interval_metrics, summarize_cv
 
         summary, oof = summarize_cv(data, folds, list(results))
@@ -111,7 +98,11 @@ class NerveTask:
         table = format_summary_table(summary)
         if decision.oof_score is not None:
             table += f"\nOOF + pp in-sample (decided on the same OOF, optimistic): {decision.oof_score:.4f}"
-        return CVFinal(metrics, table, decision, data.ids, oof, presence, facts, tags, report=summary)
+        outcome = CVOutcome(config, data, results, summary, oof, decision)
+        report = render_cv_report(outcome, raw_dir=raw_dir, work=work)
+        return CVFinal(
+            metrics, table, decision, data.ids, oof, presence, facts, tags, report.description, report.figures
+        )
 
     def decision_from_json(self, values: Any, *, source: str) -> PostprocessDecision:
         return PostprocessDecision.from_json(values, source=source)

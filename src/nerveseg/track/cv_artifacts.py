@@ -12,7 +12,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from mlflow.entities import Metric, Param, Run
@@ -22,12 +21,11 @@ from mlflow.tracking import MlflowClient
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.report.plots import plot_learning_curves
+from nerveseg.run import fold_files
 from nerveseg.tasks.base import Task
-from nerveseg.tasks.nerve import truncated_list as truncated_list  # re-exported
 from nerveseg.track import schema
-from nerveseg.track.cv_parents import param_strings
-from nerveseg.track.schema import FOLD_TAG, OofArrays
-from nerveseg.train import fold as training
+from nerveseg.track.schema import FOLD_TAG
+from nerveseg.train.fold_result import FoldResult
 
 
 def model_summary(task: Task, config: TrainConfig) -> str:
@@ -36,25 +34,12 @@ def model_summary(task: Task, config: TrainConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fold_params(task: Task, config: TrainConfig, data: Any, folds: np.ndarray, fold: int) -> dict[str, str]:
-    """The fold run's params: the config's (as on the parent), the fold's seed and the task's split facts."""
-    return {
-        **param_strings(config),
-        schema.FOLD_PARAM: str(fold),
-        **task.split_params(config, data, folds, fold),
-        schema.FOLD_SEED_PARAM: str(config.seed + fold),
-    }
-
-
-def log_fold_params(
-    client: MlflowClient, run_id: str, task: Task, config: TrainConfig, data: Any, folds: np.ndarray, fold: int
-) -> None:
+def log_fold_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
     """Logged when the fold run starts, so a running or failed fold already says what it trains on."""
-    params = fold_params(task, config, data, folds, fold)
     client.log_batch(run_id, params=[Param(key, value) for key, value in params.items()])
 
 
-def kept_metrics(result: training.FoldResult) -> dict[str, float]:
+def kept_metrics(result: FoldResult) -> dict[str, float]:
     """The kept epoch (1-based) and that epoch's history values under their own names, plus ``val_score``.
 
     ``val_dice`` on a fold run is the per-epoch curve (its latest value is the last epoch);
@@ -70,7 +55,7 @@ def kept_metrics(result: training.FoldResult) -> dict[str, float]:
     return metrics
 
 
-def log_fold(client: MlflowClient, run_id: str, data: Any, result: training.FoldResult, summary: str) -> None:
+def log_fold(client: MlflowClient, run_id: str, ids: np.ndarray, result: FoldResult, summary: str) -> None:
     """The fold's kept-epoch metrics and artifacts (weights, OOF, facts, learning curve) on its run."""
     k = result.fold
     work = result.weights_path.parent
@@ -81,19 +66,9 @@ def log_fold(client: MlflowClient, run_id: str, data: Any, result: training.Fold
         weights = Path(shutil.copyfile(weights, work / schema.weights_file(k)))
     client.log_artifact(run_id, str(weights), schema.WEIGHTS_DIR)
     client.log_text(run_id, summary, schema.MODEL_SUMMARY_ARTIFACT)
-    oof = OofArrays(data.ids[result.val_index], result.oof_probs, result.oof_presence)
-    oof_path = schema.save_oof(work / schema.oof_fold_file(k), oof)
+    oof_path = fold_files.save_oof(work / schema.oof_fold_file(k), fold_files.fold_oof(ids, result))
     client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
-    facts = {
-        "fold": k,
-        "kept_epoch": result.kept_epoch,
-        "checkpoint": result.checkpoint,
-        "val_score": result.val_score,
-        "norm_mean": result.norm_mean,
-        "norm_std": result.norm_std,
-        "val_ids": data.ids[result.val_index].tolist(),
-        "history": result.history,
-    }
+    facts = fold_files.fold_facts(ids, result)
     client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.fold_facts_artifact(k))
     curve_dir = work / f"fold_{k}_plots"
     curve_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +81,7 @@ def log_fold(client: MlflowClient, run_id: str, data: Any, result: training.Fold
     client.log_artifact(run_id, str(curve), schema.PLOTS_DIR)
 
 
-def load_fold(client: MlflowClient, run: Run, data: Any, folds: np.ndarray, work: Path) -> training.FoldResult:
+def load_fold(client: MlflowClient, run: Run, ids: np.ndarray, folds: np.ndarray, work: Path) -> FoldResult:
     """A FoldResult rebuilt from a finished fold run's artifacts (trained by another call or process)."""
     k = int(run.data.tags[FOLD_TAG])
     run_id = run.info.run_id
@@ -117,31 +92,7 @@ def load_fold(client: MlflowClient, run: Run, data: Any, folds: np.ndarray, work
     except (MlflowException, OSError) as err:
         raise NervesegError(f"fold run {run_id} (fold {k}) lacks its OOF artifacts ({err}); retrain that fold") from err
     facts = json.loads(Path(facts_local).read_text())
-    oof = schema.load_oof(oof_local)
-    expected = np.flatnonzero(folds == k)
-    if not np.array_equal(oof.ids, data.ids[expected]):
-        raise NervesegError(
-            f"fold run {run_id} (fold {k}) validated other images than fold {k} of the current folds file; "
-            "the data or the split changed, start a new run"
-        )
-    return training.FoldResult(
-        fold=k,
-        val_index=expected,
-        oof_probs=oof.probs,
-        oof_presence=oof.presence,
-        history={key: list(values) for key, values in facts["history"].items()},
-        kept_epoch=int(facts["kept_epoch"]),
-        checkpoint=facts["checkpoint"],
-        weights_path=Path(f"runs:/{run_id}/{schema.weights_artifact(k)}"),
-        val_score=float(facts["val_score"]),
-        norm_mean=float(facts["norm_mean"]),
-        norm_std=float(facts["norm_std"]),
+    weights = Path(f"runs:/{run_id}/{schema.weights_artifact(k)}")
+    return fold_files.fold_result(
+        facts, fold_files.load_oof(oof_local), ids, folds, weights, source=f"fold run {run_id}"
     )
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -7,7 +7,6 @@ dead process KILLED.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,22 +16,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from nerveseg.config import TrainConfig, config_to_yaml
+from nerveseg.config import TrainConfig, config_to_yaml, param_strings
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_text
+from nerveseg.run.cross_validate import say
 from nerveseg.track import schema
 from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG
 
 STALE_RUN = "stale"  # STOPPED_TAG of a fold run found RUNNING by --resume (its process died)
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def param_strings(config: TrainConfig) -> dict[str, str]:
-    """Config params as MLflow stores them (strings), for comparing a run's params with a config."""
-    return {key: str(value) for key, value in config.to_params().items()}
 
 
 # ------------------------------------------------------------------------------------- parent runs

@@ -55,7 +55,7 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
         ) from err
 
 
-TASK_PARAM = "params.task"  # the config field; runs from before it existed are nerve runs
+TASK_PARAM = f"params.{schema.TASK_PARAM}"  # runs from before the field existed are nerve runs
 
 
 def best_cv_run(

@@ -96,7 +96,7 @@ def _submission_params(sub: _Written) -> dict[str, Any]:
     return {
         "run_ids": ",".join(r.run_id for r in sub.runs),
         "run_names": ",".join(r.name for r in sub.runs),
-        "task": sub.runs[0].config.task,
+        schema.TASK_PARAM: sub.runs[0].config.task,
         "n_models": sum(len(r.weights_paths) for r in sub.runs),
         "tta": sub.tta,
         "batch_size": sub.batch_size,
@@ -137,7 +137,7 @@ def _log_submission_run(client: MlflowClient, sub: _Written) -> str:
         client.log_batch(
             run_id,
             metrics=[Metric(k, v, now, 0) for k, v in _submission_metrics(sub).items()],
-            params=[Param(k, str(v)[:6000]) for k, v in _submission_params(sub).items()],
+            params=[Param(k, str(v)[: schema.MAX_PARAM_LENGTH]) for k, v in _submission_params(sub).items()],
         )
         client.log_artifact(run_id, str(path), schema.SUBMISSION_DIR)
         client.log_dict(run_id, sub.decision.to_json(), POSTPROCESSING_ARTIFACT)
@@ -163,7 +163,7 @@ def _check_inputs(run_id: str | None, run_ids: list[str] | None, batch_size: int
 def _runs_task(client: MlflowClient, run_ids: list[str], raw_dir: Path, test_masks_dir: Path | None) -> Task:
     """The one task of the runs (their ``task`` param; runs older than it are nerve runs), with its checks
     of the options and the test data, before anything is downloaded. A mix of tasks cannot be ensembled."""
-    tasks = {run_id: get_run(client, run_id).data.params.get("task", "nerve") for run_id in run_ids}
+    tasks = {run_id: get_run(client, run_id).data.params.get(schema.TASK_PARAM, "nerve") for run_id in run_ids}
     if len(set(tasks.values())) > 1:
         raise NervesegError(
             f"the runs belong to different tasks ({', '.join(f'{k}={v}' for k, v in tasks.items())}); "

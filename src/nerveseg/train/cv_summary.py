@@ -123,9 +123,9 @@ def _postprocessed_fields(
     )
     interval = bootstrap_mean_interval(crossfit.per_image, data.subjects[covered])
     return {
-        "oof_score_postprocessed": crossfit.score,
-        "oof_score_postprocessed_ci_low": interval.low,
-        "oof_score_postprocessed_ci_high": interval.high,
+        cv_names.OOF_SCORE_POSTPROCESSED: crossfit.score,
+        cv_names.OOF_SCORE_POSTPROCESSED_CI_LOW: interval.low,
+        cv_names.OOF_SCORE_POSTPROCESSED_CI_HIGH: interval.high,
     }
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nerveseg.config import CheckpointRule, TrainConfig
+from nerveseg.config import TrainConfig
 from nerveseg.data.audit import contradictory_ids
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
@@ -37,6 +36,7 @@ from nerveseg.inference.ensemble import predict_probs
 from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import build_model_from_config, set_standardization
 from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
+from nerveseg.train.fold_result import FoldResult
 from nerveseg.train.input_pipeline import make_dataset, steps_per_epoch
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
@@ -46,27 +46,6 @@ _RENAMES = {"mask_dice": "dice", "val_mask_dice": "val_dice"}
 
 class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite; tuning marks such a trial as failed."""
-
-
-@dataclass
-class FoldResult:
-    """What one fold leaves behind; ``kept_epoch`` is 1-based (``history[k][kept_epoch - 1]``).
-
-    ``history``'s ``val_*`` values are on the scored fold, except with ``checkpoint="inner"``,
-    where they are on the inner split that chose the epoch.
-    """
-
-    fold: int
-    val_index: np.ndarray  # positions in the PreparedData of the held-out images
-    oof_probs: np.ndarray  # (n, h, w) float32
-    oof_presence: np.ndarray | None  # (n,) float32 when the model has a presence head
-    history: dict[str, list[float]]  # exactly HISTORY_KEYS, one value per epoch
-    kept_epoch: int  # the epoch whose weights were kept, chosen by ``checkpoint``
-    weights_path: Path
-    val_score: float  # competition score at 580x420, threshold 0.5
-    norm_mean: float
-    norm_std: float
-    checkpoint: CheckpointRule = "best_val"  # "best_val" chose kept_epoch on the scored fold: optimistic
 
 
 class EpochLogs(keras.callbacks.Callback):

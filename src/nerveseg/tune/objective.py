@@ -1,13 +1,14 @@
 """The study's objective: a trial is the base config with sampled overrides, cross-validated by
-:func:`nerveseg.track.cv_run.run_cv`; fold scores go to the pruner, failures get a one-line reason,
-and Ctrl-C (also when Keras re-raised it as SystemError) stops the worker without counting the trial."""
+:func:`nerveseg.run.cross_validate.cross_validate` (MLflow store); fold scores go to the pruner, failures get a
+one-line reason, and Ctrl-C (also when Keras re-raised it as SystemError) stops the worker without counting
+the trial."""
 
 from __future__ import annotations
 
 import math
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,8 @@ import optuna
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError, is_interruption
+from nerveseg.names import FAIL_REASON_ATTR
+from nerveseg.run.store import CVObserver
 from nerveseg.tasks import get_task
 from nerveseg.tune.search_space import SearchSpace
 from nerveseg.tune.storage import (
@@ -37,8 +40,8 @@ from nerveseg.tune.study_tracker import (
 ReportMode = Literal["running_mean", "per_fold"]
 
 
-class PruningListener:
-    """The ``listener`` of ``experiment.run_cv`` for a trial: reports fold scores to Optuna and prunes between folds.
+class PruningListener(CVObserver):
+    """The observer of a trial's ``cross_validate``: reports fold scores to Optuna and prunes between folds.
 
     Steps are fold indices. With the median pruner the reported value is the running mean of the
     folds done so far (an estimate of the final objective that pruners can compare across trials
@@ -50,13 +53,11 @@ class PruningListener:
     """
 
     def __init__(self, trial: optuna.Trial, n_folds: int, mode: ReportMode = "running_mean") -> None:
+        super().__init__()
         self.trial = trial
         self.n_folds = n_folds
         self.mode = mode
         self.scores: dict[int, float] = {}
-
-    def on_epoch_end(self, fold: int, epoch: int, logs: Mapping[str, float]) -> None:
-        """Nothing to do per epoch (see class docstring)."""
 
     def on_fold_end(self, fold: int, score: float) -> None:
         self.scores[fold] = float(score)
@@ -122,7 +123,7 @@ class CVObjective:
             config = self.trial_config(trial)
             listener = PruningListener(trial, n_folds=config.folds, mode=self.report_mode)
             dirs = {"raw_dir": self.raw_dir, "cache_dir": self.cache_dir, "folds_dir": self.folds_dir}
-            result = run_cv(config, **dirs, listener=listener, parent_tags=tags, nested_under=self.study_run_id,
+            result = run_cv(config, **dirs, observers=[listener], parent_tags=tags, nested_under=self.study_run_id,
                             progress=self.progress, settings=self.mlflow_settings)  # fmt: skip
             trial.set_user_attr(STUDY_RUN_ATTR, result.parent_run_id)
             if result.final is None:
@@ -135,7 +136,7 @@ class CVObjective:
             self._record_run(trial)
             raise
         except (Exception, KeyboardInterrupt) as err:
-            trial.set_user_attr("fail_reason", describe_failure(err))
+            trial.set_user_attr(FAIL_REASON_ATTR, describe_failure(err))
             self._record_run(trial)
             if is_interruption(err):
                 # not counted against --trials; Optuna marks the trial FAIL and re-raises, so the worker stops

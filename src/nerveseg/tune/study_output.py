@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial
 
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.io_utils import atomic_write_text
+from nerveseg.names import FAIL_REASON_ATTR
 from nerveseg.paths import EXPERIMENTS_DIR
 from nerveseg.tasks import get_task
 from nerveseg.tune.study_tracker import STUDY_RUN_ATTR, best_trial
@@ -26,8 +27,8 @@ def format_trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
     line = f"trial {trial.number:>3} {trial.state.name:<8} value={value} {{{params}}}"
     best = best_trial(study)
     line += f" | best {best.value:.4f} (trial {best.number})" if best is not None else " | best -"
-    if "fail_reason" in trial.user_attrs:
-        line += f" | {trial.user_attrs['fail_reason'][:200]}"
+    if FAIL_REASON_ATTR in trial.user_attrs:
+        line += f" | {trial.user_attrs[FAIL_REASON_ATTR][:200]}"
     return line
 
 

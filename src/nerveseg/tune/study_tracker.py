@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nerveseg.errors import NervesegError
+from nerveseg.names import FAIL_REASON_ATTR
 from nerveseg.track.schema import CV_RUN, DESCRIPTION_TAG, RUN_TYPE_TAG, children_filter
 from nerveseg.tune.storage import (
     StudyLock,
@@ -112,8 +113,8 @@ class StudyTracker:
             self.client.set_tag(run_id, TRIAL_STATE_TAG, state)
             if trial.value is not None:
                 self.client.log_metric(run_id, "trial_value", float(trial.value))
-            if "fail_reason" in trial.user_attrs:
-                self.client.set_tag(run_id, FAIL_REASON_TAG, trial.user_attrs["fail_reason"])
+            if FAIL_REASON_ATTR in trial.user_attrs:
+                self.client.set_tag(run_id, FAIL_REASON_TAG, trial.user_attrs[FAIL_REASON_ATTR])
         if trial.state == TrialState.COMPLETE:
             # Under the lock, re-read the best: two workers finishing together must not leave an older best.
             with self.lock:

@@ -1,6 +1,6 @@
-"""The parent run answers "how good, and why" at a glance: its description and its figures.
+"""A nerve CV answers "how good, and why" at a glance: its description and its figures.
 
-A finished cross-validation's parent run gets
+A finished cross-validation's parent (MLflow run or LocalStore folder) gets
 - a description (``mlflow.note.content``, shown on the run page and in the runs table) holding the CV table
   from :func:`nerveseg.report.markdown.cv_markdown`: fold scores with their kept epochs, mean, interval, OOF,
   all-empty baseline, post-processed score, checkpoint rule, and the error breakdown;
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mlflow.tracking import MlflowClient
 
+from nerveseg import names
 from nerveseg.config import TrainConfig
 from nerveseg.data.cache import PreparedData
 from nerveseg.data.raw import index_train, read_image
@@ -36,7 +36,6 @@ from nerveseg.report.gallery import (
 )
 from nerveseg.report.markdown import cv_markdown
 from nerveseg.report.plots import plot_progress
-from nerveseg.track import schema
 from nerveseg.train import fold as training
 from nerveseg.train.cv_summary import CVSummary
 
@@ -98,8 +97,8 @@ def describe(outcome: CVOutcome, breakdown_line: str = "") -> str:
     if breakdown_line:
         notes.append(f"errors (raw OOF, threshold {THRESHOLD}): {breakdown_line}")
     notes.append(
-        f"plots: {schema.PROGRESS_ARTIFACT} (all folds), {schema.SUBJECT_SCORES_ARTIFACT}, {schema.GALLERY_ARTIFACT}; "
-        f"each fold run has its own {schema.LEARNING_CURVE_ARTIFACT}"
+        f"plots: {names.PROGRESS_ARTIFACT} (all folds), {names.SUBJECT_SCORES_ARTIFACT}, {names.GALLERY_ARTIFACT}; "
+        f"each fold run has its own {names.LEARNING_CURVE_ARTIFACT}"
     )
     rule = summary.checkpoint + (" (OPTIMISTIC: each fold kept the epoch that scored best on it)"
                                  if summary.optimistic else "")  # fmt: skip
@@ -137,32 +136,38 @@ def gallery(outcome: CVOutcome, scores: np.ndarray, raw_dir: Path, path: Path, b
     )
 
 
-def log_cv_report(client: MlflowClient, run_id: str, outcome: CVOutcome, *, raw_dir: Path, work: Path) -> None:
-    """Set the parent's description and log its progress, per-subject and gallery figures."""
+@dataclass(frozen=True)
+class CVReport:
+    """The parent's Markdown description and its figure files (their names are the artifact names)."""
+
+    description: str
+    figures: tuple[Path, ...]
+
+
+def render_cv_report(outcome: CVOutcome, *, raw_dir: Path, work: Path) -> CVReport:
+    """The description and the progress, per-subject and gallery figures, drawn into ``work/parent_plots``."""
     data, name = outcome.data, outcome.config.name
     plots = work / "parent_plots"
     plots.mkdir(parents=True, exist_ok=True)
     scores = training.full_resolution_dice(data, np.arange(len(data)), outcome.oof, THRESHOLD)
     breakdown_line = format_breakdown(error_breakdown(data.has_mask, predicted_nonempty(outcome.oof), scores))
-    client.set_tag(run_id, schema.DESCRIPTION_TAG, describe(outcome, breakdown_line))
-    figures = [
+    figures = (
         plot_progress(
             {r.fold: r.history for r in outcome.results},
             {r.fold: r.kept_epoch for r in outcome.results},
-            plots / Path(schema.PROGRESS_ARTIFACT).name,
+            plots / Path(names.PROGRESS_ARTIFACT).name,
             title=f"{name}: every fold (star: kept epoch)",
         ),
         plot_subject_scores(
             data.subjects,
             scores,
             (~data.has_mask).astype(np.float64),
-            plots / Path(schema.SUBJECT_SCORES_ARTIFACT).name,
+            plots / Path(names.SUBJECT_SCORES_ARTIFACT).name,
             title=f"{name}: OOF score per subject",
         ),
-        gallery(outcome, scores, raw_dir, plots / Path(schema.GALLERY_ARTIFACT).name, breakdown_line),
-    ]
-    for figure in figures:
-        client.log_artifact(run_id, str(figure), schema.PLOTS_DIR)
+        gallery(outcome, scores, raw_dir, plots / Path(names.GALLERY_ARTIFACT).name, breakdown_line),
+    )
+    return CVReport(describe(outcome, breakdown_line), figures)
 
 
-__all__ = ["CVOutcome", "describe", "gallery", "log_cv_report", "predicted_nonempty"]
+__all__ = ["CVOutcome", "CVReport", "describe", "gallery", "predicted_nonempty", "render_cv_report"]

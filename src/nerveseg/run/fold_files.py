@@ -1,0 +1,108 @@
+"""The files a trained fold leaves, in every store alike: its OOF predictions (``.npz``) and its facts (JSON).
+
+A fold trained by another process or machine, or before an interruption, is rebuilt from these two files and
+its weights, so no fold is ever trained twice. ``MlflowStore`` logs them as run artifacts, ``LocalStore`` keeps
+them in a folder; both read them back with :func:`fold_result`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nerveseg.errors import NervesegError
+from nerveseg.io_utils import atomic_save_npz
+from nerveseg.train.fold_result import FoldResult
+
+
+@dataclass(frozen=True)
+class OofArrays:
+    """What an OOF ``.npz`` holds: image ids, model-size probabilities (n, h, w), optional presence (n,)."""
+
+    ids: np.ndarray
+    probs: np.ndarray
+    presence: np.ndarray | None = None
+
+
+def save_oof(path: Path, oof: OofArrays) -> Path:
+    """Write ``oof`` atomically as ``ids``, ``probs`` and (when known) ``presence``."""
+    arrays = {"ids": oof.ids, "probs": oof.probs}
+    if oof.presence is not None:
+        arrays["presence"] = oof.presence
+    atomic_save_npz(path, **arrays)
+    return path
+
+
+def load_oof(path: Path | str) -> OofArrays:
+    """Read an OOF ``.npz`` (fold or whole CV); a trailing channel axis and an unusable presence are dropped."""
+    with np.load(path, allow_pickle=False) as saved:
+        ids = saved["ids"].astype(str)
+        probs = saved["probs"].astype(np.float32)
+        presence = saved["presence"] if "presence" in saved.files else None
+    if probs.ndim == 4:
+        probs = probs[..., 0]
+    if presence is not None and (presence.size == 0 or presence.dtype.kind not in "fiu"):
+        presence = None
+    return OofArrays(ids, probs, None if presence is None else presence.reshape(-1).astype(np.float32))
+
+
+def fold_oof(ids: np.ndarray, result: FoldResult) -> OofArrays:
+    """The fold's held-out predictions with the ids of its images (``ids``: the training data's ids)."""
+    return OofArrays(ids[result.val_index], result.oof_probs, result.oof_presence)
+
+
+def fold_facts(ids: np.ndarray, result: FoldResult) -> dict[str, Any]:
+    """What a fold's JSON holds besides its arrays: the kept epoch, its rule, the score, the history."""
+    return {
+        "fold": result.fold,
+        "kept_epoch": result.kept_epoch,
+        "checkpoint": result.checkpoint,
+        "val_score": result.val_score,
+        "norm_mean": result.norm_mean,
+        "norm_std": result.norm_std,
+        "val_ids": ids[result.val_index].tolist(),
+        "history": result.history,
+    }
+
+
+def fold_result(
+    facts: dict[str, Any], oof: OofArrays, ids: np.ndarray, folds: np.ndarray, weights_path: Path, *, source: str
+) -> FoldResult:
+    """A FoldResult rebuilt from a fold's facts and OOF file, after checking it validated fold k of ``folds``."""
+    k = int(facts["fold"])
+    expected = np.flatnonzero(folds == k)
+    if not np.array_equal(oof.ids, ids[expected]):
+        raise NervesegError(
+            f"{source} (fold {k}) validated other images than fold {k} of the current folds file; "
+            "the data or the split changed, start a new run"
+        )
+    return FoldResult(
+        fold=k,
+        val_index=expected,
+        oof_probs=oof.probs,
+        oof_presence=oof.presence,
+        history={key: list(values) for key, values in facts["history"].items()},
+        kept_epoch=int(facts["kept_epoch"]),
+        checkpoint=facts["checkpoint"],
+        weights_path=weights_path,
+        val_score=float(facts["val_score"]),
+        norm_mean=float(facts["norm_mean"]),
+        norm_std=float(facts["norm_std"]),
+    )
+
+
+def json_text(values: Any) -> str:
+    """``values`` as the stores' JSON files hold them (numpy scalars and arrays as plain numbers and lists)."""
+    return json.dumps(values, indent=1, default=_plain) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

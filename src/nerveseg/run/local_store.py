@@ -1,0 +1,168 @@
+"""``LocalStore``: a cross-validation kept in one folder, with the files an MLflow parent and its folds hold.
+
+For benchmarks, tests and users without a tracking store: ``cross_validate(config, paths, LocalStore(dir))``.
+The folder holds ``parent.json`` (status, params, data fingerprint, folds file hash), ``config.yaml``,
+``folds/<file>``, one ``fold_<k>/`` per fold (``weights/``, ``oof/``, ``fold_<k>.json``, ``status``) and, once
+finished, ``metrics.json``, ``summary.json``, ``postprocessing.json``, ``description.md``, ``oof/`` and
+``plots/``. A folder whose CV is unfinished is continued (finished folds are kept, never retrained); a finished
+one, or one made with other params, data or split, is refused. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nerveseg import names
+from nerveseg.config import TrainConfig, config_to_yaml, param_strings
+from nerveseg.errors import NervesegError
+from nerveseg.io_utils import atomic_write_text, sha256_file
+from nerveseg.run import fold_files
+from nerveseg.run.store import CVObserver, OpenedCV
+from nerveseg.tasks.base import CVFinal
+from nerveseg.train.fold_result import FoldResult
+
+PARENT_FILE = "parent.json"
+METRICS_FILE = "metrics.json"
+DESCRIPTION_FILE = "description.md"
+STATUS_FILE = "status"
+RUNNING, FINISHED, KILLED, FAILED = "RUNNING", "FINISHED", "KILLED", "FAILED"
+
+
+class LocalStore:
+    """One cross-validation in ``root`` (created when missing)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._cv: OpenedCV | None = None
+
+    @property
+    def parent_id(self) -> str:
+        return self.root.name
+
+    def begin(self, config: TrainConfig, requested: Sequence[int]) -> list[int]:
+        parent = self._read_parent()
+        if parent is not None:
+            if parent["status"] == FINISHED:
+                raise NervesegError(
+                    f"{self.root} holds a FINISHED cross-validation and is never modified; pick a new folder"
+                )
+            differences = sorted(k for k, v in param_strings(config).items() if parent["params"].get(k) != v)
+            if differences:
+                raise NervesegError(
+                    f"{self.root} holds a cross-validation with other settings ({', '.join(differences)}); "
+                    "use the same config or a new folder"
+                )
+        done = self.finished_folds()
+        return [k for k in requested if k not in done]
+
+    def open(self, cv: OpenedCV) -> None:
+        self._cv = cv
+        folds_sha = sha256_file(cv.folds_file)
+        parent = self._read_parent()
+        if parent is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.root / names.CONFIG_ARTIFACT, config_to_yaml(cv.config))
+            (self.root / names.FOLDS_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(cv.folds_file, self.root / names.FOLDS_DIR / cv.folds_file.name)
+        elif (parent[names.DATA_FINGERPRINT], parent["folds_sha256"]) != (cv.data.fingerprint, folds_sha):
+            raise NervesegError(f"{self.root} was trained on other data or another split; use a new folder")
+        self._write_parent(cv.config, cv.data.fingerprint, folds_sha, RUNNING)
+
+    def observers(self) -> Sequence[CVObserver]:
+        return ()  # the history is kept with each fold's facts
+
+    def start_fold(self, fold: int, params: Mapping[str, str]) -> str:
+        folder = self._fold_dir(fold)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "params.json", fold_files.json_text(dict(params)))
+        atomic_write_text(folder / STATUS_FILE, RUNNING)
+        return str(folder)
+
+    def save_fold(self, result: FoldResult) -> None:
+        cv, k = self._opened(), result.fold
+        folder = self._fold_dir(k)
+        (folder / names.WEIGHTS_DIR).mkdir(exist_ok=True)
+        (folder / names.OOF_DIR).mkdir(exist_ok=True)
+        weights = folder / names.weights_artifact(k)
+        shutil.copyfile(result.weights_path, weights.with_suffix(".tmp"))
+        weights.with_suffix(".tmp").replace(weights)
+        fold_files.save_oof(folder / names.oof_fold_artifact(k), fold_files.fold_oof(cv.data.ids, result))
+        atomic_write_text(
+            folder / names.fold_facts_artifact(k), fold_files.json_text(fold_files.fold_facts(cv.data.ids, result))
+        )
+        atomic_write_text(folder / STATUS_FILE, FINISHED)
+
+    def finished_folds(self) -> set[int]:
+        done = set()
+        for status in self.root.glob(f"fold_*/{STATUS_FILE}"):
+            if status.read_text() == FINISHED:
+                done.add(int(status.parent.name.removeprefix("fold_")))
+        return done
+
+    def is_finalised(self) -> bool:
+        parent = self._read_parent()
+        return parent is not None and parent["status"] == FINISHED
+
+    def load_fold(self, fold: int) -> FoldResult:
+        cv, folder = self._opened(), self._fold_dir(fold)
+        facts = json.loads((folder / names.fold_facts_artifact(fold)).read_text())
+        oof = fold_files.load_oof(folder / names.oof_fold_artifact(fold))
+        weights = folder / names.weights_artifact(fold)
+        return fold_files.fold_result(facts, oof, cv.data.ids, cv.folds, weights, source=str(folder))
+
+    def finalise(self, final: CVFinal, facts: Mapping[str, Any]) -> None:
+        cv = self._opened()
+        (self.root / names.OOF_DIR).mkdir(exist_ok=True)
+        oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
+        fold_files.save_oof(self.root / names.OOF_PROBS_ARTIFACT, oof)
+        atomic_write_text(
+            self.root / METRICS_FILE, fold_files.json_text({k: float(v) for k, v in final.metrics.items()})
+        )
+        atomic_write_text(self.root / names.SUMMARY_ARTIFACT, fold_files.json_text(dict(facts)))
+        atomic_write_text(self.root / names.POSTPROCESSING_ARTIFACT, fold_files.json_text(final.decision.to_json()))
+        atomic_write_text(self.root / DESCRIPTION_FILE, final.description)
+        if final.figures:
+            (self.root / names.PLOTS_DIR).mkdir(exist_ok=True)
+            for figure in final.figures:
+                shutil.copyfile(figure, self.root / names.PLOTS_DIR / Path(figure).name)
+        parent = self._read_parent() or {}
+        self._write_parent(cv.config, cv.data.fingerprint, parent.get("folds_sha256", ""), FINISHED)
+
+    def stop(self, err: BaseException, *, on_purpose: bool) -> None:
+        status = KILLED if on_purpose else FAILED
+        for folder in self.root.glob("fold_*"):
+            marker = folder / STATUS_FILE
+            if marker.is_file() and marker.read_text() == RUNNING:
+                atomic_write_text(marker, status)
+        parent = self._read_parent()
+        if parent is not None and parent["status"] != FINISHED:
+            parent.update(status=status, error=f"{type(err).__name__}: {err}"[:500])
+            atomic_write_text(self.root / PARENT_FILE, fold_files.json_text(parent))
+
+    # ---------------------------------------------------------------------------------------- helpers
+
+    def _opened(self) -> OpenedCV:
+        if self._cv is None:
+            raise RuntimeError("LocalStore: call open() first")
+        return self._cv
+
+    def _fold_dir(self, fold: int) -> Path:
+        return self.root / f"fold_{fold}"
+
+    def _read_parent(self) -> dict[str, Any] | None:
+        path = self.root / PARENT_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _write_parent(self, config: TrainConfig, fingerprint: str, folds_sha: str, status: str) -> None:
+        parent = {
+            "status": status,
+            "name": config.name,
+            "params": param_strings(config),
+            names.DATA_FINGERPRINT: fingerprint,
+            "folds_sha256": folds_sha,
+        }
+        atomic_write_text(self.root / PARENT_FILE, fold_files.json_text(parent))

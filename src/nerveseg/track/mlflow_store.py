@@ -1,0 +1,206 @@
+"""``MlflowStore``: a cross-validation kept as MLflow runs, one parent (named after the config) and a child per fold.
+
+The ``RunStore`` behind ``cv_train.py`` and every Optuna trial. Folds may be trained in one process, spread over
+processes or machines (``fold=k`` with ``parent_run_id``), or continued after an interruption (``resume=True``,
+which also marks fold runs left RUNNING by a dead process KILLED). Whichever process finishes the last fold
+finalises the parent from the fold runs' artifacts.
+
+Runs are written with ``MlflowClient`` and explicit run ids, never through MLflow's global "active run", so
+tune's own study run and several folds in one process cannot get mixed up. A FINISHED run is never written again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mlflow.entities import Metric, Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+
+from nerveseg.config import TrainConfig
+from nerveseg.errors import NervesegError, is_interruption
+from nerveseg.io_utils import sha256_file
+from nerveseg.run import fold_files
+from nerveseg.run.cross_validate import say
+from nerveseg.run.store import CVObserver, OpenedCV
+from nerveseg.tasks import get_task
+from nerveseg.tasks.base import CVFinal
+from nerveseg.track import cv_artifacts, cv_parents, schema
+from nerveseg.track.fold_logging import EpochLogger
+from nerveseg.track.provenance import environment_tags
+from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG
+from nerveseg.track.store import MlflowSettings, load_mlflow_settings, setup_mlflow
+from nerveseg.train.fold_result import FoldResult
+
+
+class MlflowStore:
+    """One cross-validation's parent and fold runs in the tracking store that ``settings`` names.
+
+    ``parent_run_id`` joins an unfinished parent (same params, data and folds file); ``resume`` skips folds whose
+    run FINISHED and, without ``parent_run_id``, picks the newest unfinished parent of this config.
+    ``nested_under`` makes the parent a child of that run (tune's study run); ``parent_tags`` go on a new parent.
+    """
+
+    def __init__(
+        self,
+        settings: MlflowSettings | None = None,
+        *,
+        parent_run_id: str | None = None,
+        resume: bool = False,
+        nested_under: str | None = None,
+        parent_tags: Mapping[str, str] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._join, self._resume, self._nested_under = parent_run_id, resume, nested_under
+        self._parent_tags = dict(parent_tags or {})
+        self._progress = progress
+        self._parent: Run | None = None
+        self._fold_runs: dict[int, str] = {}
+        self._open_fold: str | None = None
+        self._summary_text = ""
+
+    # ------------------------------------------------------------------------------ the RunStore protocol
+
+    @property
+    def parent_id(self) -> str:
+        if self._parent is None:
+            raise RuntimeError("MlflowStore.parent_id is known only after open()")
+        return self._parent.info.run_id
+
+    @property
+    def experiment_id(self) -> str:
+        return self._experiment_id
+
+    def begin(self, config: TrainConfig, requested: Sequence[int]) -> list[int]:
+        self.settings = settings = self.settings or load_mlflow_settings()
+        self.client, self._experiment_id = self._tracking(settings)
+        self._config = config
+        self._one_fold = list(requested) != list(range(config.folds))
+        parent, to_train = cv_parents.choose_parent(
+            self.client, self._experiment_id, config, list(requested), self._join, self._resume, self._nested_under
+        )
+        if parent is not None:
+            self._experiment_id = parent.info.experiment_id  # a parent named by id may live in another experiment
+        self._parent, self._to_train = parent, to_train
+        return to_train
+
+    def open(self, cv: OpenedCV) -> None:
+        """Create the parent run, or check that the data matches the one being joined and set it RUNNING."""
+        self._cv, self._env_tags = cv, environment_tags()
+        folds_sha = sha256_file(cv.folds_file)
+        if self._parent is None:
+            self._parent = self._create_parent(cv, folds_sha)
+        else:
+            self._rejoin_parent(cv, folds_sha)
+        task = get_task(cv.config.task)
+        self._summary_text = cv_artifacts.model_summary(task, cv.config) if self._to_train else ""
+
+    def observers(self) -> Sequence[CVObserver]:
+        return [EpochLogger(self.client, self._fold_runs.__getitem__)]
+
+    def start_fold(self, fold: int, params: Mapping[str, str]) -> str:
+        tags = {RUN_TYPE_TAG: schema.FOLD_RUN, FOLD_TAG: str(fold), PARENT_TAG: self.parent_id, **self._env_tags}
+        run_id = self.client.create_run(
+            self._experiment_id, run_name=f"fold_{fold}", tags=resolve_tags(tags)
+        ).info.run_id
+        self._fold_runs[fold], self._open_fold = run_id, run_id
+        cv_artifacts.log_fold_params(self.client, run_id, dict(params))
+        return run_id
+
+    def save_fold(self, result: FoldResult) -> None:
+        run_id = self._fold_runs[result.fold]
+        cv_artifacts.log_fold(self.client, run_id, self._cv.data.ids, result, self._summary_text)
+        self.client.set_terminated(run_id, "FINISHED")
+        self._open_fold = None
+
+    def finished_folds(self) -> set[int]:
+        return set(self._finished_fold_runs())
+
+    def is_finalised(self) -> bool:
+        return self.client.get_run(self.parent_id).info.status == "FINISHED"
+
+    def load_fold(self, fold: int) -> FoldResult:
+        run = self._finished_fold_runs()[fold]
+        return cv_artifacts.load_fold(self.client, run, self._cv.data.ids, self._cv.folds, self._cv.work)
+
+    def finalise(self, final: CVFinal, facts: Mapping[str, Any]) -> None:
+        """The task's summary of a complete cross-validation logged on the parent, which is then FINISHED."""
+        client, run_id, work = self.client, self.parent_id, self._cv.work
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.metrics.items()])
+        for key, value in final.tags.items():
+            client.set_tag(run_id, key, value)
+        oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
+        oof_path = fold_files.save_oof(work / schema.OOF_PROBS_FILE, oof)
+        client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
+        client.log_text(run_id, fold_files.json_text(facts), schema.SUMMARY_ARTIFACT)
+        client.log_text(run_id, fold_files.json_text(final.decision.to_json()), schema.POSTPROCESSING_ARTIFACT)
+        client.set_tag(run_id, schema.DESCRIPTION_TAG, final.description)
+        for figure in final.figures:
+            client.log_artifact(run_id, str(figure), schema.PLOTS_DIR)
+        client.set_terminated(run_id, "FINISHED")
+
+    def stop(self, err: BaseException, *, on_purpose: bool) -> None:
+        """Mark the open fold run and the parent KILLED (on purpose) or FAILED; never hides ``err``."""
+        status = "KILLED" if on_purpose else "FAILED"
+        stopper = "KeyboardInterrupt" if is_interruption(err) else type(err).__name__
+        tag = (STOPPED_TAG, stopper) if on_purpose else (ERROR_TAG, f"{type(err).__name__}: {err}"[:500])
+        runs = [self._open_fold] if self._open_fold else []
+        for run_id in [*runs, *([self.parent_id] if self._parent is not None else [])]:
+            try:
+                if self.client.get_run(run_id).info.status == "FINISHED":
+                    continue
+                self.client.set_tag(run_id, *tag)
+                self.client.set_terminated(run_id, status)
+            except Exception as log_err:  # the store may be what failed; the original error matters more
+                say(f"warning: could not mark run {run_id} {status}: {log_err}")
+        self._open_fold = None
+
+    # ---------------------------------------------------------------------------------------- helpers
+
+    def _tracking(self, settings: MlflowSettings) -> tuple[MlflowClient, str]:
+        """The client and experiment id, after checking the store (and the run to nest under) exist."""
+        experiment_id = setup_mlflow(settings)
+        client = MlflowClient(settings.tracking_uri)
+        if self._nested_under is not None:
+            try:
+                client.get_run(self._nested_under)
+            except MlflowException as err:
+                raise NervesegError(f"nested_under={self._nested_under!r} is not a run in the tracking store") from err
+        return client, experiment_id
+
+    def _create_parent(self, cv: OpenedCV, folds_sha: str) -> Run:
+        tags = {
+            RUN_TYPE_TAG: schema.CV_RUN,
+            schema.DATA_FINGERPRINT_TAG: cv.data.fingerprint,
+            schema.FOLDS_SHA_TAG: folds_sha,
+            **self._env_tags,
+            **({PARENT_TAG: self._nested_under} if self._nested_under else {}),
+            **self._parent_tags,
+        }
+        parent = cv_parents.create_parent(self.client, self._experiment_id, cv.config, tags, cv.folds_file, cv.work)
+        run_id = parent.info.run_id
+        if self._progress:
+            experiment = self.settings.experiment_name if self.settings else ""
+            say(f"MLflow parent run {run_id} ({cv.config.name}) in experiment {experiment!r}")
+        if self._one_fold:
+            say(f"train the other folds with: --fold <k> --parent-run-id {run_id}")
+        return parent
+
+    def _rejoin_parent(self, cv: OpenedCV, folds_sha: str) -> None:
+        parent = self._parent
+        run_id = parent.info.run_id
+        cv_parents.check_same_data(parent, cv.data.fingerprint, folds_sha)
+        started_at, here = parent.data.tags.get(schema.GIT_COMMIT_TAG, ""), self._env_tags[schema.GIT_COMMIT_TAG]
+        if started_at and started_at != here:
+            say(f"warning: parent run {run_id} was started at commit {started_at[:10]}, this process runs {here[:10]}")
+        if parent.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+
+    def _finished_fold_runs(self) -> dict[int, Run]:
+        assert self._parent is not None, "open() sets the parent"
+        return schema.newest_finished_fold_runs(self.client, self._parent)
