@@ -12,6 +12,8 @@ from nerveseg.model.unet import build_model_from_config
 from nerveseg.train.checkpointing import inner_split
 from nerveseg.train.fold import train_fold
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 
 @pytest.fixture(scope="module")
 def data():

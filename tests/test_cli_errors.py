@@ -108,6 +108,7 @@ def test_a_bad_config_file_is_still_blamed_on_the_file(tmp_path: Path) -> None:
         load_config(bad, epochs=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["cv_train.py", "tune.py"])
 def test_config_errors_answer_before_tensorflow_loads(script: str, tmp_path: Path) -> None:
     """The script's main is called in a fresh interpreter; TensorFlow must not have been imported."""

@@ -56,6 +56,7 @@ def trained(request: pytest.FixtureRequest, em_data: IsbiData, tmp_path_factory:
     return config, folds, result
 
 
+@pytest.mark.slow
 def test_fold_result_shapes_keys_and_last_epoch(trained, em_data: IsbiData) -> None:
     config, folds, result = trained
     assert isinstance(result, FoldResult) and result.fold == 1
@@ -73,12 +74,14 @@ def test_fold_result_shapes_keys_and_last_epoch(trained, em_data: IsbiData) -> N
     assert result.norm_std > 0 and 0 < result.norm_mean < 1
 
 
+@pytest.mark.slow
 def test_saved_weights_reproduce_the_oof_predictions(trained, em_data: IsbiData) -> None:
     config, _, result = trained
     again = predict_isbi_ensemble(config, [result.weights_path], em_data.images[result.val_index], tta=False)
     np.testing.assert_allclose(again, result.oof_probs, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tta_ensemble_is_equivariant_to_rotations_and_flips(trained, em_data: IsbiData) -> None:
     """Averaging over all 8 views makes the prediction of a rotated slice the rotated prediction."""
     config, _, result = trained

@@ -75,6 +75,7 @@ def test_dice_score_is_the_mean_over_all_images_of_all_batches() -> None:
     assert float(np_(metric.result())) == 0.0
 
 
+@pytest.mark.slow
 def test_compile_model_losses_and_schedules(tiny_config) -> None:
     model = build_unet(32, 40, depth=2, base_filters=4, presence_head=True)
     compile_model(model, tiny_config.replace(lr_schedule="cosine"), steps_per_epoch=5)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_mlflow.py"
 
@@ -32,6 +33,7 @@ def test_blank_share(tmp_path: Path) -> None:
     assert script.blank_share(tmp_path / "missing.png") == 1.0
 
 
+@pytest.mark.slow
 def test_the_real_screenshots_are_not_blank() -> None:
     script = load_script()
     for name in ("mlflow_runs", "mlflow_parent_run", "mlflow_fold_run"):

@@ -131,6 +131,7 @@ def _arrays(raw: Path, masks: Path) -> dict[str, np.ndarray]:
     return {f"{p.parent.name}/{p.name}": read(p) for p in files}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_arrays_whatever_the_workers_and_other_seeds_differ(tmp_path: Path) -> None:
     def make(name: str, seed: int, workers: int) -> dict[str, np.ndarray]:
         generate(
@@ -201,6 +202,7 @@ def test_interrupted_run_leaves_no_partial_data_set(tmp_path: Path, monkeypatch:
 # --- statistics against the real ones ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_empty_share_and_its_spread_over_subjects(stats_set: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     _, masks, subjects = stats_set
     empty = ~masks.reshape(len(masks), -1).any(axis=1)
@@ -209,6 +211,7 @@ def test_empty_share_and_its_spread_over_subjects(stats_set: tuple[np.ndarray, n
     assert per_subject.max() - per_subject.min() >= 0.4, f"per-subject empty shares too alike: {per_subject}"
 
 
+@pytest.mark.slow
 def test_masks_are_one_component_of_realistic_size_and_position(
     stats_set: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
@@ -231,6 +234,7 @@ def test_masks_are_one_component_of_realistic_size_and_position(
     assert np.median(heights) > np.median(widths), "real nerves are taller than wide"
 
 
+@pytest.mark.slow
 def test_consecutive_frames_drift_slowly(stats_set: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     images, masks, subjects = stats_set
     small = np.stack([cv2.resize(x, (80, 64), interpolation=cv2.INTER_AREA) for x in images]).astype(np.float32)
@@ -247,6 +251,7 @@ def test_consecutive_frames_drift_slowly(stats_set: tuple[np.ndarray, np.ndarray
     assert np.median(overlap) > 0.6, "the nerve moves little between consecutive frames"
 
 
+@pytest.mark.slow
 def test_global_intensity_statistics_match_the_real_images(
     stats_set: tuple[np.ndarray, np.ndarray, np.ndarray], real_sample: Path
 ) -> None:
@@ -300,6 +305,7 @@ def _load_benchmark():  # type: ignore[no-untyped-def]
     return module
 
 
+@pytest.mark.slow
 def test_intensity_threshold_baseline_is_far_from_perfect(stats_set: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     images, masks, subjects = stats_set
     baselines = _load_benchmark()

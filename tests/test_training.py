@@ -69,6 +69,7 @@ def trained(data, tmp_path_factory):
     return config, train_fold(config, data, make_folds(data), 1, workdir, verbose=0)
 
 
+@pytest.mark.slow
 def test_train_fold_result(trained, data) -> None:
     config, result = trained
     folds = make_folds(data)
@@ -92,6 +93,7 @@ def test_train_fold_result(trained, data) -> None:
     assert result.history["val_dice"][result.kept_epoch - 1] == pytest.approx(model_size_dice, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_saved_weights_reproduce_the_predictions(trained, data) -> None:
     config, result = trained
     model = build_model_from_config(config)
@@ -104,6 +106,7 @@ def test_saved_weights_reproduce_the_predictions(trained, data) -> None:
     np.testing.assert_allclose(probs_float, probs, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_nan_loss_raises_and_leaves_no_weights(data, tiny_config, tmp_path, monkeypatch) -> None:
     def nan_loss(name, smooth):
         return lambda y_true, y_pred: keras.ops.mean(y_pred, axis=(1, 2, 3)) * np.nan
@@ -126,6 +129,7 @@ class RecordThenPrune(keras.callbacks.Callback):
         raise Prune
 
 
+@pytest.mark.slow
 def test_extra_callbacks_see_stable_names_and_may_stop_the_fold(data, tiny_config, tmp_path) -> None:
     recorder = RecordThenPrune()
     config = tiny_config.replace(presence_head=True, depth=2)
@@ -136,6 +140,7 @@ def test_extra_callbacks_see_stable_names_and_may_stop_the_fold(data, tiny_confi
     assert not list(tmp_path.glob("*.h5"))
 
 
+@pytest.mark.slow
 def test_plateau_schedule_without_presence_logs_the_same_keys(data, tiny_config, tmp_path) -> None:
     config = tiny_config.replace(epochs=1, lr_schedule="plateau", depth=2)
     result = train_fold(config, data, make_folds(data), 2, tmp_path, verbose=0)

@@ -174,6 +174,7 @@ SQLITE_WORKER = exact_n_worker(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_on_sqlite_stop_at_exactly_n(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))

@@ -26,6 +26,7 @@ def test_same_seed_same_interval_and_estimate_is_the_mean() -> None:
     assert "95 % CI" in first.describe() and "20 subjects" in first.describe()
 
 
+@pytest.mark.slow
 def test_subject_interval_covers_the_truth_about_95_percent_and_image_interval_does_not() -> None:
     rng = np.random.default_rng(1)
     by_subject = by_image = 0

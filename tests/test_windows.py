@@ -35,6 +35,7 @@ def test_windows_are_centred_on_a_pixel_with_its_label() -> None:
     assert borders, "some windows should sit on the border rows, where the reflect padding matters"
 
 
+@pytest.mark.slow
 def test_balanced_sampling_and_seeding() -> None:
     images, membranes = _slices()
     _, balanced = _take(window_dataset(images, membranes, 9, batch_size=200, seed=2), 3)
@@ -72,6 +73,7 @@ def test_bad_arguments() -> None:
         window_dataset(images, membranes, 41)
 
 
+@pytest.mark.slow
 def test_windows_train_the_patch_cnn() -> None:
     """The stream has static shapes and a tiny classifier learns from it (loss falls on synthetic EM)."""
     import keras
