@@ -44,17 +44,12 @@ class NerveTask:
         return load_or_create_folds(data, config.folds, config.seed, folds_dir)
 
     def split_params(self, config: TrainConfig, data: Any, folds: np.ndarray, fold: int) -> dict[str, str]:
-        """Sizes after dropping contradictory images and the inner split (the ones train_fold makes), and
-        the held-out subjects."""
-        from nerveseg.train import fold as training
-        from nerveseg.train.checkpointing import inner_split
+        """Sizes after dropping contradictory images and the inner split (``train.fold.fold_indices``, the rows
+        ``train_fold`` trains on), and the held-out subjects."""
+        from nerveseg.train.fold import fold_indices
 
-        val_index = np.flatnonzero(folds == fold)
-        train_index = training.training_index(data, folds, fold, drop_contradictory=config.drop_contradictory)
-        inner: dict[str, str] = {}
-        if config.checkpoint == "inner":  # the same split train_fold makes (same seed)
-            train_index, inner_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
-            inner[names.N_INNER_VAL_PARAM] = str(len(inner_index))
+        val_index, train_index, monitor_index = fold_indices(config, data, folds, fold)
+        inner = {names.N_INNER_VAL_PARAM: str(len(monitor_index))} if config.checkpoint == "inner" else {}
         subjects = [str(s) for s in np.unique(data.subjects[val_index])]
         return {
             names.N_TRAIN_PARAM: str(len(train_index)),

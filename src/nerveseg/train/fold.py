@@ -224,7 +224,7 @@ def _check_inputs(config: TrainConfig, data: PreparedData, folds: np.ndarray, fo
         )
 
 
-def _fold_indices(
+def fold_indices(
     config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(validation, training, monitor) rows of fold ``fold``: the monitor set is the fold itself, or an inner
@@ -300,7 +300,7 @@ def train_fold(
     keras.backend.clear_session()
     set_op_determinism(config.deterministic)
     keras.utils.set_random_seed(config.seed + fold)
-    val_index, train_index, monitor_index = _fold_indices(config, data, folds, fold)
+    val_index, train_index, monitor_index = fold_indices(config, data, folds, fold)
     norm_mean, norm_std = standardization_stats(data.images[train_index])
 
     model = build_model_from_config(config)
