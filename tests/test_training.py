@@ -246,3 +246,18 @@ def test_assemble_presence_puts_each_folds_outputs_in_image_order() -> None:
     both = [result(0, [0, 2], [0.1, 0.3]), result(1, [1, 3], [0.2, 0.4])]
     np.testing.assert_allclose(assemble_presence(4, both), [0.1, 0.2, 0.3, 0.4])
     assert assemble_presence(4, [both[0], result(1, [1, 3], None)]) is None  # one fold without the head
+
+
+def test_a_fold_runs_params_count_the_rows_train_fold_uses(data, tiny_config) -> None:
+    from nerveseg.tasks.nerve import NerveTask
+    from nerveseg.train.fold import fold_indices
+
+    folds = make_folds(data)
+    for checkpoint in ("last", "inner"):
+        config = tiny_config.replace(checkpoint=checkpoint, inner_val_fraction=0.3)
+        val_index, train_index, monitor_index = fold_indices(config, data, folds, 1)
+        params = NerveTask().split_params(config, data, folds, 1)
+        assert params["n_train"] == str(len(train_index)) and params["n_val"] == str(len(val_index))
+        assert params.get("n_inner_val") == (str(len(monitor_index)) if checkpoint == "inner" else None)
+        assert set(params["val_subjects"].split(",")) == {str(s) for s in np.unique(data.subjects[val_index])}
+    assert len(monitor_index) > 0 and not set(monitor_index) & set(train_index)
