@@ -11,6 +11,7 @@ DEMO_TEST_MASKS ?= data/synthetic_test_masks
 DEMO_SUBJECTS ?= 16
 DEMO_IMAGES ?= 40
 DEMO_TEST ?= 120
+DEMO_SEED ?= 2016
 
 .PHONY: demo demo-isbi test lint data venv clean-demo
 
@@ -28,7 +29,7 @@ data: $(STAMP)
 		echo "using the existing data set in $(DEMO_RAW) (delete it to regenerate the synthetic demo set)"; \
 	else \
 		$(PY) src/make_synthetic.py --out $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS) \
-			--subjects $(DEMO_SUBJECTS) --images-per-subject $(DEMO_IMAGES) --test $(DEMO_TEST) --seed 2016; \
+			--subjects $(DEMO_SUBJECTS) --images-per-subject $(DEMO_IMAGES) --test $(DEMO_TEST) --seed $(DEMO_SEED); \
 	fi
 	$(PY) src/prepare_data.py --raw-dir $(DEMO_RAW) --folds 5
 
