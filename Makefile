@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 # The demo's synthetic set. Generated only when $(DEMO_RAW)/train does not exist yet.
 DEMO_RAW ?= data/raw
 DEMO_TEST_MASKS ?= data/synthetic_test_masks
-DEMO_SUBJECTS ?= 16
-DEMO_IMAGES ?= 40
-DEMO_TEST ?= 120
+DEMO_SUBJECTS ?= 24
+DEMO_IMAGES ?= 16
+DEMO_TEST ?= 160
 DEMO_SEED ?= 2016
 
 .PHONY: demo demo-isbi test lint data venv clean-demo
@@ -34,7 +34,7 @@ data: $(STAMP)
 	$(PY) src/prepare_data.py --raw-dir $(DEMO_RAW) --folds 5
 
 demo: data
-	$(PY) src/cv_train.py --folds 5 --config experiments/demo.yaml --raw-dir $(DEMO_RAW)
+	$(PY) src/cv_train.py --folds 5 --config experiments/demo.yaml --raw-dir $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS)
 	$(PY) src/submit.py --raw-dir $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS)
 	$(PY) src/score.py "$$(ls -t submissions/*.csv | head -n 1)" --masks $(DEMO_TEST_MASKS)
 

@@ -18,7 +18,7 @@ patients lies) and is expected to cover a few-subject held-out score less often;
 Size: a case must train long enough for the model to beat predicting nothing, or every rule ends
 at the all-empty score and the comparison says nothing: 10 subjects x 24 images with 8 epochs of
 batch 16 (80 steps) learned nothing (fold scores 0.02-0.05, everything emptied by post-processing).
-The defaults (12 subjects x 30 images, 8 test subjects, 3 folds, the config's epochs at batch 8) take
+The defaults (24 subjects x 16 images as in the demo, 8 test subjects, 3 folds, the config's epochs at batch 8) take
 a few minutes per case on 2 cores (each row prints its minutes; see docs/honest-cv.md for a measured
 run), so the default 10 cases fit in an hour; ``--datasets`` trades cases for time.
 
@@ -170,8 +170,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"checkpoint rules to compare, of {','.join(CHECKPOINT_RULES)} (default: the config's)",
     )
-    parser.add_argument("--subjects", type=int, default=12, help="training subjects per set")
-    parser.add_argument("--images-per-subject", type=int, default=30)
+    parser.add_argument("--subjects", type=int, default=24, help="training subjects per set")
+    parser.add_argument("--images-per-subject", type=int, default=16)
     parser.add_argument("--test-subjects", type=int, default=8, help="held-out subjects per set")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")

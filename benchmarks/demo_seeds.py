@@ -146,7 +146,7 @@ def summary_lines(rows: list[SeedRow]) -> list[str]:
     """Median [min-max] of each column over the seeds, and the issue's targets counted."""
 
     def spread(values: list[float], fmt: str = "{:.4f}") -> str:
-        return f"{fmt.format(np.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+        return f"median {fmt.format(np.median(values))}, range {fmt.format(min(values))} to {fmt.format(max(values))}"
 
     n = len(rows)
     return [
