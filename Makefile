@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed
 # The demo's synthetic set. Generated only when $(DEMO_RAW)/train does not exist yet.
 DEMO_RAW ?= data/raw
 DEMO_TEST_MASKS ?= data/synthetic_test_masks
-DEMO_SUBJECTS ?= 16
-DEMO_IMAGES ?= 40
-DEMO_TEST ?= 120
+DEMO_SUBJECTS ?= 24
+DEMO_IMAGES ?= 16
+DEMO_TEST ?= 160
+DEMO_SEED ?= 2016
 
 .PHONY: demo demo-isbi test lint data venv clean-demo
 
@@ -28,12 +29,12 @@ data: $(STAMP)
 		echo "using the existing data set in $(DEMO_RAW) (delete it to regenerate the synthetic demo set)"; \
 	else \
 		$(PY) src/make_synthetic.py --out $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS) \
-			--subjects $(DEMO_SUBJECTS) --images-per-subject $(DEMO_IMAGES) --test $(DEMO_TEST) --seed 2016; \
+			--subjects $(DEMO_SUBJECTS) --images-per-subject $(DEMO_IMAGES) --test $(DEMO_TEST) --seed $(DEMO_SEED); \
 	fi
 	$(PY) src/prepare_data.py --raw-dir $(DEMO_RAW) --folds 5
 
 demo: data
-	$(PY) src/cv_train.py --folds 5 --config experiments/demo.yaml --raw-dir $(DEMO_RAW)
+	$(PY) src/cv_train.py --folds 5 --config experiments/demo.yaml --raw-dir $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS)
 	$(PY) src/submit.py --raw-dir $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS)
 	$(PY) src/score.py "$$(ls -t submissions/*.csv | head -n 1)" --masks $(DEMO_TEST_MASKS)
 

@@ -6,6 +6,9 @@ isbi2012: pixel error, Rand error, VI per block fold), the parent run id and how
 MLflow UI. Folds can be spread over processes: ``--fold 0`` creates the parent run and prints its id,
 ``--fold k --parent-run-id ID`` trains the others; whichever finishes last finalises the run.
 ``--resume`` continues an interrupted run.
+
+The table's 95 % PI is where a held-out set of m NEW subjects may score: m is ``--predict-subjects``,
+else the subject count of ``--test-masks``' subjects.csv (the synthetic generator's), else one fold's worth.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from nerveseg.cli import one_line_errors
 from nerveseg.config import load_config
+from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
@@ -44,6 +48,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where decoded arrays are cached")
     parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where fold splits are kept")
+    parser.add_argument(
+        "--predict-subjects",
+        type=int,
+        help="the prediction interval is for a held-out set of this many new subjects (default: --test-masks'\n"
+        "subject count, else the config's predict_subjects, 0 = as many as one fold holds)",
+    )
+    parser.add_argument(
+        "--test-masks", type=Path, help="synthetic test masks folder: its subjects.csv sets --predict-subjects"
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
@@ -51,11 +64,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def predict_subjects(args: argparse.Namespace) -> int | None:
+    """m of the prediction interval: --predict-subjects, else the subjects in --test-masks' subjects.csv."""
+    if args.predict_subjects is not None or args.test_masks is None:
+        return args.predict_subjects
+    from nerveseg.data.synthetic import TEST_SUBJECTS_FILE, read_test_subjects
+
+    subject_of = read_test_subjects(args.test_masks)
+    if not subject_of:
+        raise NervesegError(
+            f"--test-masks {args.test_masks} has no {TEST_SUBJECTS_FILE} (id,subject); "
+            "pass --predict-subjects N instead"
+        )
+    return len(set(subject_of.values()))
+
+
 # NervesegError (bad input, an unreachable tracking store): one line, no traceback
 @one_line_errors(interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = load_config(args.config, folds=args.folds, epochs=args.epochs, seed=args.seed)
+    config = load_config(
+        args.config, folds=args.folds, epochs=args.epochs, seed=args.seed, predict_subjects=predict_subjects(args)
+    )
     quiet_tensorflow(args.verbose)
     # imported only now, so that --help, argument and config errors answer without loading TensorFlow and MLflow
     from nerveseg.run.cross_validate import cross_validate

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
         if not run_ids:
             raise NervesegError("--runs needs at least one run id (ID1,ID2,...)")
-    from nerveseg.track.submission_run import make_submission
+    from nerveseg.track.submission_run import make_submission, prediction_check
 
     result = make_submission(
         run_id=args.run_id,
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local test score {result.test_interval.describe()}")
     elif result.test_score is not None:
         print(f"local test score {result.test_score:.4f}")
+    if result.test_score is not None and result.cv_prediction is not None:
+        print(prediction_check(result.test_score, result.test_interval, result.cv_prediction))
     print(f"wrote {result.csv_path}")
     print(f"MLflow submission run {result.submission_run_id} under {', '.join(result.run_ids)}")
     return 0

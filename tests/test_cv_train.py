@@ -19,6 +19,7 @@ import pytest
 
 import cv_train
 from nerveseg.config import TrainConfig, config_to_yaml
+from nerveseg.errors import NervesegError
 from nerveseg.names import fold_score_metric
 from nerveseg.paths import EXPERIMENTS_DIR
 from nerveseg.run.store import CVObserver
@@ -339,3 +340,14 @@ def test_plots(tmp_path: Path) -> None:
     assert gallery.stat().st_size > 1000
     with pytest.raises(ValueError, match="as many truths, predictions and titles as images"):
         plot_gallery(images, masks, masks, ["a"], tmp_path / "g.png")
+
+
+def test_predict_subjects_comes_from_the_option_else_the_test_masks_subjects(tmp_path: Path) -> None:
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "subjects.csv").write_text("id,subject\n1,17\n2,17\n3,18\n4,19\n")
+    assert cv_train.predict_subjects(cv_train.parse_args(["--test-masks", str(masks)])) == 3
+    assert cv_train.predict_subjects(cv_train.parse_args(["--test-masks", str(masks), "--predict-subjects", "9"])) == 9
+    assert cv_train.predict_subjects(cv_train.parse_args([])) is None  # the config's value (0: one fold's worth)
+    with pytest.raises(NervesegError, match=r"subjects\.csv"):
+        cv_train.predict_subjects(cv_train.parse_args(["--test-masks", str(tmp_path)]))

@@ -88,6 +88,9 @@ def test_best_run_to_valid_scored_submission(tracked: dict, tmp_path: Path) -> N
     # the synthetic set lists its test subjects, so the interval is by subject and logged with the score
     assert result.test_interval.unit == "subject" and result.test_interval.estimate == pytest.approx(score)
     assert child.data.metrics["test_score_ci_low"] <= score <= child.data.metrics["test_score_ci_high"]
+    # the CV run's prediction interval came back from its metrics, and the submission says if it held
+    assert result.cv_prediction is not None and result.cv_prediction.new_groups >= 1
+    assert child.data.metrics["test_score_inside_pi"] == float(result.cv_prediction.contains(score))
     artifacts = {a.path for a in _client().list_artifacts(child.info.run_id, "submission")}
     assert artifacts == {f"submission/{result.csv_path.name}"}
 

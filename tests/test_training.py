@@ -12,11 +12,18 @@ import pytest
 import nerveseg.model.losses
 import nerveseg.train.fold
 from helpers import random_disc_masks
+from nerveseg import names
 from nerveseg.data.cache import PreparedData
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.model.unet import build_model_from_config, get_standardization
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
-from nerveseg.train.cv_summary import CVSummary, format_summary_table, interval_metrics, summarize_cv
+from nerveseg.train.cv_summary import (
+    CVSummary,
+    default_predict_subjects,
+    format_summary_table,
+    interval_metrics,
+    summarize_cv,
+)
 from nerveseg.train.fold import (
     HISTORY_KEYS,
     FoldResult,
@@ -224,6 +231,19 @@ def test_summary_has_intervals_crossfit_and_says_when_it_is_optimistic(data) -> 
     table = format_summary_table(summary)
     assert "OPTIMISTIC" in table and "95 % CI" in table and "cross-fitted" in table
     assert {"cv_score_ci_low", "cv_score_ci_high", "oof_score_postprocessed"} <= set(interval_metrics(summary))
+    assert summary.oof_score_postprocessed_pi_low <= summary.oof_score_postprocessed_ci_low  # the PI is wider
+    assert summary.oof_score_postprocessed_pi_high >= summary.oof_score_postprocessed_ci_high
+    assert summary.predict_subjects == default_predict_subjects(summary.n_subjects, len(results))
+    assert "95 % PI" in table and f"{summary.predict_subjects} new subject" in table
+    metrics = interval_metrics(summary)
+    assert metrics[names.PI_SUBJECTS] == summary.predict_subjects
+    assert metrics[names.OOF_SCORE_POSTPROCESSED_PI_LOW] == summary.oof_score_postprocessed_pi_low
+    wide, _ = summarize_cv(data, folds, results, predict_subjects=1)
+    narrow, _ = summarize_cv(data, folds, results, predict_subjects=1000)
+    assert wide.predict_subjects == 1 and narrow.predict_subjects == 1000
+    assert (wide.oof_score_postprocessed_pi_high - wide.oof_score_postprocessed_pi_low) > (
+        narrow.oof_score_postprocessed_pi_high - narrow.oof_score_postprocessed_pi_low
+    )
 
     for result in results:
         result.checkpoint = "last"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nerveseg.evaluate.uncertainty import bootstrap_mean_interval, interval_for_ids
+from nerveseg.evaluate.uncertainty import bootstrap_mean_interval, interval_for_ids, prediction_interval
 
 
 def clustered_scores(rng: np.random.Generator, subjects: int = 20, per_subject: int = 15, true_mean: float = 0.6):
@@ -73,3 +73,43 @@ def test_interval_for_ids_uses_subjects_only_when_every_id_has_one() -> None:
     del subject_of[1]
     assert interval_for_ids(scores, ids, subject_of).unit == "image"
     assert interval_for_ids(scores, ids, None).unit == "image"
+
+
+def test_prediction_interval_covers_the_mean_of_new_subjects_about_95_percent_and_the_ci_does_not() -> None:
+    """Draw 20 CV subjects and 8 NEW ones from one population: the PI must cover the new subjects' mean
+    about 95 % of the time; the CI of the mean (which ignores their own spread) covers it far less often."""
+    rng = np.random.default_rng(3)
+    by_pi = by_ci = 0
+    trials = 200
+    for trial in range(trials):
+        scores, groups = clustered_scores(rng)
+        new_scores, _ = clustered_scores(rng, subjects=8)
+        new_mean = float(new_scores.mean())
+        by_pi += prediction_interval(scores, groups, 8, resamples=1000, seed=trial).contains(new_mean)
+        by_ci += bootstrap_mean_interval(scores, groups, resamples=1000, seed=trial).contains(new_mean)
+    assert 0.88 <= by_pi / trials <= 0.99
+    assert by_ci / trials < 0.8
+
+
+def test_prediction_interval_narrows_towards_the_ci_as_the_new_set_grows() -> None:
+    scores, groups = clustered_scores(np.random.default_rng(4))
+    ci = bootstrap_mean_interval(scores, groups)
+    widths = [
+        prediction_interval(scores, groups, m).high - prediction_interval(scores, groups, m).low for m in (2, 8, 500)
+    ]
+    assert widths[0] > widths[1] > widths[2] > ci.high - ci.low
+    assert widths[2] == pytest.approx(ci.high - ci.low, rel=0.1)  # m -> infinity leaves the mean's uncertainty
+
+
+def test_prediction_interval_is_seeded_and_says_what_it_predicts() -> None:
+    scores, groups = clustered_scores(np.random.default_rng(5))
+    first = prediction_interval(scores, groups, 8, seed=1)
+    assert first == prediction_interval(scores, groups, 8, seed=1)
+    assert first.estimate == pytest.approx(scores.mean()) and first.new_groups == 8
+    assert "95 % PI" in first.describe() and "for 8 new subjects, from 20 subjects" in first.describe()
+
+
+@pytest.mark.parametrize("new_groups", [0, -1, 2.5, True])
+def test_prediction_interval_refuses_a_bad_count_of_new_subjects(new_groups) -> None:
+    with pytest.raises(ValueError, match="new_groups"):
+        prediction_interval(np.zeros(4), np.array([0, 0, 1, 1]), new_groups)

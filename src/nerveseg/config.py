@@ -81,6 +81,9 @@ class TrainConfig:
     # cross-validation
     folds: int = 5
     seed: int = 42
+    # the CV's prediction interval is for the mean score on this many NEW subjects (a held-out set, a
+    # leaderboard); 0 = as many as one fold holds. cv_train sets it from --test-masks' subjects.csv.
+    predict_subjects: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -117,6 +120,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "steps_per_epoch": (0, 1_000_000),
     "folds": (2, 100),
     "seed": (0, 2**32 - 1),
+    "predict_subjects": (0, 1_000_000),
 }
 
 

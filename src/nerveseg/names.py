@@ -18,6 +18,10 @@ OOF_SCORE_POSTPROCESSED = "oof_score_postprocessed"  # cross-fitted: decided on 
 OOF_SCORE_POSTPROCESSED_CI_LOW = "oof_score_postprocessed_ci_low"
 OOF_SCORE_POSTPROCESSED_CI_HIGH = "oof_score_postprocessed_ci_high"
 OOF_SCORE_POSTPROCESSED_INSAMPLE = "oof_score_postprocessed_insample"  # decided and scored on the same OOF
+# the 95 % prediction interval of the score on PI_SUBJECTS new subjects (evaluate.uncertainty.prediction_interval)
+OOF_SCORE_POSTPROCESSED_PI_LOW = "oof_score_postprocessed_pi_low"
+OOF_SCORE_POSTPROCESSED_PI_HIGH = "oof_score_postprocessed_pi_high"
+PI_SUBJECTS = "oof_score_postprocessed_pi_subjects"  # m, the new subjects that interval is for
 
 # the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
 # named apart from the param so that no name is both a tag and a param

@@ -75,7 +75,7 @@ class NerveTask:
         from nerveseg.report.nerve_report import CVOutcome, render_cv_report
         from nerveseg.train.cv_summary import assemble_presence, format_summary_table, interval_metrics, summarize_cv
 
-        summary, oof = summarize_cv(data, folds, list(results))
+        summary, oof = summarize_cv(data, folds, list(results), predict_subjects=config.predict_subjects)
         presence = assemble_presence(len(data), results)
         decision = decide_postprocessing(oof, data.full_masks, presence, progress=progress)
         metrics = {

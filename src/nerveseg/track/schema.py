@@ -51,6 +51,7 @@ SUBMISSION_RUN = "submission"
 TEST_SCORE = "test_score"
 TEST_SCORE_CI_LOW = "test_score_ci_low"
 TEST_SCORE_CI_HIGH = "test_score_ci_high"
+TEST_INSIDE_PI = "test_score_inside_pi"  # 1.0 when the test score lies in the CV run's prediction interval
 
 
 # -------------------------------------------------------------------------------------- fold runs
@@ -105,6 +106,7 @@ __all__ = [
     "RUN_TYPE_TAG",
     "STOPPED_TAG",
     "SUBMISSION_RUN",
+    "TEST_INSIDE_PI",
     "TEST_SCORE",
     "TEST_SCORE_CI_HIGH",
     "TEST_SCORE_CI_LOW",

@@ -65,6 +65,7 @@ class SubmissionResult:
     seconds: dict[str, float] = field(default_factory=dict)
     test_interval: Interval | None = None  # bootstrap 95 % interval of test_score (by subject when known)
     task: str = "nerve"
+    cv_prediction: Interval | None = None  # the CV run's prediction interval for new subjects (one run only)
 
 
 # ------------------------------------------------------------------------------------------ submit
@@ -90,6 +91,7 @@ class _Written:
     test_score: float | None
     seconds: dict[str, float]
     test_interval: Interval | None = None
+    cv_prediction: Interval | None = None
 
 
 def _submission_params(sub: _Written) -> dict[str, Any]:
@@ -116,6 +118,8 @@ def _submission_metrics(sub: _Written) -> dict[str, float]:
     if sub.test_interval is not None:
         metrics[schema.TEST_SCORE_CI_LOW] = sub.test_interval.low
         metrics[schema.TEST_SCORE_CI_HIGH] = sub.test_interval.high
+    if sub.test_score is not None and sub.cv_prediction is not None:
+        metrics[schema.TEST_INSIDE_PI] = float(sub.cv_prediction.contains(sub.test_score))
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -248,7 +252,10 @@ def make_submission(
     if test_masks_dir is not None:
         test_score, test_interval = _test_score(written_file.path, Path(test_masks_dir))
     seconds["total"] = time.perf_counter() - started
-    written = _Written(runs, tta, batch_size, decision, source, written_file, test_score, seconds, test_interval)
+    prediction = cv_prediction_interval(get_run(client, chosen[0]).data.metrics) if len(chosen) == 1 else None
+    written = _Written(
+        runs, tta, batch_size, decision, source, written_file, test_score, seconds, test_interval, prediction
+    )
     return _logged_result(client, written, the_task.name)
 
 
@@ -266,7 +273,40 @@ def _logged_result(client: MlflowClient, written: _Written, task: str) -> Submis
         seconds=written.seconds,
         test_interval=written.test_interval,
         task=task,
+        cv_prediction=written.cv_prediction,
     )
+
+
+def cv_prediction_interval(metrics: dict[str, float]) -> Interval | None:
+    """The CV run's logged prediction interval (``summarize_cv``) as an Interval, or None for runs without one."""
+    keys = (
+        schema.OOF_SCORE_POSTPROCESSED,
+        schema.OOF_SCORE_POSTPROCESSED_PI_LOW,
+        schema.OOF_SCORE_POSTPROCESSED_PI_HIGH,
+    )
+    if not all(key in metrics for key in keys) or schema.PI_SUBJECTS not in metrics:
+        return None
+    estimate, low, high = (metrics[key] for key in keys)
+    return Interval(estimate, low, high, 0, "subject", new_groups=int(metrics[schema.PI_SUBJECTS]))
+
+
+def prediction_check(test_score: float, test_interval: Interval | None, prediction: Interval) -> str:
+    """One line: did the test score land in the CV's prediction interval (and was it made for this many subjects)?"""
+    inside = "inside" if prediction.contains(test_score) else "OUTSIDE"
+    line = (
+        f"CV prediction for {prediction.new_groups} new subjects {prediction.estimate:.4f} "
+        f"(95 % PI {prediction.low:.4f}-{prediction.high:.4f}): the test score {test_score:.4f} is {inside} it"
+    )
+    if (
+        test_interval is not None
+        and test_interval.unit == "subject"
+        and test_interval.n_groups != prediction.new_groups
+    ):
+        line += (
+            f" (the test set has {test_interval.n_groups} subjects; "
+            f"cv_train --predict-subjects {test_interval.n_groups} makes the interval for that size)"
+        )
+    return line
 
 
 def _test_score(csv_path: Path, masks_dir: Path) -> tuple[float, Interval]:
@@ -283,8 +323,10 @@ __all__ = [
     "Sources",
     "SubmissionResult",
     "best_cv_run",
+    "cv_prediction_interval",
     "decide_for_runs",
     "make_submission",
+    "prediction_check",
     "resolve_run",
     "submission_path",
 ]

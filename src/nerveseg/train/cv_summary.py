@@ -8,6 +8,10 @@ a subject-bootstrap 95 % interval (``nerveseg.evaluate.uncertainty``): the fold 
 how far a new set of subjects may land. The post-processed score is cross-fitted
 (``nerveseg.evaluate.crossfit``), so it predicts what a submission scores; the settings decided
 on all OOF predictions and scored on them are optimistic and logged under another name.
+
+Beside the interval of that CV mean, a 95 % PREDICTION interval says where the score of a held-out
+set of m new subjects may land (``evaluate.uncertainty.prediction_interval``): the CV mean's own
+uncertainty plus the spread between subjects, which a set of a few subjects does not average away.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from nerveseg import names as cv_names
 from nerveseg.data.cache import PreparedData
 from nerveseg.evaluate.crossfit import crossfit_postprocessing
 from nerveseg.evaluate.metrics import dice_per_image
-from nerveseg.evaluate.uncertainty import bootstrap_mean_interval
+from nerveseg.evaluate.uncertainty import bootstrap_mean_interval, prediction_interval
 from nerveseg.train.fold import FoldResult, full_resolution_dice
 
 OPTIMISTIC_RULES = ("best_val",)  # checkpoint rules that choose the epoch on the scored fold
@@ -50,6 +54,10 @@ class CVSummary:
     oof_score_postprocessed: float | None = None
     oof_score_postprocessed_ci_low: float | None = None
     oof_score_postprocessed_ci_high: float | None = None
+    # 95 % prediction interval of the post-processed score on ``predict_subjects`` new subjects
+    oof_score_postprocessed_pi_low: float | None = None
+    oof_score_postprocessed_pi_high: float | None = None
+    predict_subjects: int = 0
 
     @property
     def optimistic(self) -> bool:
@@ -109,10 +117,22 @@ def assemble_presence(n_images: int, results: Sequence[FoldResult]) -> np.ndarra
     return presence
 
 
+def default_predict_subjects(n_subjects: int, n_folds: int) -> int:
+    """m for the prediction interval when the test set's size is unknown: one fold's worth of subjects (a
+    held-out set like the CV's own; 47 Kaggle subjects in 5 folds give 9, the size of the hidden real check)."""
+    return max(1, round(n_subjects / max(n_folds, 1)))
+
+
 def _postprocessed_fields(
-    data: PreparedData, folds: np.ndarray, results: list[FoldResult], oof: np.ndarray, covered: np.ndarray
-) -> dict[str, float]:
-    """The cross-fitted post-processed OOF score and its interval (empty with fewer than 2 folds)."""
+    data: PreparedData,
+    folds: np.ndarray,
+    results: list[FoldResult],
+    oof: np.ndarray,
+    covered: np.ndarray,
+    predict_subjects: int = 0,
+) -> dict[str, float | int]:
+    """The cross-fitted post-processed OOF score, its interval and its prediction interval for
+    ``predict_subjects`` new subjects (0: ``default_predict_subjects``); empty with fewer than 2 folds."""
     if len(results) < 2:
         return {}
     presence = assemble_presence(len(data), results)
@@ -121,11 +141,17 @@ def _postprocessed_fields(
     crossfit = crossfit_postprocessing(
         oof[covered], lambda positions: data.full_masks(covered[positions]), folds[covered], presence
     )
-    interval = bootstrap_mean_interval(crossfit.per_image, data.subjects[covered])
+    subjects = data.subjects[covered]
+    interval = bootstrap_mean_interval(crossfit.per_image, subjects)
+    m = predict_subjects or default_predict_subjects(interval.n_groups, len(results))
+    predicted = prediction_interval(crossfit.per_image, subjects, m)
     return {
         cv_names.OOF_SCORE_POSTPROCESSED: crossfit.score,
         cv_names.OOF_SCORE_POSTPROCESSED_CI_LOW: interval.low,
         cv_names.OOF_SCORE_POSTPROCESSED_CI_HIGH: interval.high,
+        cv_names.OOF_SCORE_POSTPROCESSED_PI_LOW: predicted.low,
+        cv_names.OOF_SCORE_POSTPROCESSED_PI_HIGH: predicted.high,
+        "predict_subjects": m,
     }
 
 
@@ -136,11 +162,13 @@ def summarize_cv(
     threshold: float = 0.5,
     *,
     crossfit: bool = True,
+    predict_subjects: int = 0,
 ) -> tuple[CVSummary, np.ndarray]:
     """The summary and the (N, h, w) OOF probabilities (NaN rows for folds not in ``results``).
 
     With only some folds (a one-fold run), the OOF score and the baseline cover those folds' images.
-    ``crossfit`` adds the cross-fitted post-processed score (about k - 1 post-processing searches).
+    ``crossfit`` adds the cross-fitted post-processed score (about k - 1 post-processing searches) and its
+    prediction interval for ``predict_subjects`` new subjects (0: one fold's worth).
     """
     folds = np.asarray(folds)
     if not results:
@@ -169,7 +197,7 @@ def summarize_cv(
         cv_score_ci_high=interval.high,
         empty_baseline_ci_low=empty_interval.low,
         empty_baseline_ci_high=empty_interval.high,
-        **(_postprocessed_fields(data, folds, results, oof, covered) if crossfit else {}),
+        **(_postprocessed_fields(data, folds, results, oof, covered, predict_subjects) if crossfit else {}),
     )
     return summary, oof
 
@@ -186,6 +214,10 @@ def interval_metrics(summary: CVSummary) -> dict[str, float]:
         cv_names.OOF_SCORE_POSTPROCESSED_CI_HIGH,
     ]
     values = {name: getattr(summary, name) for name in names}
+    values[cv_names.OOF_SCORE_POSTPROCESSED_PI_LOW] = summary.oof_score_postprocessed_pi_low
+    values[cv_names.OOF_SCORE_POSTPROCESSED_PI_HIGH] = summary.oof_score_postprocessed_pi_high
+    if summary.oof_score_postprocessed_pi_low is not None:
+        values[cv_names.PI_SUBJECTS] = summary.predict_subjects
     return {name: float(value) for name, value in values.items() if value is not None and np.isfinite(value)}
 
 
@@ -206,6 +238,16 @@ def format_summary_table(summary: CVSummary) -> str:
             f"OOF + pp    {summary.oof_score_postprocessed:.4f}"
             f"{ci(summary.oof_score_postprocessed_ci_low, summary.oof_score_postprocessed_ci_high)}"
             "   (post-processing cross-fitted: decided on the other folds)"
+        )
+    if summary.oof_score_postprocessed_pi_low is not None:
+        m, low, high = (
+            summary.predict_subjects,
+            summary.oof_score_postprocessed_pi_low,
+            summary.oof_score_postprocessed_pi_high,
+        )
+        plural = "s" if m != 1 else ""
+        lines.append(
+            f"            95 % PI {low:.4f}-{high:.4f}   (where a held-out set of {m} new subject{plural} may score)"
         )
     lines.append(
         f"all-empty   {summary.empty_baseline_score:.4f}"

@@ -1,0 +1,226 @@
+"""Does `make demo`'s conclusion hold over training seeds? The demo protocol for several seeds, side by side.
+
+One synthetic demo set (the Makefile's DEMO_* sizes and seed) is generated in a temporary folder; then,
+for each training seed, exactly what `make demo` runs: cross-validation of experiments/demo.yaml with
+``--seed`` (which also picks that seed's folds), then the submission of that run scored on the held-out
+test masks, each in the same temporary MLflow store. Per seed it prints the raw OOF score at threshold
+0.5 against all-empty on the same folds, the cross-fitted post-processed OOF score with its 95 % CI and
+its 95 % prediction interval for the test set's subjects, the held-out score with its interval against
+all-empty on the test set, the gap (held-out - CV), the share of test images predicted empty, the worst
+fold's late drop (best val_dice of the second half minus the last) and the minutes; then the median and
+range over the seeds, and the machine's CPU model (timings and, slightly, the scores move with it).
+
+    .venv/bin/python benchmarks/demo_seeds.py                    # seeds 1..5, about 5 x make demo
+    .venv/bin/python benchmarks/demo_seeds.py --seeds 1,2 --out seeds.json
+
+Targets (issue 14): raw OOF > all-empty in every seed; held-out >= all-empty + 0.05 in at least 4 of 5;
+no fold's late drop above 0.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+
+from nerveseg import names
+from nerveseg.config import load_config
+from nerveseg.data.synthetic import generate
+from nerveseg.io_utils import atomic_write_text
+from nerveseg.paths import PROJ_ROOT
+from protocol import cpu_model, cv_then_submit
+
+DEMO_CONFIG = PROJ_ROOT / "experiments" / "demo.yaml"
+MAKEFILE = PROJ_ROOT / "Makefile"
+DEMO_FOLDS = 5  # make demo's --folds
+MAKEFILE_KEYS = {"subjects": "DEMO_SUBJECTS", "images": "DEMO_IMAGES", "test": "DEMO_TEST", "data_seed": "DEMO_SEED"}
+
+
+def makefile_demo_sizes(makefile: Path = MAKEFILE) -> dict[str, int]:
+    """The demo set's sizes from the Makefile's ``DEMO_X ?= n`` lines: one home for what `make demo` uses."""
+    text = Path(makefile).read_text()
+    sizes = {}
+    for key, variable in MAKEFILE_KEYS.items():
+        found = re.search(rf"^{variable}\s*\?=\s*(\d+)\s*$", text, re.MULTILINE)
+        if found is None:
+            raise SystemExit(f"error: {makefile} has no '{variable} ?= <number>' line; pass --{key.replace('_', '-')}")
+        sizes[key] = int(found.group(1))
+    return sizes
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``1,2,5`` or ``1-5`` (inclusive) or a mix; each seed once, in the order given."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        bounds = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if bounds is None:
+            raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected seeds like 1,2,3 or 1-5")
+        low, high = int(bounds.group(1)), int(bounds.group(2) or bounds.group(1))
+        if high < low:
+            raise argparse.ArgumentTypeError(f"--seeds {text!r}: range {part} runs backwards")
+        seeds += [s for s in range(low, high + 1) if s not in seeds]
+    return seeds
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-5"), help="training seeds (1-5)")
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG)
+    parser.add_argument("--subjects", type=int, help="training subjects (default: the Makefile's DEMO_SUBJECTS)")
+    parser.add_argument("--images", type=int, help="images per subject (default: DEMO_IMAGES)")
+    parser.add_argument("--test", type=int, help="test images (default: DEMO_TEST)")
+    parser.add_argument("--data-seed", type=int, help="generator seed (default: DEMO_SEED)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    given = {key: getattr(args, key) for key in MAKEFILE_KEYS}
+    if any(value is None for value in given.values()):
+        defaults = makefile_demo_sizes()
+        for key, value in given.items():
+            setattr(args, key, defaults[key] if value is None else value)
+    for key in ("subjects", "images", "test"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key} must be >= 1")
+    args.overrides = dict(item.split("=", 1) for item in args.set if "=" in item)
+    if len(args.overrides) != len(args.set):
+        parser.error("--set takes KEY=VALUE")
+    return args
+
+
+@dataclass
+class SeedRow:
+    seed: int
+    raw_oof: float
+    cv_empty: float
+    cv_pp: float
+    ci_low: float
+    ci_high: float
+    pi_low: float
+    pi_high: float
+    test: float
+    test_ci_low: float
+    test_ci_high: float
+    test_empty: float
+    predicted_empty: float
+    worst_drop: float
+    minutes: float
+
+    @property
+    def gap(self) -> float:
+        return self.test - self.cv_pp
+
+    @property
+    def inside_pi(self) -> bool:
+        return self.pi_low <= self.test <= self.pi_high
+
+
+HEADER = (
+    f"{'seed':>4} {'raw OOF':>7} {'empty':>6} {'OOF+pp':>7} {'95 % CI':>11} {'95 % PI':>11} "
+    f"{'test':>6} {'test CI':>11} {'empty':>6} {'t-empty':>7} {'gap':>7} {'in PI':>5} {'pred0':>5} "
+    f"{'drop':>5} {'min':>5}"
+)
+
+
+def row(r: SeedRow) -> str:
+    return (
+        f"{r.seed:>4} {r.raw_oof:7.4f} {r.cv_empty:6.4f} {r.cv_pp:7.4f} {r.ci_low:5.3f}-{r.ci_high:5.3f} "
+        f"{r.pi_low:5.3f}-{r.pi_high:5.3f} {r.test:6.4f} {r.test_ci_low:5.3f}-{r.test_ci_high:5.3f} "
+        f"{r.test_empty:6.4f} {r.test - r.test_empty:+7.4f} {r.gap:+7.4f} {'yes' if r.inside_pi else 'NO':>5} "
+        f"{r.predicted_empty:5.1%} {r.worst_drop:5.3f} {r.minutes:5.1f}"
+    )
+
+
+def summary_lines(rows: list[SeedRow]) -> list[str]:
+    """Median [min-max] of each column over the seeds, and the issue's targets counted."""
+
+    def spread(values: list[float], fmt: str = "{:.4f}") -> str:
+        return f"median {fmt.format(np.median(values))}, range {fmt.format(min(values))} to {fmt.format(max(values))}"
+
+    n = len(rows)
+    return [
+        f"raw OOF - all-empty   {spread([r.raw_oof - r.cv_empty for r in rows], '{:+.4f}')}   "
+        f"beats all-empty in {sum(r.raw_oof > r.cv_empty for r in rows)}/{n}",
+        f"OOF + pp              {spread([r.cv_pp for r in rows])}",
+        f"held-out test         {spread([r.test for r in rows])}",
+        f"test - all-empty      {spread([r.test - r.test_empty for r in rows], '{:+.4f}')}   "
+        f">= +0.05 in {sum(r.test - r.test_empty >= 0.05 for r in rows)}/{n}",
+        f"gap (test - CV)       {spread([r.gap for r in rows], '{:+.4f}')}   "
+        f"test inside the 95 % PI in {sum(r.inside_pi for r in rows)}/{n}",
+        f"predicted empty       {spread([r.predicted_empty for r in rows], '{:.1%}')}",
+        f"worst fold late drop  {spread([r.worst_drop for r in rows], '{:.3f}')}   "
+        f"<= 0.10 in {sum(r.worst_drop <= 0.10 for r in rows)}/{n}",
+        f"minutes               {spread([r.minutes for r in rows], '{:.1f}')}",
+    ]
+
+
+def run_seed(root: Path, seed: int, args: argparse.Namespace, test_subjects: int) -> SeedRow:
+    config = load_config(
+        args.config, folds=DEMO_FOLDS, seed=seed, predict_subjects=test_subjects, **args.overrides
+    ).replace(name=f"{args.config.stem}_seed{seed}")
+    outcome = cv_then_submit(root, config, experiment="demo_seeds")
+    m, sub = outcome.metrics, outcome.submission
+    return SeedRow(
+        seed=seed,
+        raw_oof=m[names.OOF_SCORE],
+        cv_empty=m[names.EMPTY_BASELINE_SCORE],
+        cv_pp=m[names.OOF_SCORE_POSTPROCESSED],
+        ci_low=m[names.OOF_SCORE_POSTPROCESSED_CI_LOW],
+        ci_high=m[names.OOF_SCORE_POSTPROCESSED_CI_HIGH],
+        pi_low=m[names.OOF_SCORE_POSTPROCESSED_PI_LOW],
+        pi_high=m[names.OOF_SCORE_POSTPROCESSED_PI_HIGH],
+        test=sub.test_score,
+        test_ci_low=sub.test_interval.low,
+        test_ci_high=sub.test_interval.high,
+        test_empty=outcome.test_empty,
+        predicted_empty=sub.empty_share,
+        worst_drop=max(outcome.fold_drops.values()),
+        minutes=outcome.minutes,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    test_subjects = -(-args.test // args.images)  # the generator gives each test subject `images` frames
+    print(
+        f"demo protocol over seeds {args.seeds}: {args.config.name} {' '.join(args.set)}, {args.subjects} subjects "
+        f"x {args.images} images, {args.test} test images ({test_subjects} subjects), data seed {args.data_seed}, "
+        f"{DEMO_FOLDS} folds; machine: {cpu_model()}",
+        flush=True,
+    )
+    rows: list[SeedRow] = []
+    with tempfile.TemporaryDirectory(prefix="demo-seeds-") as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        generate(
+            root / "raw", args.subjects, args.images, args.test, args.data_seed,
+            test_masks_dir=root / "masks", progress=False,
+        )  # fmt: skip
+        print(f"data generated in {time.perf_counter() - started:.0f} s", flush=True)
+        print(HEADER, flush=True)
+        for seed in args.seeds:
+            rows.append(run_seed(root, seed, args, test_subjects))
+            print(row(rows[-1]), flush=True)
+    print()
+    print("\n".join(summary_lines(rows)))
+    print(f"machine: {cpu_model()}")
+    if args.out is not None:
+        payload = [{**asdict(r), "gap": r.gap, "inside_pi": r.inside_pi} for r in rows]
+        document = {"machine": cpu_model(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": payload}
+        atomic_write_text(args.out, json.dumps(document))
+        print(f"rows written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""What a user runs, as one function for the benchmarks: cv_train, then submit.py --test-masks, on one data set.
+
+``cv_then_submit`` calls the library's own code paths (``run_cv``, ``make_submission``) in a temporary
+SQLite MLflow store under the case's folder, so a benchmark measures exactly the numbers a user would see.
+Shared by ``cv_honesty.py`` and ``demo_seeds.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np
+
+from nerveseg.config import TrainConfig
+
+if TYPE_CHECKING:
+    from nerveseg.track.submission_run import SubmissionResult
+
+
+@dataclass
+class Outcome:
+    """One CV run and its submission scored on the held-out masks."""
+
+    metrics: dict[str, float]  # the parent run's metrics (names in nerveseg.names)
+    submission: SubmissionResult
+    test_empty: float  # the all-empty score on the test masks
+    fold_drops: dict[int, float]  # per fold: best val_dice of the second half of training minus the last
+    minutes: float
+
+
+def empty_test_score(masks_dir: Path) -> float:
+    """The score of predicting nothing on the test set: the share of its empty masks."""
+    from nerveseg.data.raw import read_mask
+
+    return float(np.mean([not read_mask(path).any() for path in sorted(Path(masks_dir).glob("*_mask.tif"))]))
+
+
+def late_drop(val_dice: list[float]) -> float:
+    """How far the last epoch ends below the best epoch of the second half (0 when it ends at its best)."""
+    half = val_dice[len(val_dice) // 2 :]
+    return float(max(half) - val_dice[-1]) if half else 0.0
+
+
+def _fold_drops(uri: str, parent_run_id: str) -> dict[int, float]:
+    from nerveseg.track import schema
+    from nerveseg.track.store import get_client
+
+    client = get_client(uri)
+    parent = client.get_run(parent_run_id)
+    drops = {}
+    for fold, run in sorted(schema.newest_finished_fold_runs(client, parent).items()):
+        history = sorted(client.get_metric_history(run.info.run_id, "val_dice"), key=lambda m: m.step)
+        drops[fold] = late_drop([m.value for m in history])
+    return drops
+
+
+def cv_then_submit(root: Path, config: TrainConfig, *, experiment: str) -> Outcome:
+    """``run_cv`` on ``root/raw`` then ``make_submission`` scored on ``root/masks``, tracked in ``root/mlflow.db``."""
+    from nerveseg.track.cv_run import run_cv
+    from nerveseg.track.store import MlflowSettings
+    from nerveseg.track.submission_run import make_submission
+
+    started = time.perf_counter()
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # make_submission reads the store from the environment
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
+    settings = MlflowSettings(uri, experiment, str(root / "mlartifacts"), source=experiment)
+    common = {"raw_dir": root / "raw", "cache_dir": root / "cache"}
+    cv = run_cv(config, folds_dir=root / "folds", progress=False, settings=settings, **common)
+    submission = make_submission(
+        run_id=cv.parent_run_id, out_dir=root / "submissions", test_masks_dir=root / "masks", progress=False, **common
+    )
+    return Outcome(
+        metrics=cv.final.metrics,
+        submission=submission,
+        test_empty=empty_test_score(root / "masks"),
+        fold_drops=_fold_drops(uri, cv.parent_run_id),
+        minutes=(time.perf_counter() - started) / 60,
+    )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), and how many cores this process may use."""
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        model = found.group(1).strip() if found else model
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores"
