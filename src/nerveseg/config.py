@@ -78,6 +78,13 @@ class TrainConfig:
     patch_filters: int = 48  # patch CNN: feature maps of each of its three conv + pool blocks
     dense_units: int = 200  # patch CNN: units of its dense layer (a convolution)
     steps_per_epoch: int = 0  # ISBI trainings: batches per epoch; 0 = one pass over the data (see tasks/isbi2012)
+    # ISBI U-Net (issue 17), all off by default: the U-Net paper's border weight map as per-pixel loss weights
+    # (w0 > 0; the paper: w0 10, sigma 5 px), elastic deformation of the crops (displacement std in px on a
+    # 3x3 grid; the paper: 10), and the held-out Rand error after every epoch (one full-slice prediction each)
+    border_w0: float = 0.0
+    border_sigma: float = 5.0
+    elastic_sigma: float = 0.0
+    epoch_rand_error: bool = False
     # cross-validation
     folds: int = 5
     seed: int = 42
@@ -118,6 +125,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "patch_filters": (1, 1024),
     "dense_units": (1, 16384),
     "steps_per_epoch": (0, 1_000_000),
+    "border_w0": (0.0, 100.0),
+    "border_sigma": (0.5, 50.0),
+    "elastic_sigma": (0.0, 50.0),
     "folds": (2, 100),
     "seed": (0, 2**32 - 1),
     "predict_subjects": (0, 1_000_000),
@@ -210,6 +220,15 @@ def _validate_task(config: TrainConfig) -> None:
                 f"config crop_size={config.crop_size} must be divisible by 2**(depth-1)={factor} and at most "
                 f"min(height, width)={min(config.height, config.width)}; or set crop_size: 0 for whole images"
             )
+    unet_only = {"border_w0": config.border_w0 > 0, "elastic_sigma": config.elastic_sigma > 0}
+    for key, on in unet_only.items():
+        if on and (config.task, config.model) != ("isbi2012", "unet"):
+            raise ValueError(
+                f"config {key}={getattr(config, key)} is an option of the ISBI U-Net's crop stream (task isbi2012, "
+                f"model unet), got task={config.task!r}, model={config.model!r}; set {key}: 0"
+            )
+    if config.epoch_rand_error and config.task != "isbi2012":
+        raise ValueError("config epoch_rand_error=true is an ISBI option; set it false for the nerve task")
     if config.model == "patch_cnn":
         from nerveseg.model.patch_cnn import PatchCnnSpec  # lazy: keeps TensorFlow out of plain config loading
 

@@ -26,7 +26,7 @@ def _atomic_open(path: Path | str, *, overwrite: bool = True) -> Iterator[Binary
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual permissions
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give them the usual permissions
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -39,7 +39,8 @@ def _atomic_open(path: Path | str, *, overwrite: bool = True) -> Iterator[Binary
         Path(tmp).unlink(missing_ok=True)
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -35,6 +35,9 @@ N_VAL_PARAM = "n_val"
 N_INNER_VAL_PARAM = "n_inner_val"  # with checkpoint="inner": training images held out to choose the epoch
 VAL_SUBJECTS_PARAM = "val_subjects"  # held-out subjects, a comma list
 
+# a per-epoch log key (and so a fold run's per-epoch metric) of ISBI trainings with epoch_rand_error: true
+VAL_RAND_ERROR = "val_rand_error"
+
 
 def fold_score_metric(fold: int) -> str:
     """The parent's metric holding fold ``fold``'s val_score."""

@@ -2,25 +2,30 @@
 
 ``isbi_oof_summary`` scores each block fold's held-out slices with the challenge's three metrics
 and averages over folds (the CV numbers, ``cv_<metric>_mean``), next to the trivial "everything is
-cell" baseline. ``decide_isbi_postprocessing`` picks the threshold with the lowest OOF Rand error
-and keeps a small-cell clean-up only when it lowers that error further.
+cell" baseline. ``decide_isbi_postprocessing`` picks the threshold with the lowest OOF Rand error,
+then keeps a watershed gap closing (``evaluate.membrane_postprocess``) and a small-cell clean-up
+each only when it lowers that error further.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 from skimage.morphology import remove_small_objects
 
 from nerveseg.data.isbi import IsbiData
 from nerveseg.evaluate.membrane_metrics import DEFAULT_THRESHOLD, choose_threshold, membrane_scores
+from nerveseg.evaluate.membrane_postprocess import close_membrane_gaps
 from nerveseg.train.fold import FoldResult
 
 METRICS = ("pixel_error", "rand_error", "variation_of_information")  # all lower-is-better
 CELL_AREAS = (0, 16, 64, 256)  # candidate min_cell_area values (0 = no clean-up)
+SEED_THRESHOLDS = (0.05, 0.1, 0.2, 0.3)  # candidate watershed seed levels (cell cores: prob below it)
+SEED_AREAS = (0, 32, 128)  # candidate smallest seed areas in pixels
 
 
 def assemble_oof(n_slices: int, results: Sequence[FoldResult]) -> np.ndarray:
@@ -83,43 +88,88 @@ def format_isbi_table(metrics: dict[str, float]) -> str:
 
 @dataclass(frozen=True)
 class MembranePostprocess:
-    """Membrane where ``prob > threshold``; cell regions smaller than ``min_cell_area`` pixels become membrane."""
+    """Membrane where ``prob > threshold``, plus the watershed lines between cell cores when
+    ``seed_threshold > 0`` (``evaluate.membrane_postprocess``); then cell regions smaller than
+    ``min_cell_area`` pixels become membrane. The defaults change nothing but the threshold."""
 
     threshold: float = DEFAULT_THRESHOLD
     min_cell_area: int = 0
+    seed_threshold: float = 0.0  # 0 = no gap closing; else seeds are prob < seed_threshold
+    seed_min_area: int = 0  # seeds (cell cores) smaller than this are dropped
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold < 1.0 or int(self.min_cell_area) != self.min_cell_area or self.min_cell_area < 0:
+        if not 0.0 <= self.threshold < 1.0 or not _count(self.min_cell_area) or not _count(self.seed_min_area):
             raise ValueError(
-                f"MembranePostprocess needs 0 <= threshold < 1 and an integer min_cell_area >= 0, "
-                f"got threshold={self.threshold}, min_cell_area={self.min_cell_area}"
+                f"MembranePostprocess needs 0 <= threshold < 1 and integers min_cell_area, seed_min_area >= 0, got "
+                f"threshold={self.threshold}, min_cell_area={self.min_cell_area}, seed_min_area={self.seed_min_area}"
+            )
+        if not 0.0 <= self.seed_threshold <= self.threshold:
+            raise ValueError(
+                f"MembranePostprocess needs 0 <= seed_threshold <= threshold (cell cores are surely cell), "
+                f"got seed_threshold={self.seed_threshold}, threshold={self.threshold}"
             )
 
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> MembranePostprocess:
+        """The settings from ``as_dict``'s keys; the gap-closing keys may be missing (files written before
+        they existed load as "no gap closing"). ``KeyError``/``TypeError``/``ValueError`` when malformed."""
+        unknown = set(values) - set(POSTPROCESS_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown membrane post-processing keys {sorted(unknown)}; expected {POSTPROCESS_FIELDS}")
+        return cls(
+            float(values["threshold"]),
+            int(values["min_cell_area"]),
+            float(values.get("seed_threshold", 0.0)),
+            int(values.get("seed_min_area", 0)),
+        )
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(self.as_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> MembranePostprocess:
         values = json.loads(text)
-        if not isinstance(values, dict) or set(values) != {"threshold", "min_cell_area"}:
-            raise ValueError(f"membrane post-processing JSON must hold threshold and min_cell_area, got {text!r}")
-        return cls(float(values["threshold"]), int(values["min_cell_area"]))
+        try:
+            if not isinstance(values, dict):
+                raise TypeError(f"a JSON object, not {type(values).__name__}")
+            return cls.from_dict(values)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"membrane post-processing JSON must hold threshold and min_cell_area ({err}), got {text!r}"
+            ) from err
+
+    def describe(self) -> str:
+        closing = (
+            f", watershed gap closing (seeds prob < {self.seed_threshold}, >= {self.seed_min_area} px)"
+            if self.seed_threshold
+            else ""
+        )
+        return f"threshold {self.threshold}{closing}, min_cell_area {self.min_cell_area}"
+
+
+POSTPROCESS_FIELDS = tuple(field.name for field in fields(MembranePostprocess))
+
+
+def _count(value: Any) -> bool:
+    return int(value) == value and value >= 0
 
 
 def apply_membrane_postprocess(probs: np.ndarray, settings: MembranePostprocess) -> np.ndarray:
-    """``probs`` (n, h, w) with the pixels of too-small cell regions set to 1.0 (certain membrane).
+    """``probs`` (n, h, w) with the watershed lines (if on) and too-small cell regions set to 1.0.
 
     Still a probability map (what the challenge's submission holds): thresholding it at
     ``settings.threshold`` gives the cleaned segmentation. Cells are 4-connected, as in the metrics.
     """
-    probs = np.asarray(probs, dtype=np.float32)
+    out = close_membrane_gaps(probs, settings.seed_threshold, settings.seed_min_area)
     if settings.min_cell_area <= 1:
-        return probs.copy()
-    out = probs.copy()
-    for index, prob in enumerate(probs.reshape(-1, *probs.shape[-2:])):
+        return out
+    for prob in out.reshape(-1, *out.shape[-2:]):
         cells = prob <= settings.threshold
         kept = remove_small_objects(cells, max_size=settings.min_cell_area - 1, connectivity=1)
-        out.reshape(-1, *probs.shape[-2:])[index][cells & ~kept] = 1.0
+        prob[cells & ~kept] = 1.0
     return out
 
 
@@ -128,21 +178,41 @@ def postprocessed_rand_error(oof: np.ndarray, membranes: np.ndarray, settings: M
     return membrane_scores(apply_membrane_postprocess(oof, settings), membranes, settings.threshold).rand_error
 
 
+def _best_of(
+    oof: np.ndarray,
+    membranes: np.ndarray,
+    best: tuple[MembranePostprocess, float],
+    candidates: Sequence[MembranePostprocess],
+) -> tuple[MembranePostprocess, float]:
+    """``best`` (settings, OOF Rand error) replaced by the first candidate with the lowest error below it."""
+    for candidate in candidates:
+        error = postprocessed_rand_error(oof, membranes, candidate)
+        if error < best[1]:
+            best = (candidate, error)
+    return best
+
+
 def decide_isbi_postprocessing(
     oof: np.ndarray,
     membranes: np.ndarray,
     *,
     thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
+    seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
+    seed_min_areas: Sequence[int] = SEED_AREAS,
     min_cell_areas: Sequence[int] = CELL_AREAS,
 ) -> MembranePostprocess:
-    """The OOF threshold with the lowest Rand error, plus the clean-up area only when it lowers that error."""
-    threshold, best_error = choose_threshold(oof, membranes, thresholds)
-    best = MembranePostprocess(threshold, 0)
-    for area in min_cell_areas:
-        if area <= 1:
-            continue
-        candidate = MembranePostprocess(threshold, int(area))
-        error = postprocessed_rand_error(oof, membranes, candidate)
-        if error < best_error:
-            best, best_error = candidate, error
-    return best
+    """nnU-Net's rule, step by step on the OOF Rand error: the best threshold; then the watershed gap
+    closing with the best seed settings, kept only if it lowers the error; then the small-cell clean-up,
+    likewise. Ties keep the simpler settings (the step off)."""
+    threshold, error = choose_threshold(oof, membranes, thresholds)
+    best = (MembranePostprocess(threshold), error)
+    closings = [
+        MembranePostprocess(threshold, 0, float(level), int(area))
+        for level in seed_thresholds
+        if 0 < level <= threshold
+        for area in seed_min_areas
+    ]
+    best = _best_of(oof, membranes, best, closings)
+    chosen = best[0]
+    cleanups = [replace(chosen, min_cell_area=int(area)) for area in min_cell_areas if area > 1]
+    return _best_of(oof, membranes, best, cleanups)[0]

@@ -72,6 +72,28 @@ def mask_loss(name: str, smooth: float) -> LossFn:
     raise ValueError(f"loss={name!r} is not supported; expected 'dice', 'bce' or 'bce_dice'")
 
 
+def pixel_mask_loss(name: str, smooth: float) -> LossFn:
+    """``mask_loss`` as a per-pixel (b, h, w) map, for per-pixel sample weights (b, h, w, 1).
+
+    With unit weights its mean equals ``mask_loss``'s batch mean: the BCE is per pixel, the Dice term
+    (1 - the image's soft Dice) is spread over the image's pixels. Under weights the BCE is the U-Net
+    paper's weighted cross-entropy; the Dice term is scaled by the image's mean weight.
+    """
+    if name not in ("dice", "bce", "bce_dice"):
+        raise ValueError(f"loss={name!r} is not supported; expected 'dice', 'bce' or 'bce_dice'")
+
+    def pixel_loss(y_true: Any, y_pred: Any) -> Any:
+        t, p = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+        per_pixel = ops.zeros_like(t[..., 0])
+        if name in ("bce", "bce_dice"):
+            per_pixel = per_pixel + keras.losses.binary_crossentropy(t, p)
+        if name in ("dice", "bce_dice"):
+            per_pixel = per_pixel + (1.0 - soft_dice_per_image(t, p, smooth))[:, None, None]
+        return per_pixel
+
+    return pixel_loss
+
+
 class DiceScore(keras.metrics.Metric):
     """Mean over ALL images seen of hard Dice at threshold 0.5 (empty vs empty = 1).
 
@@ -136,6 +158,8 @@ def learning_rate_for(
 def compile_model(model: keras.Model, config: TrainConfig, *, steps_per_epoch: int | None = None) -> None:
     """Adam, the config's mask loss (+ weighted presence BCE), ``DiceScore`` on the mask, jit flag.
 
+    With ``border_w0 > 0`` the mask loss is the per-pixel ``pixel_mask_loss`` that Keras multiplies by the
+    stream's sample weights.
     ``steps_per_epoch`` is needed by a cosine schedule or a warm-up. With ``use_ema`` Adam keeps an
     exponential moving average of the weights, and ``fit`` writes it into the model when it ends
     (Keras 3 ``finalize_variable_values``); use ``keras.callbacks.SwapEMAWeights`` to validate with
@@ -143,7 +167,9 @@ def compile_model(model: keras.Model, config: TrainConfig, *, steps_per_epoch: i
     policy set when the model is built (``model.build_model_from_config``); Keras wraps Adam in a
     loss-scale optimizer by itself under "mixed_float16".
     """
-    losses: dict[str, Any] = {"mask": mask_loss(config.loss, config.dice_smooth)}
+    per_pixel = config.border_w0 > 0  # the ISBI stream then yields per-pixel weights (train.border_weights)
+    loss = (pixel_mask_loss if per_pixel else mask_loss)(config.loss, config.dice_smooth)
+    losses: dict[str, Any] = {"mask": loss}
     weights = {"mask": 1.0}
     if "presence" in model.output_names:
         losses["presence"] = presence_bce_loss

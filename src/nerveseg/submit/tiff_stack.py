@@ -3,18 +3,27 @@
 The challenge took ``n`` pages of 512x512 float32 values in [0, 1] (1 = membrane). The file is
 encoded in memory, written atomically to a NEW path (never over an existing submission), then read
 back and checked, so a file that exists is a file that the challenge would have read.
+
+``write_submission_stack`` also writes each slice's thresholded membrane map as ``<stem>/<k>.png``
+beside the stack (0 = membrane, 255 = cell, as the training labels): the form the old Keras U-Net
+users looked at. The folder appears whole or not at all (written under a temporary name, renamed).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import tifffile
 
+from nerveseg.data.isbi import CELL_VALUE, MEMBRANE_VALUE
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import atomic_create_bytes
+from nerveseg.io_utils import atomic_create_bytes, current_umask
 
 ISBI_SHAPE = (512, 512)
 
@@ -65,3 +74,58 @@ def write_probability_stack(probs: np.ndarray, path: Path | str, shape: tuple[in
     if not np.array_equal(read_probability_stack(path, shape), probs):
         raise ValueError(f"{path}: the written stack does not read back equal to the predictions; do not submit it")
     return path
+
+
+def membrane_png_folder(stack_path: Path | str) -> Path:
+    """``submissions/<name>.tif`` -> ``submissions/<name>``: where its per-slice PNGs go."""
+    return Path(stack_path).with_suffix("")
+
+
+def membrane_png(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """(h, w) uint8 of one slice's thresholded map in the labels' convention: 0 membrane, 255 cell."""
+    return np.where(np.asarray(prob) > threshold, MEMBRANE_VALUE, CELL_VALUE).astype(np.uint8)
+
+
+def write_membrane_pngs(probs: np.ndarray, folder: Path | str, threshold: float) -> Path:
+    """Write ``<folder>/<k>.png`` (k = 0..n-1), each slice thresholded at ``threshold``, to a NEW folder.
+
+    The PNGs are written and read back in a temporary folder beside ``folder``, which is then renamed
+    into place: an interrupted run leaves no half folder, and an existing ``folder`` is never touched.
+    """
+    folder = Path(folder)
+    if folder.exists():
+        raise NervesegError(f"{folder} already exists; submissions are never overwritten, pick a new name")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        for index, prob in enumerate(np.asarray(probs)):
+            png = membrane_png(prob, threshold)
+            ok, encoded = cv2.imencode(".png", png)
+            if not ok:
+                raise ValueError(f"{folder}: cv2 could not encode slice {index} as PNG")
+            (staging / f"{index}.png").write_bytes(encoded.tobytes())
+            if not np.array_equal(cv2.imread(str(staging / f"{index}.png"), cv2.IMREAD_UNCHANGED), png):
+                raise ValueError(f"{folder}: slice {index}'s PNG does not read back equal to the thresholded map")
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders; give it the usual permissions
+        try:
+            os.rename(staging, folder)  # fails if a non-empty folder appeared meanwhile
+        except OSError as err:
+            raise NervesegError(f"{folder} already exists; submissions are never overwritten") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def write_submission_stack(
+    probs: np.ndarray, path: Path | str, *, threshold: float, shape: tuple[int, int] | None = ISBI_SHAPE
+) -> tuple[Path, Path]:
+    """The TIFF stack at ``path`` (``write_probability_stack``) and its PNG folder; (stack path, folder).
+
+    Both must be new: they are checked before anything is written.
+    """
+    path, folder = Path(path), membrane_png_folder(path)
+    for existing in (path, folder):
+        if existing.exists():
+            raise NervesegError(f"{existing} already exists; submissions are never overwritten, pick a new name")
+    written = write_probability_stack(probs, path, shape)
+    return written, write_membrane_pngs(probs, folder, threshold)

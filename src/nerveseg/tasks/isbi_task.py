@@ -6,7 +6,8 @@
   folds file as the nerve task's, named by the data fingerprint and K (seed 0: blocks ignore it).
 - Ranking: the CV mean of the adapted Rand error, LOWER is better.
 - Submission: a float32 TIFF stack of membrane probabilities averaged over the fold models with
-  flip/rotation TTA, after the OOF-chosen clean-up, written atomically to a new file and read back.
+  flip/rotation TTA, after the OOF-chosen clean-up, written atomically to a new file and read back,
+  and beside it a folder of PNGs of the thresholded maps (``submissions/<name>/<k>.png``).
 """
 
 from __future__ import annotations
@@ -53,15 +54,11 @@ class IsbiDecision:
     oof_rand_error: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "threshold": self.settings.threshold,
-            "min_cell_area": self.settings.min_cell_area,
-            "oof_rand_error_raw": self.oof_rand_error_raw,
-            "oof_rand_error": self.oof_rand_error,
-        }
+        scores = {"oof_rand_error_raw": self.oof_rand_error_raw, "oof_rand_error": self.oof_rand_error}
+        return {**self.settings.as_dict(), **scores}
 
     def params(self) -> dict[str, Any]:
-        return {"threshold": self.settings.threshold, "min_cell_area": self.settings.min_cell_area}
+        return self.settings.as_dict()
 
     def metrics(self) -> dict[str, float]:
         scores = {
@@ -74,7 +71,10 @@ class IsbiDecision:
         scores = ""
         if self.oof_rand_error_raw is not None and self.oof_rand_error is not None:
             scores = f" (OOF Rand error {self.oof_rand_error_raw:.4f} -> {self.oof_rand_error:.4f})"
-        return f"threshold {self.settings.threshold}, min_cell_area {self.settings.min_cell_area}{scores}"
+        return f"{self.settings.describe()}{scores}"
+
+
+_SCORE_KEYS = ("oof_rand_error_raw", "oof_rand_error")  # IsbiDecision.to_json's keys beside the settings'
 
 
 def _optional_float(value: Any) -> float | None:
@@ -139,7 +139,7 @@ class IsbiTask:
         if not isinstance(values, dict):
             raise NervesegError(f"{source} must be a JSON object, got {type(values).__name__}")
         try:
-            settings = MembranePostprocess(float(values["threshold"]), int(values["min_cell_area"]))
+            settings = MembranePostprocess.from_dict({k: v for k, v in values.items() if k not in _SCORE_KEYS})
         except (KeyError, TypeError, ValueError) as err:
             raise NervesegError(
                 f"{source}: needs threshold and min_cell_area ({err}); delete it to decide again"
@@ -172,8 +172,9 @@ class IsbiTask:
         batch_size: int,
         progress: bool,
     ) -> SubmissionFile:
-        """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack."""
-        from nerveseg.submit.tiff_stack import write_probability_stack
+        """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
+        and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
+        from nerveseg.submit.tiff_stack import write_submission_stack
         from nerveseg.train.isbi_fold import predict_isbi_ensemble
 
         seconds: dict[str, float] = {}
@@ -189,7 +190,10 @@ class IsbiTask:
         mark = time.perf_counter()
         probs = apply_membrane_postprocess(probs, decision.settings)
         # an existing file is the user's one-line NervesegError; a stack failing its checks is a bug (traceback)
-        written = write_probability_stack(probs, path, shape=data.test_images.shape[1:])
+        # beside it, <stem>/<k>.png: each slice's thresholded membrane map
+        written, _ = write_submission_stack(
+            probs, path, threshold=decision.settings.threshold, shape=data.test_images.shape[1:]
+        )
         seconds["write"] = time.perf_counter() - mark
         metrics = {
             "n_test_images": float(len(probs)),

@@ -4,9 +4,10 @@ Both model families train on a fixed schedule (``epochs`` x ``steps_per_epoch`` 
 the LAST epoch: with 25 slices the held-out block is the only test there is, so it is never used
 to pick an epoch. Validation numbers are logged only.
 
-- ``unet``: trained on random ``crop_size`` crops with flips and 90-degree rotations, then applied
-  to whole slices by a twin built at the slice size with the same weights (the U-Net is fully
-  convolutional; its weights do not depend on the input size).
+- ``unet``: trained on random ``crop_size`` crops with flips and 90-degree rotations (and, as options,
+  elastic deformation and the U-Net paper's border weight map as per-pixel loss weights, which travel
+  with the crops), then applied to whole slices by a twin built at the slice size with the same
+  weights (the U-Net is fully convolutional; its weights do not depend on the input size).
 - ``patch_cnn``: trained on centre-pixel windows (``train.windows``), applied to whole slices by its
   exact dense twin (``model.patch_cnn.dense_predict``).
 
@@ -19,6 +20,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -37,6 +39,9 @@ from nerveseg.evaluate.membrane_metrics import membrane_scores
 from nerveseg.model.losses import compile_model, learning_rate_for
 from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
 from nerveseg.model.unet import build_unet, set_standardization, unet_options
+from nerveseg.names import VAL_RAND_ERROR
+from nerveseg.train import elastic
+from nerveseg.train.border_weights import training_weight_maps
 from nerveseg.train.fold import (
     HISTORY_KEYS,
     EpochLogs,
@@ -92,26 +97,59 @@ def training_steps(config: TrainConfig, n_train: int, height: int, width: int) -
     return max(1, math.ceil(n_train * height * width / (side * side) / config.batch_size))
 
 
-def crop_dataset(
-    images: np.ndarray, membranes: np.ndarray, crop: int, *, batch_size: int, seed: int
-) -> tf.data.Dataset:
-    """An endless, seeded stream of ``(crops (b, crop, crop, 1) in [0, 1], {"mask": targets})``.
+def elastic_margin(elastic_sigma: float) -> int:
+    """Pixels of real context cut around a crop before it is deformed (displacements rarely exceed 3 sigma)."""
+    return math.ceil(3 * elastic_sigma)
 
-    Each crop comes from a random slice at a random offset, then gets one of the 8 flips/rotations.
+
+def crop_dataset(
+    images: np.ndarray,
+    membranes: np.ndarray,
+    crop: int,
+    *,
+    batch_size: int,
+    seed: int,
+    weights: np.ndarray | None = None,
+    elastic_sigma: float = 0.0,
+) -> tf.data.Dataset:
+    """An endless, seeded stream of ``(crops (b, crop, crop, 1) in [0, 1], {"mask": targets})``, and
+    ``{"mask": weights}`` (Keras sample weights, (b, crop, crop, 1)) as a third element when ``weights``
+    (n, h, w) are given.
+
+    Each crop comes from a random slice at a random offset; with ``elastic_sigma > 0`` it is cut with a
+    margin of real context, elastically deformed (``train.elastic``: one field for image, label and
+    weights) and cut to size; then it gets one of the 8 flips/rotations. Image, label and weights move
+    together in every step.
     """
     n, height, width = images.shape
-    stack = tf.constant(np.stack([images.astype(np.float32) / 255.0, membranes.astype(np.float32)], axis=-1))
+    planes = [images.astype(np.float32) / 255.0, membranes.astype(np.float32)]
+    if weights is not None:
+        planes.append(np.asarray(weights, np.float32))
+    orders = (elastic.IMAGE_ORDER, elastic.LABEL_ORDER, elastic.WEIGHT_ORDER)[: len(planes)]
+    margin = elastic_margin(elastic_sigma)
+    stack = np.stack(planes, axis=-1)
+    if margin:  # reflect the slices' edges so that every crop offset has its margin
+        stack = np.pad(stack, ((0, 0), (margin, margin), (margin, margin), (0, 0)), mode="reflect")
+    stack = tf.constant(stack)
+    side, channels = crop + 2 * margin, len(planes)
 
-    def cut(draws: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def deformed(patch: np.ndarray, field_seed: np.ndarray) -> np.ndarray:
+        out = elastic.elastic_crop(patch, elastic_sigma, int(field_seed), orders)
+        return out[margin : margin + crop, margin : margin + crop]
+
+    def cut(draws: tf.Tensor) -> tuple[tf.Tensor, ...]:
         draws = tf.math.floormod(draws, _RANGE)
         index, top, left = draws[0] % n, draws[1] % (height - crop + 1), draws[2] % (width - crop + 1)
-        patch = stack[index, top : top + crop, left : left + crop]
-        patch = tf.image.rot90(patch, k=tf.cast(draws[3] % 4, tf.int32))
+        patch = stack[index, top : top + side, left : left + side]
+        if margin:
+            patch = tf.numpy_function(deformed, [patch, draws[4]], tf.float32, stateful=False)
+        patch = tf.image.rot90(tf.ensure_shape(patch, (crop, crop, channels)), k=tf.cast(draws[3] % 4, tf.int32))
         patch = tf.cond((draws[3] // 4) % 2 == 1, lambda: tf.reverse(patch, [1]), lambda: patch)
-        patch = tf.ensure_shape(patch, (crop, crop, 2))
-        return patch[..., :1], {"mask": patch[..., 1:]}
+        patch = tf.ensure_shape(patch, (crop, crop, channels))
+        targets = {"mask": patch[..., 1:2]}
+        return (patch[..., :1], targets, {"mask": patch[..., 2:]}) if weights is not None else (patch[..., :1], targets)
 
-    draws = tf.data.Dataset.random(seed=seed).batch(4, drop_remainder=True)
+    draws = tf.data.Dataset.random(seed=seed).batch(5 if margin else 4, drop_remainder=True)
     return (
         draws.map(cut, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(batch_size, drop_remainder=True)
@@ -149,8 +187,32 @@ def _fit_inputs(
         return train_ds, val_ds, PATCH_VAL_STEPS, steps
     compile_model(model, config, steps_per_epoch=steps)
     crop = crop_side(config, height, width)
-    train_ds = crop_dataset(data.images[train], data.membranes[train], crop, batch_size=config.batch_size, seed=seed)
+    weights = None
+    if config.border_w0 > 0:
+        weights = training_weight_maps(data.membranes[train], w0=config.border_w0, sigma=config.border_sigma)
+    stream = dict(batch_size=config.batch_size, seed=seed, weights=weights, elastic_sigma=config.elastic_sigma)
+    train_ds = crop_dataset(data.images[train], data.membranes[train], crop, **stream)
     return train_ds, tile_dataset(data.images[val], data.membranes[val], crop, config.batch_size), None, steps
+
+
+class HeldOutRandError(keras.callbacks.Callback):
+    """Adds ``val_rand_error`` to each epoch's logs: the held-out slices' mean Rand error at threshold
+    0.5, predicted whole (no TTA) with that epoch's weights. Logged only, never used to pick an epoch;
+    it is how a CV reports Rand error against training steps (``benchmarks/isbi_steps.py``).
+
+    Must come after ``EpochLogs`` and before the callbacks that read the logs (MLflow's ``EpochLogger``
+    logs it as the per-epoch metric ``val_rand_error``).
+    """
+
+    def __init__(self, config: TrainConfig, images: np.ndarray, membranes: np.ndarray) -> None:
+        super().__init__()
+        self._config, self._images, self._membranes = config, images, membranes
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None:
+            return
+        probs = predict_slices(self._config, [self.model], self._images, tta=False)
+        logs[VAL_RAND_ERROR] = membrane_scores(probs, self._membranes).rand_error
 
 
 def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> None:
@@ -238,6 +300,8 @@ def train_isbi_fold(
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)  # before training: an unusable folder fails at once
+    if config.epoch_rand_error:
+        callbacks = [HeldOutRandError(config, data.images[val_index], data.membranes[val_index]), *callbacks]
     history = _fit_fixed_schedule(model, config, (train_ds, val_ds, val_steps, steps), fold, callbacks, verbose)
     weights_path = _save_fold_weights(model, workdir, fold)
     oof_probs = predict_slices(config, [model], data.images[val_index], tta=False)
