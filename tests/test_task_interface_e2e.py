@@ -132,8 +132,13 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     out_dir = tracked.root / "subs"
     argv = ["--task", "isbi2012", "--raw-dir", str(tracked.raw_dir), "--out-dir", str(out_dir), "--no-progress"]
     out = _quiet(submit.main, argv)
-    (path,) = out_dir.iterdir()
+    (path,) = out_dir.glob("*.tif")
     assert path.name.endswith("_tiny_isbi.tif") and f"wrote {path}" in out
+    pngs = path.with_suffix("")  # beside the stack: each slice's thresholded membrane map
+    assert sorted(out_dir.iterdir()) == sorted([path, pngs]) and sorted(p.name for p in pngs.iterdir()) == [
+        "0.png",
+        "1.png",
+    ]
     probs = read_probability_stack(path, shape=(SIZE, SIZE))
     assert probs.dtype == np.float32 and probs.shape == (2, SIZE, SIZE) and 0.0 < probs.mean() < 1.0
     client = get_client()
@@ -152,7 +157,7 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):  # no config: one line, no file
         assert submit.main(["--run-id", nerve, "--raw-dir", str(tracked.raw_dir), "--out-dir", str(out_dir)]) == 2
     assert err.getvalue().startswith("error: ") and err.getvalue().count("\n") == 1
-    assert list(out_dir.iterdir()) == [path]
+    assert sorted(out_dir.iterdir()) == sorted([path, pngs])
 
 
 def test_tune_minimises_the_isbi_rand_error(tracked: Tracked, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,87 @@
+"""Rand error against training steps, from one block-fold CV of an ISBI config (``benchmarks/isbi_cv.py``'s
+path, no MLflow): each fold logs its held-out Rand error after every epoch (``epoch_rand_error: true``,
+the per-epoch metric ``val_rand_error`` a tracked CV records too), and this prints the mean over folds
+per epoch against the batches and crops seen, then the usual CV table and post-processing line.
+
+    python benchmarks/isbi_steps.py --config experiments/isbi_unet.yaml --root ../shared/isbi2012
+    python benchmarks/isbi_steps.py --config experiments/isbi_unet.yaml --root ../shared/isbi2012 \\
+        --set epochs=30 --csv /tmp/isbi_steps.csv
+
+Read it with care: epoch k of an N-epoch cosine schedule is not a k-epoch schedule (its learning rate
+has not decayed yet), so the curve is a lower bound on what a run of k epochs would reach, and its
+slope at the end says what more epochs of the same schedule would buy. For the honest point at a
+given length run that length (``--set epochs=K``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # isbi_cv, beside this file
+from isbi_cv import load, run_folds, summarise
+
+
+def rand_error_table(per_fold: dict[int, list[float]], steps_per_epoch: int, batch_size: int) -> list[dict]:
+    """One row per epoch: batches and crops seen, each fold's held-out Rand error, their mean."""
+    epochs = min(len(values) for values in per_fold.values())
+    rows = []
+    for epoch in range(epochs):
+        values = {f"fold_{fold}": per_fold[fold][epoch] for fold in sorted(per_fold)}
+        steps = (epoch + 1) * steps_per_epoch
+        mean = sum(values.values()) / len(values)
+        rows.append({"epoch": epoch + 1, "steps": steps, "crops": steps * batch_size, **values, "mean": mean})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--root", type=Path, required=True, help="ISBI data root (train/ and test/ or TIFF stacks)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--csv", type=Path, help="also write the table to this NEW csv file")
+    args = parser.parse_args()
+    if args.csv is not None and args.csv.exists():
+        parser.error(f"--csv {args.csv} exists; pick a new name")
+
+    import keras
+
+    from nerveseg.names import VAL_RAND_ERROR
+    from nerveseg.train.isbi_fold import training_steps
+
+    config, data, folds = load(args.config, args.root, [*args.set, "epoch_rand_error=true"])
+    per_fold: dict[int, list[float]] = {}
+
+    class Listen(keras.callbacks.Callback):
+        def __init__(self, fold: int) -> None:
+            super().__init__()
+            self.fold = fold
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            per_fold.setdefault(self.fold, []).append(float((logs or {})[VAL_RAND_ERROR]))
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        results = run_folds(config, data, folds, Path(workdir), range(config.folds), callbacks_for=Listen)
+    minutes = (time.perf_counter() - start) / 60
+    n_train = len(data.images) - len(results[0].val_index)
+    steps = training_steps(config, n_train, *data.images.shape[1:])
+    rows = rand_error_table(per_fold, steps, config.batch_size)
+    print(f"\nheld-out Rand error (threshold 0.5, no TTA, no post-processing) per epoch; {minutes:.1f} min in all")
+    print(" ".join(f"{key:>9}" for key in rows[0]))
+    for row in rows:
+        print(" ".join(f"{value:>9}" if isinstance(value, int) else f"{value:>9.4f}" for value in row.values()))
+    if args.csv is not None:
+        with open(args.csv, "x", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    summarise(data, folds, results)
+
+
+if __name__ == "__main__":
+    main()
