@@ -199,6 +199,6 @@ def test_config_task_rules(tmp_path: Path) -> None:
         TrainConfig(task="isbi2012", height=512, width=512, crop_size=100)
     with pytest.raises(ValueError, match="window 64"):
         TrainConfig(task="isbi2012", model="patch_cnn", window=64)
-    for name in ("isbi_unet", "isbi_patch_cnn", "isbi_demo"):
+    for name in ("isbi_unet", "isbi_patch_cnn", "isbi_demo", "isbi_unet_topology"):
         config = load_config(Path(__file__).resolve().parents[1] / "experiments" / f"{name}.yaml")
         assert config.task == "isbi2012" and (config.height, config.width) == (512, 512) and config.folds == 5
