@@ -1,7 +1,7 @@
 """Rand error against training steps, from one block-fold CV of an ISBI config (``benchmarks/isbi_cv.py``'s
-path, no MLflow): each fold logs its held-out Rand error after every epoch (``epoch_rand_error: true``,
-the per-epoch metric ``val_rand_error`` a tracked CV records too), and this prints the mean over folds
-per epoch against the batches and crops seen, then the usual CV table and post-processing line.
+path: ``run.cross_validate`` with a ``LocalStore``, no MLflow): each fold logs its held-out Rand error after
+every epoch (``epoch_rand_error: true``, the per-epoch metric ``val_rand_error`` a tracked CV records too),
+and this prints the mean over folds per epoch against the batches and crops seen, then the CV table.
 
     python benchmarks/isbi_steps.py --config experiments/isbi_unet.yaml --root ../shared/isbi2012
     python benchmarks/isbi_steps.py --config experiments/isbi_unet.yaml --root ../shared/isbi2012 \\
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # isbi_cv, beside this file
-from isbi_cv import load, run_folds, summarise
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def rand_error_table(per_fold: dict[int, list[float]], steps_per_epoch: int, batch_size: int) -> list[dict]:
@@ -48,27 +49,32 @@ def main() -> None:
     if args.csv is not None and args.csv.exists():
         parser.error(f"--csv {args.csv} exists; pick a new name")
 
-    import keras
-
+    from nerveseg.config import load_config
+    from nerveseg.data.isbi import load_isbi
     from nerveseg.names import VAL_RAND_ERROR
+    from nerveseg.run.cross_validate import cross_validate
+    from nerveseg.run.local_store import LocalStore
+    from nerveseg.run.store import CVObserver, CVPaths
+    from nerveseg.tasks.isbi_task import isbi_root
     from nerveseg.train.isbi_fold import training_steps
 
-    config, data, folds = load(args.config, args.root, [*args.set, "epoch_rand_error=true"])
+    overrides = dict(item.split("=", 1) for item in args.set)
+    config = load_config(args.config, **{**overrides, "epoch_rand_error": "true"})
     per_fold: dict[int, list[float]] = {}
 
-    class Listen(keras.callbacks.Callback):
-        def __init__(self, fold: int) -> None:
-            super().__init__()
-            self.fold = fold
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            per_fold.setdefault(self.fold, []).append(float((logs or {})[VAL_RAND_ERROR]))
+    class Listen(CVObserver):
+        def on_epoch_end(self, fold: int, epoch: int, logs) -> None:
+            per_fold.setdefault(fold, []).append(float(logs[VAL_RAND_ERROR]))
+            print(f"fold {fold} epoch {epoch + 1}: val_rand_error {logs[VAL_RAND_ERROR]:.4f}", flush=True)
 
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as workdir:
-        results = run_folds(config, data, folds, Path(workdir), range(config.folds), callbacks_for=Listen)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalStore(Path(tmp) / config.name)
+        paths = CVPaths(args.root, Path(tmp) / "cache", Path(tmp) / "folds", Path(tmp) / "work")
+        result = cross_validate(config, paths, store, [Listen()], progress=False)
     minutes = (time.perf_counter() - start) / 60
-    n_train = len(data.images) - len(results[0].val_index)
+    data = load_isbi(isbi_root(args.root))
+    n_train = len(data) - len(data) // config.folds  # block folds: held-out blocks differ by one slice at most
     steps = training_steps(config, n_train, *data.images.shape[1:])
     rows = rand_error_table(per_fold, steps, config.batch_size)
     print(f"\nheld-out Rand error (threshold 0.5, no TTA, no post-processing) per epoch; {minutes:.1f} min in all")
@@ -80,7 +86,8 @@ def main() -> None:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    summarise(data, folds, results)
+    if result.final is not None:
+        print(result.final.table)
 
 
 if __name__ == "__main__":
