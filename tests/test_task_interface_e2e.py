@@ -23,6 +23,7 @@ import cv_train
 import submit
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
+from nerveseg.names import VAL_RAND_ERROR
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.store import get_client
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.slow
 
 SIZE = 64
 CONFIG = TrainConfig(name="tiny_isbi", task="isbi2012", height=SIZE, width=SIZE, depth=3, base_filters=4,
-                     crop_size=32, batch_size=4, epochs=1, steps_per_epoch=2, folds=2, seed=1)  # fmt: skip
+                     crop_size=32, batch_size=4, epochs=1, steps_per_epoch=2, folds=2, seed=1,
+                     epoch_rand_error=True)  # fmt: skip
 
 
 def test_get_task_knows_both_tasks_and_refuses_others_in_one_line() -> None:
@@ -97,6 +99,11 @@ def test_fold_runs_hold_contiguous_blocks_and_the_folds_file_is_written_once(tra
     folds = schema.newest_finished_fold_runs(client, client.get_run(tracked.parent_id))
     assert sorted(folds) == [0, 1]
     assert [folds[k].data.params["val_slices"] for k in (0, 1)] == ["0-2", "3-5"]
+    for k in (0, 1):  # epoch_rand_error: the held-out Rand error per epoch, the last one the fold's score
+        (last,) = client.get_metric_history(folds[k].info.run_id, VAL_RAND_ERROR)
+        assert last.step == 1 and last.value == pytest.approx(
+            client.get_run(tracked.parent_id).data.metrics[f"fold_{k}_rand_error"]
+        )
     files = list(tracked.folds_dir.glob("*.json"))
     assert len(files) == 1
     saved = json.loads(files[0].read_text())
