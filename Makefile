@@ -1,7 +1,11 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both create .venv when needed.
 SHELL := /bin/bash
-PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+# The venv is built from PYTHON_BOOT when set, else from the newest supported python3.X on the machine
+# (scripts/pick_python.sh; the range is requires-python in pyproject.toml). PYTHON_BOOT only matters when the
+# venv is created: to try another Python, name another venv, e.g. `make test VENV=.venv-py311 PYTHON_BOOT=python3.11`.
+PYTHON_BOOT ?=
+VENV ?= .venv
+PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -13,13 +17,13 @@ DEMO_IMAGES ?= 16
 DEMO_TEST ?= 160
 DEMO_SEED ?= 2016
 
-.PHONY: demo demo-isbi test lint data venv clean-demo
+.PHONY: demo demo-isbi test test-fast lint data venv clean-demo
 
 venv: $(STAMP)
 
 $(STAMP): requirements.txt
-	@$(PYTHON_BOOT) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "nerveseg needs Python 3.11 (TensorFlow 2.21 wheels); set PYTHON_BOOT=/path/to/python3.11")'
-	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@test -x $(PY) || { boot=$$(PYTHON_BOOT='$(PYTHON_BOOT)' bash scripts/pick_python.sh) \
+		&& echo "creating $(VENV) with $$boot" && "$$boot" -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
@@ -54,7 +58,11 @@ demo-isbi: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The fast subset (no model training, no servers).
+test-fast: PYTEST_ARGS = -m "not slow"
+test-fast: test
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
