@@ -29,11 +29,16 @@ is_supported() {
     return 1
 }
 
+# Where pyenv keeps its Pythons (also when only its shims, not pyenv itself, are on PATH).
+pyenv_root() {
+    if command -v pyenv >/dev/null 2>&1; then pyenv root; else echo "${PYENV_ROOT:-$HOME/.pyenv}"; fi
+}
+
 # The command itself, then (for a pythonX.Y name) pyenv's installs of X.Y, newest patch release first.
 candidates() {
     echo "$1"
-    if [[ $1 =~ ^python(3\.[0-9]+)$ ]] && command -v pyenv >/dev/null 2>&1; then
-        compgen -G "$(pyenv root)/versions/${BASH_REMATCH[1]}.*/bin/$1" | sort -rV
+    if [[ $1 =~ ^python(3\.[0-9]+)$ ]]; then
+        compgen -G "$(pyenv_root)/versions/${BASH_REMATCH[1]}.*/bin/$1" | sort -rV
     fi
 }
 

@@ -32,9 +32,9 @@ def fake_python(path: Path, version: str | None) -> Path:
     return path
 
 
-def pick(bin_dir: Path, python_boot: str | None = None) -> subprocess.CompletedProcess[str]:
+def pick(bin_dir: Path, python_boot: str | None = None, **env_vars: str) -> subprocess.CompletedProcess[str]:
     """Run the script with only ``bin_dir`` and the system's basic tools on PATH."""
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(bin_dir)}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(bin_dir), **env_vars}
     if python_boot is not None:
         env["PYTHON_BOOT"] = python_boot
     return subprocess.run(["/bin/bash", str(SCRIPT)], env=env, capture_output=True, text=True, check=False)
@@ -98,6 +98,8 @@ def test_an_inactive_pyenv_version_is_found_behind_its_shim(bin_dir: Path, tmp_p
     fake_python(bin_dir / "python3.11", "3.11")
     assert pick(bin_dir).stdout.strip() == str(newer_patch)  # 3.12 via pyenv beats the active 3.11
     assert pick(bin_dir, python_boot="python3.12").stdout.strip() == str(newer_patch)
+    (bin_dir / "pyenv").unlink()  # only the shims on PATH: PYENV_ROOT says where the versions are
+    assert pick(bin_dir, PYENV_ROOT=str(root)).stdout.strip() == str(newer_patch)
 
 
 def test_the_running_interpreter_is_accepted() -> None:
