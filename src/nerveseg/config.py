@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from nerveseg.errors import ConfigError
+from nerveseg.yaml_input import load_yaml_file
 
 Upsampling = Literal["transpose", "bilinear"]
 LossName = Literal["dice", "bce", "bce_dice"]
@@ -134,6 +135,19 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never prints a whole (maybe huge) value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_option_range(key: str, value: float, option: str) -> None:
+    """The config's range for ``key`` applied to a command-line ``option`` (e.g. ``--height``), before any work."""
+    low, high = _RANGES[key]
+    if not low <= value <= high:
+        raise ConfigError(f"{option} {value} is out of range; expected {low} <= {option} <= {high}")
+
+
 def field_names() -> list[str]:
     """Names a YAML file or a search space may set (everything but ``name``)."""
     return [f.name for f in fields(TrainConfig) if f.name != "name"]
@@ -147,7 +161,7 @@ def _coerce(key: str, value: Any) -> Any:
     """Turn YAML/CLI values into the field's type; PyYAML reads ``1e-5`` as a string."""
     expected = _field_types().get(key)
     if expected is None:
-        raise ConfigError(f"unknown config key {key!r}; expected one of: {', '.join(field_names())}")
+        raise ConfigError(f"unknown config key {shown(key)}; expected one of: {', '.join(field_names())}")
     if expected is bool:
         if isinstance(value, str) and value.lower() in {"true", "false"}:
             return value.lower() == "true"
@@ -173,15 +187,17 @@ def _validate(config: TrainConfig) -> None:
         if typing.get_origin(expected) is Literal:
             choices = typing.get_args(expected)
             if value not in choices:
-                raise ConfigError(f"config {key}={value!r} is not allowed; expected one of {list(choices)}")
+                raise ConfigError(f"config {key}={shown(value)} is not allowed; expected one of {list(choices)}")
             continue
         ok = (
             isinstance(value, bool) if expected is bool else isinstance(value, expected) and not isinstance(value, bool)
         )
         if not ok:
-            raise ConfigError(f"config {key}={value!r} has type {type(value).__name__}; expected {expected.__name__}")
+            raise ConfigError(
+                f"config {key}={shown(value)} has type {type(value).__name__}; expected {expected.__name__}"
+            )
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config {key}={value!r} must be a finite number")
+            raise ConfigError(f"config {key}={shown(value)} must be a finite number")
         if key in _RANGES:
             low, high = _RANGES[key]
             if not low <= value <= high:
@@ -246,10 +262,7 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass an existing experiments/<name>.yaml")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        loaded = load_yaml_file(path, "config file", ConfigError) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}")
         if "name" in loaded:
@@ -270,8 +283,8 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig
     try:  # the file was valid, so what fails now is the override's fault (e.g. --epochs 0)
         return config.replace(**given)
     except ValueError as err:
-        shown = ", ".join(f"{k}={v!r}" for k, v in given.items())
-        raise ConfigError(f"override {shown} (command line, not the config file): {err}") from err
+        values_shown = ", ".join(f"{k}={shown(v)}" for k, v in given.items())
+        raise ConfigError(f"override {values_shown} (command line, not the config file): {err}") from err
 
 
 def config_to_yaml(config: TrainConfig) -> str:
