@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("--out-dir", "--cache-dir"):
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
     check_writable_dir(args.out_dir, "--out-dir")
+    if args.name is not None and (args.out_dir / args.name).exists():
+        raise NervesegError(f"--name: {args.out_dir / args.name} already exists; submissions are never overwritten")
     quiet_tensorflow(args.verbose)
     check_free_space(args.out_dir, expected_output_bytes(args.raw_dir), "--out-dir")  # before any prediction
 

@@ -224,15 +224,17 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def check_outside(folder: Path | str, protected: Path | str, what: str) -> Path:
+def check_outside(
+    folder: Path | str, protected: Path | str, what: str, protected_what: str = "the raw data folder"
+) -> Path:
     """Refuse an output ``folder`` (or file) that is ``protected`` or lies inside it (the raw data, which is never
     written): ``what`` names the option. Symbolic links are resolved, so a link into the raw folder is caught too."""
     folder, protected = Path(folder), Path(protected)
     resolved, guarded = folder.resolve(), protected.resolve()
     if resolved == guarded or guarded in resolved.parents:
         raise NervesegError(
-            f"{what} {folder} lies inside the raw data folder {protected}, which is never written; "
-            "pass a folder outside it (e.g. data/processed or submissions/)"
+            f"{what} {folder} lies inside {protected_what} {protected}, which is never written; "
+            "pass a path outside it (e.g. data/processed or submissions/)"
         )
     return folder
 

@@ -121,6 +121,9 @@ def read_submission(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise NervesegError(f"submission {path} does not exist")
+    with open(path, "rb") as handle:
+        if b"\0" in handle.read(1 << 16):
+            raise NervesegError(f"submission {path} is a binary file, not CSV text; pass the CSV of src/submit.py")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except pd.errors.EmptyDataError:
