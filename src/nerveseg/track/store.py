@@ -22,11 +22,11 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nerveseg.config import load_yaml_file
 from nerveseg.errors import NervesegError
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
 from nerveseg.track.schema import RUN_TYPE_TAG
 from nerveseg.uris import redact_uri, sqlite_path, sqlite_schema_lock
-from nerveseg.yaml_input import load_yaml_file
 
 HTTP_SCHEMES = ("http", "https")
 SQL_SERVER_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")

@@ -14,9 +14,8 @@ from typing import Any, Literal
 
 import optuna
 
-from nerveseg.config import TrainConfig, field_names
+from nerveseg.config import TrainConfig, field_names, load_yaml_file
 from nerveseg.errors import NervesegError
-from nerveseg.yaml_input import load_yaml_file
 
 ParamKind = Literal["float", "int", "categorical"]
 _SPEC_KEYS: dict[str, set[str]] = {
