@@ -67,6 +67,7 @@ def test_two_processes_creating_a_new_mlflow_store_both_succeed(tmp_path: Path) 
     assert len(ids) == 1, f"both processes must use the one experiment, got {ids}"
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 def test_two_tune_workers_on_a_new_optuna_storage_both_succeed(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     started = time.monotonic()

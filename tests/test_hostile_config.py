@@ -30,6 +30,7 @@ def raw(tmp_path: Path) -> Path:
     return write_set(tmp_path / "raw", subjects=(1,), images=(1,))
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("case", BAD_CONFIGS)
 def test_a_hostile_config_file_is_one_short_line(tmp_path: Path, raw: Path, case: str) -> None:
     content, words = BAD_CONFIGS[case]
@@ -44,6 +45,23 @@ def test_a_hostile_config_file_is_one_short_line(tmp_path: Path, raw: Path, case
     assert tree_digest(raw) == before
 
 
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_a_hostile_config_file_is_refused_in_process(tmp_path: Path, case: str) -> None:
+    """The fast twin of the command test above: ``load_config`` itself."""
+    from nerveseg.config import load_config
+    from nerveseg.errors import ConfigError
+
+    content, words = BAD_CONFIGS[case]
+    config = tmp_path / "hostile.yaml"
+    config.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    message = str(caught.value)
+    assert message.startswith(f"config file {config}") and words in message
+    assert "\n" not in message and len(message) < 400
+
+
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("case", ["alias bomb", "not UTF-8"])
 def test_a_hostile_search_space_is_one_line(tmp_path: Path, raw: Path, case: str) -> None:
     content, words = BAD_CONFIGS[case]
@@ -66,6 +84,7 @@ def test_the_mlflow_settings_file_is_bounded_too(tmp_path: Path) -> None:
         load_mlflow_settings(settings)
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("url", ["bogus://x", "not a url at all", "sqlite+nodriver:///x.db"])
 def test_a_bogus_storage_url_is_one_line(tmp_path: Path, raw: Path, url: str) -> None:
     before = tree_digest(raw)

@@ -82,11 +82,13 @@ def prepare(folders: dict[str, Path], *extra: object) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 def test_the_tiny_set_prepares(folders: dict[str, Path]) -> None:
     done = prepare(folders)
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("case", BAD_FILES)
 @pytest.mark.parametrize("name", ["2_1.tif", "2_1_mask.tif"])
 def test_a_hostile_raw_file_is_one_line_naming_it(folders: dict[str, Path], case: str, name: str) -> None:
@@ -100,6 +102,26 @@ def test_a_hostile_raw_file_is_one_line_naming_it(folders: dict[str, Path], case
     assert not list(folders["cache"].glob("*.npz"))
 
 
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_hostile_raw_file_is_refused_in_process(folders: dict[str, Path], case: str) -> None:
+    """The fast twin of the command test above: ``prepare_train`` itself, one line naming the file."""
+    from nerveseg.data.cache import prepare_train
+    from nerveseg.data.raw import DataError
+
+    damage, words = BAD_FILES[case]
+    path = folders["raw"] / "test" / "10.tif"  # the test images go through the same checks
+    damage(path)
+    train = folders["raw"] / "train" / "1_2_mask.tif"
+    damage(train)
+    before = tree_digest(folders["raw"])
+    with pytest.raises(DataError) as caught:
+        prepare_train(folders["raw"], folders["cache"], 32, 40, workers=1, progress=False)
+    message = str(caught.value)
+    assert message.startswith(f"{train}:") and words in message and "\n" not in message
+    assert tree_digest(folders["raw"]) == before
+
+
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize(
     ("option", "value"),
     [("--height", 100_000), ("--width", 8), ("--seed", -5), ("--folds", 1)],
@@ -112,6 +134,7 @@ def test_out_of_range_options_are_refused_before_any_work(folders: dict[str, Pat
     assert not folders["cache"].exists()
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("option", ["--cache-dir", "--folds-dir"])
 @pytest.mark.parametrize("inside", ["", "train"])
 def test_an_output_folder_inside_the_raw_folder_is_refused(folders: dict[str, Path], option: str, inside: str) -> None:
@@ -159,6 +182,7 @@ PEAK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("case", ["gigapixel header", "larger than any raw image"])
 def test_refusing_a_huge_file_costs_under_50_mb(folders: dict[str, Path], case: str) -> None:
     """Peak resident memory of a fresh process that reads one hostile file (its high-water mark grows by

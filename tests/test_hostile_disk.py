@@ -77,6 +77,7 @@ def test_a_write_that_fills_the_disk_names_the_file_and_leaves_nothing(small_dis
     assert sorted(p.name for p in (small_disk / "out").iterdir()) == []  # no temporary file left
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 def test_prepare_data_on_a_full_cache_disk_is_one_line_naming_the_cache(small_disk: Path, tmp_path: Path) -> None:
     """A disk with one free page: the folder check passes, the cache write fails and names its file."""
     raw = write_set(tmp_path / "raw", subjects=(1, 2), images=(1, 2))
@@ -93,6 +94,7 @@ def test_prepare_data_on_a_full_cache_disk_is_one_line_naming_the_cache(small_di
     assert not list(cache.iterdir())
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("leave_bytes", [0, 512 << 10])
 def test_submit_refuses_a_full_or_too_small_out_dir_before_any_work(
     small_disk: Path, tmp_path: Path, leave_bytes: int
@@ -115,6 +117,7 @@ def test_submit_refuses_a_full_or_too_small_out_dir_before_any_work(
 TINY_CONFIG = "height: 32\nwidth: 40\ndepth: 3\nbase_filters: 4\nbatch_size: 4\nepochs: 1\nfolds: 2\n"
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 def test_a_cv_run_on_a_full_artifact_store_ends_failed_with_the_reason(
     small_disk: Path, tmp_path: Path, empty_db: Path
 ) -> None:
@@ -175,6 +178,7 @@ def _killed_write(target: Path) -> Path:
     return leftover
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 def test_the_next_run_in_a_folder_removes_a_killed_writes_leftover(tmp_path: Path) -> None:
     """The issue's case: a kill during a write leaves a hidden .tmp in the output folder; the next command
     writing there (score.py --per-image) removes it, and leaves the user's own hidden files alone."""
@@ -193,6 +197,7 @@ def test_the_next_run_in_a_folder_removes_a_killed_writes_leftover(tmp_path: Pat
     assert sorted(p.name for p in out_dir.iterdir()) == [".notes.tmp", "scores.csv"]
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 def test_only_leftovers_of_dead_or_idle_writers_are_removed(tmp_path: Path) -> None:
     """``remove_stale_temp_files`` directly: a live writer's fresh file stays, the same file idle for over
     an hour goes (its PID may have been reused), a dead writer's goes at once."""
@@ -215,6 +220,7 @@ def test_only_leftovers_of_dead_or_idle_writers_are_removed(tmp_path: Path) -> N
         live.wait()
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 def test_submit_name_refuses_an_existing_file_at_once(tmp_path: Path) -> None:
     raw = write_set(tmp_path / "raw", subjects=(1,), images=(1,))
     out_dir = tmp_path / "subs"

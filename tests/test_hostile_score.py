@@ -26,6 +26,7 @@ def score(scoring: dict[str, Path], csv: Path, *extra: object):
     return run_script("score.py", csv, "--masks", scoring["masks"], "--raw-dir", scoring["raw"], *extra)
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 def test_a_valid_submission_still_scores(scoring: dict[str, Path]) -> None:
     out = scoring["root"] / "per_image.csv"
     done = score(scoring, scoring["csv"], "--per-image", out)
@@ -33,6 +34,7 @@ def test_a_valid_submission_still_scores(scoring: dict[str, Path]) -> None:
     assert out.read_text().startswith("img,dice")
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("target", ["the submission itself", "another file", "a raw TIFF", "a mask"])
 def test_per_image_never_replaces_an_existing_file(scoring: dict[str, Path], target: str) -> None:
     other = scoring["root"] / "notes.csv"
@@ -50,6 +52,7 @@ def test_per_image_never_replaces_an_existing_file(scoring: dict[str, Path], tar
     assert tree_digest(scoring["raw"]) == raw_before
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("where", ["raw", "masks"])
 def test_per_image_never_writes_a_new_file_into_the_raw_or_ground_truth_folder(
     scoring: dict[str, Path], where: str
@@ -71,6 +74,7 @@ BAD_CSVS = {
 }
 
 
+@pytest.mark.slow  # runs the command in a subprocess
 @pytest.mark.parametrize("case", BAD_CSVS)
 def test_a_broken_submission_csv_is_one_line(scoring: dict[str, Path], case: str) -> None:
     content, words = BAD_CSVS[case]
