@@ -43,8 +43,8 @@ def _writer_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's process
+        pass
     return True
 
 
@@ -165,6 +165,13 @@ def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (where a folder to be created would live)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def check_writable_dir(folder: Path | str, what: str) -> Path:
     """Prove that files can be written in ``folder`` BEFORE any expensive work starts; creates nothing.
 
@@ -174,9 +181,7 @@ def check_writable_dir(folder: Path | str, what: str) -> Path:
     PermissionError, and a file passed where a folder belongs is named as such.
     """
     folder = Path(folder)
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
+    existing = _nearest_existing(folder)
     if not existing.is_dir():
         where = "is a file" if existing == folder else f"lies under {existing}, which is a file"
         raise NervesegError(f"{what} {folder} {where}, not a folder; pass a folder path")
@@ -196,12 +201,6 @@ def check_writable_dir(folder: Path | str, what: str) -> Path:
             f"{what} {folder} is not writable ({reason} in {existing}); fix its permissions or pass another folder"
         ) from err
     return folder
-
-
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
 
 
 def check_free_space(folder: Path | str, needed_bytes: int, what: str) -> None:
@@ -230,13 +229,21 @@ def check_outside(
     """Refuse an output ``folder`` (or file) that is ``protected`` or lies inside it (the raw data, which is never
     written): ``what`` names the option. Symbolic links are resolved, so a link into the raw folder is caught too."""
     folder, protected = Path(folder), Path(protected)
-    resolved, guarded = folder.resolve(), protected.resolve()
+    resolved, guarded = _resolved(folder), _resolved(protected)
     if resolved == guarded or guarded in resolved.parents:
         raise NervesegError(
             f"{what} {folder} lies inside {protected_what} {protected}, which is never written; "
             "pass a path outside it (e.g. data/processed or submissions/)"
         )
     return folder
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` with links resolved; a link loop (RuntimeError before Python 3.13) keeps its absolute form."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 @contextlib.contextmanager

@@ -140,13 +140,22 @@ def check_tiff_header(data: bytes, path: Path) -> None:
             n_pages = len(tif.pages)
             page = tif.pages.first if n_pages else None
             shape, dtype = (page.shape, page.dtype) if page is not None else ((), None)
+            channels = page.samplesperpixel if page is not None else 1
     except Exception:  # tifffile raises TiffFileError, ValueError, struct.error... on crafted headers
         n_pages = 0
     if n_pages == 0:
         raise DataError(f"{path}: not a readable TIFF (corrupt or truncated header); replace it with the original file")
     if n_pages != 1:
         raise DataError(f"{path}: holds {n_pages} pages; expected one image per file, replace it with the original")
+    if channels != 1:
+        raise _channels_error(path, channels)
     _check_layout(tuple(shape), dtype, path)
+
+
+def _channels_error(path: Path, channels: object) -> DataError:
+    return DataError(
+        f"{path}: has {channels} channels; expected 1 (8-bit grayscale), replace it with the original file"
+    )
 
 
 def _quiet_tifffile() -> None:
@@ -156,10 +165,7 @@ def _quiet_tifffile() -> None:
 
 def _check_layout(shape: tuple[int, ...], dtype: np.dtype | None, path: Path) -> None:
     if len(shape) != 2:
-        channels = shape[-1] if len(shape) == 3 else "several"
-        raise DataError(
-            f"{path}: has {channels} channels; expected 1 (8-bit grayscale), replace it with the original file"
-        )
+        raise _channels_error(path, shape[-1] if len(shape) == 3 else "several")
     if dtype != np.uint8:
         raise DataError(f"{path}: has pixel type {dtype}; expected 8-bit (uint8), replace it with the original")
     if shape != (ORIG_HEIGHT, ORIG_WIDTH):
