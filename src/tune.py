@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
     base = load_config(args.config, folds=args.folds)
     space = load_search_space(args.space)
-    from nerveseg.tune.storage import check_storage, with_installed_driver
+    from nerveseg.tune.storage import check_storage_url, with_installed_driver
 
-    check_storage(with_installed_driver(args.storage))  # a bad --storage answers before TensorFlow loads
+    check_storage_url(with_installed_driver(args.storage))  # a bogus --storage answers before TensorFlow loads
     quiet_tensorflow(args.verbose)  # after the checks above, which answer without loading TensorFlow
     from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
 
