@@ -20,6 +20,7 @@ from pathlib import Path
 from nerveseg.cli import one_line_errors
 from nerveseg.config import load_config
 from nerveseg.errors import NervesegError
+from nerveseg.io_utils import check_outside
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
@@ -83,6 +84,8 @@ def predict_subjects(args: argparse.Namespace) -> int | None:
 @one_line_errors(interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for option in ("--cache-dir", "--folds-dir"):  # derived data never goes into the raw folder
+        check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
     config = load_config(
         args.config, folds=args.folds, epochs=args.epochs, seed=args.seed, predict_subjects=predict_subjects(args)
     )

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import one_line_errors
-from nerveseg.config import TrainConfig
+from nerveseg.config import TrainConfig, check_option_range
 from nerveseg.data.audit import prepare
-from nerveseg.io_utils import check_writable_dir
+from nerveseg.io_utils import check_outside, check_writable_dir
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 
@@ -35,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         help="re-hash the raw files (the cache trusts name, size and mtime) and rebuild it if their content changed",
     )
     args = parser.parse_args(argv)
-    check_writable_dir(args.cache_dir, "--cache-dir")  # before minutes of decoding
-    check_writable_dir(args.folds_dir, "--folds-dir")
+    for key in ("height", "width", "folds", "seed"):  # the config's limits, before a 690 MB cache is written
+        check_option_range(key, getattr(args, key), f"--{key}")
+    for option in ("--cache-dir", "--folds-dir"):
+        folder = getattr(args, option[2:].replace("-", "_"))
+        check_outside(folder, args.raw_dir, option)
+        check_writable_dir(folder, option)  # before minutes of decoding
     result = prepare(
         raw_dir=args.raw_dir,
         cache_dir=args.cache_dir,

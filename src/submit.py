@@ -16,8 +16,31 @@ from pathlib import Path
 
 from nerveseg.cli import one_line_errors
 from nerveseg.errors import NervesegError
+from nerveseg.io_utils import check_free_space, check_outside, check_writable_dir
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
+
+
+def expected_output_bytes(raw_dir: Path) -> int:
+    """The largest submission the test data under ``raw_dir`` can give: the nerve CSV for ``test/*.tif``,
+    the ISBI float32 stack for ``test-volume.tif`` or its ``test/*.png`` slices (the task is known only later)."""
+    import tifffile
+
+    from nerveseg.submit.submission_file import expected_csv_bytes
+    from nerveseg.submit.tiff_stack import expected_stack_bytes
+    from nerveseg.tasks.isbi_task import isbi_root
+
+    sizes = [expected_csv_bytes(len(list((raw_dir / "test").glob("*.tif"))))]
+    root = isbi_root(raw_dir)
+    stack = root / "test-volume.tif"
+    if stack.is_file():
+        try:
+            with tifffile.TiffFile(stack) as tif:
+                sizes.append(expected_stack_bytes(len(tif.pages), tuple(tif.pages.first.shape[:2])))
+        except Exception as err:  # tifffile raises many types for a damaged file
+            raise NervesegError(f"{stack}: cannot be read as a TIFF stack ({type(err).__name__}); replace it") from None
+    sizes.append(expected_stack_bytes(len(list((root / "test").glob("*.png")))))
+    return max(sizes)
 
 
 @one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
@@ -37,12 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help=f"decoded-image cache ({PROCESSED_DIR})")
     parser.add_argument("--batch-size", type=int, default=256, help="test images per prediction batch (256)")
     parser.add_argument("--test-masks", type=Path, default=None, help="folder of <id>_mask.tif: also log a test score")
+    parser.add_argument(
+        "--name", help="file name of the submission in --out-dir (default: <UTC time>_<run name>); never overwritten"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
     )
     args = parser.parse_args(argv)
+    for option in ("--out-dir", "--cache-dir"):
+        check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
+    check_writable_dir(args.out_dir, "--out-dir")
+    if args.name is not None and (args.out_dir / args.name).exists():
+        raise NervesegError(f"--name: {args.out_dir / args.name} already exists; submissions are never overwritten")
     quiet_tensorflow(args.verbose)
+    check_free_space(args.out_dir, expected_output_bytes(args.raw_dir), "--out-dir")  # before any prediction
 
     run_ids = None
     if args.runs is not None:
@@ -62,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         test_masks_dir=args.test_masks,
         progress=not args.no_progress,
         task=args.task,
+        file_name=args.name,
     )
     print(f"post-processing ({result.postprocessing_source}): {result.postprocessing.describe()}")
     empty = "" if result.empty_share != result.empty_share else f", {result.empty_share:.1%} predicted empty"

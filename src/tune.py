@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import one_line_errors
+from nerveseg.io_utils import check_outside
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
@@ -90,11 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors(interrupted=INTERRUPTED_LINE)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for option in ("--cache-dir", "--folds-dir", "--experiments-dir"):  # derived data never goes into the raw folder
+        check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
     from nerveseg.config import load_config
     from nerveseg.tune.search_space import load_search_space
 
     base = load_config(args.config, folds=args.folds)
     space = load_search_space(args.space)
+    from nerveseg.tune.storage import check_storage_url, with_installed_driver
+
+    check_storage_url(with_installed_driver(args.storage))  # a bogus --storage answers before TensorFlow loads
     quiet_tensorflow(args.verbose)  # after the checks above, which answer without loading TensorFlow
     from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
 

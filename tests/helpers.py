@@ -7,7 +7,10 @@ Kaggle-like TIFFs on disk (``write_set`` and its parts), a hand-made ``PreparedD
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +154,44 @@ def read_only_folder(path: Path) -> Iterator[Path]:
         yield path
     finally:
         path.chmod(0o700)
+
+
+# ------------------------------------------------------------------------------------ as a user would
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args: object, env: dict[str, str] | None = None, timeout: float = 180):
+    """``python src/<script> ARGS`` from the repo root, as a user types it; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / script), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+    )
+
+
+def tree_digest(folder: Path) -> str:
+    """SHA-256 over every entry under ``folder``: names, file bytes, link targets (a link loop is hashed as a
+    link, never followed). Equal before and after a command proves it wrote nothing there."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        if path.is_symlink():
+            digest.update(b"link " + os.readlink(path).encode())
+        elif path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit status 2 and exactly one stderr line, ``error: ...``, holding every one of ``words``."""
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2, f"exit {done.returncode}, stderr:\n{done.stderr}"
+    assert len(lines) == 1, f"expected one stderr line, got:\n{done.stderr}"
+    assert lines[0].startswith("error: "), lines[0]
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    return lines[0]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import ParamSpec
 
 from nerveseg.errors import NervesegError
+from nerveseg.io_utils import FULL_DISK_ERRNOS
 
 P = ParamSpec("P")
 
@@ -22,12 +23,22 @@ USAGE_ERROR = 2  # bad input, the status argparse uses for bad arguments
 INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
 
 _PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
-_PATH_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+_PATH_ERRNOS = {errno.EROFS}
 
 
 def user_path_error(err: BaseException) -> str | None:
-    """One line for an ``OSError`` about a path the user chose, or None when ``err`` is something else."""
-    if not isinstance(err, OSError) or err.filename is None:
+    """One line for an ``OSError`` about a path the user chose, or None when ``err`` is something else.
+
+    A full disk is the user's problem even when the library that wrote (MLflow copying an artifact, say)
+    lost the file name: that line names no file but says which disks to look at.
+    """
+    if not isinstance(err, OSError):
+        return None
+    if err.errno in FULL_DISK_ERRNOS:
+        where = err.filename if err.filename is not None else "a disk is full"
+        hint = "free space on the disk of the output, cache or tracking store (MLflow artifacts) and run again"
+        return f"{where}: {err.strerror or 'no space left on device'}; {hint}"
+    if err.filename is None:
         return None
     if not isinstance(err, _PATH_ERRORS) and err.errno not in _PATH_ERRNOS:
         return None

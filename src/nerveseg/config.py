@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from nerveseg.errors import ConfigError
+from nerveseg.errors import ConfigError, NervesegError
 
 Upsampling = Literal["transpose", "bilinear"]
 LossName = Literal["dice", "bce", "bce_dice"]
@@ -134,6 +134,19 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never prints a whole (maybe huge) value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_option_range(key: str, value: float, option: str) -> None:
+    """The config's range for ``key`` applied to a command-line ``option`` (e.g. ``--height``), before any work."""
+    low, high = _RANGES[key]
+    if not low <= value <= high:
+        raise ConfigError(f"{option} {value} is out of range; expected {low} <= {option} <= {high}")
+
+
 def field_names() -> list[str]:
     """Names a YAML file or a search space may set (everything but ``name``)."""
     return [f.name for f in fields(TrainConfig) if f.name != "name"]
@@ -147,7 +160,7 @@ def _coerce(key: str, value: Any) -> Any:
     """Turn YAML/CLI values into the field's type; PyYAML reads ``1e-5`` as a string."""
     expected = _field_types().get(key)
     if expected is None:
-        raise ConfigError(f"unknown config key {key!r}; expected one of: {', '.join(field_names())}")
+        raise ConfigError(f"unknown config key {shown(key)}; expected one of: {', '.join(field_names())}")
     if expected is bool:
         if isinstance(value, str) and value.lower() in {"true", "false"}:
             return value.lower() == "true"
@@ -173,15 +186,17 @@ def _validate(config: TrainConfig) -> None:
         if typing.get_origin(expected) is Literal:
             choices = typing.get_args(expected)
             if value not in choices:
-                raise ConfigError(f"config {key}={value!r} is not allowed; expected one of {list(choices)}")
+                raise ConfigError(f"config {key}={shown(value)} is not allowed; expected one of {list(choices)}")
             continue
         ok = (
             isinstance(value, bool) if expected is bool else isinstance(value, expected) and not isinstance(value, bool)
         )
         if not ok:
-            raise ConfigError(f"config {key}={value!r} has type {type(value).__name__}; expected {expected.__name__}")
+            raise ConfigError(
+                f"config {key}={shown(value)} has type {type(value).__name__}; expected {expected.__name__}"
+            )
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config {key}={value!r} must be a finite number")
+            raise ConfigError(f"config {key}={shown(value)} must be a finite number")
         if key in _RANGES:
             low, high = _RANGES[key]
             if not low <= value <= high:
@@ -235,6 +250,72 @@ def _validate_task(config: TrainConfig) -> None:
         PatchCnnSpec(window=config.window, filters=(config.patch_filters,) * 3)  # raises on a window that does not fit
 
 
+# ------------------------------------------------------------------------------------- bounded YAML
+# PyYAML's ``safe_load`` never runs code, but an alias bomb (nested anchors, each repeating the one before)
+# expands a few hundred bytes into gigabytes, and deep nesting exhausts the stack. The project's YAML files
+# (configs, search spaces, mlflow.yml) are short flat mappings, so a file over ``MAX_YAML_BYTES``, any anchor
+# or alias, and nesting deeper than ``MAX_YAML_DEPTH`` are refused before anything is built; so are bytes
+# that are not UTF-8. Errors are one line and never print the file's values.
+
+MAX_YAML_BYTES = 1 << 20  # 1 MiB: the project's YAML files are a few hundred bytes
+MAX_YAML_DEPTH = 20  # mappings and lists nested in each other
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A construct the bounded loader does not take (an anchor, an alias, too deep a nesting)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses anchors, aliases and deep nesting while composing, before values are built."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(problem="uses an alias (*name), which is not allowed", problem_mark=event.start_mark)
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(problem="defines an anchor (&name), which is not allowed", problem_mark=event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(problem=f"nests deeper than {MAX_YAML_DEPTH} levels", problem_mark=event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _one_line(err: yaml.YAMLError) -> str:
+    """The YAML error's problem and position, without PyYAML's multi-line excerpt of the file."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{err.problem}{where}"
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def load_yaml_file(path: Path | str, what: str, error: type[NervesegError] = NervesegError) -> Any:
+    """The parsed content of the YAML file ``path``; ``error`` (one line naming ``what`` and the file) when it
+    is too large, not UTF-8, not YAML, or uses anchors/aliases or deep nesting. An empty file gives None."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise error(f"{what} {path} is {size} bytes, over the {MAX_YAML_BYTES}-byte limit; is it the right file?")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save it as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass: no tags run code
+    except yaml.YAMLError as err:
+        raise error(f"{what} {path} is not valid YAML: {_one_line(err)}; fix the file") from None
+
+
 def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig:
     """The base config, updated by the YAML file at ``path`` and then by ``overrides``.
 
@@ -246,10 +327,7 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass an existing experiments/<name>.yaml")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        loaded = load_yaml_file(path, "config file", ConfigError) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}")
         if "name" in loaded:
@@ -270,8 +348,8 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig
     try:  # the file was valid, so what fails now is the override's fault (e.g. --epochs 0)
         return config.replace(**given)
     except ValueError as err:
-        shown = ", ".join(f"{k}={v!r}" for k, v in given.items())
-        raise ConfigError(f"override {shown} (command line, not the config file): {err}") from err
+        values_shown = ", ".join(f"{k}={shown(v)}" for k, v in given.items())
+        raise ConfigError(f"override {values_shown} (command line, not the config file): {err}") from err
 
 
 def config_to_yaml(config: TrainConfig) -> str:

@@ -6,8 +6,12 @@ carry its own copy of "where is the SQLite file" or "hide the password".
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+
+from nerveseg.io_utils import file_lock
 
 
 def redact_uri(uri: str) -> str:
@@ -35,4 +39,21 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(rest[1:])
 
 
-__all__ = ["redact_uri", "sqlite_path"]
+@contextlib.contextmanager
+def sqlite_schema_lock(uri: str) -> Iterator[None]:
+    """For a SQLite ``uri``, hold ``<db>.schema.lock`` beside the database during the block; else do nothing.
+
+    MLflow and Optuna create their tables (and run migrations) when a store is first opened, and two
+    processes doing that at once on a new file fail ("index ... already exists", "duplicate column name").
+    Opening the store inside this lock makes the first one create the schema and the others find it. The
+    lock file differs from tune's study lock (``<db>.lock``), which is held around opening the Optuna store.
+    """
+    database = sqlite_path(uri)
+    if database is None:
+        yield
+        return
+    with file_lock(database.with_name(database.name + ".schema.lock")):
+        yield
+
+
+__all__ = ["redact_uri", "sqlite_path", "sqlite_schema_lock"]

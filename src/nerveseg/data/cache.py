@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from nerveseg.data.raw import decode_image, decode_mask, index_test, index_train, read_bytes
+from nerveseg.data.raw import DataError, decode_image, decode_mask, index_test, index_train, read_bytes
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import atomic_save_npz, sha256_file
+from nerveseg.io_utils import atomic_save_npz, check_outside, sha256_file
 from nerveseg.logs import progress_bar
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR
 
@@ -186,7 +186,10 @@ def _stat_key(kind: str, paths: Iterable[Path], height: int, width: int) -> str:
     """Cheap cache key: names, sizes and mtimes of the raw files, plus settings and ``CACHE_VERSION``."""
     digest = hashlib.sha256(f"{kind} v{CACHE_VERSION} {height}x{width}\n".encode())
     for path in paths:
-        info = path.stat()
+        try:
+            info = path.stat()
+        except OSError as err:  # a symbolic link into nothing, or a loop; a file removed since the listing
+            raise DataError(f"{path}: cannot be read ({err.strerror}); fix or remove the file") from None
         digest.update(f"{path.name}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
@@ -279,6 +282,7 @@ def load_or_build_train(
 ) -> tuple[PreparedData, CacheStatus]:
     """``prepare_train`` that also says whether the cache was hit (for the audit); ``verify`` re-hashes
     the raw files on a hit and rebuilds when their content changed."""
+    check_outside(cache_dir, raw_dir, "cache folder")
     index = index_train(raw_dir)
     pairs = list(zip(index["image_path"], index["mask_path"], strict=True))
     files = [path for pair in pairs for path in pair]  # image, mask, image, mask, ...
@@ -323,6 +327,7 @@ def load_or_build_test(
     verify: bool = False,
 ) -> tuple[TestData, CacheStatus]:
     """``prepare_test`` that also says whether the cache was hit; ``verify`` as for the training set."""
+    check_outside(cache_dir, raw_dir, "cache folder")
     index = index_test(raw_dir)
     paths = list(index["image_path"])
 

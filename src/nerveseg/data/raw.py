@@ -5,16 +5,25 @@ that names the file and says what to do, because a silently skipped or mis-decod
 quietly change every score computed later. ``cv2.imread(p, IMREAD_GRAYSCALE)`` hides exactly
 these problems (it returns None for unreadable files and converts colour to gray), so files are
 decoded with ``IMREAD_UNCHANGED`` and checked here.
+
+Hostile files are refused before they are decoded: a file larger than any 580x420 8-bit TIFF can be is
+never read, the magic bytes must say TIFF (cv2 would decode PNG bytes named ``.tif``), and the TIFF
+header (tifffile reads only the tags) must describe exactly one 580x420 8-bit page, so a header
+claiming a gigapixel costs nothing and a multi-page file is not silently cut to its first page.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import os
 import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import tifffile
 
 from nerveseg.errors import NervesegError
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, RAW_DIR
@@ -22,6 +31,11 @@ from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, RAW_DIR
 TRAIN_IMAGE_RE = re.compile(r"(?P<subject>0|[1-9]\d*)_(?P<image>0|[1-9]\d*)\.tif")
 TRAIN_MASK_RE = re.compile(r"(?P<subject>0|[1-9]\d*)_(?P<image>0|[1-9]\d*)_mask\.tif")
 TEST_IMAGE_RE = re.compile(r"(?P<id>0|[1-9]\d*)\.tif")
+
+# Uncompressed 580x420 bytes plus a generous allowance for tags: no valid raw file is bigger.
+MAX_RAW_FILE_BYTES = ORIG_HEIGHT * ORIG_WIDTH + (4 << 20)
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+_OTHER_MAGICS = {b"\x89PNG": "a PNG", b"\xff\xd8\xff": "a JPEG", b"BM": "a BMP", b"GIF8": "a GIF"}
 
 
 class DataError(NervesegError):
@@ -37,6 +51,12 @@ def _listing(folder: Path) -> list[Path]:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if not entries:
         raise DataError(f"{folder}: folder is empty; copy Kaggle's .tif files into it")
+    for path in entries:
+        if path.is_symlink() and not path.exists():  # exists() is False for a dangling link and for a loop
+            raise DataError(
+                f"{path}: symbolic link that resolves to no file (dangling, or a loop); "
+                "point it at the real file or remove it"
+            )
     return entries
 
 
@@ -93,29 +113,81 @@ def index_test(raw_dir: Path = RAW_DIR) -> pd.DataFrame:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes, with a ``DataError`` instead of a bare ``OSError``."""
+    """The file's bytes, with a ``DataError`` instead of a bare ``OSError``; a file too large to be a raw
+    image (``MAX_RAW_FILE_BYTES``) is refused before it is read."""
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_RAW_FILE_BYTES:
+                raise DataError(
+                    f"{path}: is {size / 1e6:.1f} MB, larger than any {ORIG_WIDTH}x{ORIG_HEIGHT} 8-bit TIFF "
+                    f"({MAX_RAW_FILE_BYTES / 1e6:.1f} MB at most); replace it with the original file"
+                )
+            return handle.read()
     except OSError as err:
         raise DataError(f"{path}: cannot be read ({err.strerror}); check the file and its permissions") from err
 
 
-def decode_image(data: bytes, path: Path) -> np.ndarray:
-    """Decode and validate one 8-bit single-channel 420x580 TIFF (``path`` only names it in errors)."""
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if array is None:
-        raise DataError(f"{path}: not a readable TIFF (corrupt or truncated); replace it with the original file")
-    if array.ndim != 2:
+def check_tiff_header(data: bytes, path: Path) -> None:
+    """Refuse, without decoding any pixel, bytes that are not exactly one 580x420 8-bit grayscale TIFF page."""
+    if not data.startswith(TIFF_MAGICS):
+        kind = next((name for magic, name in _OTHER_MAGICS.items() if data.startswith(magic)), "not a TIFF")
+        what = f"{kind} file named .tif" if kind != "not a TIFF" else "no TIFF signature"
+        raise DataError(f"{path}: not a readable TIFF ({what}); replace it with the original TIFF")
+    _quiet_tifffile()
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            n_pages = len(tif.pages)
+            page = tif.pages.first if n_pages else None
+            shape, dtype = (page.shape, page.dtype) if page is not None else ((), None)
+            channels = page.samplesperpixel if page is not None else 1
+    except Exception:  # tifffile raises TiffFileError, ValueError, struct.error... on crafted headers
+        n_pages = 0
+    if n_pages == 0:
+        raise DataError(f"{path}: not a readable TIFF (corrupt or truncated header); replace it with the original file")
+    if n_pages != 1:
+        raise DataError(f"{path}: holds {n_pages} pages; expected one image per file, replace it with the original")
+    if channels != 1:
+        raise _channels_error(path, channels)
+    _check_layout(tuple(shape), dtype, path)
+
+
+def _channels_error(path: Path, channels: object) -> DataError:
+    return DataError(
+        f"{path}: has {channels} channels; expected 1 (8-bit grayscale), replace it with the original file"
+    )
+
+
+def _quiet_tifffile() -> None:
+    """tifffile logs a warning per bad header; the ``DataError`` says it in one line, so only its errors stay."""
+    logging.getLogger("tifffile").setLevel(logging.ERROR + 1)
+
+
+def _check_layout(shape: tuple[int, ...], dtype: np.dtype | None, path: Path) -> None:
+    if len(shape) != 2:
+        raise _channels_error(path, shape[-1] if len(shape) == 3 else "several")
+    if dtype != np.uint8:
+        raise DataError(f"{path}: has pixel type {dtype}; expected 8-bit (uint8), replace it with the original")
+    if shape != (ORIG_HEIGHT, ORIG_WIDTH):
         raise DataError(
-            f"{path}: has {array.shape[2]} channels; expected 1 (8-bit grayscale), replace it with the original file"
-        )
-    if array.dtype != np.uint8:
-        raise DataError(f"{path}: has pixel type {array.dtype}; expected 8-bit (uint8), replace it with the original")
-    if array.shape != (ORIG_HEIGHT, ORIG_WIDTH):
-        raise DataError(
-            f"{path}: is {array.shape[1]}x{array.shape[0]} (width x height); expected {ORIG_WIDTH}x{ORIG_HEIGHT}, "
+            f"{path}: is {shape[1]}x{shape[0]} (width x height); expected {ORIG_WIDTH}x{ORIG_HEIGHT}, "
             "replace it with the original file"
         )
+
+
+def decode_image(data: bytes, path: Path) -> np.ndarray:
+    """Decode and validate one 8-bit single-channel 420x580 TIFF (``path`` only names it in errors).
+
+    The header is checked first (:func:`check_tiff_header`); the decoded array is checked again, since
+    cv2 decodes what the header describes only as far as its own codecs agree.
+    """
+    if not data:
+        raise DataError(f"{path}: not a readable TIFF (empty file); replace it with the original file")
+    check_tiff_header(data, path)
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise DataError(f"{path}: not a readable TIFF (corrupt or truncated); replace it with the original file")
+    _check_layout(array.shape, array.dtype, path)
     return array
 
 

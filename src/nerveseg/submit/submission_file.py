@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nerveseg.config import shown
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.postprocess import iter_postprocessed
@@ -32,6 +33,13 @@ HEADER = ("img", "pixels")
 FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
 
 MasksOrRles = np.ndarray | Sequence[str]
+# Room one CSV row may take: a nerve's RLE is about 100 runs of about 11 characters; 4 kB allows several times that.
+CSV_BYTES_PER_IMAGE = 4096
+
+
+def expected_csv_bytes(n_images: int) -> int:
+    """A generous size of the submission CSV for ``n_images`` test images (for the free-space check)."""
+    return len(",".join(HEADER)) + 1 + n_images * CSV_BYTES_PER_IMAGE
 
 
 def _as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -113,12 +121,25 @@ def read_submission(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise NervesegError(f"submission {path} does not exist")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    with open(path, "rb") as handle:
+        if b"\0" in handle.read(1 << 16):
+            raise NervesegError(f"submission {path} is a binary file, not CSV text; pass the CSV of src/submit.py")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise NervesegError(f"submission {path} is empty; expected img,pixels and a row per image") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        reason = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else "not a well-formed CSV"
+        raise NervesegError(f"submission {path} is {reason}; pass the CSV written by src/submit.py") from None
     if tuple(frame.columns) != HEADER:
-        raise NervesegError(f"submission {path} has header {list(frame.columns)}; expected {list(HEADER)}")
-    bad = frame.loc[~frame["img"].str.fullmatch(r"\d+"), "img"]
+        header = shown(list(frame.columns))
+        raise NervesegError(f"submission {path} has header {header}; expected {list(HEADER)}")
+    bad = frame.loc[~frame["img"].str.fullmatch(r"\d{1,18}"), "img"]  # 18 digits always fit int64
     if len(bad):
-        raise NervesegError(f"submission {path}: img values must be positive integers, got {bad.head(5).tolist()}")
+        raise NervesegError(
+            f"submission {path}: img values must be positive integers (test image ids), got "
+            f"{shown(bad.head(5).tolist())}"
+        )
     frame["img"] = frame["img"].astype(np.int64)
     return frame
 

@@ -26,6 +26,12 @@ from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_create_bytes, current_umask
 
 ISBI_SHAPE = (512, 512)
+PAGE_OVERHEAD_BYTES = 1024  # one page's tags, generously
+
+
+def expected_stack_bytes(n_slices: int, shape: tuple[int, int] = ISBI_SHAPE) -> int:
+    """The size of an uncompressed float32 stack of ``n_slices`` pages (for the free-space check)."""
+    return n_slices * (shape[0] * shape[1] * 4 + PAGE_OVERHEAD_BYTES)
 
 
 def check_probability_stack(probs: np.ndarray, where: str, shape: tuple[int, int] | None = ISBI_SHAPE) -> None:

@@ -8,7 +8,7 @@ dead process KILLED.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlflow.entities import Param, Run
@@ -17,11 +17,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from nerveseg.config import TrainConfig, config_to_yaml, param_strings
-from nerveseg.errors import NervesegError
+from nerveseg.errors import NervesegError, is_interruption
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.run.cross_validate import say
 from nerveseg.track import schema
-from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG
+from nerveseg.track.schema import ERROR_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG
 
 STALE_RUN = "stale"  # STOPPED_TAG of a fold run found RUNNING by --resume (its process died)
 
@@ -114,12 +114,32 @@ def create_parent(
 ) -> Run:
     run = client.create_run(experiment_id, run_name=config.name, tags=resolve_tags(dict(tags)))
     run_id = run.info.run_id
-    client.log_batch(run_id, params=[Param(k, v) for k, v in param_strings(config).items()])
-    config_path = work / schema.CONFIG_ARTIFACT
-    atomic_write_text(config_path, config_to_yaml(config))
-    client.log_artifact(run_id, str(config_path))
-    client.log_artifact(run_id, str(folds_file), schema.FOLDS_DIR)
+    try:  # a full artifact store fails here: the new parent must not stay RUNNING forever
+        client.log_batch(run_id, params=[Param(k, v) for k, v in param_strings(config).items()])
+        config_path = work / schema.CONFIG_ARTIFACT
+        atomic_write_text(config_path, config_to_yaml(config))
+        client.log_artifact(run_id, str(config_path))
+        client.log_artifact(run_id, str(folds_file), schema.FOLDS_DIR)
+    except BaseException as err:
+        mark_stopped(client, [run_id], err, on_purpose=is_interruption(err))
+        raise
     return run
+
+
+def mark_stopped(client: MlflowClient, run_ids: Sequence[str], err: BaseException, *, on_purpose: bool) -> None:
+    """Mark the runs that are not FINISHED KILLED (on purpose: Ctrl-C, an observer) or FAILED, with the stopper
+    or the error's first 500 characters in a tag; never hides ``err`` (the store may be what failed)."""
+    status = "KILLED" if on_purpose else "FAILED"
+    stopper = "KeyboardInterrupt" if is_interruption(err) else type(err).__name__
+    tag = (STOPPED_TAG, stopper) if on_purpose else (ERROR_TAG, f"{type(err).__name__}: {err}"[:500])
+    for run_id in run_ids:
+        try:
+            if client.get_run(run_id).info.status == "FINISHED":
+                continue
+            client.set_tag(run_id, *tag)
+            client.set_terminated(run_id, status)
+        except Exception as log_err:  # the store may be what failed; the original error matters more
+            say(f"warning: could not mark run {run_id} {status}: {log_err}")
 
 
 def kill_stale_fold_runs(client: MlflowClient, parent: Run) -> None:

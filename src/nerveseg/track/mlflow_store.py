@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from nerveseg.config import TrainConfig
-from nerveseg.errors import NervesegError, is_interruption
+from nerveseg.errors import NervesegError
 from nerveseg.io_utils import sha256_file
 from nerveseg.run import fold_files
 from nerveseg.run.cross_validate import say
@@ -31,7 +31,7 @@ from nerveseg.tasks.base import CVFinal
 from nerveseg.track import cv_artifacts, cv_parents, schema
 from nerveseg.track.fold_logging import EpochLogger
 from nerveseg.track.provenance import environment_tags
-from nerveseg.track.schema import ERROR_TAG, FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG
+from nerveseg.track.schema import FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG
 from nerveseg.track.store import MlflowSettings, load_mlflow_settings, setup_mlflow
 from nerveseg.train.fold_result import FoldResult
 
@@ -146,18 +146,10 @@ class MlflowStore:
 
     def stop(self, err: BaseException, *, on_purpose: bool) -> None:
         """Mark the open fold run and the parent KILLED (on purpose) or FAILED; never hides ``err``."""
-        status = "KILLED" if on_purpose else "FAILED"
-        stopper = "KeyboardInterrupt" if is_interruption(err) else type(err).__name__
-        tag = (STOPPED_TAG, stopper) if on_purpose else (ERROR_TAG, f"{type(err).__name__}: {err}"[:500])
         runs = [self._open_fold] if self._open_fold else []
-        for run_id in [*runs, *([self.parent_id] if self._parent is not None else [])]:
-            try:
-                if self.client.get_run(run_id).info.status == "FINISHED":
-                    continue
-                self.client.set_tag(run_id, *tag)
-                self.client.set_terminated(run_id, status)
-            except Exception as log_err:  # the store may be what failed; the original error matters more
-                say(f"warning: could not mark run {run_id} {status}: {log_err}")
+        cv_parents.mark_stopped(
+            self.client, [*runs, *([self.parent_id] if self._parent is not None else [])], err, on_purpose=on_purpose
+        )
         self._open_fold = None
 
     # ---------------------------------------------------------------------------------------- helpers

@@ -19,14 +19,14 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nerveseg.config import load_yaml_file
 from nerveseg.errors import NervesegError
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
 from nerveseg.track.schema import RUN_TYPE_TAG
-from nerveseg.uris import redact_uri, sqlite_path
+from nerveseg.uris import redact_uri, sqlite_path, sqlite_schema_lock
 
 HTTP_SCHEMES = ("http", "https")
 SQL_SERVER_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")
@@ -61,10 +61,7 @@ def load_mlflow_settings(path: Path | str = MLFLOW_CONFIG, *, root: Path = PROJ_
     path = Path(path)
     values: dict[str, Any] = {}
     if path.is_file():
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise TrackingError(f"MLflow settings file {path} is not valid YAML: {err}") from err
+        loaded = load_yaml_file(path, "MLflow settings file", TrackingError) or {}
         if not isinstance(loaded, dict):
             raise TrackingError(f"MLflow settings file {path} must hold a mapping, got {type(loaded).__name__}")
         unknown = set(loaded) - {"tracking_uri", "experiment_name", "artifact_location"}
@@ -212,8 +209,9 @@ def setup_mlflow(settings: MlflowSettings | None = None) -> str:
     check_tracking_server(settings.tracking_uri)
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
-        experiment_id = _get_or_create_experiment(MlflowClient(settings.tracking_uri), settings)
-        mlflow.set_experiment(experiment_id=experiment_id)
+        with sqlite_schema_lock(settings.tracking_uri):  # a new SQLite store: one process creates its tables
+            experiment_id = _get_or_create_experiment(MlflowClient(settings.tracking_uri), settings)
+            mlflow.set_experiment(experiment_id=experiment_id)
     except (MlflowException, SQLAlchemyError) as err:
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise TrackingError(f"MLflow tracking store {redact_uri(settings.tracking_uri)}: {first_line}") from err

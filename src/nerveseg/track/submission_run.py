@@ -71,8 +71,23 @@ class SubmissionResult:
 # ------------------------------------------------------------------------------------------ submit
 
 
-def submission_path(out_dir: Path, run_name: str, now: datetime | None = None, suffix: str = ".csv") -> Path:
-    """``out_dir/<UTC YYYYmmddTHHMMSSZ>_<run name><suffix>`` with the name made file-safe."""
+def check_file_name(name: str) -> str:
+    """``--name``: a plain file name (no folder part, not hidden, not empty); raises ``NervesegError``."""
+    if not name or name in (".", "..") or Path(name).name != name or name.startswith(".") or "\x00" in name:
+        raise NervesegError(
+            f"--name {name!r} must be a plain file name (no folder part, not hidden); use --out-dir for the folder"
+        )
+    return name
+
+
+def submission_path(
+    out_dir: Path, run_name: str, now: datetime | None = None, suffix: str = ".csv", file_name: str | None = None
+) -> Path:
+    """``out_dir/<UTC YYYYmmddTHHMMSSZ>_<run name><suffix>`` with the name made file-safe, or
+    ``out_dir/<file_name>`` (``suffix`` added unless it ends so) when the user picked the name."""
+    if file_name is not None:
+        name = check_file_name(file_name)
+        return Path(out_dir) / (name if name.lower().endswith(suffix) else name + suffix)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", run_name).strip("._") or "run"
     return Path(out_dir) / f"{stamp}_{safe[:80]}{suffix}"
@@ -215,19 +230,23 @@ def make_submission(
     test_masks_dir: Path | None = None,
     progress: bool = True,
     task: str | None = None,
+    file_name: str | None = None,
 ) -> SubmissionResult:
     """Predict the test data with the chosen CV run(s), write and validate a new file, log it in MLflow.
 
     ``run_id`` picks one run, ``run_ids`` ensembles several (equal weight per run), neither picks the
     best finished CV run of ``task`` (None: the task of the newest finished CV run) by that task's
     ranking metric. The runs' task writes the file (nerve: ``<UTC time>_<run>.csv``; isbi2012: a float32
-    TIFF stack ``.tif``). ``test_masks_dir`` (``<id>_mask.tif``, nerve only) adds a local ``test_score``.
+    TIFF stack ``.tif``); ``file_name`` replaces that name (the suffix is added). ``test_masks_dir``
+    (``<id>_mask.tif``, nerve only) adds a local ``test_score``.
     Bad input raises ``NervesegError`` naming it; the output and cache folders are checked writable first.
     """
     from nerveseg.submit.submission_file import check_new_submission
 
     raw_dir, out_dir, cache_dir = Path(raw_dir), Path(out_dir), Path(cache_dir)
     _check_inputs(run_id, run_ids, batch_size, test_masks_dir)
+    if file_name is not None:
+        check_file_name(file_name)
     check_writable_dir(out_dir, "--out-dir")
     check_writable_dir(cache_dir, "--cache-dir")
     seconds: dict[str, float] = {}
@@ -238,7 +257,9 @@ def make_submission(
     with tempfile.TemporaryDirectory(prefix="nerveseg-submit-") as tmp:
         workdir = Path(tmp)
         runs = [resolve_run(client, rid, workdir, uri) for rid in chosen]
-        path = check_new_submission(submission_path(out_dir, _submission_name(runs), suffix=the_task.submission_suffix))
+        path = check_new_submission(
+            submission_path(out_dir, _submission_name(runs), suffix=the_task.submission_suffix, file_name=file_name)
+        )
         sources = Sources(workdir, uri, raw_dir, cache_dir, progress)
         decision, source = postprocessing_for_runs(client, runs, sources)
         seconds["resolve_runs"] = time.perf_counter() - started

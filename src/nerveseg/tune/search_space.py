@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-import yaml
 
-from nerveseg.config import TrainConfig, field_names
+from nerveseg.config import TrainConfig, field_names, load_yaml_file
 from nerveseg.errors import NervesegError
 
 ParamKind = Literal["float", "int", "categorical"]
@@ -210,8 +209,5 @@ def load_search_space(path: Path | str) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise NervesegError(f"search space file {path} does not exist; pass --space experiments/search_space.yaml")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise NervesegError(f"search space {path} is not valid YAML: {err}") from err
+    loaded = load_yaml_file(path, "search space")
     return parse_search_space(loaded, source=str(path))

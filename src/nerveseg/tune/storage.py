@@ -19,8 +19,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nerveseg.config import shown
 from nerveseg.errors import NervesegError
-from nerveseg.uris import redact_uri, sqlite_path
+from nerveseg.uris import redact_uri, sqlite_path, sqlite_schema_lock
 
 # Heartbeats let a live worker mark a dead worker's RUNNING trial as FAIL (it still counts towards N).
 HEARTBEAT_INTERVAL_S = 60
@@ -38,23 +39,42 @@ def with_installed_driver(url: str) -> str:
     return f"postgresql+psycopg2://{rest}" if sep and scheme in {"postgresql", "postgres"} else url
 
 
-def check_storage(url: str) -> None:
-    """Fail fast, in one line, when the Optuna storage cannot be reached (before any trial runs)."""
-    from sqlalchemy import create_engine, text
+def _engine(url: str) -> Any:
+    """A SQLAlchemy engine for ``url``, not connected yet; ``NervesegError`` for a URL that cannot name a
+    database (bad form, unknown scheme, missing driver)."""
+    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
     try:
         backend = make_url(url).get_backend_name()
     except Exception as err:
         raise NervesegError(
-            f"--storage {url!r} is not a database URL ({err}); e.g. sqlite:///experiments/optuna.db "
+            f"--storage {redact_uri(url)!r} is not a database URL ({err}); e.g. sqlite:///experiments/optuna.db "
             "or postgresql://user:password@host:5432/optuna"
         ) from None
+    connect_args = {"connect_timeout": 10} if backend in {"postgresql", "mysql"} else {}
+    try:
+        return create_engine(url, connect_args=connect_args)
+    except Exception as err:  # an unknown scheme (NoSuchModuleError), a missing driver (ImportError)...
+        raise NervesegError(
+            f"--storage {redact_uri(url)} cannot be used ({type(err).__name__}: {shown(str(err), 120)}); "
+            "e.g. sqlite:///experiments/optuna.db or postgresql://user:password@host:5432/optuna"
+        ) from None
+
+
+def check_storage_url(url: str) -> None:
+    """Only the URL's form, scheme and driver, in one line: no connection is made and no file is created."""
+    _engine(url).dispose()
+
+
+def check_storage(url: str) -> None:
+    """Fail fast, in one line, when the Optuna storage cannot be reached (before any trial runs)."""
+    from sqlalchemy import text
+
+    engine = _engine(url)
     database = sqlite_path(url)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
-    connect_args = {"connect_timeout": 10} if backend in {"postgresql", "mysql"} else {}
-    engine = create_engine(url, connect_args=connect_args)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -161,8 +181,9 @@ class StudyLock:
 
 def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats (a dead worker's RUNNING trial becomes FAIL) and pre-ping
-    (a connection idle through an hour-long trial may have been dropped by the server)."""
-    with warnings.catch_warnings():
+    (a connection idle through an hour-long trial may have been dropped by the server); opened under the
+    schema lock so that workers starting together on a new SQLite file do not race to create its tables."""
+    with warnings.catch_warnings(), sqlite_schema_lock(url):  # a new SQLite file: one worker creates the tables
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             url,
