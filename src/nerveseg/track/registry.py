@@ -54,6 +54,12 @@ class Registered:
     def uri(self) -> str:
         return f"models:/{self.name}@{self.alias}"
 
+    def describe(self) -> str:
+        return (
+            f"registered {self.name} version {self.version} from CV run {self.run_name} ({self.run_id}); "
+            f"{self.uri} -> version {self.version} (logged model {self.model_id})"
+        )
+
 
 def _estimate_line(run: Run) -> str:
     """The run's ranking metric and, for the nerve task, the honest estimate with its 95 % interval."""

@@ -57,8 +57,6 @@ TEST_INSIDE_PI = "test_score_inside_pi"  # 1.0 when the test score lies in the C
 # --------------------------------------------------------------- the MLflow Model of a CV run (issue 15)
 # ``track.model_package`` writes it, ``track.registry`` / ``predict.py`` / the served model read it
 MODEL_NAME = "model"  # the LoggedModel's name on the CV parent run (log_model(name=...))
-REGISTERED_MODEL = "nerveseg"  # the registry name register.py uses by default
-CHAMPION_ALIAS = "champion"
 MODEL_CONFIG_ARTIFACT = "config"  # pyfunc artifact keys: the run's config.yaml ...
 MODEL_POSTPROCESSING_ARTIFACT = "postprocessing"  # ... its postprocessing.json ...
 
