@@ -239,3 +239,23 @@ def test_submit_from_the_registered_model_writes_the_run_s_csv(registered: dict,
     by_run = make_submission(run_id=registered["run_id"], out_dir=tmp_path / "b", **common)
     assert by_model.run_ids == [registered["run_id"]]
     assert by_model.csv_path.read_bytes() == by_run.csv_path.read_bytes()
+
+
+def test_cv_train_register_registers_the_finished_run(
+    registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cv_train import main
+    from nerveseg.track.store import get_client
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("height: 32\nwidth: 40\ndepth: 2\nbase_filters: 4\nbatch_size: 8\nepochs: 1\nfolds: 2\n")
+    root = registered["root"]
+    argv = [
+        "--config", str(config), "--raw-dir", str(root / "raw"), "--cache-dir", str(registered["tmp"] / "cache"),
+        "--folds-dir", str(tmp_path / "folds"), "--quiet", "--register", "--alias", "fresh",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    version = get_client().get_model_version_by_alias("nerveseg", "fresh")
+    assert f"({version.run_id})" in out and "models:/nerveseg@fresh" in out
+    assert version.run_id != registered["run_id"] and get_client().get_run(version.run_id).info.run_name == "tiny"
