@@ -259,3 +259,29 @@ def test_cv_train_register_registers_the_finished_run(
     version = get_client().get_model_version_by_alias("nerveseg", "fresh")
     assert f"({version.run_id})" in out and "models:/nerveseg@fresh" in out
     assert version.run_id != registered["run_id"] and get_client().get_run(version.run_id).info.run_name == "tiny"
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
+REAL_TEST_IMAGE = REAL_TRAIN.parent / "test" / "1.tif"
+
+
+def test_the_documented_curl_call_answers(
+    server: str, registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bash block after ``<!-- curl-call`` in docs/serving.md, run as written (port, image and request
+    file swapped for this test's), answers what predict.py writes for the same image."""
+    text = DOCS.read_text()
+    block = text.split("<!-- curl-call", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    image = REAL_TEST_IMAGE if REAL_TEST_IMAGE.is_file() else registered["root"] / "raw" / "test" / "1.tif"
+    script = (
+        block.replace("http://127.0.0.1:5001", server)
+        .replace("../shared/real_sample/test/1.tif", str(image))
+        .replace("/tmp/request.json", str(tmp_path / "request.json"))
+    )
+    answer = json.loads(subprocess.run(["bash", "-c", script], capture_output=True, check=True, text=True).stdout)
+    code, output = _predict_cli([str(image), "--out", str(tmp_path / "p"), "--no-progress"], capsys)
+    assert code == 0, output
+    expected = pd.read_csv(tmp_path / "p" / "predictions.csv", keep_default_na=False).iloc[0]
+    (row,) = answer["predictions"]
+    assert row["rle"] == expected["rle"] and row["area"] == expected["area"]
+    assert row["probability"] == float(expected["probability"]) and row["present"] == bool(expected["present"])
