@@ -174,3 +174,12 @@ def test_decode_gray_refuses_what_is_not_an_image() -> None:
     rgb[..., 2] = 200  # red in OpenCV's BGR order
     gray = decode_gray(cv2.imencode(".png", rgb)[1].tobytes(), "c.png")
     assert gray.shape == (5, 7) and int(gray[0, 0]) == int(cv2.cvtColor(rgb, cv2.COLOR_BGR2GRAY)[0, 0])
+
+
+def test_decode_all_keeps_the_order_and_names_the_bad_file() -> None:
+    from nerveseg.inference.images import ImageError, decode_all
+
+    files = [(cv2.imencode(".png", np.full((3, 4), v, np.uint8))[1].tobytes(), f"{v}.png") for v in (10, 20, 30)]
+    assert [int(image[0, 0]) for image in decode_all(files)] == [10, 20, 30]
+    with pytest.raises(ImageError, match=r"bad\.tif: is empty"):
+        decode_all([*files, (b"", "bad.tif")])

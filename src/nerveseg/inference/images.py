@@ -7,6 +7,10 @@ decoder the training cache uses, so a Kaggle frame decodes to the same pixels ei
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 
@@ -41,6 +45,15 @@ def decode_gray(data: bytes, name: str) -> np.ndarray:
     if array.ndim != 2:
         raise ImageError(f"{name}: has shape {array.shape}; expected a gray or RGB image")
     return array
+
+
+def decode_all(files: Sequence[tuple[bytes, str]]) -> list[np.ndarray]:
+    """``decode_gray`` of every ``(bytes, name)``, in order, on threads: OpenCV releases the GIL while it
+    decodes, so a batch decodes on every core instead of one (the first bad file raises its ImageError)."""
+    if len(files) < 2:
+        return [decode_gray(data, name) for data, name in files]
+    with ThreadPoolExecutor(max_workers=min(len(files), len(os.sched_getaffinity(0)))) as pool:
+        return list(pool.map(lambda file: decode_gray(*file), files))
 
 
 def as_gray(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -78,4 +91,13 @@ def overlay_png(gray: np.ndarray, mask: np.ndarray) -> bytes:
     return encode_png(picture)
 
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "as_gray", "decode_gray", "encode_png", "mask_png", "overlay_png"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageError",
+    "as_gray",
+    "decode_all",
+    "decode_gray",
+    "encode_png",
+    "mask_png",
+    "overlay_png",
+]

@@ -66,7 +66,7 @@ class BadInput(MlflowException):
 
 def _images_from(model_input: Any) -> list[np.ndarray]:
     """Gray uint8 images from a DataFrame ``image`` column of file bytes, or from uint8 arrays."""
-    from nerveseg.inference.images import decode_gray
+    from nerveseg.inference.images import decode_all
 
     if isinstance(model_input, pd.DataFrame):
         if schema.IMAGE_COLUMN not in model_input.columns:
@@ -74,14 +74,13 @@ def _images_from(model_input: Any) -> list[np.ndarray]:
                 f"the input has columns {list(model_input.columns)}; expected a column {schema.IMAGE_COLUMN!r} "
                 "of base64-encoded TIFF, PNG or JPEG files"
             )
-        images = []
-        for row, value in enumerate(model_input[schema.IMAGE_COLUMN].tolist()):
+        cells = model_input[schema.IMAGE_COLUMN].tolist()
+        for row, value in enumerate(cells):
             if not isinstance(value, bytes | bytearray):
                 raise NervesegError(
                     f"image {row}: is a {type(value).__name__}; expected the bytes of an image file (base64 in JSON)"
                 )
-            images.append(decode_gray(bytes(value), f"image {row}"))
-        return images
+        return decode_all([(bytes(value), f"image {row}") for row, value in enumerate(cells)])
     if isinstance(model_input, np.ndarray) and model_input.ndim in (2, 3) and model_input.dtype != object:
         model_input = model_input[None] if model_input.ndim == 2 else model_input
     if isinstance(model_input, np.ndarray | list | tuple):
