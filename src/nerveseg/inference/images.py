@@ -78,7 +78,7 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def mask_png(mask: np.ndarray) -> bytes:
+def encode_mask_png(mask: np.ndarray) -> bytes:
     """A binary mask as a PNG of 0 and 255."""
     return encode_png((np.asarray(mask) != 0).astype(np.uint8) * 255)
 
@@ -97,7 +97,7 @@ __all__ = [
     "as_gray",
     "decode_all",
     "decode_gray",
+    "encode_mask_png",
     "encode_png",
-    "mask_png",
     "overlay_png",
 ]

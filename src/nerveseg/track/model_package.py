@@ -139,7 +139,7 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
 
 def segmentations_frame(results: Sequence[Any], with_masks: bool) -> pd.DataFrame:
     """The output columns from ``Segmenter.segment``'s results (``mask_png`` only ``with_masks``)."""
-    from nerveseg.inference.images import mask_png
+    from nerveseg.inference.images import encode_mask_png
 
     frame = pd.DataFrame(
         {
@@ -150,7 +150,7 @@ def segmentations_frame(results: Sequence[Any], with_masks: bool) -> pd.DataFram
         }
     )
     if with_masks:
-        frame[schema.MASK_COLUMN] = [mask_png(r.mask) for r in results]
+        frame[schema.MASK_COLUMN] = [encode_mask_png(r.mask) for r in results]
     return frame
 
 
