@@ -182,7 +182,7 @@ def main() -> None:
 
         pyfunc = mlflow.pyfunc.load_model("models:/nerveseg@champion")
         segmenter = pyfunc.unwrap_python_model().segmenter
-        models, config = segmenter._models[0], segmenter.runs[0].config
+        models, config = segmenter.fold_models[0], segmenter.runs[0].config
         small = segmenter.model_inputs(gray)[segmenter.input_shape]
         frame = pd.DataFrame({"image": blobs})
 

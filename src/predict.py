@@ -13,15 +13,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from nerveseg import names
 from nerveseg.cli import USAGE_ERROR, one_line_errors
 from nerveseg.logs import quiet_tensorflow
+
+CHAMPION = f"models:/{names.REGISTERED_MODEL}@{names.CHAMPION_ALIAS}"
 
 
 @one_line_errors()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
-    parser.add_argument("--model", default="models:/nerveseg@champion", help="model URI (models:/nerveseg@champion)")
+    parser.add_argument("--model", default=CHAMPION, help=f"model URI ({CHAMPION})")
     parser.add_argument("--out", type=Path, required=True, help="folder for the masks, overlays and predictions.csv")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call (32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

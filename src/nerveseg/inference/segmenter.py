@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,7 +32,6 @@ from nerveseg.submit.rle import rle_encode
 from nerveseg.tasks.base import Decision, TrainedModels
 
 Shape = tuple[int, int]
-PRECISIONS = ("float32",)  # bfloat16 was measured and not offered (benchmarks/serve_throughput.py, docs/serving.md)
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,6 @@ def _check_runs(runs: Sequence[TrainedModels], task: str) -> None:
         raise NervesegError(f"these runs belong to task(s) {sorted(tasks)}; this segmenter predicts task {task}")
 
 
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise NervesegError(f"precision={precision!r} is not offered; expected one of {', '.join(PRECISIONS)}")
-
-
 def gray_images(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
     """Every image as (h, w) uint8 gray (RGB converted); an empty batch is a one-line error."""
     if len(images) == 0:
@@ -74,6 +69,7 @@ class Segmenter:
     """The nerve task's fold ensemble(s) plus post-processing, for uint8 images of any size (gray or RGB).
 
     Several runs are averaged with equal weight at the first run's input size (``submit.py --runs``).
+    Predictions are float32: bfloat16 was measured (``benchmarks/serve_throughput.py``) and not offered.
     """
 
     def __init__(
@@ -83,10 +79,8 @@ class Segmenter:
         *,
         tta: bool = True,
         batch_size: int = 32,
-        precision: str = "float32",
     ) -> None:
         _check_runs(runs, "nerve")
-        _check_precision(precision)
         if batch_size < 1:
             raise NervesegError(f"batch_size={batch_size} must be >= 1")
         self.runs = list(runs)
@@ -104,6 +98,11 @@ class Segmenter:
     def input_shapes(self) -> list[Shape]:
         """Each distinct model input size, first run's first."""
         return list(dict.fromkeys((run.config.height, run.config.width) for run in self.runs))
+
+    @property
+    def fold_models(self) -> list[list[Any]]:
+        """Each run's Keras fold models (what ``inference.ensemble.predict_ensemble`` takes)."""
+        return self._models
 
     @property
     def n_forward_passes(self) -> int:
@@ -190,4 +189,4 @@ class MembraneSegmenter:
         return [prob for prob in out if prob is not None]
 
 
-__all__ = ["PRECISIONS", "MembraneSegmenter", "Segmentation", "Segmenter", "gray_images"]
+__all__ = ["MembraneSegmenter", "Segmentation", "Segmenter", "gray_images"]
