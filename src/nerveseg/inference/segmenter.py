@@ -170,12 +170,23 @@ class MembraneSegmenter:
         self.decision = decision
         self.tta = tta
 
+    def _check_size(self, shape: Shape, name: str) -> None:
+        """The U-Net's skips need sides divisible by 2**(depth-1); say so instead of Keras' ValueError."""
+        for run in self.runs:
+            factor = 2 ** (run.config.depth - 1)
+            if run.config.model == "unet" and (shape[0] % factor or shape[1] % factor):
+                raise ImageError(
+                    f"{name}: is {shape[1]}x{shape[0]}; this ISBI U-Net needs width and height divisible by {factor}"
+                )
+
     def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """(h, w) float32 membrane probabilities in [0, 1] per image, averaged over runs, cleaned up."""
         from nerveseg.evaluate.isbi_scoring import apply_membrane_postprocess
         from nerveseg.train.isbi_fold import predict_isbi_ensemble
 
         gray = gray_images(images)
+        for i, image in enumerate(gray):
+            self._check_size(image.shape, f"image {i}")
         out: list[np.ndarray | None] = [None] * len(gray)
         for shape in dict.fromkeys(image.shape for image in gray):
             index = [i for i, image in enumerate(gray) if image.shape == shape]

@@ -50,7 +50,7 @@ RUNTIME_PACKAGES = (
     "tensorflow", "keras", "numpy", "h5py", "opencv-python-headless", "pandas", "scikit-image", "tifffile",
     "mlflow", "pyyaml", "tqdm",
 )  # fmt: skip
-EXAMPLE_SHAPE = (42, 58)  # a small gray image in the input example: any size is accepted
+EXAMPLE_SHAPE = (64, 64)  # a small gray image in the input example (ISBI U-Nets need sides divisible by 2**k)
 DEFAULT_BATCH_SIZE = 32
 
 
