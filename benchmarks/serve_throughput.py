@@ -9,6 +9,8 @@ Every mode predicts the same ``--images`` synthetic 580x420 TIFFs with TTA (5 fo
 - segmenter:       ``inference.segmenter.Segmenter.segment`` on decoded 580x420 arrays (resize, ensemble,
                    post-processing at 580x420, RLE): the core's end-to-end path, no MLflow;
 - pyfunc:          ``mlflow.pyfunc.load_model(...).predict`` on a DataFrame of TIFF bytes (decode included);
+- pyfunc arrays:   the same model's ``NervesegModel.predict`` on decoded uint8 arrays (unwrapped: MLflow's
+                   schema check admits the file-bytes column only);
 - http b32 / b1:   ``mlflow models serve --env-manager local`` on 127.0.0.1, ``dataframe_split`` requests
                    of base64 TIFFs, 32 or 1 image per request (JSON, base64 and HTTP included);
 - one-image p50/p95 latency over HTTP, against the compute time of one image's 2 x folds forward passes
@@ -192,6 +194,10 @@ def main() -> None:
         rows["pyfunc"] = rate(
             lambda: [pyfunc.predict(frame.iloc[i : i + size]) for i in range(0, n, size)], n, args.repeats
         )
+        python_model = pyfunc.unwrap_python_model()  # arrays skip MLflow's schema check (it takes file bytes)
+        rows["pyfunc arrays"] = rate(
+            lambda: [python_model.predict(None, gray[i : i + size]) for i in range(0, n, size)], n, args.repeats
+        )
         one = small[:1]
         compute_p50, _ = latencies(
             lambda: predict_ensemble(models, one, batch_size=1, progress=False), args.latency_calls
@@ -230,9 +236,9 @@ def main() -> None:
         f"\n{n} images 580x420, {args.config.name} model ({len(models)} folds x 2 views = {passes} passes/image), "
         f"batch {size}"
     )
-    print(f"{'mode':<14}{'images/s':>10}{'x direct':>10}")
+    print(f"{'mode':<16}{'images/s':>10}{'x direct':>10}")
     for name, value in rows.items():
-        print(f"{name:<14}{value:>10.1f}{value / direct:>10.2f}")
+        print(f"{name:<16}{value:>10.1f}{value / direct:>10.2f}")
     print(f"one image over HTTP: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms")
     print(f"one image's {passes} forward passes (predict_ensemble, batch 1): p50 {compute_p50 * 1000:.1f} ms")
     print(f"bf16 vs float32: mean Dice of post-processed masks {dice:.5f} ({nonempty:.0%} non-empty in float32), "
