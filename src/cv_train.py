@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import add_registry_options, one_line_errors
 from nerveseg.config import load_config
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_outside
@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--test-masks", type=Path, help="synthetic test masks folder: its subjects.csv sets --predict-subjects"
     )
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="when the run is complete, register its fold ensemble (as src/register.py --run-id does)",
+    )
+    add_registry_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
@@ -106,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
     print(f"parent run: {result.parent_id}")
     print(ui_hint(settings, store.experiment_id, result.parent_id))
+    if args.register and result.final is not None:
+        from nerveseg.track.registry import register_best
+
+        registered = register_best(
+            result.parent_id, name=args.name, alias=args.alias, raw_dir=args.raw_dir, cache_dir=args.cache_dir
+        )
+        print(registered.describe())
     return 0
 
 

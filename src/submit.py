@@ -1,4 +1,4 @@
-"""Write a submission from tracked CV runs: ``python src/submit.py [--run-id ID | --runs ID1,ID2] [--task T]``.
+"""Write a submission from tracked CV runs: ``python src/submit.py [--run-id ID | --runs ID1,ID2 | --model URI]``.
 
 Without a run id it takes the best FINISHED cross-validation run of the experiment for ``--task``
 (default: the task of the newest finished CV run, i.e. what was trained last), ranked by that
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run-id", help="MLflow id of a cross-validation (parent) run; default: the best finished one")
     which.add_argument("--runs", help="comma-separated CV run ids to ensemble (equal weight per run)")
+    which.add_argument("--model", help="a registered model, e.g. models:/nerveseg@champion: submit from its CV run")
     parser.add_argument(
         "--task", help="without --run-id: pick the best run of this task (nerve, isbi2012); default: the newest run's"
     )
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         task=args.task,
         file_name=args.name,
+        model=args.model,
     )
     print(f"post-processing ({result.postprocessing_source}): {result.postprocessing.describe()}")
     empty = "" if result.empty_share != result.empty_share else f", {result.empty_share:.1%} predicted empty"

@@ -94,7 +94,7 @@ NAME_HOMES = ("names.py", "track/schema.py")
 # values that are also ordinary words of the code (a config field read by name, a dict key of a format owned by
 # one module), where a literal is not a second home of a run-schema name
 ORDINARY = {"fold", "task", "lr", "oof", "plots", "weights", "folds", "submission", "cv", "status", "kept_epoch",
-            "val_score", "checkpoint", "history"}  # fmt: skip
+            "val_score", "checkpoint", "history", "image", "model", "nerveseg"}  # fmt: skip
 
 
 # (module, value): literals that spell a shared name's value but mean something else there

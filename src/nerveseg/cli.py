@@ -8,12 +8,14 @@ permission, not a folder, already exists, read-only or full disk). Every other e
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import sys
 from collections.abc import Callable
 from typing import ParamSpec
 
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import FULL_DISK_ERRNOS
 
@@ -75,3 +77,13 @@ def one_line_errors(*, interrupted: str | None = None) -> Callable[[Callable[P, 
         return wrapper
 
     return decorate
+
+
+def add_registry_options(parser: argparse.ArgumentParser) -> None:
+    """``--name`` and ``--alias`` of the model registry (``register.py``, ``cv_train.py --register``)."""
+    parser.add_argument(
+        "--name", default=names.REGISTERED_MODEL, help=f"registered model name ({names.REGISTERED_MODEL})"
+    )
+    parser.add_argument(
+        "--alias", default=names.CHAMPION_ALIAS, help=f"alias moved to the new version ({names.CHAMPION_ALIAS})"
+    )

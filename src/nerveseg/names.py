@@ -131,3 +131,8 @@ def truncated_list(values: list[str], limit: int = MAX_PARAM_LENGTH) -> str:
         if len(shortened) <= limit:
             return shortened
     raise ValueError(f"limit={limit} is too small for even the note of a cut list; pass at least 20")
+
+
+# the model registry (issue 15): register.py's and cv_train.py --register's defaults, read by track.registry
+REGISTERED_MODEL = "nerveseg"
+CHAMPION_ALIAS = "champion"

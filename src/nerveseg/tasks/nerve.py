@@ -129,37 +129,24 @@ class NerveTask:
         progress: bool,
     ) -> SubmissionFile:
         """Every run's fold ensemble (with its mirror TTA) averaged at the first run's size, post-processed
-        at 580x420 and written as the RLE CSV."""
+        at 580x420 and written as the RLE CSV: predicted through ``inference.segmenter.Segmenter``, the
+        path ``predict.py`` and the served MLflow model take, on the test cache at each run's size."""
         from nerveseg.data.cache import prepare_test
-        from nerveseg.evaluate.metrics import resize_probabilities
-        from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
+        from nerveseg.inference.segmenter import Segmenter
         from nerveseg.submit.submission_file import postprocess_and_write
 
         seconds: dict[str, float] = {}
-        shape = (runs[0].config.height, runs[0].config.width)
         mark = time.perf_counter()
-        tests = {}
-        for run in runs:
-            key = (run.config.height, run.config.width)
-            if key not in tests:
-                tests[key] = prepare_test(raw_dir, cache_dir, *key, progress=progress)
+        segmenter = Segmenter(runs, decision, tta=tta, batch_size=batch_size)
+        seconds["load_models"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        tests = {shape: prepare_test(raw_dir, cache_dir, *shape, progress=progress) for shape in segmenter.input_shapes}
         seconds["prepare_test"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        probs = np.zeros((len(tests[shape]), *shape), np.float32)
-        presences = []
-        for run in runs:
-            models = load_fold_models(run.config, run.weights_paths)
-            run_test = tests[(run.config.height, run.config.width)]
-            run_probs, run_presence = predict_ensemble(
-                models, run_test.images, tta=tta, batch_size=batch_size, progress=progress
-            )
-            probs += resize_probabilities(run_probs, shape)
-            presences.append(run_presence)
-            del models
-        presence = None if any(p is None for p in presences) else np.mean(presences, axis=0)
+        probs, presence = segmenter.ensemble({shape: test.images for shape, test in tests.items()}, progress=progress)
         seconds["predict"] = time.perf_counter() - mark
-        test = tests[shape]
-        stats = postprocess_and_write(test.ids, probs / len(runs), decision.settings, path, presence)
+        test = tests[segmenter.input_shape]
+        stats = postprocess_and_write(test.ids, probs, decision.settings, path, presence)
         seconds.update(stats.seconds)
         metrics = {"n_test_images": float(stats.n_images), "predicted_empty_share": float(stats.empty_share)}
         return SubmissionFile(stats.path, stats.n_images, test.fingerprint, metrics, seconds, test.ids)

@@ -30,6 +30,7 @@ from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 from nerveseg.tasks import get_task
 from nerveseg.tasks.base import Decision, SubmissionFile, Task, TrainedModels
 from nerveseg.track import schema
+from nerveseg.track.registry import run_of_model
 from nerveseg.track.run_models import RunModels, best_cv_run, get_run, resolve_run
 from nerveseg.track.run_postprocessing import Sources, decide_for_runs, postprocessing_for_runs
 from nerveseg.track.schema import (
@@ -195,14 +196,14 @@ def _runs_task(client: MlflowClient, run_ids: list[str], raw_dir: Path, test_mas
     return task
 
 
-def _tracking() -> tuple[MlflowClient, str, str]:
+def tracking() -> tuple[MlflowClient, str, str]:
     """A client for the configured store, checked reachable in seconds; its URI and experiment name."""
     settings = load_mlflow_settings()
     check_tracking_server(settings.tracking_uri)
     return get_client(settings.tracking_uri), settings.tracking_uri, settings.experiment_name
 
 
-def _chosen_runs(
+def chosen_runs(
     run_id: str | None, run_ids: list[str] | None, experiment_name: str, uri: str, task: str | None
 ) -> list[str]:
     if run_id is None and not run_ids:
@@ -231,19 +232,23 @@ def make_submission(
     progress: bool = True,
     task: str | None = None,
     file_name: str | None = None,
+    model: str | None = None,
 ) -> SubmissionResult:
     """Predict the test data with the chosen CV run(s), write and validate a new file, log it in MLflow.
 
     ``run_id`` picks one run, ``run_ids`` ensembles several (equal weight per run), neither picks the
     best finished CV run of ``task`` (None: the task of the newest finished CV run) by that task's
     ranking metric. The runs' task writes the file (nerve: ``<UTC time>_<run>.csv``; isbi2012: a float32
-    TIFF stack ``.tif``); ``file_name`` replaces that name (the suffix is added). ``test_masks_dir``
-    (``<id>_mask.tif``, nerve only) adds a local ``test_score``.
+    TIFF stack ``.tif``); ``file_name`` replaces that name (the suffix is added). ``model``
+    (``models:/nerveseg@champion``) picks the CV run a registered model was made of instead, so its
+    submission is the run's. ``test_masks_dir`` (``<id>_mask.tif``, nerve only) adds a local ``test_score``.
     Bad input raises ``NervesegError`` naming it; the output and cache folders are checked writable first.
     """
     from nerveseg.submit.submission_file import check_new_submission
 
     raw_dir, out_dir, cache_dir = Path(raw_dir), Path(out_dir), Path(cache_dir)
+    if model is not None and (run_id is not None or run_ids):
+        raise NervesegError("pass either --model or --run-id/--runs, not both")
     _check_inputs(run_id, run_ids, batch_size, test_masks_dir)
     if file_name is not None:
         check_file_name(file_name)
@@ -251,8 +256,10 @@ def make_submission(
     check_writable_dir(cache_dir, "--cache-dir")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    client, uri, experiment_name = _tracking()
-    chosen = _chosen_runs(run_id, run_ids, experiment_name, uri, task)
+    client, uri, experiment_name = tracking()
+    if model is not None:  # a registered model: submit from the CV run it was made of
+        run_id = run_of_model(client, model)
+    chosen = chosen_runs(run_id, run_ids, experiment_name, uri, task)
     the_task = _runs_task(client, chosen, raw_dir, test_masks_dir)
     with tempfile.TemporaryDirectory(prefix="nerveseg-submit-") as tmp:
         workdir = Path(tmp)

@@ -1,0 +1,203 @@
+"""A trained cross-validation as one object that segments images of any size: the one inference path.
+
+``Segmenter`` holds the fold models of one or more CV runs (``tasks.base.TrainedModels``), the run's
+post-processing decision and the TTA switch. ``submit`` (the Kaggle CSV), ``predict.py`` and the MLflow
+pyfunc model (``track.model_package``) all predict through it, so a mask served over HTTP is the mask in
+the submission. Images are resized to the model input the way the training cache does
+(``data.cache.resize_image``), the fold x mirror ensemble is ``inference.ensemble.predict_ensemble``, and
+the post-processing is applied at 580x420 (where it was decided; ``min_area`` is in those pixels) with
+``evaluate.postprocess.iter_postprocessed``; the mask is then brought to the input's own size.
+
+``MembraneSegmenter`` is the ISBI 2012 counterpart: a membrane probability map per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from nerveseg.data.cache import resize_image
+from nerveseg.errors import NervesegError
+from nerveseg.evaluate.metrics import resize_probabilities
+from nerveseg.evaluate.postprocess import iter_postprocessed
+from nerveseg.evaluate.postprocess_settings import PostprocessDecision
+from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
+from nerveseg.inference.images import ImageError, as_gray
+from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
+from nerveseg.submit.rle import rle_encode
+from nerveseg.tasks.base import Decision, TrainedModels
+
+Shape = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One image's result at its own size.
+
+    ``probability`` is the presence head's mean over the ensemble when the models have one, else the
+    highest pixel probability of the mean map (the mask is non-empty at threshold t only if it exceeds t).
+    ``rle`` is Kaggle's column-major run-length encoding of ``mask`` (Kaggle's own format at 580x420).
+    """
+
+    present: bool
+    probability: float
+    area: int
+    rle: str
+    mask: np.ndarray | None = None  # uint8 0/1 (h, w), only when asked for
+
+
+def _check_runs(runs: Sequence[TrainedModels], task: str) -> None:
+    if not runs:
+        raise NervesegError("a Segmenter needs at least one run's fold models")
+    tasks = {run.config.task for run in runs}
+    if tasks != {task}:
+        raise NervesegError(f"these runs belong to task(s) {sorted(tasks)}; this segmenter predicts task {task}")
+
+
+def gray_images(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    """Every image as (h, w) uint8 gray (RGB converted); an empty batch is a one-line error."""
+    if len(images) == 0:
+        raise ImageError("the batch holds no images; send at least one")
+    return [as_gray(image, f"image {i}") for i, image in enumerate(images)]
+
+
+class Segmenter:
+    """The nerve task's fold ensemble(s) plus post-processing, for uint8 images of any size (gray or RGB).
+
+    Several runs are averaged with equal weight at the first run's input size (``submit.py --runs``).
+    Predictions are float32: bfloat16 was measured (``benchmarks/serve_throughput.py``) and not offered.
+    """
+
+    def __init__(
+        self,
+        runs: Sequence[TrainedModels],
+        decision: PostprocessDecision,
+        *,
+        tta: bool = True,
+        batch_size: int = 32,
+    ) -> None:
+        _check_runs(runs, "nerve")
+        if batch_size < 1:
+            raise NervesegError(f"batch_size={batch_size} must be >= 1")
+        self.runs = list(runs)
+        self.decision = decision
+        self.tta = tta
+        self.batch_size = batch_size
+        self._models = [load_fold_models(run.config, run.weights_paths) for run in self.runs]
+
+    @property
+    def input_shape(self) -> Shape:
+        """(height, width) of the first run's models: where the runs' probabilities are averaged."""
+        return self.runs[0].config.height, self.runs[0].config.width
+
+    @property
+    def input_shapes(self) -> list[Shape]:
+        """Each distinct model input size, first run's first."""
+        return list(dict.fromkeys((run.config.height, run.config.width) for run in self.runs))
+
+    @property
+    def fold_models(self) -> list[list[Any]]:
+        """Each run's Keras fold models (what ``inference.ensemble.predict_ensemble`` takes)."""
+        return self._models
+
+    @property
+    def n_forward_passes(self) -> int:
+        """Forward passes per image: folds x views (2 with TTA)."""
+        return sum(len(models) for models in self._models) * (2 if self.tta else 1)
+
+    def model_inputs(self, gray: Sequence[np.ndarray]) -> dict[Shape, np.ndarray]:
+        """The gray images resized (INTER_AREA, as the training cache) to every run's input size."""
+        return {shape: np.stack([resize_image(image, *shape) for image in gray]) for shape in self.input_shapes}
+
+    def ensemble(
+        self, inputs: Mapping[Shape, np.ndarray], *, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean mask probabilities (N, h, w) at ``input_shape`` and mean presence (N,) or None.
+
+        ``inputs`` holds the same N images at each run's input size (``model_inputs``, or the test cache).
+        """
+        shape = self.input_shape
+        probs = np.zeros((len(inputs[shape]), *shape), np.float32)
+        presences = []
+        for run, models in zip(self.runs, self._models, strict=True):
+            images = inputs[(run.config.height, run.config.width)]
+            run_probs, run_presence = predict_ensemble(
+                models, images, tta=self.tta, batch_size=self.batch_size, progress=progress
+            )
+            probs += resize_probabilities(run_probs, shape)
+            presences.append(run_presence)
+        presence = None if any(p is None for p in presences) else np.mean(presences, axis=0)
+        return probs / len(self.runs), presence
+
+    def segment(self, images: Sequence[np.ndarray] | np.ndarray, *, masks: bool = False) -> list[Segmentation]:
+        """Post-processed masks of ``images`` (uint8, any size, gray or RGB) at their own size, per image."""
+        gray = gray_images(images)
+        probs, presence = self.ensemble(self.model_inputs(gray))
+        scores = presence if presence is not None else probs.reshape(len(probs), -1).max(axis=1)
+        results = []
+        for start, chunk in iter_postprocessed(probs, self.decision.settings, presence):
+            for offset, full in enumerate(chunk):
+                index = start + offset
+                mask = _to_size(full, gray[index].shape)
+                area = int(np.count_nonzero(mask))
+                results.append(
+                    Segmentation(area > 0, float(scores[index]), area, rle_encode(mask), mask if masks else None)
+                )
+        return results
+
+
+def _to_size(mask: np.ndarray, shape: Shape) -> np.ndarray:
+    """A 580x420 mask at ``shape`` (nearest neighbour; itself when already there)."""
+    if tuple(shape) == (ORIG_HEIGHT, ORIG_WIDTH):
+        return mask
+    return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+class MembraneSegmenter:
+    """The ISBI 2012 task's fold ensemble plus its clean-up: a membrane probability map per image.
+
+    The ISBI models are fully convolutional (trained on windows), so each image is predicted at its own
+    size; images of one size are predicted together.
+    """
+
+    def __init__(self, runs: Sequence[TrainedModels], decision: Decision, *, tta: bool = True) -> None:
+        _check_runs(runs, "isbi2012")
+        self.runs = list(runs)
+        self.decision = decision
+        self.tta = tta
+
+    def _check_size(self, shape: Shape, name: str) -> None:
+        """The U-Net's skips need sides divisible by 2**(depth-1); say so instead of Keras' ValueError."""
+        for run in self.runs:
+            factor = 2 ** (run.config.depth - 1)
+            if run.config.model == "unet" and (shape[0] % factor or shape[1] % factor):
+                raise ImageError(
+                    f"{name}: is {shape[1]}x{shape[0]}; this ISBI U-Net needs width and height divisible by {factor}"
+                )
+
+    def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+        """(h, w) float32 membrane probabilities in [0, 1] per image, averaged over runs, cleaned up."""
+        from nerveseg.evaluate.isbi_scoring import apply_membrane_postprocess
+        from nerveseg.train.isbi_fold import predict_isbi_ensemble
+
+        gray = gray_images(images)
+        for i, image in enumerate(gray):
+            self._check_size(image.shape, f"image {i}")
+        out: list[np.ndarray | None] = [None] * len(gray)
+        for shape in dict.fromkeys(image.shape for image in gray):
+            index = [i for i, image in enumerate(gray) if image.shape == shape]
+            stack = np.stack([gray[i] for i in index])
+            total = np.zeros(stack.shape, np.float64)
+            for run in self.runs:
+                total += predict_isbi_ensemble(run.config, run.weights_paths, stack, tta=self.tta)
+            probs = np.clip(total / len(self.runs), 0.0, 1.0).astype(np.float32)
+            for i, prob in zip(index, apply_membrane_postprocess(probs, self.decision.settings), strict=True):
+                out[i] = prob
+        return [prob for prob in out if prob is not None]
+
+
+__all__ = ["MembraneSegmenter", "Segmentation", "Segmenter", "gray_images"]

@@ -1,0 +1,273 @@
+"""A CV run's fold ensemble as one MLflow Model (pyfunc), logged on the CV parent run.
+
+The package holds everything a prediction needs: every fold's ``.weights.h5``, the run's ``config.yaml``
+and ``postprocessing.json`` as artifacts, the task and the TTA switch in the model config, the
+``nerveseg`` package itself as code (so ``mlflow models serve --env-manager local`` needs nothing but the
+pinned libraries), a signature, an input example and exact pip requirements. Predictions go through
+``inference.segmenter``, the path ``submit.py`` writes the Kaggle CSV with: this module imports the
+core, never the reverse.
+
+Input: a DataFrame with a column ``image`` of encoded image files (TIFF, PNG, JPEG; gray or RGB; any
+size), which is what MLflow's scoring server builds from a ``dataframe_split`` request whose cells are
+base64 strings (the signature's ``binary`` type decodes them). In process a list or array of uint8 images
+is accepted too (``NervesegModel.predict`` on the unwrapped model: MLflow's schema check only lets the
+DataFrame through ``PyFuncModel.predict``). Output: one row per image, ``present``, ``probability``,
+``area`` (pixels) and ``rle`` at the image's own size, plus ``mask_png`` with params
+``{"return_mask": true}``; for ISBI 2012, ``membrane_tiff`` (a float32 probability map).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+from nerveseg.errors import NervesegError
+from nerveseg.paths import PROJ_ROOT
+from nerveseg.track import schema
+from nerveseg.track.run_models import resolve_run
+from nerveseg.track.run_postprocessing import Sources, postprocessing_for_runs
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/nerveseg, shipped as the model's code
+REQUIREMENTS = PROJ_ROOT / "requirements.txt"
+# what importing nerveseg's inference path and the pyfunc needs at serving time (pins from requirements.txt)
+RUNTIME_PACKAGES = (
+    "tensorflow", "keras", "numpy", "h5py", "opencv-python-headless", "pandas", "scikit-image", "tifffile",
+    "mlflow", "pyyaml", "tqdm",
+)  # fmt: skip
+EXAMPLE_SHAPE = (64, 64)  # a small gray image in the input example (ISBI U-Nets need sides divisible by 2**k)
+DEFAULT_BATCH_SIZE = 32
+
+
+# ---------------------------------------------------------------------------------- the pyfunc model
+
+
+class BadInput(MlflowException):
+    """A malformed request: MLflow's scoring server answers it with HTTP 400 and this message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _images_from(model_input: Any) -> list[np.ndarray]:
+    """Gray uint8 images from a DataFrame ``image`` column of file bytes, or from uint8 arrays."""
+    from nerveseg.inference.images import decode_all
+
+    if isinstance(model_input, pd.DataFrame):
+        if schema.IMAGE_COLUMN not in model_input.columns:
+            raise NervesegError(
+                f"the input has columns {list(model_input.columns)}; expected a column {schema.IMAGE_COLUMN!r} "
+                "of base64-encoded TIFF, PNG or JPEG files"
+            )
+        cells = model_input[schema.IMAGE_COLUMN].tolist()
+        for row, value in enumerate(cells):
+            if not isinstance(value, bytes | bytearray):
+                raise NervesegError(
+                    f"image {row}: is a {type(value).__name__}; expected the bytes of an image file (base64 in JSON)"
+                )
+        return decode_all([(bytes(value), f"image {row}") for row, value in enumerate(cells)])
+    if isinstance(model_input, np.ndarray) and model_input.ndim in (2, 3) and model_input.dtype != object:
+        model_input = model_input[None] if model_input.ndim == 2 else model_input
+    if isinstance(model_input, np.ndarray | list | tuple):
+        return [np.asarray(image) for image in model_input]
+    raise NervesegError(
+        f"the input is a {type(model_input).__name__}; expected a DataFrame with column {schema.IMAGE_COLUMN!r} "
+        "or a batch of uint8 images"
+    )
+
+
+def _float32_tiff(probs: np.ndarray) -> bytes:
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, probs.astype(np.float32))
+    return buffer.getvalue()
+
+
+class NervesegModel(mlflow.pyfunc.PythonModel):
+    """The fold ensemble of one CV run behind MLflow's pyfunc interface (see the module docstring)."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from nerveseg.config import load_config
+        from nerveseg.inference.segmenter import MembraneSegmenter, Segmenter
+        from nerveseg.tasks import get_task
+        from nerveseg.tasks.base import TrainedModels
+
+        artifacts, options = context.artifacts, context.model_config or {}
+        config = load_config(artifacts[schema.MODEL_CONFIG_ARTIFACT])
+        weights = [Path(artifacts[schema.model_weights_key(k)]) for k in range(config.folds)]
+        source = f"the model's {schema.POSTPROCESSING_ARTIFACT}"
+        values = json.loads(Path(artifacts[schema.MODEL_POSTPROCESSING_ARTIFACT]).read_text())
+        decision = get_task(config.task).decision_from_json(values, source=source)
+        runs, tta = [TrainedModels(config, weights)], bool(options.get(schema.TTA_CONFIG, True))
+        self.task = config.task
+        if self.task == "isbi2012":
+            self.segmenter: Any = MembraneSegmenter(runs, decision, tta=tta)
+        else:
+            batch_size = int(options.get(schema.BATCH_SIZE_CONFIG, DEFAULT_BATCH_SIZE))
+            self.segmenter = Segmenter(runs, decision, tta=tta, batch_size=batch_size)
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:  # MLflow reads the hint: a DataFrame hint adds no validation of its own
+        """One output row per input image; a malformed input raises ``BadInput`` (HTTP 400 when served)."""
+        return_mask = bool((params or {}).get(schema.RETURN_MASK_PARAM, False))
+        try:
+            images = _images_from(model_input)
+            if self.task == "isbi2012":
+                maps = self.segmenter.probabilities(images)
+                return pd.DataFrame({schema.MEMBRANE_COLUMN: [_float32_tiff(m) for m in maps]})
+            return segmentations_frame(self.segmenter.segment(images, masks=return_mask), return_mask)
+        except NervesegError as err:
+            raise BadInput(str(err)) from err
+
+
+def segmentations_frame(results: Sequence[Any], with_masks: bool) -> pd.DataFrame:
+    """The output columns from ``Segmenter.segment``'s results (``mask_png`` only ``with_masks``)."""
+    from nerveseg.inference.images import encode_mask_png
+
+    frame = pd.DataFrame(
+        {
+            schema.PRESENT_COLUMN: [r.present for r in results],
+            schema.PROBABILITY_COLUMN: [r.probability for r in results],
+            schema.AREA_COLUMN: [r.area for r in results],
+            schema.RLE_COLUMN: [r.rle for r in results],
+        }
+    )
+    if with_masks:
+        frame[schema.MASK_COLUMN] = [encode_mask_png(r.mask) for r in results]
+    return frame
+
+
+# ----------------------------------------------------------------------------------- how it is logged
+
+
+def signature(task: str) -> ModelSignature:
+    """Input: the ``image`` column (bytes); output: the task's columns; param ``return_mask``."""
+    inputs = Schema([ColSpec(DataType.binary, schema.IMAGE_COLUMN)])
+    if task == "isbi2012":
+        return ModelSignature(inputs, Schema([ColSpec(DataType.binary, schema.MEMBRANE_COLUMN)]))
+    outputs = Schema(
+        [
+            ColSpec(DataType.boolean, schema.PRESENT_COLUMN),
+            ColSpec(DataType.double, schema.PROBABILITY_COLUMN),
+            ColSpec(DataType.long, schema.AREA_COLUMN),
+            ColSpec(DataType.string, schema.RLE_COLUMN),
+            ColSpec(DataType.binary, schema.MASK_COLUMN, required=False),
+        ]
+    )
+    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec(schema.RETURN_MASK_PARAM, DataType.boolean, False)]))
+
+
+def input_example() -> pd.DataFrame:
+    """One small gray PNG (a gradient): shows the request's form; its prediction is checked when logged."""
+    from nerveseg.inference.images import encode_png
+
+    height, width = EXAMPLE_SHAPE
+    gradient = (np.add.outer(np.arange(height), np.arange(width)) * 2).astype(np.uint8)
+    return pd.DataFrame({schema.IMAGE_COLUMN: [encode_png(gradient)]})
+
+
+def pip_requirements(path: Path = REQUIREMENTS) -> list[str]:
+    """``name==version`` for every runtime package, read from the project's pinned ``requirements.txt``."""
+    pins = {}
+    for line in Path(path).read_text().splitlines():
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)==([^\s#;]+).*", line)
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    missing = [name for name in RUNTIME_PACKAGES if name not in pins]
+    if missing:
+        raise NervesegError(f"{path} pins no version of {missing}; the served model needs exact pins")
+    return [f"{name}=={pins[name]}" for name in RUNTIME_PACKAGES]
+
+
+def logged_model_of_run(client: MlflowClient, run_id: str) -> LoggedModel | None:
+    """The newest READY model called ``model`` that the run output (None when it has none yet)."""
+    outputs = client.get_run(run_id).outputs
+    found = []
+    for output in outputs.model_outputs if outputs is not None else []:
+        model = client.get_logged_model(output.model_id)
+        if model.name == schema.MODEL_NAME and model.status == LoggedModelStatus.READY:
+            found.append(model)
+    return max(found, key=lambda m: m.creation_timestamp, default=None)
+
+
+def log_cv_model(
+    client: MlflowClient,
+    run_id: str,
+    sources: Sources,
+    *,
+    tta: bool = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> LoggedModel:
+    """Log CV run ``run_id``'s fold ensemble as the pyfunc ``model`` on that run; the existing one if logged.
+
+    The LoggedModel is created with the client in the run's experiment and linked to the run as its
+    output, then ``mlflow.pyfunc.log_model(name="model", model_id=...)`` fills it, so nothing relies on
+    MLflow's global active run. Post-processing is the run's ``postprocessing.json`` (decided now when
+    missing, as ``submit.py`` does).
+    """
+    existing = logged_model_of_run(client, run_id)
+    if existing is not None:
+        return existing
+    run = client.get_run(run_id)
+    with tempfile.TemporaryDirectory(prefix="nerveseg-model-") as tmp:
+        work = Path(tmp)
+        resolved = resolve_run(client, run_id, work, sources.tracking_uri)
+        decision, _ = postprocessing_for_runs(client, [resolved], dataclasses.replace(sources, workdir=work))
+        decision_path = work / schema.POSTPROCESSING_ARTIFACT
+        decision_path.write_text(json.dumps(decision.to_json(), indent=2))
+        artifacts = {
+            schema.MODEL_CONFIG_ARTIFACT: str(work / run_id / schema.CONFIG_ARTIFACT),
+            schema.MODEL_POSTPROCESSING_ARTIFACT: str(decision_path),
+            **{schema.model_weights_key(k): str(p) for k, p in enumerate(resolved.weights_paths)},
+        }
+        task = resolved.config.task
+        model = client.create_logged_model(
+            run.info.experiment_id,
+            name=schema.MODEL_NAME,
+            source_run_id=run_id,
+            params={k: str(v)[: schema.MAX_PARAM_LENGTH] for k, v in run.data.params.items()},
+            tags={schema.TASK_CONFIG: task, schema.TTA_CONFIG: str(tta).lower()},
+        )
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        mlflow.set_tracking_uri(sources.tracking_uri)  # log_model writes to MLflow's current store
+        mlflow.pyfunc.log_model(
+            name=schema.MODEL_NAME,
+            model_id=model.model_id,
+            python_model=NervesegModel(),
+            artifacts=artifacts,
+            code_paths=[str(PACKAGE_DIR)],
+            model_config={schema.TTA_CONFIG: tta, schema.BATCH_SIZE_CONFIG: batch_size, schema.TASK_CONFIG: task},
+            signature=signature(task),
+            input_example=input_example(),
+            pip_requirements=pip_requirements(),
+        )
+    return client.get_logged_model(model.model_id)
+
+
+__all__ = [
+    "BadInput",
+    "NervesegModel",
+    "input_example",
+    "log_cv_model",
+    "logged_model_of_run",
+    "pip_requirements",
+    "segmentations_frame",
+    "signature",
+]

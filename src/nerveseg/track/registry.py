@@ -1,0 +1,193 @@
+"""The best CV run into MLflow's model registry: a new version of ``nerveseg`` and the ``champion`` alias.
+
+``register_run`` logs the run's pyfunc model if it has none (``track.model_package``), registers a new
+version whose description is the run's CV table with its honest (cross-fitted, post-processed) estimate
+and interval, and whose tags hold the data fingerprint and git commit, then moves the alias to it. Without
+a run id it takes the best finished CV run by the task's ranking metric, as ``submit.py`` does.
+``run_of_model`` goes the other way, from ``models:/name@alias`` (or ``/version``, or ``models:/<model
+id>``) to the CV run that produced it, which is how ``submit.py --model`` reuses the run-based path.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.tracking import MlflowClient
+
+from nerveseg import names
+from nerveseg.errors import NervesegError
+from nerveseg.paths import PROCESSED_DIR, RAW_DIR
+from nerveseg.tasks import get_task
+from nerveseg.track import schema
+from nerveseg.track.model_package import log_cv_model
+from nerveseg.track.run_models import get_run
+from nerveseg.track.run_postprocessing import Sources
+from nerveseg.track.store import TrackingError
+from nerveseg.uris import redact_uri
+
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?")
+REGISTERED_DESCRIPTION = (
+    "Fold ensembles of nerveseg cross-validation runs (pyfunc: fold weights, config.yaml, postprocessing.json). "
+    "Each version's description holds its run's CV table; `register.py` moves the alias to the newest."
+)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What ``register_run`` did: the version it made and where it came from."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    run_name: str
+    model_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+    def describe(self) -> str:
+        return (
+            f"registered {self.name} version {self.version} from CV run {self.run_name} ({self.run_id}); "
+            f"{self.uri} -> version {self.version} (logged model {self.model_id})"
+        )
+
+
+def _estimate_line(run: Run) -> str:
+    """The run's ranking metric and, for the nerve task, the honest estimate with its 95 % interval."""
+    metrics, task = run.data.metrics, get_task(run.data.params.get("task", "nerve"))
+    parts = []
+    if task.ranking_metric in metrics:
+        parts.append(f"{task.ranking_metric} {metrics[task.ranking_metric]:.4f}")
+    honest = metrics.get(names.OOF_SCORE_POSTPROCESSED)
+    if honest is not None:
+        low = metrics.get(names.OOF_SCORE_POSTPROCESSED_CI_LOW)
+        high = metrics.get(names.OOF_SCORE_POSTPROCESSED_CI_HIGH)
+        interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None and high is not None else ""
+        parts.append(f"honest estimate: cross-fitted post-processed OOF score {honest:.4f}{interval}")
+    return "; ".join(parts) or "no CV metrics on the run"
+
+
+def version_description(run: Run) -> str:
+    """Markdown: which run, its estimate line, then the run's own description (the CV table)."""
+    name = run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name
+    table = run.data.tags.get(schema.DESCRIPTION_TAG, "").strip()
+    return f"CV run **{name}** (`{run.info.run_id}`): {_estimate_line(run)}\n\n{table}".strip()
+
+
+def version_tags(run: Run, model_id: str) -> dict[str, str]:
+    tags = {
+        schema.DATA_FINGERPRINT_TAG: run.data.tags.get(schema.DATA_FINGERPRINT_TAG, ""),
+        schema.GIT_COMMIT_TAG: run.data.tags.get(schema.GIT_COMMIT_TAG, ""),
+        schema.MODEL_VERSION_RUN_TAG: run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name,
+        schema.TASK_CONFIG: run.data.params.get("task", "nerve"),
+    }
+    return {k: v for k, v in tags.items() if v}
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(name, description=REGISTERED_DESCRIPTION)
+    except MlflowException as err:
+        if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+
+
+def register_run(
+    client: MlflowClient,
+    tracking_uri: str,
+    run_id: str,
+    *,
+    name: str = schema.REGISTERED_MODEL,
+    alias: str = schema.CHAMPION_ALIAS,
+    tta: bool = True,
+    raw_dir: Path = RAW_DIR,
+    cache_dir: Path = PROCESSED_DIR,
+    progress: bool = True,
+) -> Registered:
+    """Log the run's model if missing, register a new version of ``name`` from it, point ``alias`` at it."""
+    run = get_run(client, run_id)
+    if run.data.tags.get(schema.RUN_TYPE_TAG) != schema.CV_RUN:
+        raise NervesegError(f"run {run_id} is not a cross-validation parent run; register the CV run itself")
+    if run.info.status != "FINISHED":
+        raise NervesegError(f"run {run_id} is {run.info.status}; only FINISHED cross-validation runs are registered")
+    uri = tracking_uri
+    with tempfile.TemporaryDirectory(prefix="nerveseg-register-") as tmp:
+        model = log_cv_model(client, run_id, Sources(Path(tmp), uri, Path(raw_dir), Path(cache_dir), progress), tta=tta)
+    try:
+        _ensure_registered_model(client, name)
+        version = client.create_model_version(
+            name,
+            source=f"models:/{model.model_id}",
+            run_id=run_id,
+            tags=version_tags(run, model.model_id),
+            description=version_description(run),
+            model_id=model.model_id,
+        )
+        client.set_registered_model_alias(name, alias, version.version)
+    except MlflowException as err:
+        raise TrackingError(f"MLflow registry at {redact_uri(uri)}: {err.message.splitlines()[0]}") from err
+    run_name = run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name
+    return Registered(name, str(version.version), alias, run_id, run_name, model.model_id)
+
+
+def register_best(run_id: str | None = None, *, task: str | None = None, **options: object) -> Registered:
+    """``register_run`` on ``run_id``, or on the best finished CV run of ``task`` (None: the newest run's
+    task) by its ranking metric: the same choice as ``submit.py`` (``submission_run.chosen_runs``)."""
+    from nerveseg.track.submission_run import chosen_runs, tracking
+
+    client, uri, experiment_name = tracking()
+    (chosen,) = chosen_runs(run_id, None, experiment_name, uri, task)
+    return register_run(client, uri, chosen, **options)  # type: ignore[arg-type]
+
+
+def model_version(client: MlflowClient, uri: str) -> ModelVersion:
+    """The registered version ``models:/name@alias`` or ``models:/name/version`` names (latest for bare name)."""
+    match = MODEL_URI.fullmatch(uri.strip())
+    if match is None:
+        raise NervesegError(f"--model {uri!r} is not a registry URI; expected models:/<name>@<alias> or /<version>")
+    name, alias, number = match["name"], match["alias"], match["version"]
+    try:
+        if alias:
+            return client.get_model_version_by_alias(name, alias)
+        if number:
+            return client.get_model_version(name, number)
+        versions = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], max_results=1)
+    except MlflowException as err:
+        raise NervesegError(f"--model {uri}: {err.message.splitlines()[0]}; register one with src/register.py") from err
+    if not versions:
+        raise NervesegError(f"--model {uri}: registered model {name!r} has no versions; run src/register.py")
+    return versions[0]
+
+
+def run_of_model(client: MlflowClient, uri: str) -> str:
+    """The CV run id behind a registered model URI (``models:/m-...`` logged-model ids work too)."""
+    if uri.startswith("models:/m-"):
+        try:
+            run_id = client.get_logged_model(uri.removeprefix("models:/").strip("/")).source_run_id
+        except MlflowException as err:
+            raise NervesegError(f"--model {uri}: {err.message.splitlines()[0]}") from err
+    else:
+        run_id = model_version(client, uri).run_id
+    if not run_id:
+        raise NervesegError(f"--model {uri} names no source run; register it with src/register.py")
+    return run_id
+
+
+__all__ = [
+    "Registered",
+    "model_version",
+    "register_best",
+    "register_run",
+    "run_of_model",
+    "version_description",
+    "version_tags",
+]

@@ -1,0 +1,46 @@
+"""Register a CV run's fold ensemble in MLflow's model registry: ``python src/register.py [--run-id ID]``.
+
+Logs the run's pyfunc model on it if it has none yet, registers a new version of ``--name`` (nerveseg)
+with the run's CV table and honest estimate as its description and the data fingerprint and git commit
+as tags, and moves ``--alias`` (champion) to it. Without ``--run-id`` it takes the best finished CV run
+by the task's ranking metric, as ``submit.py`` does. Then ``models:/nerveseg@champion`` works with
+``predict.py``, ``submit.py --model`` and ``mlflow models serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nerveseg.cli import add_registry_options, one_line_errors
+from nerveseg.logs import quiet_tensorflow
+from nerveseg.paths import PROCESSED_DIR, RAW_DIR
+
+
+@one_line_errors()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-id", help="MLflow id of a CV (parent) run; default: the best finished one")
+    parser.add_argument("--task", help="without --run-id: the best run of this task (default: the newest run's)")
+    add_registry_options(parser)
+    parser.add_argument("--no-tta", action="store_true", help="the model predicts without the mirror TTA")
+    parser.add_argument(
+        "--raw-dir", type=Path, default=RAW_DIR, help="training data (used only to decide missing post-processing)"
+    )
+    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help=f"decoded-image cache ({PROCESSED_DIR})")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
+    from nerveseg.track.registry import register_best
+
+    registered = register_best(
+        args.run_id, task=args.task, name=args.name, alias=args.alias, tta=not args.no_tta,
+        raw_dir=args.raw_dir, cache_dir=args.cache_dir,
+    )  # fmt: skip
+    print(registered.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

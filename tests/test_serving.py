@@ -1,0 +1,287 @@
+"""The model leaves the run (issue 15): register the best CV run, predict new files with it, serve it over
+HTTP with ``mlflow models serve``, and submit from ``models:/nerveseg@champion``.
+
+One tiny tracked CV run (depth 2, 32x40, 2 folds x 1 epoch) in a SQLite store of its own. The server is
+real (127.0.0.1, a free port, ``--env-manager local``, pip and proxies pointed nowhere so that any network
+use fails) and is fed the real Kaggle sample beside the repo, or synthetic frames when it is absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nerveseg.track import schema
+
+pytestmark = pytest.mark.slow
+
+REAL_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "real_sample" / "train"
+STARTUP_SECONDS = 180  # TensorFlow + the model load: ~20 s on an idle 2-core machine
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Iterator[dict]:
+    """A finished tiny CV run registered as nerveseg@champion; MLflow's environment points at its store."""
+    from nerveseg.config import TrainConfig
+    from nerveseg.track.cv_run import run_cv
+    from nerveseg.track.registry import register_best
+
+    tmp = tmp_path_factory.mktemp("serving")
+    config = TrainConfig(
+        name="tiny", height=32, width=40, depth=2, base_filters=4, presence_head=True, learning_rate=1e-3,
+        batch_size=8, epochs=1, folds=2, seed=1,
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", "serving")
+        result = run_cv(
+            config, raw_dir=synthetic_root / "raw", cache_dir=tmp / "cache", folds_dir=tmp / "folds", progress=False
+        )
+        version = register_best(raw_dir=synthetic_root / "raw", cache_dir=tmp / "cache", progress=False)
+        yield {"tmp": tmp, "run_id": result.parent_run_id, "version": version, "root": synthetic_root}
+
+
+@pytest.fixture(scope="module")
+def images(registered: dict) -> Path:
+    """A folder of frames to predict: the real sample's train images (masks left out), else synthetic ones."""
+    source = REAL_TRAIN if REAL_TRAIN.is_dir() else registered["root"] / "raw" / "train"
+    folder = registered["tmp"] / "frames"
+    folder.mkdir(exist_ok=True)
+    for path in sorted(source.glob("*.tif"))[:12]:
+        if not path.stem.endswith("_mask"):
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_register_logs_the_model_once_and_moves_the_alias(registered: dict) -> None:
+    from nerveseg.track.model_package import logged_model_of_run
+    from nerveseg.track.registry import register_best
+    from nerveseg.track.store import get_client
+
+    client, first = get_client(), registered["version"]
+    assert first.run_id == registered["run_id"] and first.alias == "champion"
+    version = client.get_model_version("nerveseg", first.version)
+    run = client.get_run(first.run_id)
+    assert version.run_id == first.run_id and version.source == f"models:/{first.model_id}"
+    assert "cv_score_mean" in version.description and "honest estimate" in version.description
+    assert version.tags[schema.DATA_FINGERPRINT_TAG] == run.data.tags[schema.DATA_FINGERPRINT_TAG]
+    if run.data.tags.get(schema.GIT_COMMIT_TAG):
+        assert version.tags[schema.GIT_COMMIT_TAG] == run.data.tags[schema.GIT_COMMIT_TAG]
+    model = logged_model_of_run(client, first.run_id)
+    assert model is not None and model.model_id == first.model_id and model.source_run_id == first.run_id
+
+    second = register_best(first.run_id, alias="staging", progress=False)
+    assert int(second.version) == int(first.version) + 1 and second.model_id == first.model_id  # logged once
+    assert str(client.get_model_version_by_alias("nerveseg", "staging").version) == second.version
+    assert str(client.get_model_version_by_alias("nerveseg", "champion").version) == first.version
+
+
+def _predict_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from predict import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_predict_writes_masks_overlays_and_csv_and_names_bad_files(
+    registered: dict, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "notes.jpg").write_text("not a picture")
+    out = registered["tmp"] / "predicted"
+    code, text = _predict_cli(
+        [str(images), str(bad), "--model", "models:/nerveseg@champion", "--out", str(out), "--no-progress"], capsys
+    )
+    assert code == 2, text
+    assert "empty.png: is empty" in text and "notes.jpg: is not a readable image" in text
+    frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    stems = sorted(p.stem for p in images.glob("*.tif"))
+    assert sorted(Path(f).stem for f in frame["file"]) == stems
+    assert list(frame.columns) == ["file", "present", "probability", "area", "rle"]
+    for stem in stems:
+        assert (out / f"{stem}_mask.png").stat().st_size > 0 and (out / f"{stem}_overlay.png").stat().st_size > 0
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary file left behind
+
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code, text = _predict_cli([str(images), "--out", str(out), "--no-progress"], capsys)
+    assert code == 2 and "already exists" in text and len(text.strip().splitlines()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+# ----------------------------------------------------------------------------------------- serving
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def server(registered: dict) -> Iterator[str]:
+    """``mlflow models serve -m models:/nerveseg@champion --env-manager local`` on a free port; its URL."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", "models:/nerveseg@champion",
+        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    nowhere = "http://127.0.0.1:9"  # the discard port: any pip install or download would fail at once
+    env = {
+        **os.environ, "PIP_NO_INDEX": "1", "HTTP_PROXY": nowhere, "HTTPS_PROXY": nowhere, "NO_PROXY": "127.0.0.1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # its uvicorn
+    }  # fmt: skip
+    log_path = registered["tmp"] / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while _get(f"{url}/ping") != 200:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow models serve did not come up on {url}:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            _stop(process)
+
+
+def _post(url: str, body: object) -> tuple[int, dict]:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{url}/invocations", data=data, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _request(files: list[Path], return_mask: bool = True) -> dict:
+    rows = [[base64.b64encode(p.read_bytes()).decode("ascii")] for p in files]
+    return {"dataframe_split": {"columns": ["image"], "data": rows}, "params": {"return_mask": return_mask}}
+
+
+def test_served_model_answers_as_predict_does_and_refuses_bad_requests(
+    server: str, registered: dict, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = sorted(images.glob("*.tif"))
+    out = tmp_path / "predicted"
+    code, text = _predict_cli([str(images), "--out", str(out), "--no-progress"], capsys)
+    assert code == 0, text
+    expected = pd.read_csv(out / "predictions.csv", keep_default_na=False).set_index("file")
+
+    status, answer = _post(server, _request(files))
+    assert status == 200, answer
+    rows = answer["predictions"]
+    assert len(rows) == len(files)
+    for path, row in zip(files, rows, strict=True):
+        want = expected.loc[path.name]
+        assert row["present"] == bool(want["present"]) and row["area"] == int(want["area"])
+        assert row["probability"] == float(want["probability"]) and row["rle"] == want["rle"]
+        assert base64.b64decode(row["mask_png"]) == (out / f"{path.stem}_mask.png").read_bytes()
+
+    not_image = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(b"hello").decode()]]}}
+    wrong_type = {"dataframe_split": {"columns": ["image"], "data": [[12345]]}}
+    empty = {"dataframe_split": {"columns": ["image"], "data": []}}
+    for body, words in ((not_image, "not a readable image"), (wrong_type, "column image"), (empty, "no images")):
+        status, answer = _post(server, body)
+        assert status == 400, answer
+        assert words in answer.get("message", ""), answer
+    status, answer = _post(server, _request(files[:1], return_mask=False))
+    assert status == 200 and answer["predictions"][0]["rle"] == expected.loc[files[0].name]["rle"]
+    assert "mask_png" not in answer["predictions"][0]
+
+
+def test_submit_from_the_registered_model_writes_the_run_s_csv(registered: dict, tmp_path: Path) -> None:
+    from nerveseg.track.submission_run import make_submission
+
+    common = {"raw_dir": registered["root"] / "raw", "cache_dir": registered["tmp"] / "cache", "progress": False}
+    by_model = make_submission(model="models:/nerveseg@champion", out_dir=tmp_path / "a", **common)
+    by_run = make_submission(run_id=registered["run_id"], out_dir=tmp_path / "b", **common)
+    assert by_model.run_ids == [registered["run_id"]]
+    assert by_model.csv_path.read_bytes() == by_run.csv_path.read_bytes()
+
+
+def test_cv_train_register_registers_the_finished_run(
+    registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cv_train import main
+    from nerveseg.track.store import get_client
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("height: 32\nwidth: 40\ndepth: 2\nbase_filters: 4\nbatch_size: 8\nepochs: 1\nfolds: 2\n")
+    root = registered["root"]
+    argv = [
+        "--config", str(config), "--raw-dir", str(root / "raw"), "--cache-dir", str(registered["tmp"] / "cache"),
+        "--folds-dir", str(tmp_path / "folds"), "--quiet", "--register", "--alias", "fresh",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    version = get_client().get_model_version_by_alias("nerveseg", "fresh")
+    assert f"({version.run_id})" in out and "models:/nerveseg@fresh" in out
+    assert version.run_id != registered["run_id"] and get_client().get_run(version.run_id).info.run_name == "tiny"
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
+REAL_TEST_IMAGE = REAL_TRAIN.parent / "test" / "1.tif"
+
+
+def test_the_documented_curl_call_answers(
+    server: str, registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bash block after ``<!-- curl-call`` in docs/serving.md, run as written (port, image and request
+    file swapped for this test's), answers what predict.py writes for the same image."""
+    text = DOCS.read_text()
+    block = text.split("<!-- curl-call", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    image = REAL_TEST_IMAGE if REAL_TEST_IMAGE.is_file() else registered["root"] / "raw" / "test" / "1.tif"
+    script = (
+        block.replace("http://127.0.0.1:5001", server)
+        .replace("../shared/real_sample/test/1.tif", str(image))
+        .replace("/tmp/request.json", str(tmp_path / "request.json"))
+    )
+    answer = json.loads(subprocess.run(["bash", "-c", script], capture_output=True, check=True, text=True).stdout)
+    code, output = _predict_cli([str(image), "--out", str(tmp_path / "p"), "--no-progress"], capsys)
+    assert code == 0, output
+    expected = pd.read_csv(tmp_path / "p" / "predictions.csv", keep_default_na=False).iloc[0]
+    (row,) = answer["predictions"]
+    assert row["rle"] == expected["rle"] and row["area"] == expected["area"]
+    assert row["probability"] == float(expected["probability"]) and row["present"] == bool(expected["present"])
