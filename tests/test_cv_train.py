@@ -8,7 +8,6 @@ server before any training.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 import cv_train
+from helpers import free_port
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.names import fold_score_metric
@@ -72,12 +72,6 @@ def children(parent_id: str) -> list[Any]:
 def fold_scores(final: CVFinal) -> set[int]:
     """The folds whose score the summary holds."""
     return {k for k in range(10) if fold_score_metric(k) in final.metrics}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------ end to end

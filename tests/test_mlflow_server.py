@@ -6,10 +6,7 @@ The server is started on 127.0.0.1 with a free port, one worker and job executio
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +17,7 @@ from pathlib import Path
 import h5py
 import pytest
 
+from helpers import free_port, stop_server
 from nerveseg.config import TrainConfig
 from nerveseg.names import fold_score_metric
 from nerveseg.track import cv_run as experiment
@@ -31,31 +29,12 @@ pytestmark = pytest.mark.slow
 STARTUP_SECONDS = 90  # ~12 s on an idle 2-core machine, plus creating the database schema
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
             return response.read().strip() == b"OK"
     except OSError:
         return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's own PID, then make sure nothing of its process group survives."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):  # its uvicorn worker, in the group started for it
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +65,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         deadline = time.monotonic() + STARTUP_SECONDS
         while not _healthy(url):
             if process.poll() is not None or time.monotonic() > deadline:
-                _stop(process)
+                stop_server(process)
                 log.close()
                 pytest.fail(f"mlflow server did not come up on {url}:\n{(root / 'server.log').read_text()[-3000:]}")
             time.sleep(0.5)
         yield url, root / "artifacts"
     finally:
-        _stop(process)
+        stop_server(process)
         log.close()
     assert process.returncode is not None
 

@@ -9,12 +9,9 @@ use fails) and is fed the real Kaggle sample beside the repo, or synthetic frame
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import free_port, stop_server
 from nerveseg.track import schema
 
 pytestmark = pytest.mark.slow
@@ -129,24 +127,6 @@ def test_predict_writes_masks_overlays_and_csv_and_names_bad_files(
 # ----------------------------------------------------------------------------------------- serving
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
 def _get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -158,7 +138,7 @@ def _get(url: str) -> int:
 @pytest.fixture(scope="module")
 def server(registered: dict) -> Iterator[str]:
     """``mlflow models serve -m models:/nerveseg@champion --env-manager local`` on a free port; its URL."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", "models:/nerveseg@champion",
@@ -180,7 +160,7 @@ def server(registered: dict) -> Iterator[str]:
                 time.sleep(0.5)
             yield url
         finally:
-            _stop(process)
+            stop_server(process)
 
 
 def _post(url: str, body: object) -> tuple[int, dict]:

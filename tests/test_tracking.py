@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import socket
 import subprocess
 import threading
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import free_port
 from nerveseg.paths import PROJ_ROOT
 from nerveseg.track import provenance
 from nerveseg.track import store as tracking
@@ -23,12 +23,6 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start without environment overrides; each sets the ones it tests."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_yml(path: Path, text: str) -> Path:

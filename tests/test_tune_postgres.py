@@ -16,7 +16,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import exact_n_worker
+from helpers import exact_n_worker, free_port
 from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -47,12 +46,6 @@ def _find_pg_bin() -> Path | None:
         if (Path(folder) / "pg_ctl").is_file() and (Path(folder) / "initdb").is_file():
             return Path(folder)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PostgresServer:
@@ -93,7 +86,7 @@ class PostgresServer:
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.strip()}")
         for _attempt in range(3):  # the free port may be taken between probing and binding
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-h 127.0.0.1 -p {self.port} -k {self.base} -c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=100"
@@ -207,7 +200,7 @@ def test_three_workers_with_a_trivial_objective_stop_at_exactly_n(postgres: Post
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path) -> Iterator[str]:
     """``mlflow server`` on a free port (one worker, no job execution: starts in ~12 s), stopped after."""
-    port = _free_port()
+    port = free_port()
     env = _env() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(artifacts.parent / "mlflow-server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
