@@ -1,6 +1,6 @@
 """The run schema: every MLflow tag, metric and artifact path that one part writes and another reads.
 
-``track.cv_run`` writes cross-validation runs; ``track.submission_run``, ``tune.study`` and the tests
+``track.mlflow_store`` writes cross-validation runs; ``track.submission_run``, ``tune.study`` and the tests
 read them. They agree because both sides take the names from here, never from string literals.
 
 A cross-validation is one parent run (``RUN_TYPE_TAG = "cv"``) with one child run per fold
@@ -96,7 +96,7 @@ def fold_runs(client: MlflowClient, parent: Run) -> dict[int, list[Run]]:
         try:
             fold = int(run.data.tags[FOLD_TAG])
         except (KeyError, ValueError):
-            continue  # not written by cv_run; ignore rather than guess
+            continue  # not written by MlflowStore; ignore rather than guess
         children.setdefault(fold, []).append(run)
     return children
 
