@@ -7,7 +7,8 @@ Why the pieces look the way they do:
   ``cv_train.py --config`` runs as it is (parsing and checks: :mod:`nerveseg.tune.search_space`).
 * Every trial runs :func:`nerveseg.run.cross_validate.cross_validate` with an ``MlflowStore`` (no copy of
   the CV logic): a trial's MLflow run *is* a CV parent run (tag ``nerveseg.run_type`` = "cv", per-fold
-  child runs, OOF, weights), nested under one MLflow run per study, so ``submit.py --run-id <trial run>`` takes it directly.
+  child runs, OOF, weights), nested under one MLflow run per study, so ``submit.py --run-id <trial run>``
+  takes it directly.
 * ``--trials N`` is the study's total over every worker and every resume. Optuna's
   ``MaxTrialsCallback`` only stops a worker *after* a trial ends, so with W workers the study can
   overshoot by up to W-1 trials. Here each worker checks the count and creates its next trial while
