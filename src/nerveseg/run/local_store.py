@@ -11,7 +11,6 @@ one, or one made with other params, data or split, is refused. Every file is wri
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml, param_strings
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import atomic_write_text, sha256_file
+from nerveseg.io_utils import atomic_write_bytes, atomic_write_text, sha256_file
 from nerveseg.run import fold_files
 from nerveseg.run.store import CVObserver, OpenedCV
 from nerveseg.tasks.base import CVFinal
@@ -30,6 +29,11 @@ METRICS_FILE = "metrics.json"
 DESCRIPTION_FILE = "description.md"
 STATUS_FILE = "status"
 RUNNING, FINISHED, KILLED, FAILED = "RUNNING", "FINISHED", "KILLED", "FAILED"
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    """Copy through io_utils' atomic writer, so a killed copy leaves only a temp file it cleans up later."""
+    atomic_write_bytes(target, Path(source).read_bytes())
 
 
 class LocalStore:
@@ -67,7 +71,7 @@ class LocalStore:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.root / names.CONFIG_ARTIFACT, config_to_yaml(cv.config))
             (self.root / names.FOLDS_DIR).mkdir(exist_ok=True)
-            shutil.copyfile(cv.folds_file, self.root / names.FOLDS_DIR / cv.folds_file.name)
+            _atomic_copy(cv.folds_file, self.root / names.FOLDS_DIR / cv.folds_file.name)
         elif (parent[names.DATA_FINGERPRINT], parent["folds_sha256"]) != (cv.data.fingerprint, folds_sha):
             raise NervesegError(f"{self.root} was trained on other data or another split; use a new folder")
         self._write_parent(cv.config, cv.data.fingerprint, folds_sha, RUNNING)
@@ -87,9 +91,7 @@ class LocalStore:
         folder = self._fold_dir(k)
         (folder / names.WEIGHTS_DIR).mkdir(exist_ok=True)
         (folder / names.OOF_DIR).mkdir(exist_ok=True)
-        weights = folder / names.weights_artifact(k)
-        shutil.copyfile(result.weights_path, weights.with_suffix(".tmp"))
-        weights.with_suffix(".tmp").replace(weights)
+        _atomic_copy(result.weights_path, folder / names.weights_artifact(k))
         fold_files.save_oof(folder / names.oof_fold_artifact(k), fold_files.fold_oof(cv.data.ids, result))
         atomic_write_text(
             folder / names.fold_facts_artifact(k), fold_files.json_text(fold_files.fold_facts(cv.data.ids, result))
@@ -128,7 +130,7 @@ class LocalStore:
         if final.figures:
             (self.root / names.PLOTS_DIR).mkdir(exist_ok=True)
             for figure in final.figures:
-                shutil.copyfile(figure, self.root / names.PLOTS_DIR / Path(figure).name)
+                _atomic_copy(Path(figure), self.root / names.PLOTS_DIR / Path(figure).name)
         parent = self._read_parent() or {}
         self._write_parent(cv.config, cv.data.fingerprint, parent.get("folds_sha256", ""), FINISHED)
 
