@@ -35,6 +35,7 @@ def weights_of(path) -> list[np.ndarray]:
 CONFIG = TrainConfig(
     name="tiny", height=32, width=40, depth=2, base_filters=4, learning_rate=1e-3, batch_size=8, epochs=1, folds=2,
     seed=3, augment_strength=1.0, augment_flip=True, presence_head=True, batch_norm=True,
+    tta=False,  # out-of-fold = the plain view Keras validates on, so val_dice and the OOF Dice can be compared
 )  # fmt: skip
 
 

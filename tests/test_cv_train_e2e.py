@@ -212,6 +212,7 @@ def test_logged_config_summary_and_postprocessing_agree_with_the_metrics(trained
 
 def test_a_folds_weights_reproduce_its_out_of_fold_probabilities(trained: Trained) -> None:
     from nerveseg.data.cache import prepare_train
+    from nerveseg.inference.ensemble import predict_ensemble
     from nerveseg.model.unet import build_model_from_config
 
     downloads = trained.downloads
@@ -228,7 +229,7 @@ def test_a_folds_weights_reproduce_its_out_of_fold_probabilities(trained: Traine
     val_index = np.array([position[i] for i in facts["val_ids"]])
     model = build_model_from_config(CONFIG)
     model.load_weights(weights)
-    probs, _ = training.predict_probs(model, data.images[val_index])
+    probs, _ = predict_ensemble([model], data.images[val_index], tta=CONFIG.tta, progress=False)
     np.testing.assert_allclose(probs, oof.probs[val_index], atol=1e-5)
 
 

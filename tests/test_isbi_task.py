@@ -77,7 +77,8 @@ def test_fold_result_shapes_keys_and_last_epoch(trained, em_data: IsbiData) -> N
 @pytest.mark.slow
 def test_saved_weights_reproduce_the_oof_predictions(trained, em_data: IsbiData) -> None:
     config, _, result = trained
-    again = predict_isbi_ensemble(config, [result.weights_path], em_data.images[result.val_index], tta=False)
+    assert config.tta  # the out-of-fold predictions take the submission's 8 views
+    again = predict_isbi_ensemble(config, [result.weights_path], em_data.images[result.val_index], tta=True)
     np.testing.assert_allclose(again, result.oof_probs, atol=1e-5)
 
 

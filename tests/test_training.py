@@ -15,6 +15,7 @@ from helpers import random_disc_masks
 from nerveseg import names
 from nerveseg.data.cache import PreparedData
 from nerveseg.evaluate.metrics import dice_per_image
+from nerveseg.inference.ensemble import predict_ensemble, predict_probs
 from nerveseg.model.unet import build_model_from_config, get_standardization
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.train.cv_summary import (
@@ -28,7 +29,6 @@ from nerveseg.train.fold import (
     HISTORY_KEYS,
     FoldResult,
     TrainingDivergedError,
-    predict_probs,
     standardization_stats,
     train_fold,
     training_index,
@@ -95,9 +95,6 @@ def test_train_fold_result(trained, data) -> None:
     pred = np.stack([cv2.resize(p, (ORIG_WIDTH, ORIG_HEIGHT)) > 0.5 for p in result.oof_probs])
     assert result.val_score == pytest.approx(dice_per_image(truth, pred).mean())
     assert not list(result.weights_path.parent.glob("*partial*"))
-    # the restored model is the best epoch's, and validation saw every held-out image exactly once
-    model_size_dice = dice_per_image(data.masks[result.val_index], result.oof_probs > 0.5).mean()
-    assert result.history["val_dice"][result.kept_epoch - 1] == pytest.approx(model_size_dice, abs=1e-6)
 
 
 @pytest.mark.slow
@@ -106,11 +103,28 @@ def test_saved_weights_reproduce_the_predictions(trained, data) -> None:
     model = build_model_from_config(config)
     model.load_weights(result.weights_path)
     assert get_standardization(model) == pytest.approx((result.norm_mean, result.norm_std))
-    probs, presence = predict_probs(model, data.images[result.val_index])
-    np.testing.assert_allclose(probs, result.oof_probs, atol=1e-6)
-    np.testing.assert_allclose(presence, result.oof_presence, atol=1e-6)
-    probs_float, _ = predict_probs(model, data.images[result.val_index] / np.float32(255), batch_size=5)
+    images = data.images[result.val_index]
+    probs, _ = predict_probs(model, images)
+    # the restored model is the kept epoch's, and validation saw every held-out image exactly once
+    model_size_dice = dice_per_image(data.masks[result.val_index], probs > 0.5).mean()
+    assert result.history["val_dice"][result.kept_epoch - 1] == pytest.approx(model_size_dice, abs=1e-6)
+    probs_float, _ = predict_probs(model, images / np.float32(255), batch_size=5)
     np.testing.assert_allclose(probs_float, probs, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_oof_predictions_use_the_submissions_views(trained, data) -> None:
+    """Out-of-fold probabilities are the submission's identity + flip mean, not the plain view (config.tta)."""
+    config, result = trained
+    assert config.tta
+    model = build_model_from_config(config)
+    model.load_weights(result.weights_path)
+    images = data.images[result.val_index]
+    shipped, shipped_presence = predict_ensemble([model], images, tta=True, progress=False)
+    np.testing.assert_allclose(result.oof_probs, shipped, atol=1e-6)
+    np.testing.assert_allclose(result.oof_presence, shipped_presence, atol=1e-6)
+    plain, _ = predict_probs(model, images)
+    assert not np.allclose(result.oof_probs, plain, atol=1e-4)  # the flip view does change the prediction
 
 
 @pytest.mark.slow

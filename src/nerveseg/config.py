@@ -65,6 +65,10 @@ class TrainConfig:
     # brightness and contrast changes of 10 %; the magnitudes scale linearly with it.
     augment_strength: float = 0.0
     augment_flip: bool = False
+    # test-time views (the nerve: identity + left-right flip; ISBI: the 8 flips/rotations of a square slice):
+    # the out-of-fold predictions use them as the submission does, so post-processing is decided, and the CV
+    # estimate cross-fitted, on what ships; submit.py --no-tta then warns that it ships something else
+    tta: bool = True
     # performance switches, for GPU users
     mixed_precision: bool = False
     jit_compile: bool = False

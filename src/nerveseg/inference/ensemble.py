@@ -49,6 +49,11 @@ def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -
     return models
 
 
+def view_names(tta: bool) -> tuple[str, ...]:
+    """The nerve's test-time views, as the CV table and the run record name them."""
+    return ("identity", "hflip") if tta else ("identity",)
+
+
 def _split_outputs(outputs: object) -> tuple[np.ndarray, np.ndarray | None]:
     """(mask probs (b, h, w), presence (b,) or None) from a model's dict or single-array output."""
     if isinstance(outputs, dict):
@@ -111,7 +116,9 @@ def predict_ensemble(
                 views.append((np.ascontiguousarray(x[:, :, ::-1]), True))
             for model in models:
                 for view, flipped in views:
-                    mask, presence = _split_outputs(model.predict_on_batch(view))
+                    # a plain call, not predict_on_batch: Keras traces a predict function per model and batch
+                    # shape, and five fold models x a shorter last batch make TensorFlow warn about retracing
+                    mask, presence = _split_outputs(model(view, training=False))
                     probs[start:stop] += mask[:, :, ::-1] if flipped else mask
                     if presence is None:
                         all_presence = False
@@ -127,6 +134,6 @@ def predict_probs(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One model, no mirroring: mask probabilities (n, h, w) float32 and presence (n,) or None.
 
-    What training uses for its out-of-fold predictions; the same batch loop as the test-set ensemble.
+    The per-epoch curves' view; out-of-fold predictions take ``predict_ensemble`` with the submission's views.
     """
     return predict_ensemble([model], images, tta=False, batch_size=batch_size, progress=progress)

@@ -72,10 +72,14 @@ class NerveTask:
         """``summarize_cv`` (fold scores, intervals, cross-fitted post-processed score), the post-processing
         decided on all OOF predictions (its in-sample score is labelled optimistic) and the report."""
         from nerveseg.evaluate.postprocess import decide_postprocessing
+        from nerveseg.inference.ensemble import view_names
         from nerveseg.report.nerve_report import CVOutcome, render_cv_report
         from nerveseg.train.cv_summary import assemble_presence, format_summary_table, interval_metrics, summarize_cv
 
-        summary, oof = summarize_cv(data, folds, list(results), predict_subjects=config.predict_subjects)
+        summary, oof = summarize_cv(
+            data, folds, list(results), predict_subjects=config.predict_subjects,
+            oof_views="+".join(view_names(config.tta)),
+        )  # fmt: skip
         presence = assemble_presence(len(data), results)
         decision = decide_postprocessing(oof, data.full_masks, presence, progress=progress)
         metrics = {

@@ -214,6 +214,18 @@ def chosen_runs(
     return [run_id] if run_id is not None else list(run_ids or [])
 
 
+def _views_for(runs: list[RunModels], tta: bool | None) -> bool:
+    """The runs' own test-time views (their out-of-fold predictions used them) unless ``tta`` says otherwise."""
+    trained_with = {r.config.tta for r in runs}
+    chosen = all(trained_with) if tta is None else tta
+    if trained_with != {chosen}:
+        print(
+            f"note: shipping {'with' if chosen else 'without'} test-time views, while some runs' post-processing was "
+            "decided on out-of-fold predictions made otherwise (config tta)"
+        )
+    return chosen
+
+
 def _submission_name(runs: list[RunModels]) -> str:
     """The file's name part: the run's name, or ``ensemble_<a>+<b>...`` for several runs."""
     return runs[0].name if len(runs) == 1 else "ensemble_" + "+".join(r.name for r in runs)
@@ -223,7 +235,7 @@ def make_submission(
     *,
     run_id: str | None = None,
     run_ids: list[str] | None = None,
-    tta: bool = True,
+    tta: bool | None = None,
     raw_dir: Path = RAW_DIR,
     out_dir: Path = SUBMISSIONS_DIR,
     cache_dir: Path = PROCESSED_DIR,
@@ -236,6 +248,7 @@ def make_submission(
 ) -> SubmissionResult:
     """Predict the test data with the chosen CV run(s), write and validate a new file, log it in MLflow.
 
+    ``tta`` None uses the test-time views the runs' out-of-fold predictions were made with (config ``tta``).
     ``run_id`` picks one run, ``run_ids`` ensembles several (equal weight per run), neither picks the
     best finished CV run of ``task`` (None: the task of the newest finished CV run) by that task's
     ranking metric. The runs' task writes the file (nerve: ``<UTC time>_<run>.csv``; isbi2012: a float32
@@ -271,6 +284,7 @@ def make_submission(
         decision, source = postprocessing_for_runs(client, runs, sources)
         seconds["resolve_runs"] = time.perf_counter() - started
         models = [TrainedModels(r.config, r.weights_paths) for r in runs]
+        tta = _views_for(runs, tta)
         written_file = the_task.write_submission(
             models, decision, path, raw_dir=raw_dir, cache_dir=cache_dir, tta=tta, batch_size=batch_size,
             progress=progress,

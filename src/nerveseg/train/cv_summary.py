@@ -58,6 +58,7 @@ class CVSummary:
     oof_score_postprocessed_pi_low: float | None = None
     oof_score_postprocessed_pi_high: float | None = None
     predict_subjects: int = 0
+    oof_views: str = ""  # the test-time views of the out-of-fold predictions, e.g. "identity+hflip"
 
     @property
     def optimistic(self) -> bool:
@@ -163,6 +164,7 @@ def summarize_cv(
     *,
     crossfit: bool = True,
     predict_subjects: int = 0,
+    oof_views: str = "",
 ) -> tuple[CVSummary, np.ndarray]:
     """The summary and the (N, h, w) OOF probabilities (NaN rows for folds not in ``results``).
 
@@ -197,6 +199,7 @@ def summarize_cv(
         cv_score_ci_high=interval.high,
         empty_baseline_ci_low=empty_interval.low,
         empty_baseline_ci_high=empty_interval.high,
+        oof_views=oof_views,
         **(_postprocessed_fields(data, folds, results, oof, covered, predict_subjects) if crossfit else {}),
     )
     return summary, oof
@@ -259,4 +262,6 @@ def format_summary_table(summary: CVSummary) -> str:
     if summary.optimistic:
         rule += " (OPTIMISTIC: each fold kept the epoch that scored best on that same fold)"
     lines.append(rule)
+    if summary.oof_views:
+        lines.append(f"out-of-fold views: {summary.oof_views} (as submitted: post-processing decided on what ships)")
     return "\n".join(lines)

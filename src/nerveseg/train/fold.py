@@ -32,7 +32,7 @@ from nerveseg.data.audit import contradictory_ids
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
-from nerveseg.inference.ensemble import predict_probs
+from nerveseg.inference.ensemble import predict_ensemble
 from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import build_model_from_config, set_standardization
 from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
@@ -315,7 +315,10 @@ def train_fold(
     history, kept = _fit_and_keep(model, config, datasets, fold, partial_path, callbacks, verbose)
     os.replace(partial_path, weights_path)
 
-    oof_probs, oof_presence = predict_probs(model, data.images[val_index], progress=verbose > 0)
+    # the submission's views (config.tta), so post-processing is decided on what ships
+    oof_probs, oof_presence = predict_ensemble(
+        [model], data.images[val_index], tta=config.tta, batch_size=256, progress=verbose > 0
+    )
     val_score = float(full_resolution_dice(data, val_index, oof_probs).mean())
     return FoldResult(
         fold=fold,

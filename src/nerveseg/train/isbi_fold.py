@@ -36,6 +36,7 @@ from nerveseg.evaluate.isbi_scoring import (
     isbi_oof_summary,
 )
 from nerveseg.evaluate.membrane_metrics import membrane_scores
+from nerveseg.inference.ensemble import predict_probs
 from nerveseg.model.losses import compile_model, learning_rate_for
 from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
 from nerveseg.model.unet import build_unet, set_standardization, unet_options
@@ -48,7 +49,6 @@ from nerveseg.train.fold import (
     FoldResult,
     StopOnNaN,
     TrainingDivergedError,
-    predict_probs,
     standardization_stats,
 )
 from nerveseg.train.windows import window_dataset
@@ -304,7 +304,7 @@ def train_isbi_fold(
         callbacks = [HeldOutRandError(config, data.images[val_index], data.membranes[val_index]), *callbacks]
     history = _fit_fixed_schedule(model, config, (train_ds, val_ds, val_steps, steps), fold, callbacks, verbose)
     weights_path = _save_fold_weights(model, workdir, fold)
-    oof_probs = predict_slices(config, [model], data.images[val_index], tta=False)
+    oof_probs = predict_slices(config, [model], data.images[val_index], tta=config.tta)  # the submission's views
     return FoldResult(
         fold=fold,
         val_index=val_index,
