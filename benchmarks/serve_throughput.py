@@ -56,8 +56,7 @@ def train_and_register(work: Path, config_path: Path, epochs: int, images: int, 
 
     raw = work / "raw"
     generate(raw, subjects=5, images_per_subject=10, test=images, seed=3, test_masks_dir=work / "masks", progress=False)
-    warmup = min(load_config(config_path).warmup_epochs, epochs - 1)  # demo.yaml warms up 2 epochs
-    config = load_config(config_path, epochs=epochs, folds=folds, warmup_epochs=warmup)
+    config = load_config(config_path, epochs=epochs, folds=folds)  # a warm-up longer than epochs is shortened
     started = time.perf_counter()
     run_cv(config, raw_dir=raw, cache_dir=work / "cache", folds_dir=work / "folds", progress=False)
     registered = register_best(raw_dir=raw, cache_dir=work / "cache", progress=False)

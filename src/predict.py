@@ -4,7 +4,9 @@ INPUT is image files or folders of them (TIFF, PNG, JPEG; grayscale or RGB; any 
 model's input, masks returned at the image's own size; a folder's ``*_mask.*`` files are left out).
 Writes ``<stem>_mask.png``, ``<stem>_overlay.png`` (the outline on the image) and ``predictions.csv``
 (file, present, probability, area, RLE) into DIR. A bad file is named on one line and skipped, the others
-are still written, and the exit status is then 2. Outputs are never overwritten.
+are still written, and the exit status is then 2. A file named twice is predicted once. Outputs are never
+overwritten; a run that stopped half-way is finished by running the same command again (the files it wrote
+are kept when identical). DIR may not lie in the raw data folder.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from nerveseg.logs import quiet_tensorflow
 CHAMPION = f"models:/{names.REGISTERED_MODEL}@{names.CHAMPION_ALIAS}"
 
 
-@one_line_errors()
+@one_line_errors(interrupted="interrupted: what was written is kept; run the same command again to finish")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
@@ -40,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {report.out_dir / PREDICTIONS_FILE}, <stem>_mask.png and <stem>_overlay.png per image")
     if report.masks_left_out:
         print(f"left out {report.masks_left_out} *_mask files of the input folders")
-    if report.skipped:
-        print(f"error: skipped {len(report.skipped)} bad file(s), named above", file=sys.stderr)
+    if report.duplicates:
+        print(f"note: {report.duplicates} input(s) named more than once, predicted once")
+    if report.kept:
+        print(f"kept {report.kept} identical output file(s) an earlier run had written")
+    if report.skipped:  # each was named on its own error line as it was skipped
         return USAGE_ERROR
     return 0
 

@@ -11,6 +11,7 @@ import hashlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,28 @@ def write_set(raw_dir: Path, subjects: tuple[int, ...] = (1, 2), images: tuple[i
     for test_id in (1, 2, 10):
         write_tif(raw_dir / "test" / f"{test_id}.tif", structured_image(100_000 + test_id))
     return raw_dir
+
+
+def crafted_tiff_header(width: int, height: int) -> bytes:
+    """A 130-byte little-endian TIFF whose only IFD claims ``width`` x ``height`` uncompressed 8-bit pixels
+    (it holds none of them): what a hostile upload looks like, at no memory cost to the test."""
+    tags = [  # (tag, type, count, value): type 3 = SHORT, 4 = LONG
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (278, 4, 1, height),
+        (279, 4, 1, min(width * height, 2**32 - 1)),
+    ]
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, count, value in tags:
+        ifd += struct.pack("<HHI", tag, kind, count) + (
+            struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        )
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

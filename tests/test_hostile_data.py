@@ -8,7 +8,6 @@ option, an unchanged raw folder and no cache written.
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -19,29 +18,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import ROOT, assert_one_line_error, run_script, structured_image, tree_digest, write_set
-
-
-def crafted_tiff_header(width: int, height: int) -> bytes:
-    """A 130-byte little-endian TIFF whose only IFD claims ``width`` x ``height`` uncompressed 8-bit pixels
-    (it holds none of them): what a hostile upload looks like, at no memory cost to the test."""
-    tags = [  # (tag, type, count, value): type 3 = SHORT, 4 = LONG
-        (256, 4, 1, width),
-        (257, 4, 1, height),
-        (258, 3, 1, 8),
-        (259, 3, 1, 1),
-        (262, 3, 1, 1),
-        (273, 4, 1, 8),
-        (277, 3, 1, 1),
-        (278, 4, 1, height),
-        (279, 4, 1, min(width * height, 2**32 - 1)),
-    ]
-    ifd = struct.pack("<H", len(tags))
-    for tag, kind, count, value in tags:
-        ifd += struct.pack("<HHI", tag, kind, count) + (
-            struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
-        )
-    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+from helpers import (
+    ROOT,
+    assert_one_line_error,
+    crafted_tiff_header,
+    run_script,
+    structured_image,
+    tree_digest,
+    write_set,
+)
 
 
 def _png_bytes() -> bytes:

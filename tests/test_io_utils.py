@@ -36,7 +36,8 @@ def test_create_refuses_an_existing_file(tmp_path: Path) -> None:
 
     path = tmp_path / "sub.csv"
     atomic_create_text(path, "first")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError) as caught:
         atomic_create_text(path, "second")
+    assert caught.value.filename == str(path)  # the target, not the temporary file the kernel names (issue 25)
     assert path.read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"]

@@ -1,5 +1,6 @@
 """The model leaves the run (issue 15): register the best CV run, predict new files with it, serve it over
-HTTP with ``mlflow models serve``, and submit from ``models:/nerveseg@champion``.
+HTTP with ``mlflow models serve``, and submit from ``models:/nerveseg@champion``. Hostile input to those
+surfaces (issue 25: lying headers, inputs named twice, a stopped run, a truncated weights artifact) too.
 
 One tiny tracked CV run (depth 2, 32x40, 2 folds x 1 epoch) in a SQLite store of its own. The server is
 real (127.0.0.1, a free port, ``--env-manager local``, pip and proxies pointed nowhere so that any network
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import free_port, stop_server
+from helpers import crafted_tiff_header, free_port, stop_server
 from nerveseg.track import schema
 
 pytestmark = pytest.mark.slow
@@ -124,6 +126,110 @@ def test_predict_writes_masks_overlays_and_csv_and_names_bad_files(
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+def _predict_lines(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, list[str]]:
+    """predict.py's exit status, stdout and stderr lines (progress off)."""
+    from predict import main
+
+    code = main([*argv, "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.splitlines()
+
+
+def test_predict_skips_a_lying_header_and_predicts_a_file_named_twice_once(
+    registered: dict, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 25: a 130-byte TIFF claiming 100000x100000 pixels is one line, the CSV is still written."""
+    hostile = tmp_path / "upload" / "huge.tif"
+    hostile.parent.mkdir()
+    hostile.write_bytes(crafted_tiff_header(100_000, 100_000))
+    first = sorted(images.glob("*.tif"))[0]
+    out = tmp_path / "predicted"
+    code, stdout, errors = _predict_lines([str(images), str(first), str(hostile), "--out", str(out)], capsys)
+    assert code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: skipped {hostile}: its TIFF header says 100000x100000 pixels")
+    assert "1 input(s) named more than once, predicted once" in stdout
+    frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert sorted(frame["file"]) == sorted(p.name for p in images.glob("*.tif"))  # each once, the bad one not
+    assert not (out / "huge_mask.png").exists()
+
+
+def test_predict_finishes_a_stopped_run_in_the_same_folder_and_never_replaces_a_file(
+    registered: dict, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that stopped half-way leaves some masks and overlays, no CSV and perhaps a temporary file: the same
+    command finishes it, keeping the identical files; a file with other content is never replaced."""
+    out = tmp_path / "predicted"
+    argv = [str(images), "--out", str(out)]
+    assert _predict_lines(argv, capsys)[0] == 0
+    finished = {p.name: p.read_bytes() for p in out.iterdir()}
+    stem = sorted(images.glob("*.tif"))[-1].stem
+    for name in ("predictions.csv", f"{stem}_mask.png", f"{stem}_overlay.png"):
+        (out / name).unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / f".{stem}_mask.png.{int(dead.stdout)}.abcd1234.tmp").write_bytes(b"half")  # its writer was killed
+    kept = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if not p.name.startswith(".")}
+
+    code, stdout, errors = _predict_lines(argv, capsys)
+    assert code == 0 and errors == [], errors
+    assert f"kept {len(kept)} identical output file(s)" in stdout
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == finished  # the same files, the temporary one gone
+    assert all(out.joinpath(name).stat().st_mtime_ns == mtime for name, mtime in kept.items())  # none rewritten
+
+    (out / "predictions.csv").unlink()
+    other = out / f"{stem}_mask.png"
+    other.write_bytes(b"a mask of another model")
+    code, _, errors = _predict_lines(argv, capsys)
+    assert code == 2 and len(errors) == 1, errors
+    assert (
+        errors[0].startswith("error: skipped ") and f"its output {other} already exists with other content" in errors[0]
+    )
+    assert other.read_bytes() == b"a mask of another model"
+    frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert sorted(frame["file"]) == sorted(p.name for p in images.glob("*.tif") if p.stem != stem)
+
+
+def _artifact_file(uri: str, name: str) -> Path:
+    """The one file called ``name`` under a local artifact location ``file:///...``."""
+    (found,) = Path(urllib.parse.urlparse(uri).path).rglob(name)
+    return found
+
+
+def test_a_truncated_weights_artifact_is_named_not_its_temporary_copy(
+    registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nerveseg.errors import NervesegError
+    from nerveseg.track.store import get_client
+    from nerveseg.track.submission_run import make_submission
+
+    client, version = get_client(), registered["version"]
+    fold_runs = schema.newest_finished_fold_runs(client, client.get_run(registered["run_id"]))
+    files = [
+        _artifact_file(fold_runs[0].info.artifact_uri, "fold_0.weights.h5"),
+        _artifact_file(client.get_logged_model(version.model_id).artifact_location, "fold_0.weights.h5"),
+    ]
+    whole = [path.read_bytes() for path in files]
+    try:
+        for path, data in zip(files, whole, strict=True):
+            path.write_bytes(data[:3000])
+        with pytest.raises(NervesegError) as caught:
+            make_submission(
+                run_id=registered["run_id"], out_dir=tmp_path / "sub", raw_dir=registered["root"] / "raw",
+                cache_dir=registered["tmp"] / "cache", progress=False,
+            )  # fmt: skip
+        message = str(caught.value)
+        assert f"artifact weights/fold_0.weights.h5 of fold run {fold_runs[0].info.run_id}" in message
+        assert "truncated file" in message and "nerveseg-submit" not in message
+        code, _, errors = _predict_lines(
+            [str(registered["root"] / "raw" / "test"), "--out", str(tmp_path / "p")], capsys
+        )
+        assert code == 2 and len(errors) == 1, errors
+        assert errors[0].startswith("error: --model models:/nerveseg@champion: the model's artifact fold_0")
+        assert "truncated file" in errors[0] and not (tmp_path / "p").exists() and not (tmp_path / "sub").exists()
+    finally:
+        for path, data in zip(files, whole, strict=True):
+            path.write_bytes(data)
+
+
 # ----------------------------------------------------------------------------------------- serving
 
 
@@ -209,6 +315,18 @@ def test_served_model_answers_as_predict_does_and_refuses_bad_requests(
     status, answer = _post(server, _request(files[:1], return_mask=False))
     assert status == 200 and answer["predictions"][0]["rle"] == expected.loc[files[0].name]["rle"]
     assert "mask_png" not in answer["predictions"][0]
+
+
+def test_served_model_answers_a_lying_header_and_bad_base64_with_one_line(server: str) -> None:
+    """Issue 25: 400 with a one-line message and no stack trace, and the server keeps answering."""
+    crafted = base64.b64encode(crafted_tiff_header(100_000, 100_000)).decode("ascii")
+    cases = ((crafted, "image 0: its TIFF header says 100000x100000 pixels"), ("!!!!", "base64"))
+    for cell, words in cases:
+        status, answer = _post(server, {"dataframe_split": {"columns": ["image"], "data": [[cell]]}})
+        assert status == 400, answer
+        assert words in answer["message"] and "\n" not in answer["message"], answer
+        assert "stack_trace" not in answer
+    assert _get(f"{server}/ping") == 200
 
 
 def test_submit_from_the_registered_model_writes_the_run_s_csv(registered: dict, tmp_path: Path) -> None:

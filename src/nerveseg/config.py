@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -346,7 +347,7 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig
     except ValueError as err:
         where = f"config file {path}: " if path is not None else ""
         raise ConfigError(f"{where}{err}") from err
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = _fit_warmup(config, {k: v for k, v in overrides.items() if v is not None})
     if not given:
         return config
     try:  # the file was valid, so what fails now is the override's fault (e.g. --epochs 0)
@@ -354,6 +355,21 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig
     except ValueError as err:
         values_shown = ", ".join(f"{k}={shown(v)}" for k, v in given.items())
         raise ConfigError(f"override {values_shown} (command line, not the config file): {err}") from err
+
+
+def _fit_warmup(config: TrainConfig, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` plus ``warmup_epochs = epochs - 1`` when an ``epochs`` override leaves no room for the config's
+    warm-up, with a note on stderr: ``--epochs 1`` on a config that warms up is a quick try, not a contradiction
+    to refuse. An explicit ``warmup_epochs`` override is left to the usual check."""
+    epochs = given.get("epochs")
+    if "warmup_epochs" in given or type(epochs) is not int or not 1 <= epochs <= config.warmup_epochs:
+        return given
+    print(
+        f"note: --epochs {epochs} leaves no room for the config's warmup_epochs={config.warmup_epochs}; "
+        f"warming up for {epochs - 1} epoch(s) instead",
+        file=sys.stderr,
+    )
+    return {**given, "warmup_epochs": epochs - 1}
 
 
 def config_to_yaml(config: TrainConfig) -> str:

@@ -111,13 +111,22 @@ def _atomic_open(path: Path | str, *, overwrite: bool = True) -> Iterator[Binary
         if overwrite:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)
+            _link_new(tmp, path)
     except FileExistsError:
         raise
     except OSError as err:
         raise _with_path(err, path) from err
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Hard-link ``tmp`` to ``path``; an existing ``path`` is a ``FileExistsError`` naming ``path`` itself (the
+    kernel's names the temporary file, which is gone by the time anybody reads the message)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError as err:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from err
 
 
 def current_umask() -> int:

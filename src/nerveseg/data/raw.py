@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -35,7 +36,13 @@ TEST_IMAGE_RE = re.compile(r"(?P<id>0|[1-9]\d*)\.tif")
 # Uncompressed 580x420 bytes plus a generous allowance for tags: no valid raw file is bigger.
 MAX_RAW_FILE_BYTES = ORIG_HEIGHT * ORIG_WIDTH + (4 << 20)
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
-_OTHER_MAGICS = {b"\x89PNG": "a PNG", b"\xff\xd8\xff": "a JPEG", b"BM": "a BMP", b"GIF8": "a GIF"}
+FILE_SIGNATURES = (  # what a file's first bytes say it is (cv2 decodes by content, whatever the name says)
+    (TIFF_MAGICS, "TIFF"),
+    ((b"\x89PNG\r\n\x1a\n",), "PNG"),
+    ((b"\xff\xd8\xff",), "JPEG"),
+    ((b"BM",), "BMP"),
+    ((b"GIF87a", b"GIF89a"), "GIF"),
+)
 
 
 class DataError(NervesegError):
@@ -128,28 +135,56 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot be read ({err.strerror}); check the file and its permissions") from err
 
 
-def check_tiff_header(data: bytes, path: Path) -> None:
-    """Refuse, without decoding any pixel, bytes that are not exactly one 580x420 8-bit grayscale TIFF page."""
-    if not data.startswith(TIFF_MAGICS):
-        kind = next((name for magic, name in _OTHER_MAGICS.items() if data.startswith(magic)), "not a TIFF")
-        what = f"{kind} file named .tif" if kind != "not a TIFF" else "no TIFF signature"
-        raise DataError(f"{path}: not a readable TIFF ({what}); replace it with the original TIFF")
+@dataclass(frozen=True)
+class TiffHeader:
+    """What a TIFF's tags say about it, read without decoding a pixel (tifffile reads only the tags)."""
+
+    pages: int
+    width: int
+    height: int
+    channels: int  # samples per pixel
+    shape: tuple[int, ...]  # the first page's array shape as tifffile decodes it
+    dtype: np.dtype | None
+
+
+def file_kind(data: bytes) -> str | None:
+    """The format the file's first bytes (its signature) name: TIFF, PNG, JPEG, BMP or GIF; None when unknown."""
+    return next((kind for magics, kind in FILE_SIGNATURES if data.startswith(magics)), None)
+
+
+def tiff_header(data: bytes) -> TiffHeader | None:
+    """The header of TIFF bytes (classic or BigTIFF), or None when it cannot be parsed (corrupt, truncated)."""
     _quiet_tifffile()
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             n_pages = len(tif.pages)
             page = tif.pages.first if n_pages else None
-            shape, dtype = (page.shape, page.dtype) if page is not None else ((), None)
-            channels = page.samplesperpixel if page is not None else 1
+            if page is None:
+                return None
+            return TiffHeader(
+                n_pages, int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel),
+                tuple(page.shape), page.dtype,
+            )  # fmt: skip
     except Exception:  # tifffile raises TiffFileError, ValueError, struct.error... on crafted headers
-        n_pages = 0
-    if n_pages == 0:
+        return None
+
+
+def check_tiff_header(data: bytes, path: Path) -> None:
+    """Refuse, without decoding any pixel, bytes that are not exactly one 580x420 8-bit grayscale TIFF page."""
+    kind = file_kind(data)
+    if kind != "TIFF":
+        what = f"a {kind} file named .tif" if kind is not None else "no TIFF signature"
+        raise DataError(f"{path}: not a readable TIFF ({what}); replace it with the original TIFF")
+    header = tiff_header(data)
+    if header is None:
         raise DataError(f"{path}: not a readable TIFF (corrupt or truncated header); replace it with the original file")
-    if n_pages != 1:
-        raise DataError(f"{path}: holds {n_pages} pages; expected one image per file, replace it with the original")
-    if channels != 1:
-        raise _channels_error(path, channels)
-    _check_layout(tuple(shape), dtype, path)
+    if header.pages != 1:
+        raise DataError(
+            f"{path}: holds {header.pages} pages; expected one image per file, replace it with the original"
+        )
+    if header.channels != 1:
+        raise _channels_error(path, header.channels)
+    _check_layout(header.shape, header.dtype, path)
 
 
 def _channels_error(path: Path, channels: object) -> DataError:

@@ -40,7 +40,7 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROJ_ROOT
 from nerveseg.track import schema
-from nerveseg.track.run_models import resolve_run
+from nerveseg.track.run_models import check_weights_file, resolve_run
 from nerveseg.track.run_postprocessing import Sources, postprocessing_for_runs
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/nerveseg, shipped as the model's code
@@ -58,10 +58,18 @@ DEFAULT_BATCH_SIZE = 32
 
 
 class BadInput(MlflowException):
-    """A malformed request: MLflow's scoring server answers it with HTTP 400 and this message."""
+    """A malformed request: MLflow's scoring server answers it with HTTP 400 and this one-line message.
+
+    The server prefixes the message of any ``MlflowException`` from ``predict`` with the whole input
+    DataFrame ("Failed to predict data '...'"), over several lines; the answer keeps only this line.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        self.one_line = message
+
+    def serialize_as_json(self) -> str:
+        return json.dumps({"error_code": self.error_code, "message": self.one_line})
 
 
 def _images_from(model_input: Any) -> list[np.ndarray]:
@@ -79,6 +87,11 @@ def _images_from(model_input: Any) -> list[np.ndarray]:
             if not isinstance(value, bytes | bytearray):
                 raise NervesegError(
                     f"image {row}: is a {type(value).__name__}; expected the bytes of an image file (base64 in JSON)"
+                )
+            if not value:  # MLflow's base64 decoding drops every character outside the alphabet
+                raise NervesegError(
+                    f"image {row}: holds no bytes (an empty string, or base64 without one valid character); "
+                    "send the base64 of a TIFF, PNG or JPEG file"
                 )
         return decode_all([(bytes(value), f"image {row}") for row, value in enumerate(cells)])
     if isinstance(model_input, np.ndarray) and model_input.ndim in (2, 3) and model_input.dtype != object:
@@ -111,6 +124,11 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
         artifacts, options = context.artifacts, context.model_config or {}
         config = load_config(artifacts[schema.MODEL_CONFIG_ARTIFACT])
         weights = [Path(artifacts[schema.model_weights_key(k)]) for k in range(config.folds)]
+        for k, path in enumerate(weights):
+            what = f"the model's artifact {schema.model_weights_key(k)} ({path.name})"
+            check_weights_file(
+                path, what, "restore the artifact, or register another CV run with src/register.py --run-id"
+            )
         source = f"the model's {schema.POSTPROCESSING_ARTIFACT}"
         values = json.loads(Path(artifacts[schema.MODEL_POSTPROCESSING_ARTIFACT]).read_text())
         decision = get_task(config.task).decision_from_json(values, source=source)

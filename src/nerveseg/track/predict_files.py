@@ -4,17 +4,22 @@ The model is loaded with ``mlflow.pyfunc.load_model(URI)`` (``models:/nerveseg@c
 ``models:/<model id>``, ``runs:/...``), which is why this lives in track/: the same object
 ``mlflow models serve`` runs, fed the same file bytes, so its answers equal the server's. Each image
 gives ``<stem>_mask.png`` (0/255 at the image's own size) and ``<stem>_overlay.png`` (the mask's
-outline on the image); ``predictions.csv`` lists file, present, probability, area and RLE. A file that
-cannot be used is named on one line and skipped; every output is written atomically as a NEW file,
-and all of them are checked absent before any work, so nothing is half-written or overwritten.
+outline on the image); ``predictions.csv`` lists file, present, probability, area and RLE.
+
+A file that cannot be used (``inference.images`` checks its header before decoding) is named on one line and
+skipped; the others are still predicted and listed. An input given twice (a folder and a file in it) is
+predicted once. Every output is written atomically as a NEW file and never replaced: a finished run
+(``predictions.csv`` there) is refused up front, while the masks and overlays of a run that stopped half-way
+are kept where this run's are identical, so the same command can be rerun into the same folder to finish it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +29,16 @@ import numpy as np
 import pandas as pd
 
 from nerveseg.errors import NervesegError
-from nerveseg.inference.images import IMAGE_SUFFIXES, ImageError, decode_gray, overlay_png
-from nerveseg.io_utils import atomic_create_bytes, atomic_create_text, check_writable_dir
+from nerveseg.inference.images import IMAGE_SUFFIXES, ImageError, decode_gray, overlay_png, read_image_file
+from nerveseg.io_utils import atomic_create_bytes, atomic_create_text, check_outside, check_writable_dir
 from nerveseg.logs import progress_bar
+from nerveseg.paths import RAW_DIR
 from nerveseg.track import schema
 
 PREDICTIONS_FILE = "predictions.csv"
 CSV_COLUMNS = ("file", schema.PRESENT_COLUMN, schema.PROBABILITY_COLUMN, schema.AREA_COLUMN, schema.RLE_COLUMN)
 MASK_SUFFIX = "_mask"  # Kaggle's train/<id>_mask.tif are masks, not frames: a folder's are left out
+TRACKED_MODEL_SCHEMES = ("models:", "runs:", "mlflow-artifacts:")  # URIs MLflow resolves through its tracking store
 
 
 @dataclass
@@ -42,24 +49,44 @@ class PredictReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     masks_left_out: int = 0
+    duplicates: int = 0  # inputs named more than once (the same file after resolving links), predicted once
+    kept: int = 0  # outputs an earlier run of the same prediction had written, found identical and kept
 
 
-def image_files(inputs: Sequence[Path]) -> tuple[list[Path], int]:
-    """Files as given, and each folder's images (by suffix, sorted, not recursive, ``*_mask.*`` left out)."""
-    files, left_out = [], 0
+@dataclass
+class InputFiles:
+    """The images to predict, each once, and what was left out of the inputs."""
+
+    files: list[Path]
+    masks_left_out: int = 0
+    duplicates: int = 0
+
+
+def image_files(inputs: Sequence[Path]) -> InputFiles:
+    """Files as given, and each folder's images (by suffix, sorted, not recursive, ``*_mask.*`` left out); a
+    file reached twice (named twice, or named and in a named folder, or through a link) is kept once."""
+    found = InputFiles([])
+    seen: set[str] = set()
     for path in map(Path, inputs):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            masks = [p for p in found if p.stem.endswith(MASK_SUFFIX)]
-            left_out += len(masks)
-            files += [p for p in found if p not in masks]
+            listed = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            masks = [p for p in listed if p.stem.endswith(MASK_SUFFIX)]
+            found.masks_left_out += len(masks)
+            candidates = [p for p in listed if p not in masks]
         elif path.exists():
-            files.append(path)
+            candidates = [path]
         else:
             raise NervesegError(f"input {path} does not exist; pass image files or folders of them")
-    if not files:
+        for candidate in candidates:
+            key = os.path.realpath(candidate)
+            if key in seen:
+                found.duplicates += 1
+                continue
+            seen.add(key)
+            found.files.append(candidate)
+    if not found.files:
         raise NervesegError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}")
-    return files, left_out
+    return found
 
 
 def output_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, tuple[Path, Path]]:
@@ -74,38 +101,67 @@ def output_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, tuple[Path,
     return {p: (out_dir / f"{p.stem}_mask.png", out_dir / f"{p.stem}_overlay.png") for p in dict.fromkeys(files)}
 
 
-def _check_new(paths: Iterable[Path]) -> None:
-    existing = [p for p in paths if p.exists()]
-    if existing:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise NervesegError(f"{existing[0]} already exists{more}; outputs are never overwritten, pick a new --out")
-
-
 def load_model(uri: str) -> Any:
-    """``mlflow.pyfunc.load_model(uri)`` with a one-line error naming the URI."""
+    """``mlflow.pyfunc.load_model(uri)`` with a one-line error naming the URI.
+
+    A URI resolved through the tracking store (``models:/``, ``runs:/``) first checks that store as every
+    command does: a server that does not answer within seconds, or a SQLite store that does not exist, is one
+    line, not minutes of MLflow's retries or a new empty ``mlflow.db``.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from nerveseg.track.store import check_store_to_read, load_mlflow_settings
+
+    if uri.startswith(TRACKED_MODEL_SCHEMES):
+        settings = load_mlflow_settings()
+        check_store_to_read(settings.tracking_uri)
+        mlflow.set_tracking_uri(settings.tracking_uri)
     try:
         return mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise NervesegError(f"--model {uri}: {first[:300]}; register one with src/register.py") from err
+    except NervesegError as err:  # the package's own check of its files (a truncated weights artifact, say)
+        raise NervesegError(f"--model {uri}: {err}") from err
 
 
 def _read(path: Path) -> tuple[bytes, np.ndarray]:
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ImageError(f"{path}: cannot be read ({err.strerror})") from err
+    data = read_image_file(path)
     return data, decode_gray(data, str(path))
 
 
-def _write_outputs(row: pd.Series, gray: np.ndarray, mask_path: Path, overlay_path: Path) -> None:
+class OutputConflict(NervesegError):
+    """An output file exists with other content than this run would write: it is never replaced."""
+
+
+def _same_file(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a regular file holding exactly ``data`` (an earlier run's identical output)."""
+    try:
+        return (
+            path.is_file() and not path.is_symlink() and path.stat().st_size == len(data) and path.read_bytes() == data
+        )
+    except OSError:
+        return False
+
+
+def _write_outputs(row: pd.Series, gray: np.ndarray, source: Path, paths: tuple[Path, Path], report: PredictReport):
+    """The mask and overlay of image ``source`` as new files; an identical file already there is kept, a
+    different one is an ``OutputConflict`` before either is written."""
     mask_bytes = row[schema.MASK_COLUMN]
     mask = cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
-    atomic_create_bytes(mask_path, mask_bytes)
-    atomic_create_bytes(overlay_path, overlay_png(gray, mask))
+    outputs = dict(zip(paths, (mask_bytes, overlay_png(gray, mask)), strict=True))
+    for path, data in outputs.items():
+        if os.path.lexists(path) and not _same_file(path, data):
+            raise OutputConflict(
+                f"{source}: its output {path} already exists with other content; outputs are never overwritten, "
+                "pick a new --out"
+            )
+    for path, data in outputs.items():
+        if _same_file(path, data):
+            report.kept += 1
+        else:
+            atomic_create_bytes(path, data)
 
 
 def predictions_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -118,19 +174,32 @@ def predictions_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def predict_files(
-    inputs: Sequence[Path], model_uri: str, out_dir: Path, *, batch_size: int = 32, progress: bool = True
+    inputs: Sequence[Path],
+    model_uri: str,
+    out_dir: Path,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    raw_dir: Path = RAW_DIR,
 ) -> PredictReport:
-    """Segment every image in ``inputs`` with the model at ``model_uri``; write masks, overlays, the CSV."""
+    """Segment every image in ``inputs`` with the model at ``model_uri``; write masks, overlays, the CSV.
+
+    ``out_dir`` inside ``raw_dir`` (the raw data, never written) is refused before anything is read.
+    """
     if batch_size < 1:
         raise NervesegError(f"--batch-size {batch_size} must be >= 1")
-    files, left_out = image_files(inputs)
-    out_dir = check_writable_dir(Path(out_dir), "--out")
-    outputs = output_paths(files, out_dir)
-    _check_new([out_dir / PREDICTIONS_FILE, *(p for pair in outputs.values() for p in pair)])
+    out_dir = check_writable_dir(check_outside(Path(out_dir), raw_dir, "--out"), "--out")
+    found = image_files(inputs)
+    outputs = output_paths(found.files, out_dir)
+    if (out_dir / PREDICTIONS_FILE).exists():
+        raise NervesegError(
+            f"{out_dir / PREDICTIONS_FILE} already exists; outputs are never overwritten, pick a new --out"
+        )
     model = load_model(model_uri)
     if (model.model_config or {}).get(schema.TASK_CONFIG, "nerve") != "nerve":
         raise NervesegError(f"--model {model_uri} is not a nerve model; predict.py writes nerve masks only")
-    report = PredictReport(out_dir, masks_left_out=left_out)
+    report = PredictReport(out_dir, masks_left_out=found.masks_left_out, duplicates=found.duplicates)
+    files = found.files
     with progress_bar(total=len(files), desc="predict", unit="img", disable=not progress) as bar:
         for start in range(0, len(files), batch_size):
             _predict_batch(model, files[start : start + batch_size], outputs, report)
@@ -140,20 +209,30 @@ def predict_files(
     return report
 
 
+def _skip(path: Path, err: NervesegError, report: PredictReport) -> None:
+    """One ``error:`` line per file, as it is skipped: the run goes on, and one bad file is one line."""
+    print(f"error: skipped {err}", file=sys.stderr)
+    report.skipped.append((path, str(err)))
+
+
 def _predict_batch(model: Any, batch: Sequence[Path], outputs: dict[Path, tuple[Path, Path]], report: PredictReport):
     good: list[tuple[Path, bytes, np.ndarray]] = []
     for path in batch:
         try:
             good.append((path, *_read(path)))
         except ImageError as err:
-            print(f"skipped {err}", file=sys.stderr)
-            report.skipped.append((path, str(err)))
+            _skip(path, err, report)
     if not good:
         return
+    # the model decodes the same bytes again: what predict.py writes is what the served model answers
     frame = pd.DataFrame({schema.IMAGE_COLUMN: [data for _, data, _ in good]})
     result = model.predict(frame, params={schema.RETURN_MASK_PARAM: True})
     for (path, _, gray), (_, row) in zip(good, result.iterrows(), strict=True):
-        _write_outputs(row, gray, *outputs[path])
+        try:
+            _write_outputs(row, gray, path, outputs[path], report)
+        except OutputConflict as err:
+            _skip(path, err, report)
+            continue
         report.rows.append(
             {
                 "file": path.name,
@@ -165,4 +244,13 @@ def _predict_batch(model: Any, batch: Sequence[Path], outputs: dict[Path, tuple[
         )
 
 
-__all__ = ["CSV_COLUMNS", "PREDICTIONS_FILE", "PredictReport", "image_files", "predict_files", "predictions_csv"]
+__all__ = [
+    "CSV_COLUMNS",
+    "PREDICTIONS_FILE",
+    "InputFiles",
+    "OutputConflict",
+    "PredictReport",
+    "image_files",
+    "predict_files",
+    "predictions_csv",
+]

@@ -126,5 +126,22 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
                 f"run {run_id} ({name}) has no weights for fold {k} (artifact {artifact} of fold run "
                 f"{folds[k].info.run_id}); retrain that fold or pick another run"
             ) from err
+        fold_run = folds[k].info.run_id
+        what = f"fold {k}'s weights (artifact {artifact} of fold run {fold_run}, CV run {run_id} ({name}))"
+        check_weights_file(weights[-1], what, "retrain that fold or pick another run")
     score = run.data.metrics.get(schema.CV_SCORE_MEAN)
     return RunModels(run_id, name, run.info.experiment_id, config, weights, dict(run.data.tags), score)
+
+
+def check_weights_file(path: Path, what: str, fix: str) -> None:
+    """Open ``path`` as HDF5 (only its superblock is read) and raise ``NervesegError`` naming ``what`` when it is
+    truncated or no weights file at all. Weights are read from a temporary copy of the artifact; Keras's error
+    would name that copy, which is gone by the time anybody reads the message."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise NervesegError(f"{what} cannot be read ({reason}); {fix}") from err

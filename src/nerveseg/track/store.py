@@ -152,6 +152,19 @@ def check_tracking_server(uri: str, *, timeout: float = 5.0) -> None:
         )
 
 
+def check_store_to_read(uri: str) -> None:
+    """For commands that only read runs and models (``submit.py``, ``register.py``, ``predict.py``): the store
+    answers within seconds (:func:`check_tracking_server`) and, when it is SQLite, its database exists. MLflow's
+    client would otherwise create an empty ``mlflow.db`` as a side effect, only to find nothing in it."""
+    check_tracking_server(uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise TrackingError(
+            f"MLflow tracking store {redact_uri(uri)} does not exist yet, so it holds no runs or models; train "
+            "first (python src/cv_train.py) or point MLFLOW_TRACKING_URI / mlflow.yml at the store that has them"
+        )
+
+
 def _check_http(uri: str, shown: str, timeout: float) -> None:
     url = uri.rstrip("/") + "/health"
     hint = (

@@ -40,7 +40,7 @@ from nerveseg.track.schema import (
     SUBMISSION_RUN,
 )
 from nerveseg.track.store import (
-    check_tracking_server,
+    check_store_to_read,
     get_client,
     load_mlflow_settings,
 )
@@ -197,9 +197,9 @@ def _runs_task(client: MlflowClient, run_ids: list[str], raw_dir: Path, test_mas
 
 
 def tracking() -> tuple[MlflowClient, str, str]:
-    """A client for the configured store, checked reachable in seconds; its URI and experiment name."""
+    """A client for the configured store, checked reachable in seconds (and existing); its URI and experiment."""
     settings = load_mlflow_settings()
-    check_tracking_server(settings.tracking_uri)
+    check_store_to_read(settings.tracking_uri)
     return get_client(settings.tracking_uri), settings.tracking_uri, settings.experiment_name
 
 
