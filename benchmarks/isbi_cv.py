@@ -1,5 +1,6 @@
 """Block-fold CV of an ISBI 2012 config through ``run.cross_validate`` with a ``LocalStore`` (no MLflow):
-per-fold and mean pixel error, Rand error, VI, training and prediction time.
+per-fold and mean pixel error, V_rand and V_info errors (the challenge's), skimage's adapted Rand error,
+training and prediction time.
 
     python benchmarks/isbi_cv.py --config experiments/isbi_unet.yaml --root ../shared/isbi2012
     python benchmarks/isbi_cv.py --config experiments/isbi_demo.yaml --root /tmp/em30 --only-folds 0
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             self.started = time.perf_counter()
 
         def on_fold_end(self, fold: int, score: float) -> None:
-            print(f"fold {fold}: rand_error@0.5 {score:.4f}, {time.perf_counter() - self.started:.0f} s", flush=True)
+            print(f"fold {fold}: v_rand_error {score:.4f}, {time.perf_counter() - self.started:.0f} s", flush=True)
             self.started = time.perf_counter()
 
     config = load_config(args.config, **dict(item.split("=", 1) for item in args.set))

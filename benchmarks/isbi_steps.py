@@ -1,6 +1,7 @@
-"""Rand error against training steps, from one block-fold CV of an ISBI config (``benchmarks/isbi_cv.py``'s
-path: ``run.cross_validate`` with a ``LocalStore``, no MLflow): each fold logs its held-out Rand error after
-every epoch (``epoch_rand_error: true``, the per-epoch metric ``val_rand_error`` a tracked CV records too),
+"""The V_rand error against training steps, from one block-fold CV of an ISBI config (``benchmarks/isbi_cv.py``'s
+path: ``run.cross_validate`` with a ``LocalStore``, no MLflow): each fold logs its held-out V_rand error (the
+challenge's: after border thinning, best threshold of 0.0:0.1:1.0; ``evaluate.challenge_metrics``) after every
+epoch (``epoch_rand_error: true``, the per-epoch metric ``val_v_rand_error`` a tracked CV records too),
 and this prints the mean over folds per epoch against the batches and crops seen, then the CV table.
 
     python benchmarks/isbi_steps.py --config experiments/isbi_unet.yaml --root ../shared/isbi2012
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def rand_error_table(per_fold: dict[int, list[float]], steps_per_epoch: int, batch_size: int) -> list[dict]:
-    """One row per epoch: batches and crops seen, each fold's held-out Rand error, their mean."""
+    """One row per epoch: batches and crops seen, each fold's held-out V_rand error, their mean."""
     epochs = min(len(values) for values in per_fold.values())
     rows = []
     for epoch in range(epochs):
@@ -51,7 +52,7 @@ def main() -> None:
 
     from nerveseg.config import load_config
     from nerveseg.data.isbi import load_isbi
-    from nerveseg.names import VAL_RAND_ERROR
+    from nerveseg.names import VAL_V_RAND_ERROR
     from nerveseg.run.cross_validate import cross_validate
     from nerveseg.run.local_store import LocalStore
     from nerveseg.run.store import CVObserver, CVPaths
@@ -64,8 +65,8 @@ def main() -> None:
 
     class Listen(CVObserver):
         def on_epoch_end(self, fold: int, epoch: int, logs) -> None:
-            per_fold.setdefault(fold, []).append(float(logs[VAL_RAND_ERROR]))
-            print(f"fold {fold} epoch {epoch + 1}: val_rand_error {logs[VAL_RAND_ERROR]:.4f}", flush=True)
+            per_fold.setdefault(fold, []).append(float(logs[VAL_V_RAND_ERROR]))
+            print(f"fold {fold} epoch {epoch + 1}: {VAL_V_RAND_ERROR} {logs[VAL_V_RAND_ERROR]:.4f}", flush=True)
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +78,7 @@ def main() -> None:
     n_train = len(data) - len(data) // config.folds  # block folds: held-out blocks differ by one slice at most
     steps = training_steps(config, n_train, *data.images.shape[1:])
     rows = rand_error_table(per_fold, steps, config.batch_size)
-    print(f"\nheld-out Rand error (threshold 0.5, no TTA, no post-processing) per epoch; {minutes:.1f} min in all")
+    print(f"\nheld-out V_rand error (best threshold, no TTA, no post-processing) per epoch; {minutes:.1f} min in all")
     print(" ".join(f"{key:>9}" for key in rows[0]))
     for row in rows:
         print(" ".join(f"{value:>9}" if isinstance(value, int) else f"{value:>9.4f}" for value in row.values()))

@@ -5,7 +5,7 @@ and without weights and elastic deformation (crops/s), and the watershed gap clo
     python benchmarks/isbi_topology_cost.py --root ../shared/isbi2012 --crop 256 --crops 400
 
 The post-processing is timed on stand-in OOF probabilities (the labels blurred, with noise and a few
-broken membranes), so its time is real and its Rand errors are only a sanity check.
+broken membranes), so its time is real and its V_rand errors are only a sanity check.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def main() -> None:
     import numpy as np
 
     from nerveseg.data.isbi import load_isbi
-    from nerveseg.evaluate.isbi_scoring import decide_isbi_postprocessing, postprocessed_rand_error
-    from nerveseg.evaluate.membrane_metrics import cell_regions, membrane_scores
+    from nerveseg.evaluate.challenge_metrics import cell_regions, challenge_scores
+    from nerveseg.evaluate.isbi_scoring import decide_isbi_postprocessing, postprocessed_v_rand_error
     from nerveseg.evaluate.membrane_postprocess import close_membrane_gaps
     from nerveseg.train.border_weights import training_weight_maps
 
@@ -89,10 +89,10 @@ def main() -> None:
     start = time.perf_counter()
     settings = decide_isbi_postprocessing(oof, membranes)
     seconds = time.perf_counter() - start
-    raw = membrane_scores(oof, membranes).rand_error
+    raw = challenge_scores(oof, membranes).v_rand_error
     print(
         f"OOF post-processing search over {len(oof)} slices: {seconds:.0f} s -> {settings.describe()}; "
-        f"stand-in Rand error {raw:.4f} -> {postprocessed_rand_error(oof, membranes, settings):.4f}"
+        f"stand-in V_rand error {raw:.4f} -> {postprocessed_v_rand_error(oof, membranes, settings):.4f}"
     )
 
 

@@ -2,9 +2,9 @@
 
 Any task (config field ``task``: nerve, isbi2012) runs through the same code. Prints the task's per-fold
 table (nerve: Dice at 580x420, mean ± std, pooled OOF score, all-empty baseline on the same folds;
-isbi2012: pixel error, Rand error, VI per block fold), the parent run id and how to open it in the
-MLflow UI. Folds can be spread over processes: ``--fold 0`` creates the parent run and prints its id,
-``--fold k --parent-run-id ID`` trains the others; whichever finishes last finalises the run.
+isbi2012: pixel error, V_rand / V_info errors, adapted Rand error per block fold), the parent run id and
+how to open it in the MLflow UI. Folds can be spread over processes: ``--fold 0`` creates the parent run and
+prints its id, ``--fold k --parent-run-id ID`` trains the others; whichever finishes last finalises the run.
 ``--resume`` continues an interrupted run.
 
 The table's 95 % PI is where a held-out set of m NEW subjects may score: m is ``--predict-subjects``,

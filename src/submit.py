@@ -2,7 +2,7 @@
 
 Without a run id it takes the best FINISHED cross-validation run of the experiment for ``--task``
 (default: the task of the newest finished CV run, i.e. what was trained last), ranked by that
-task's metric (nerve: highest ``cv_score_mean``; isbi2012: lowest ``cv_rand_error_mean``). The
+task's metric (nerve: highest ``cv_score_mean``; isbi2012: lowest ``cv_v_rand_error_mean``). The
 run's task writes the file: nerve a Kaggle CSV ``submissions/<UTC time>_<run name>.csv``, isbi2012 a
 float32 TIFF stack ``.tif`` of membrane probabilities. Never overwritten; logged as a child run
 "submission" of the CV run.

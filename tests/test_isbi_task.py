@@ -12,7 +12,7 @@ from nerveseg.config import TrainConfig, load_config
 from nerveseg.data.isbi import IsbiData, block_folds
 from nerveseg.data.synthetic_em import render_stack
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.isbi_scoring import postprocessed_rand_error
+from nerveseg.evaluate.isbi_scoring import postprocessed_v_rand_error
 from nerveseg.evaluate.membrane_metrics import membrane_scores
 from nerveseg.submit.tiff_stack import read_probability_stack, write_probability_stack
 from nerveseg.train.fold import HISTORY_KEYS, FoldResult
@@ -69,7 +69,7 @@ def test_fold_result_shapes_keys_and_last_epoch(trained, em_data: IsbiData) -> N
     assert result.kept_epoch == config.epochs and result.checkpoint == "last"
     assert result.weights_path.name == "fold_1.weights.h5" and result.weights_path.is_file()
     assert not list(result.weights_path.parent.glob("*partial*"))
-    expected = membrane_scores(result.oof_probs, em_data.membranes[result.val_index]).rand_error
+    expected = membrane_scores(result.oof_probs, em_data.membranes[result.val_index]).v_rand_error
     assert result.val_score == pytest.approx(expected)
     assert result.norm_std > 0 and 0 < result.norm_mean < 1
 
@@ -121,13 +121,13 @@ def test_oof_summary_agrees_with_membrane_scores(em_data: IsbiData) -> None:
     for result in results:
         np.testing.assert_array_equal(oof[result.val_index], result.oof_probs)
     per_fold = [membrane_scores(r.oof_probs, em_data.membranes[r.val_index]).as_dict() for r in results]
-    for name in ("pixel_error", "rand_error", "variation_of_information"):
+    for name in ("pixel_error", "v_rand_error", "v_info_error", "adapted_rand_error"):
         assert metrics[f"fold_2_{name}"] == pytest.approx(per_fold[2][name])
         assert metrics[f"cv_{name}_mean"] == pytest.approx(np.mean([s[name] for s in per_fold]))
-    assert metrics["oof_rand_error"] == pytest.approx(membrane_scores(oof, em_data.membranes).rand_error)
+    assert metrics["oof_v_rand_error"] == pytest.approx(membrane_scores(oof, em_data.membranes).v_rand_error)
     assert metrics["baseline_all_cell_pixel_error"] == pytest.approx(em_data.membranes.mean())
     table = format_isbi_table(metrics)
-    assert "fold 2" in table and "CV mean" in table and f"{metrics['cv_rand_error_mean']:.4f}" in table
+    assert "fold 2" in table and "CV mean" in table and f"{metrics['cv_v_rand_error_mean']:.4f}" in table
     with pytest.raises(ValueError, match="once"):
         isbi_oof_summary(em_data, folds, results[:2])
 
@@ -148,14 +148,14 @@ def test_postprocess_round_trips_and_rejects_bad_values() -> None:
         MembranePostprocess.from_json('{"threshold": 0.5}')
 
 
-def test_small_cell_cleanup_is_kept_only_when_it_lowers_rand_error() -> None:
+def test_small_cell_cleanup_is_kept_only_when_it_lowers_v_rand_error() -> None:
     truth = np.stack([_grid(), _grid()])
     spurious = truth.astype(np.float32)
     spurious[:, 3:8, 3:8] = 1.0  # a membrane ring inside a cell carves a 3x3 fake cell out of it
     spurious[:, 4:7, 4:7] = 0.0
     chosen = decide_isbi_postprocessing(spurious, truth, min_cell_areas=(0, 16))
     assert chosen.min_cell_area == 16
-    assert postprocessed_rand_error(spurious, truth, chosen) < membrane_scores(spurious, truth).rand_error
+    assert postprocessed_v_rand_error(spurious, truth, chosen) < membrane_scores(spurious, truth).v_rand_error
     cleaned = apply_membrane_postprocess(spurious, chosen)
     assert (cleaned[:, 4:7, 4:7] == 1.0).all() and (cleaned[:, 20:23, 20:23] == spurious[:, 20:23, 20:23]).all()
 

@@ -14,13 +14,13 @@ from scipy import ndimage
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
+from nerveseg.evaluate.challenge_metrics import cell_regions, challenge_scores
 from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
     decide_isbi_postprocessing,
-    postprocessed_rand_error,
+    postprocessed_v_rand_error,
 )
-from nerveseg.evaluate.membrane_metrics import cell_regions, membrane_scores
 from nerveseg.evaluate.membrane_postprocess import close_membrane_gaps
 from nerveseg.submit.tiff_stack import read_probability_stack, write_submission_stack
 from nerveseg.tasks.isbi_task import IsbiDecision, IsbiTask
@@ -157,7 +157,8 @@ def test_watershed_splits_cells_joined_by_a_gap_and_leaves_a_clean_map_alone() -
     closed = close_membrane_gaps(prob, seed_threshold=0.1, seed_min_area=0)
     assert cell_regions(closed > 0.5).max() == 2
     assert np.sum((closed > 0.5) != (prob > 0.5)) <= 2 * 2  # a line across the gap, nothing else
-    assert membrane_scores(closed, truth).rand_error < membrane_scores(prob, truth).rand_error
+    # at 0.5 (the sweep's 0.3 would see the faint gap itself)
+    assert challenge_scores(closed, truth, (0.5,)).v_rand_error < challenge_scores(prob, truth, (0.5,)).v_rand_error
     np.testing.assert_array_equal(close_membrane_gaps(prob, 0.0, 0), prob)  # off: unchanged
 
     clean = np.where(truth == 1, 0.9, 0.05).astype(np.float32)
@@ -168,12 +169,12 @@ def test_watershed_splits_cells_joined_by_a_gap_and_leaves_a_clean_map_alone() -
     assert cell_regions(close_membrane_gaps(ridge, 0.1, 128) > 0.5).max() == 2  # the 3x38 core is no seed
 
 
-def test_gap_closing_is_chosen_on_oof_only_when_it_lowers_rand_error() -> None:
+def test_gap_closing_is_chosen_on_oof_only_when_it_lowers_v_rand_error() -> None:
     prob, truth = _broken_membrane()
     stack, truths = np.stack([prob, prob]), np.stack([truth, truth])
     chosen = decide_isbi_postprocessing(stack, truths, thresholds=(0.5,), seed_thresholds=(0.1,), seed_min_areas=(0,))
     assert chosen.seed_threshold == 0.1 and chosen.threshold == 0.5
-    assert postprocessed_rand_error(stack, truths, chosen) < membrane_scores(stack, truths).rand_error
+    assert postprocessed_v_rand_error(stack, truths, chosen) < challenge_scores(stack, truths, (0.5,)).v_rand_error
     clean = np.where(truths == 1, 0.9, 0.05).astype(np.float32)
     assert decide_isbi_postprocessing(clean, truths).seed_threshold == 0.0  # nothing to gain: left off
     both = apply_membrane_postprocess(stack, MembranePostprocess(0.5, 16, 0.1, 0))
@@ -196,7 +197,9 @@ def test_postprocess_json_round_trip_and_old_files_still_load(tmp_path: Path) ->
     assert decision.params()["seed_min_area"] == 32
     old = {"threshold": 0.6, "min_cell_area": 64, "oof_rand_error_raw": 0.3, "oof_rand_error": 0.25}  # before issue 17
     loaded = task.decision_from_json(old, source="old.json")
-    assert loaded.settings == MembranePostprocess(0.6, 64) and loaded.oof_rand_error == 0.25
+    # before issue 23 the scores were skimage's adapted Rand error, not V_rand errors: kept as no score
+    assert loaded == IsbiDecision(MembranePostprocess(0.6, 64), None, None)
+    assert "oof_v_rand_error" in decision.to_json() and "postprocessing_oof_v_rand_error" in decision.metrics()
     with pytest.raises(NervesegError, match=r"old\.json"):
         task.decision_from_json({"threshold": 0.6}, source="old.json")
 
@@ -275,11 +278,11 @@ def test_weights_travel_with_the_crops_through_flips_rotations_and_deformation(e
 
 
 @pytest.mark.slow
-def test_fold_trains_with_border_weights_elastic_and_logs_rand_error_per_epoch(tmp_path: Path) -> None:
+def test_fold_trains_with_border_weights_elastic_and_logs_v_rand_error_per_epoch(tmp_path: Path) -> None:
     import keras
 
     from nerveseg.data.isbi import IsbiData, block_folds
-    from nerveseg.names import VAL_RAND_ERROR
+    from nerveseg.names import VAL_V_RAND_ERROR
     from nerveseg.train.isbi_fold import train_isbi_fold
 
     images, membranes = _em(6)
@@ -292,7 +295,7 @@ def test_fold_trains_with_border_weights_elastic_and_logs_rand_error_per_epoch(t
 
     class Listen(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            seen.append(logs[VAL_RAND_ERROR])
+            seen.append(logs[VAL_V_RAND_ERROR])
 
     folds = block_folds(6, 2)
     result = train_isbi_fold(config, data, folds, 0, tmp_path, callbacks=[Listen()], verbose=0)

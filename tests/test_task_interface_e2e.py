@@ -23,7 +23,7 @@ import cv_train
 import submit
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
-from nerveseg.names import VAL_RAND_ERROR
+from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.store import get_client
@@ -39,7 +39,7 @@ CONFIG = TrainConfig(name="tiny_isbi", task="isbi2012", height=SIZE, width=SIZE,
 def test_get_task_knows_both_tasks_and_refuses_others_in_one_line() -> None:
     nerve, isbi = get_task("nerve"), get_task("isbi2012")
     assert (nerve.name, nerve.ranking_metric, nerve.higher_is_better) == ("nerve", "cv_score_mean", True)
-    assert (isbi.name, isbi.ranking_metric, isbi.higher_is_better) == ("isbi2012", "cv_rand_error_mean", False)
+    assert (isbi.name, isbi.ranking_metric, isbi.higher_is_better) == ("isbi2012", "cv_v_rand_error_mean", False)
     with pytest.raises(NervesegError) as caught:
         get_task("isbi2013")
     assert "\n" not in str(caught.value) and "nerve, isbi2012" in str(caught.value)
@@ -81,17 +81,18 @@ def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield Tracked(parent_id, out, root, raw_dir, root / "folds")
 
 
-def test_cv_train_runs_the_isbi_task_and_ranks_by_rand_error(tracked: Tracked) -> None:
+def test_cv_train_runs_the_isbi_task_and_ranks_by_v_rand_error(tracked: Tracked) -> None:
     run = get_client().get_run(tracked.parent_id)
     assert run.info.status == "FINISHED" and run.data.params["task"] == "isbi2012"
     metrics = run.data.metrics
-    for name in ("cv_rand_error_mean", "cv_pixel_error_mean", "cv_variation_of_information_mean", "oof_rand_error"):
+    for name in ("cv_v_rand_error_mean", "cv_pixel_error_mean", "cv_v_info_error_mean", "cv_adapted_rand_error_mean"):
         assert np.isfinite(metrics[name]), name
-    assert metrics["cv_rand_error_mean"] == pytest.approx(
-        np.mean([metrics["fold_0_rand_error"], metrics["fold_1_rand_error"]])
+    assert np.isfinite(metrics["oof_v_rand_error"])
+    assert metrics["cv_v_rand_error_mean"] == pytest.approx(
+        np.mean([metrics["fold_0_v_rand_error"], metrics["fold_1_v_rand_error"]])
     )
     assert "cv_score_mean" not in metrics  # the nerve task's metric is not faked
-    assert "rand_error" in tracked.out and "cv_rand_error_mean" in run.data.tags[schema.DESCRIPTION_TAG]
+    assert "v_rand_error" in tracked.out and "cv_v_rand_error_mean" in run.data.tags[schema.DESCRIPTION_TAG]
 
 
 def test_fold_runs_hold_contiguous_blocks_and_the_folds_file_is_written_once(tracked: Tracked) -> None:
@@ -99,10 +100,10 @@ def test_fold_runs_hold_contiguous_blocks_and_the_folds_file_is_written_once(tra
     folds = schema.newest_finished_fold_runs(client, client.get_run(tracked.parent_id))
     assert sorted(folds) == [0, 1]
     assert [folds[k].data.params["val_slices"] for k in (0, 1)] == ["0-2", "3-5"]
-    for k in (0, 1):  # epoch_rand_error: the held-out Rand error per epoch, the last one the fold's score
-        (last,) = client.get_metric_history(folds[k].info.run_id, VAL_RAND_ERROR)
+    for k in (0, 1):  # epoch_rand_error: the held-out V_rand error per epoch, the last one the fold's score
+        (last,) = client.get_metric_history(folds[k].info.run_id, VAL_V_RAND_ERROR)
         assert last.step == 1 and last.value == pytest.approx(
-            client.get_run(tracked.parent_id).data.metrics[f"fold_{k}_rand_error"]
+            client.get_run(tracked.parent_id).data.metrics[f"fold_{k}_v_rand_error"]
         )
     files = list(tracked.folds_dir.glob("*.json"))
     assert len(files) == 1
@@ -132,7 +133,7 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     from nerveseg.submit.tiff_stack import read_probability_stack
     from nerveseg.track.run_models import best_cv_run
 
-    worse = _fake_cv_run("isbi2012", {"cv_rand_error_mean": 2.0})  # higher Rand error: never the best
+    worse = _fake_cv_run("isbi2012", {"cv_v_rand_error_mean": 2.0})  # higher V_rand error: never the best
     nerve = _fake_cv_run("nerve", {"cv_score_mean": 0.99})  # newest, and the "best" score of all
     assert best_cv_run(task=None)[0] == nerve  # no task given: the newest run's task
     assert best_cv_run(task="isbi2012")[0] == tracked.parent_id != worse
@@ -167,7 +168,7 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     assert sorted(out_dir.iterdir()) == sorted([path, pngs])
 
 
-def test_tune_minimises_the_isbi_rand_error(tracked: Tracked, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tune_minimises_the_isbi_v_rand_error(tracked: Tracked, monkeypatch: pytest.MonkeyPatch) -> None:
     optuna = pytest.importorskip("optuna")
     from nerveseg.tune.search_space import parse_search_space
     from nerveseg.tune.study import TuneSettings, run_study
@@ -184,11 +185,11 @@ def test_tune_minimises_the_isbi_rand_error(tracked: Tracked, monkeypatch: pytes
     )  # fmt: skip
     run_study(settings, out=lambda line: None)
     study = optuna.load_study(study_name="isbi-study", storage=storage)
-    assert study.direction == optuna.study.StudyDirection.MINIMIZE and study.metric_names == ["cv_rand_error_mean"]
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and study.metric_names == ["cv_v_rand_error_mean"]
     client = get_client()
     values = []
     for trial in study.get_trials():
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
-        assert trial.value == pytest.approx(run.data.metrics["cv_rand_error_mean"])  # the task's ranking metric
+        assert trial.value == pytest.approx(run.data.metrics["cv_v_rand_error_mean"])  # the task's ranking metric
         values.append(trial.value)
     assert study.best_value == min(values)

@@ -85,7 +85,7 @@ class TrainConfig:
     steps_per_epoch: int = 0  # ISBI trainings: batches per epoch; 0 = one pass over the data (see train/isbi_fold.py)
     # ISBI U-Net (issue 17), all off by default: the U-Net paper's border weight map as per-pixel loss weights
     # (w0 > 0; the paper: w0 10, sigma 5 px), elastic deformation of the crops (displacement std in px on a
-    # 3x3 grid; the paper: 10), and the held-out Rand error after every epoch (one full-slice prediction each)
+    # 3x3 grid; the paper: 10), and the held-out V_rand error after every epoch (one full-slice prediction each)
     border_w0: float = 0.0
     border_sigma: float = 5.0
     elastic_sigma: float = 0.0

@@ -1,10 +1,11 @@
 """ISBI 2012 out-of-fold scoring and the post-processing chosen on it.
 
-``isbi_oof_summary`` scores each block fold's held-out slices with the challenge's three metrics
-and averages over folds (the CV numbers, ``cv_<metric>_mean``), next to the trivial "everything is
-cell" baseline. ``decide_isbi_postprocessing`` picks the threshold with the lowest OOF Rand error,
-then keeps a watershed gap closing (``evaluate.membrane_postprocess``) and a small-cell clean-up
-each only when it lowers that error further.
+``isbi_oof_summary`` scores each block fold's held-out slices with the metrics of
+``evaluate.membrane_metrics`` (the challenge's V_rand and V_info errors, the pixel error and skimage's
+adapted Rand error) and averages over folds (the CV numbers, ``cv_<metric>_mean``), next to the trivial
+"everything is cell" baseline. ``decide_isbi_postprocessing`` picks the threshold with the lowest OOF
+V_rand error, then keeps a watershed gap closing (``evaluate.membrane_postprocess``) and a small-cell
+clean-up each only when it lowers that error (at that threshold) further.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import numpy as np
 from skimage.morphology import remove_small_objects
 
 from nerveseg.data.isbi import IsbiData
+from nerveseg.evaluate.challenge_metrics import SWEEP_THRESHOLDS, challenge_scores
 from nerveseg.evaluate.membrane_metrics import DEFAULT_THRESHOLD, choose_threshold, membrane_scores
 from nerveseg.evaluate.membrane_postprocess import close_membrane_gaps
+from nerveseg.names import ADAPTED_RAND_ERROR, PIXEL_ERROR, V_INFO_ERROR, V_RAND_ERROR
 from nerveseg.train.fold import FoldResult
 
-METRICS = ("pixel_error", "rand_error", "variation_of_information")  # all lower-is-better
+METRICS = (PIXEL_ERROR, V_RAND_ERROR, V_INFO_ERROR, ADAPTED_RAND_ERROR)  # all lower-is-better
 CELL_AREAS = (0, 16, 64, 256)  # candidate min_cell_area values (0 = no clean-up)
 SEED_THRESHOLDS = (0.05, 0.1, 0.2, 0.3)  # candidate watershed seed levels (cell cores: prob below it)
 SEED_AREAS = (0, 32, 128)  # candidate smallest seed areas in pixels
@@ -46,7 +49,8 @@ def assemble_oof(n_slices: int, results: Sequence[FoldResult]) -> np.ndarray:
 def isbi_oof_summary(
     data: IsbiData, folds: np.ndarray, results: Sequence[FoldResult], threshold: float = DEFAULT_THRESHOLD
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Per-fold and CV-mean pixel error / Rand error / VI at ``threshold``, and the OOF stack.
+    """Per-fold and CV-mean metrics (pixel and adapted Rand error at ``threshold``, V_rand and V_info
+    errors at each fold's best threshold of the challenge's sweep), and the OOF stack.
 
     Keys: ``fold_<k>_<metric>``, ``cv_<metric>_mean``/``_std`` (over folds), ``oof_<metric>`` (over
     all slices pooled) and ``baseline_all_cell_<metric>`` (predicting no membrane at all).
@@ -173,9 +177,11 @@ def apply_membrane_postprocess(probs: np.ndarray, settings: MembranePostprocess)
     return out
 
 
-def postprocessed_rand_error(oof: np.ndarray, membranes: np.ndarray, settings: MembranePostprocess) -> float:
-    """Mean Rand error of the OOF stack after ``settings``."""
-    return membrane_scores(apply_membrane_postprocess(oof, settings), membranes, settings.threshold).rand_error
+def postprocessed_v_rand_error(oof: np.ndarray, membranes: np.ndarray, settings: MembranePostprocess) -> float:
+    """V_rand error of the OOF stack after ``settings``, thresholded at ``settings.threshold`` (no sweep: the
+    gap closing and clean-up were chosen for that threshold)."""
+    processed = apply_membrane_postprocess(oof, settings)
+    return challenge_scores(processed, membranes, (settings.threshold,)).v_rand_error
 
 
 def _best_of(
@@ -184,9 +190,9 @@ def _best_of(
     best: tuple[MembranePostprocess, float],
     candidates: Sequence[MembranePostprocess],
 ) -> tuple[MembranePostprocess, float]:
-    """``best`` (settings, OOF Rand error) replaced by the first candidate with the lowest error below it."""
+    """``best`` (settings, OOF V_rand error) replaced by the first candidate with the lowest error below it."""
     for candidate in candidates:
-        error = postprocessed_rand_error(oof, membranes, candidate)
+        error = postprocessed_v_rand_error(oof, membranes, candidate)
         if error < best[1]:
             best = (candidate, error)
     return best
@@ -196,14 +202,15 @@ def decide_isbi_postprocessing(
     oof: np.ndarray,
     membranes: np.ndarray,
     *,
-    thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
+    thresholds: Sequence[float] = SWEEP_THRESHOLDS[1:-1],
     seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
     seed_min_areas: Sequence[int] = SEED_AREAS,
     min_cell_areas: Sequence[int] = CELL_AREAS,
 ) -> MembranePostprocess:
-    """nnU-Net's rule, step by step on the OOF Rand error: the best threshold; then the watershed gap
-    closing with the best seed settings, kept only if it lowers the error; then the small-cell clean-up,
-    likewise. Ties keep the simpler settings (the step off)."""
+    """nnU-Net's rule, step by step on the OOF V_rand error: the best threshold (by default the challenge's
+    sweep less 0.0 and 1.0, where everything or nothing is membrane); then the watershed gap closing with
+    the best seed settings, kept only if it lowers the error; then the small-cell clean-up, likewise. Ties
+    keep the simpler settings (the step off)."""
     threshold, error = choose_threshold(oof, membranes, thresholds)
     best = (MembranePostprocess(threshold), error)
     closings = [

@@ -1,6 +1,6 @@
 """Closing gaps in predicted membranes before the cells are counted: a seeded watershed.
 
-One gap of a few pixels in a membrane merges two cells, which costs the Rand error far more than
+One gap of a few pixels in a membrane merges two cells, which costs the V_rand error far more than
 its pixels cost the pixel error. The step here draws a one-pixel membrane line wherever two cell
 CORES meet:
 
@@ -18,7 +18,7 @@ thickens every membrane and swallows small cells (pixel error and splits both ri
 closes a gap of any width, follows the ridge rather than a straight line, and adds one pixel per
 boundary, so it changes little where the membranes were already closed. Its failure mode (two seeds
 in one cell cut it) is exactly what ``seed_threshold`` and ``seed_min_area`` control, and both are
-chosen on out-of-fold predictions, kept only when they lower the OOF Rand error.
+chosen on out-of-fold predictions, kept only when they lower the OOF V_rand error.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
   otherwise ``<raw-dir>/isbi2012`` (so the default ``data/raw`` finds ``data/raw/isbi2012``).
 - Folds: contiguous blocks of slices (``data.isbi.block_folds``), written once to the same kind of
   folds file as the nerve task's, named by the data fingerprint and K (seed 0: blocks ignore it).
-- Ranking: the CV mean of the adapted Rand error, LOWER is better.
+- Ranking: the CV mean of the challenge's V_rand error (``evaluate.challenge_metrics``), LOWER is better.
 - Submission: a float32 TIFF stack of membrane probabilities averaged over the fold models with
   flip/rotation TTA, after the OOF-chosen clean-up, written atomically to a new file and read back,
   and beside it a folder of PNGs of the thresholded maps (``submissions/<name>/<k>.png``).
@@ -29,9 +29,9 @@ from nerveseg.evaluate.isbi_scoring import (
     decide_isbi_postprocessing,
     format_isbi_table,
     isbi_oof_summary,
-    postprocessed_rand_error,
+    postprocessed_v_rand_error,
 )
-from nerveseg.names import N_TRAIN_PARAM, N_VAL_PARAM
+from nerveseg.names import N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
 
 ISBI_SUBDIR = "isbi2012"
@@ -45,36 +45,38 @@ def isbi_root(raw_dir: Path) -> Path:
     return raw_dir / ISBI_SUBDIR
 
 
+_RAW_KEY, _POST_KEY = f"oof_{V_RAND_ERROR}_raw", f"oof_{V_RAND_ERROR}"  # IsbiDecision.to_json's score keys
+# files written before issue 23 hold skimage's adapted Rand error under these: read as "no score"
+_OLD_SCORE_KEYS = ("oof_rand_error_raw", "oof_rand_error")
+
+
 @dataclass(frozen=True)
 class IsbiDecision:
-    """The OOF-chosen threshold and clean-up, with the OOF Rand error before (at 0.5) and after."""
+    """The OOF-chosen threshold and clean-up, with the OOF V_rand error before (best of the sweep) and after
+    (at the chosen threshold)."""
 
     settings: MembranePostprocess
-    oof_rand_error_raw: float | None = None
-    oof_rand_error: float | None = None
+    oof_v_rand_error_raw: float | None = None
+    oof_v_rand_error: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        scores = {"oof_rand_error_raw": self.oof_rand_error_raw, "oof_rand_error": self.oof_rand_error}
-        return {**self.settings.as_dict(), **scores}
+        return {**self.settings.as_dict(), _RAW_KEY: self.oof_v_rand_error_raw, _POST_KEY: self.oof_v_rand_error}
 
     def params(self) -> dict[str, Any]:
         return self.settings.as_dict()
 
     def metrics(self) -> dict[str, float]:
         scores = {
-            "postprocessing_oof_rand_error": self.oof_rand_error,
-            "postprocessing_oof_rand_error_raw": self.oof_rand_error_raw,
+            f"postprocessing_{_POST_KEY}": self.oof_v_rand_error,
+            f"postprocessing_{_RAW_KEY}": self.oof_v_rand_error_raw,
         }
         return {key: float(value) for key, value in scores.items() if value is not None}
 
     def describe(self) -> str:
         scores = ""
-        if self.oof_rand_error_raw is not None and self.oof_rand_error is not None:
-            scores = f" (OOF Rand error {self.oof_rand_error_raw:.4f} -> {self.oof_rand_error:.4f})"
+        if self.oof_v_rand_error_raw is not None and self.oof_v_rand_error is not None:
+            scores = f" (OOF V_rand error {self.oof_v_rand_error_raw:.4f} -> {self.oof_v_rand_error:.4f})"
         return f"{self.settings.describe()}{scores}"
-
-
-_SCORE_KEYS = ("oof_rand_error_raw", "oof_rand_error")  # IsbiDecision.to_json's keys beside the settings'
 
 
 def _optional_float(value: Any) -> float | None:
@@ -82,12 +84,16 @@ def _optional_float(value: Any) -> float | None:
 
 
 class IsbiTask:
-    """EM membranes: pixel error / Rand error / VI on block folds, a float32 TIFF stack submission."""
+    """EM membranes: the challenge's V_rand / V_info errors, pixel error and skimage's adapted Rand error on
+    block folds, a float32 TIFF stack submission."""
 
     name = "isbi2012"
-    ranking_metric = "cv_rand_error_mean"
+    ranking_metric = f"cv_{V_RAND_ERROR}_mean"
     higher_is_better = False
-    ranking_text = "mean over the block folds of the adapted Rand error (threshold 0.5), minimised"
+    ranking_text = (
+        "mean over the block folds of the challenge's V_rand error (after border thinning, best threshold "
+        "of 0.0:0.1:1.0), minimised"
+    )
     submission_suffix = ".tif"
     supports_test_masks = False
 
@@ -119,18 +125,19 @@ class IsbiTask:
         return build_isbi_model(config, side, side)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
-        """The challenge's metrics per fold and over folds at threshold 0.5, then the threshold and clean-up
-        with the lowest OOF Rand error (decided and scored on the same OOF: optimistic)."""
+        """The metrics per fold and over folds (pixel and adapted Rand error at 0.5, V_rand and V_info errors at
+        the best threshold of the challenge's sweep), then the threshold and clean-up with the lowest OOF
+        V_rand error (decided and scored on the same OOF: optimistic)."""
         metrics, oof = isbi_oof_summary(data, folds, results)
         settings = decide_isbi_postprocessing(oof, data.membranes)
-        post = postprocessed_rand_error(oof, data.membranes, settings)
-        decision = IsbiDecision(settings, metrics["oof_rand_error"], post)
-        metrics["oof_rand_error_postprocessed_insample"] = post
+        post = postprocessed_v_rand_error(oof, data.membranes, settings)
+        decision = IsbiDecision(settings, metrics[_POST_KEY], post)
+        metrics[f"{_POST_KEY}_postprocessed_insample"] = post
         table = format_isbi_table(metrics)
         table += f"\npost-processing chosen on OOF (in-sample, optimistic): {decision.describe()}"
         description = (
             f"**{config.name}** ({config.model}, task isbi2012): {config.folds} block folds of {len(data)} slices, "
-            f"ranked by `cv_rand_error_mean` (lower is better).\n\n```\n{table}\n```\n"
+            f"ranked by `{self.ranking_metric}` (lower is better).\n\n```\n{table}\n```\n"
         )
         facts = {"metrics": metrics, "model": config.model}
         return CVFinal(metrics, table, decision, data.ids, oof, None, facts, {}, description)
@@ -139,19 +146,19 @@ class IsbiTask:
         if not isinstance(values, dict):
             raise NervesegError(f"{source} must be a JSON object, got {type(values).__name__}")
         try:
-            settings = MembranePostprocess.from_dict({k: v for k, v in values.items() if k not in _SCORE_KEYS})
+            settings = MembranePostprocess.from_dict(
+                {k: v for k, v in values.items() if k not in (_RAW_KEY, _POST_KEY, *_OLD_SCORE_KEYS)}
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise NervesegError(
                 f"{source}: needs threshold and min_cell_area ({err}); delete it to decide again"
             ) from err
-        return IsbiDecision(
-            settings, _optional_float(values.get("oof_rand_error_raw")), _optional_float(values.get("oof_rand_error"))
-        )
+        return IsbiDecision(settings, _optional_float(values.get(_RAW_KEY)), _optional_float(values.get(_POST_KEY)))
 
     def decide_postprocessing(self, data, rows, oof_probs, oof_presence, *, progress) -> IsbiDecision:
         membranes = data.membranes[rows]
         settings = decide_isbi_postprocessing(oof_probs, membranes)
-        return IsbiDecision(settings, None, postprocessed_rand_error(oof_probs, membranes, settings))
+        return IsbiDecision(settings, None, postprocessed_v_rand_error(oof_probs, membranes, settings))
 
     def check_test_data(self, raw_dir: Path) -> None:
         root = isbi_root(raw_dir)

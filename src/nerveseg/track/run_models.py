@@ -65,7 +65,7 @@ def best_cv_run(
 
     ``task`` None means the task of the newest finished CV run (what was trained last). Runs are ranked
     by that task's ranking metric in its direction (nerve: highest ``cv_score_mean``; isbi2012: lowest
-    ``cv_rand_error_mean``); runs of other tasks are never picked.
+    ``cv_v_rand_error_mean``); runs of other tasks are never picked.
     """
     settings = load_mlflow_settings()
     name = experiment_name or settings.experiment_name

@@ -8,8 +8,8 @@ weight, so its mean is 1); ``d1``/``d2`` are the distances to the nearest and se
 those are the pixels whose loss decides whether two touching cells stay apart (the paper's Fig. 3d);
 inside a cell ``d1`` would be 0 and the term would weight cell interiors near every border instead.
 
-Why it should help the Rand error: a thin membrane between two cells is a few pixels out of 262,144,
-so an unweighted loss barely notices a gap in it, while the Rand error counts the two cells it merges.
+Why it should help the V_rand error: a thin membrane between two cells is a few pixels out of 262,144,
+so an unweighted loss barely notices a gap in it, while the V_rand error counts the two cells it merges.
 The weight map makes exactly those pixels expensive.
 
 Cost is bounded for slices with hundreds of cells: each cell's distance transform is computed only in

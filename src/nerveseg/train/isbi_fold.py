@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import IsbiData
+from nerveseg.evaluate.challenge_metrics import challenge_scores
 from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
@@ -35,12 +36,11 @@ from nerveseg.evaluate.isbi_scoring import (
     format_isbi_table,
     isbi_oof_summary,
 )
-from nerveseg.evaluate.membrane_metrics import membrane_scores
 from nerveseg.inference.ensemble import predict_probs
 from nerveseg.model.losses import compile_model, learning_rate_for
 from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
 from nerveseg.model.unet import build_unet, set_standardization, unet_options
-from nerveseg.names import VAL_RAND_ERROR
+from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.train import elastic
 from nerveseg.train.border_weights import training_weight_maps
 from nerveseg.train.fold import (
@@ -196,12 +196,13 @@ def _fit_inputs(
 
 
 class HeldOutRandError(keras.callbacks.Callback):
-    """Adds ``val_rand_error`` to each epoch's logs: the held-out slices' mean Rand error at threshold
-    0.5, predicted whole (no TTA) with that epoch's weights. Logged only, never used to pick an epoch;
-    it is how a CV reports Rand error against training steps (``benchmarks/isbi_steps.py``).
+    """Adds ``val_v_rand_error`` to each epoch's logs: the held-out slices' V_rand error (the challenge's,
+    ``evaluate.challenge_metrics``: best threshold of its sweep), predicted whole (no TTA) with that epoch's
+    weights. Logged only, never used to pick an epoch; it is how a CV reports the V_rand error against
+    training steps (``benchmarks/isbi_steps.py``).
 
     Must come after ``EpochLogs`` and before the callbacks that read the logs (MLflow's ``EpochLogger``
-    logs it as the per-epoch metric ``val_rand_error``).
+    logs it as the per-epoch metric ``val_v_rand_error``).
     """
 
     def __init__(self, config: TrainConfig, images: np.ndarray, membranes: np.ndarray) -> None:
@@ -212,7 +213,7 @@ class HeldOutRandError(keras.callbacks.Callback):
         if logs is None:
             return
         probs = predict_slices(self._config, [self.model], self._images, tta=False)
-        logs[VAL_RAND_ERROR] = membrane_scores(probs, self._membranes).rand_error
+        logs[VAL_V_RAND_ERROR] = challenge_scores(probs, self._membranes).v_rand_error
 
 
 def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> None:
@@ -282,8 +283,8 @@ def train_isbi_fold(
     """Train on every block but ``fold`` for ``epochs`` x ``steps_per_epoch`` batches; keep the last epoch.
 
     Writes ``workdir/fold_<fold>.weights.h5`` (standardisation inside) atomically. ``oof_probs``
-    are the held-out slices' membrane probabilities at full size; ``val_score`` is their mean Rand
-    error at threshold 0.5 (LOWER is better, unlike the nerve task's Dice); ``history["dice"]`` is
+    are the held-out slices' membrane probabilities at full size; ``val_score`` is their V_rand error
+    (the challenge's; LOWER is better, unlike the nerve task's Dice); ``history["dice"]`` is
     the membrane Dice (U-Net: per crop; patch CNN: over the epoch's windows).
     """
     folds = np.asarray(folds)
@@ -314,7 +315,7 @@ def train_isbi_fold(
         kept_epoch=len(history["loss"]),
         checkpoint="last",  # a fixed schedule: the last epoch, never chosen on the scored fold
         weights_path=weights_path,
-        val_score=membrane_scores(oof_probs, data.membranes[val_index]).rand_error,
+        val_score=challenge_scores(oof_probs, data.membranes[val_index]).v_rand_error,
         norm_mean=norm_mean,
         norm_std=norm_std,
     )

@@ -163,7 +163,7 @@ def study_direction(config: TrainConfig) -> str:
 def _join_study(
     settings: TuneSettings, storage_url: str, pruner: optuna.pruners.BasePruner, lock: StudyLock
 ) -> _Worker:
-    """Create or load the study (maximising the task's ranking metric, or minimising it: ISBI's Rand error),
+    """Create or load the study (maximising the task's ranking metric, or minimising it: ISBI's V_rand error),
     count this worker in (its sampler seed) and make sure the study's MLflow run exists; called while
     holding ``lock``."""
     mlflow_settings, client, experiment_id = _setup_mlflow()
