@@ -31,6 +31,8 @@ from nerveseg.evaluate.isbi_scoring import (
     isbi_oof_summary,
     postprocessed_rand_error,
 )
+from nerveseg.evaluate.membrane_metrics import DEFAULT_THRESHOLD, membrane_scores
+from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import N_TRAIN_PARAM, N_VAL_PARAM
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
 
@@ -75,6 +77,14 @@ class IsbiDecision:
 
 
 _SCORE_KEYS = ("oof_rand_error_raw", "oof_rand_error")  # IsbiDecision.to_json's keys beside the settings'
+
+
+def _slice_scores(data: IsbiData, folds: np.ndarray, oof: np.ndarray) -> ImageScores:
+    """Each slice's Rand error at threshold 0.5 (what ``oof_rand_error`` averages; the score the task ranks by),
+    every slice its own subject: one volume has no patients to group by."""
+    ids = np.asarray(data.ids).astype(str)
+    errors = membrane_scores(oof, data.membranes, DEFAULT_THRESHOLD).rand_errors
+    return ImageScores(ids, ids, np.asarray(folds), errors.astype(np.float64), "oof_rand_error")
 
 
 def _optional_float(value: Any) -> float | None:
@@ -133,7 +143,10 @@ class IsbiTask:
             f"ranked by `cv_rand_error_mean` (lower is better).\n\n```\n{table}\n```\n"
         )
         facts = {"metrics": metrics, "model": config.model}
-        return CVFinal(metrics, table, decision, data.ids, oof, None, facts, {}, description)
+        return CVFinal(
+            metrics, table, decision, data.ids, oof, None, facts, {}, description,
+            image_scores=_slice_scores(data, folds, oof),
+        )  # fmt: skip
 
     def decision_from_json(self, values: Any, *, source: str) -> IsbiDecision:
         if not isinstance(values, dict):
