@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fake_local_run
 
+from helpers import fake_local_run
 from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
@@ -150,7 +150,8 @@ def test_an_mlflow_run_and_a_folder_are_compared_and_the_comparison_is_logged(
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
         a.path for a in client.list_artifacts(run.info.run_id, schema.PLOTS_DIR)
     }
-    assert {schema.COMPARISON_TABLE_ARTIFACT, schema.SUBJECT_TABLE_ARTIFACT, schema.COMPARISON_PLOT_ARTIFACT} <= artifacts
+    expected = {schema.COMPARISON_TABLE_ARTIFACT, schema.SUBJECT_TABLE_ARTIFACT, schema.COMPARISON_PLOT_ARTIFACT}
+    assert expected <= artifacts
     assert client.get_run(run_a).info.status == "FINISHED"  # the runs compared are never written to
 
 

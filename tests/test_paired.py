@@ -13,6 +13,7 @@ from nerveseg.evaluate.paired import (
     NO_DIFFERENCE,
     WORSE,
     ImageScores,
+    expanded_level,
     mdd_factor,
     paired_difference,
     same_split,
@@ -91,8 +92,10 @@ def test_noise_is_no_difference_and_twice_the_detectable_difference_is_found() -
 def test_pairing_by_subject_weighs_every_subject_the_same() -> None:
     ids = np.array(["1_1", "1_2", "1_3", "1_4", "2_1"])
     a = ImageScores(ids, np.array(["1", "1", "1", "1", "2"]), np.array([0, 0, 0, 0, 1]), np.zeros(5), "m")
-    b = ImageScores(ids, a.subjects, np.array([1, 1, 1, 1, 0]), np.array([0.4, 0.4, 0.4, 0.4, 0.0]), "m")
+    b = ImageScores(ids, a.subjects, np.array([0, 1, 0, 1, 0]), np.array([0.4, 0.4, 0.4, 0.4, 0.0]), "m")
     assert not same_split(a, b) and same_split(a, a)
+    swapped = ImageScores(ids, a.subjects, 1 - a.folds, a.scores, "m")  # the same two folds, numbered the other way
+    assert same_split(a, swapped) and not same_split(a, ImageScores(ids, a.subjects, np.zeros(5), a.scores, "m"))
     by_subject = paired_difference(a, b, higher_is_better=True, pairing="subject")
     assert by_subject.difference == pytest.approx(0.2)  # (0.4 + 0) / 2 subjects
     assert paired_difference(a, b, higher_is_better=True).difference == pytest.approx(0.32)  # 1.6 / 5 images
@@ -127,7 +130,21 @@ def test_subject_means_and_the_detectable_difference_factor() -> None:
     scores = ImageScores(np.array(["a", "b", "c"]), np.array(["2", "10", "2"]), np.zeros(3), np.array([1, 0.5, 0]), "m")
     subjects, means, counts = subject_means(scores)
     assert subjects.tolist() == ["10", "2"] and means.tolist() == [0.5, 0.5] and counts.tolist() == [1, 2]
-    assert mdd_factor() == pytest.approx(1.95996 + 0.84162, abs=1e-4)
+    assert mdd_factor() == pytest.approx(1.95996 + 0.84162, abs=1e-4)  # many subjects: the z test's 2.80
+
+
+def test_few_subjects_widen_the_interval_as_a_t_interval_would() -> None:
+    assert expanded_level(0.95, 1000) == pytest.approx(0.95, abs=1e-3)
+    assert expanded_level(0.95, 24) == pytest.approx(0.9654, abs=1e-4)  # the 1.7 and 98.3 % percentiles
+    assert expanded_level(0.95, 6) > 0.995
+    assert mdd_factor(0.95, 6) > mdd_factor(0.95, 24) > mdd_factor(0.95, 1000)
+    # six subject differences, two of them large: the plain percentile interval would exclude 0
+    a = ImageScores(np.arange(6).astype(str), np.arange(6).astype(str), np.arange(6) % 2, np.zeros(6), "m")
+    b = ImageScores(a.ids, a.subjects, a.folds, np.array([0.03, -0.37, 0.04, -0.87, 0.0, -0.75]), "m")
+    diff = paired_difference(a, b, higher_is_better=True)
+    plain = bootstrap_mean_interval(b.scores, b.subjects)
+    assert plain.high < 0.0 < diff.high and diff.low < plain.low
+    assert diff.verdict == NO_DIFFERENCE
 
 
 def test_image_scores_refuse_inconsistent_arrays() -> None:
