@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nerveseg.cli import one_line_errors
 from nerveseg.errors import NervesegError
+from nerveseg.logs import quiet_tensorflow
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.plot is not None and (args.plot.exists() or args.plot.suffix.lower() != ".png"):
         raise NervesegError(f"--plot {args.plot} must be a new .png file; nothing is overwritten, pass a new name")
+    quiet_tensorflow(import_now=False)  # no TensorFlow here; MLflow's download bars off
     from nerveseg.report.comparison import format_comparison, format_subject_table, plot_comparison
     from nerveseg.run.comparison import compare_runs
     from nerveseg.track.run_reader import open_run
