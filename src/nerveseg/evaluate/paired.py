@@ -121,7 +121,7 @@ def _in_order_of_appearance(folds: np.ndarray) -> np.ndarray:
     return rank[codes]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PairedDifference:
     """B - A, with its subject-bootstrap interval; ``share_better`` is the share of draws in which B is better."""
 
@@ -151,7 +151,8 @@ class PairedDifference:
         return NO_DIFFERENCE
 
     def describe(self) -> str:
-        """``better: +0.0312 (95 % CI +0.0101 to +0.0520, 24 subjects); the smallest detectable difference 0.0290``"""
+        """``better: +0.0312 (95 % CI +0.0101 to +0.0520, 24 subjects paired by image); the smallest difference
+        this data could detect is 0.0290``"""
         return (
             f"{self.verdict}: {self.difference:+.4f} ({self.level * 100:.0f} % CI {self.low:+.4f} to {self.high:+.4f}, "
             f"{self.n_subjects} subjects paired by {self.pairing}); the smallest difference this data could detect "

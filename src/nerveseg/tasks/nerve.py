@@ -23,8 +23,6 @@ from nerveseg.evaluate.paired import ImageScores
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
 
-PER_IMAGE_FIELD = "postprocessed_per_image"  # kept as the image scores' CSV, not in summary.json
-
 
 def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | None:
     """Each image's cross-fitted post-processed Dice (what ``oof_score_postprocessed`` averages), by subject."""
@@ -89,7 +87,13 @@ class NerveTask:
         decided on all OOF predictions (its in-sample score is labelled optimistic) and the report."""
         from nerveseg.evaluate.postprocess import decide_postprocessing
         from nerveseg.report.nerve_report import CVOutcome, render_cv_report
-        from nerveseg.train.cv_summary import assemble_presence, format_summary_table, interval_metrics, summarize_cv
+        from nerveseg.train.cv_summary import (
+            PER_IMAGE_FIELD,
+            assemble_presence,
+            format_summary_table,
+            interval_metrics,
+            summarize_cv,
+        )
 
         summary, oof = summarize_cv(data, folds, list(results), predict_subjects=config.predict_subjects)
         presence = assemble_presence(len(data), results)

@@ -30,6 +30,7 @@ from nerveseg.evaluate.uncertainty import bootstrap_mean_interval, prediction_in
 from nerveseg.train.fold import FoldResult, full_resolution_dice
 
 OPTIMISTIC_RULES = ("best_val",)  # checkpoint rules that choose the epoch on the scored fold
+PER_IMAGE_FIELD = "postprocessed_per_image"  # the CVSummary field too long for summary.json (kept as a CSV)
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _postprocessed_fields(
         cv_names.OOF_SCORE_POSTPROCESSED_PI_LOW: predicted.low,
         cv_names.OOF_SCORE_POSTPROCESSED_PI_HIGH: predicted.high,
         "predict_subjects": m,
-        "postprocessed_per_image": crossfit.per_image,
+        PER_IMAGE_FIELD: crossfit.per_image,
     }
 
 
