@@ -2,12 +2,18 @@
 
     python src/tune.py --study NAME --trials N [--config experiments/baseline.yaml]
         [--space experiments/search_space.yaml] [--storage sqlite:///experiments/optuna.db]
-        [--folds K] [--timeout S] [--pruner median|wilcoxon|none] [--seed 42]
+        [--folds K] [--timeout S] [--pruner median|wilcoxon|none] [--seed 42] [--confirm]
+    python src/tune.py --study NAME --confirm [--confirm-seed S]
 
 --trials is the study's TOTAL: re-running the command continues the same study until it holds N
 trials (complete + pruned + failed), and several workers started with the same --study/--storage
 (e.g. PostgreSQL) share the work and stop at exactly N together. The best config is written to
 experiments/<study>-best.yaml, ready for `python src/cv_train.py --config`.
+
+--confirm (after the trials, or alone on a finished study) re-trains the best trial's config on a
+fresh fold split and training seed, and the study's base config beside it, then prints the confirmed
+score beside the selected one (the best of many noisy estimates is optimistic: the winner's curse)
+and the paired comparison of best against base config. The study's MLflow run records both.
 """
 
 from __future__ import annotations
@@ -15,11 +21,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nerveseg.cli import one_line_errors
+from nerveseg.config import check_option_range
+from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_outside
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+
+if TYPE_CHECKING:
+    from nerveseg.config import TrainConfig
+    from nerveseg.tune.search_space import SearchSpace
 
 DEFAULT_CONFIG = EXPERIMENTS_DIR / "baseline.yaml"
 DEFAULT_SPACE = EXPERIMENTS_DIR / "search_space.yaml"
@@ -34,7 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="study name (also the MLflow study run's name)")
-    parser.add_argument("--trials", type=int, required=True, help="total trials of the study, all workers together")
+    parser.add_argument("--trials", type=int, help="total trials of the study, all workers together")
+    parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help="re-train the best trial's config and the base config on a fresh fold split and seed; report the "
+        "confirmed score beside the selected one",
+    )
+    parser.add_argument(
+        "--confirm-seed",
+        type=int,
+        help="the fresh seed of --confirm (folds and training; default: the base config's seed + 1000)",
+    )
     parser.add_argument(
         "--storage",
         default=DEFAULT_STORAGE,
@@ -91,16 +115,45 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors(interrupted=INTERRUPTED_LINE)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.trials is None and not args.confirm:
+        raise NervesegError("pass --trials N (the study's total), --confirm (a finished study), or both")
     for option in ("--cache-dir", "--folds-dir", "--experiments-dir"):  # derived data never goes into the raw folder
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
-    from nerveseg.config import load_config
-    from nerveseg.tune.search_space import load_search_space
+    if args.confirm_seed is not None:
+        check_option_range("seed", args.confirm_seed, "--confirm-seed")
+    study_inputs = None
+    if args.trials is not None:
+        from nerveseg.config import load_config
+        from nerveseg.tune.search_space import load_search_space
 
-    base = load_config(args.config, folds=args.folds)
-    space = load_search_space(args.space)
+        study_inputs = load_config(args.config, folds=args.folds), load_search_space(args.space)
     from nerveseg.tune.storage import check_storage_url, with_installed_driver
 
     check_storage_url(with_installed_driver(args.storage))  # a bogus --storage answers before TensorFlow loads
+    if study_inputs is not None:
+        run_trials(args, *study_inputs)
+    if args.confirm:
+        confirm(args)
+    return 0
+
+
+def confirm(args: argparse.Namespace) -> None:
+    """``--confirm``: the best trial's config and the base config re-trained on a fresh split, compared."""
+    quiet_tensorflow(args.verbose)
+    from nerveseg.tune.confirm import ConfirmSettings, confirm_study
+    from nerveseg.tune.study import quiet_optuna
+
+    settings = ConfirmSettings(
+        study_name=args.study, storage=args.storage, raw_dir=args.raw_dir, cache_dir=args.cache_dir,
+        folds_dir=args.folds_dir, seed=args.confirm_seed, progress=not args.quiet,
+    )  # fmt: skip
+    with quiet_optuna():
+        result = confirm_study(settings, out=lambda line: print(line, flush=True))
+    print(result.describe())
+
+
+def run_trials(args: argparse.Namespace, base: TrainConfig, space: SearchSpace) -> None:
+    """Run the study's trials until it holds ``--trials``; print its best trial and config."""
     quiet_tensorflow(args.verbose)  # after the checks above, which answer without loading TensorFlow
     from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
 
@@ -129,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     if result.best_config_path is not None:
         print(f"best config: {result.best_config_path} (python src/cv_train.py --config {result.best_config_path})")
     print(f"MLflow study run: {result.study_run_id}")
-    return 0
 
 
 if __name__ == "__main__":

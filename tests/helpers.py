@@ -240,3 +240,30 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------- finished runs
+
+
+def fake_local_run(
+    root: Path,
+    scores,
+    *,
+    name: str = "run",
+    task: str = "nerve",
+    fingerprint: str = "ab" * 32,
+    status: str = "FINISHED",
+) -> Path:
+    """A LocalStore folder as a finished CV leaves it, as far as a comparison reads it: ``parent.json``,
+    ``metrics.json`` and the per-image scores (``scores``, an ``evaluate.paired.ImageScores``)."""
+    import json
+
+    from nerveseg import names
+    from nerveseg.run.fold_files import save_image_scores
+
+    root.mkdir(parents=True)
+    parent = {"status": status, "name": name, "params": {names.TASK_PARAM: task}, names.DATA_FINGERPRINT: fingerprint}
+    (root / "parent.json").write_text(json.dumps(parent))
+    (root / "metrics.json").write_text(json.dumps({scores.metric: float(scores.scores.mean())}))
+    save_image_scores(root / names.IMAGE_SCORES_ARTIFACT, scores)
+    return root

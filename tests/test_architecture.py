@@ -101,6 +101,7 @@ ORDINARY = {"fold", "task", "lr", "oof", "plots", "weights", "folds", "submissio
 OTHER_MEANING = {
     ("data/synthetic_em.py", "n_train"): "the generator's argument, named in its error message",
     ("evaluate/postprocess_settings.py", "oof_score"): "a key of postprocessing.json, whose format that module owns",
+    ("evaluate/paired.py", "paired_difference"): "the function's own name in the module's __all__",
 }
 
 

@@ -77,3 +77,23 @@ def test_the_late_drop_is_measured_against_the_second_half() -> None:
     assert protocol.late_drop([0.1, 0.9, 0.5, 0.6, 0.4]) == pytest.approx(0.2)  # best of [0.5, 0.6, 0.4] is 0.6
     assert protocol.late_drop([0.2, 0.3, 0.4]) == 0.0
     assert "cores" in protocol.cpu_model()
+
+
+def test_winners_curse_defaults_to_the_demo_set_and_searches_equivalent_trials(tmp_path: Path) -> None:
+    from nerveseg.config import load_config
+
+    curse = load("winners_curse")
+    args = curse.parse_args([])
+    sizes = load("demo_seeds").makefile_demo_sizes()
+    assert (args.trials, args.folds, args.subjects, args.images) == (8, 5, sizes["subjects"], sizes["images"])
+    space = curse.equivalent_space(load_config(args.config))
+    learning_rate, augment = space.params
+    assert (learning_rate.name, augment.name) == ("learning_rate", "augment_strength")
+    assert learning_rate.low == pytest.approx(0.75e-3) and learning_rate.high == pytest.approx(1e-3 / 0.75)
+    assert (augment.low, augment.high) == pytest.approx((0.8, 1.2))
+    assert [p.name for p in curse.equivalent_space(load_config(None)).params] == ["learning_rate"]  # no augmentation
+    (tmp_path / "taken.json").write_text("{}")
+    for bad in (["--trials", "0"], ["--set", "epochs"], ["--out", str(tmp_path / "taken.json")]):
+        with pytest.raises(SystemExit) as exit_info:
+            curse.parse_args(bad)
+        assert exit_info.value.code == 2

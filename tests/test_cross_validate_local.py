@@ -54,7 +54,8 @@ def test_a_tiny_cv_runs_without_importing_mlflow(synthetic_root: Path, tmp_path:
         assert (cv / f"fold_{k}" / names.weights_artifact(k)).is_file()
         assert (cv / f"fold_{k}" / names.oof_fold_artifact(k)).is_file()
     for artifact in (names.SUMMARY_ARTIFACT, names.POSTPROCESSING_ARTIFACT, names.OOF_PROBS_ARTIFACT,
-                     names.PROGRESS_ARTIFACT, names.GALLERY_ARTIFACT, names.CONFIG_ARTIFACT):  # fmt: skip
+                     names.IMAGE_SCORES_ARTIFACT, names.PROGRESS_ARTIFACT, names.GALLERY_ARTIFACT,
+                     names.CONFIG_ARTIFACT):  # fmt: skip
         assert (cv / artifact).is_file(), artifact
 
 

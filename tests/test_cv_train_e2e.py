@@ -108,6 +108,7 @@ def test_the_parent_run_holds_params_tags_metrics_and_artifacts(trained: Trained
         schema.CONFIG_ARTIFACT,
         folds_name,
         schema.OOF_PROBS_ARTIFACT,
+        schema.IMAGE_SCORES_ARTIFACT,
         schema.SUMMARY_ARTIFACT,
         schema.POSTPROCESSING_ARTIFACT,
         "plots/gallery.png",

@@ -95,6 +95,18 @@ def test_cv_train_runs_the_isbi_task_and_ranks_by_v_rand_error(tracked: Tracked)
     assert "v_rand_error" in tracked.out and "cv_v_rand_error_mean" in run.data.tags[schema.DESCRIPTION_TAG]
 
 
+def test_the_isbi_run_keeps_each_slices_rand_error_for_compare(tracked: Tracked) -> None:
+    from nerveseg.run.comparison import compare_runs
+    from nerveseg.track.run_reader import open_run
+
+    reader = open_run(tracked.parent_id, get_client().tracking_uri)
+    scores = reader.image_scores()
+    assert scores.metric == "oof_rand_error" and scores.ids.tolist() == scores.subjects.tolist()  # a slice each
+    assert scores.scores.mean() == pytest.approx(reader.metrics()["oof_rand_error"], abs=1e-12)
+    comparison = compare_runs([reader, reader])
+    assert not comparison.higher_is_better and comparison.differences[0].difference == 0.0
+
+
 def test_fold_runs_hold_contiguous_blocks_and_the_folds_file_is_written_once(tracked: Tracked) -> None:
     client = get_client()
     folds = schema.newest_finished_fold_runs(client, client.get_run(tracked.parent_id))

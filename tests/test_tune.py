@@ -253,3 +253,22 @@ def test_postgres_urls_get_the_installed_driver(url: str, expected: str) -> None
 
 
 # ------------------------------------------------------------------------------------ a whole study
+
+
+def test_confirm_needs_a_study_with_a_complete_trial_and_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tune
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert tune.main(["--study", "s"]) == 2
+    assert "pass --trials N (the study's total), --confirm (a finished study), or both" in capsys.readouterr().err
+    assert tune.main(["--study", "s", "--confirm", "--confirm-seed", "-1"]) == 2
+    assert "--confirm-seed -1 is out of range" in capsys.readouterr().err
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert tune.main(["--study", "nope", "--confirm", "--storage", storage]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no study 'nope'" in err[0]
+    optuna.create_study(study_name="empty", storage=storage)
+    assert tune.main(["--study", "empty", "--confirm", "--storage", storage]) == 2
+    assert "has no complete trial to confirm" in capsys.readouterr().err

@@ -90,6 +90,9 @@ WEIGHTS_DIR = "weights"
 OOF_DIR = "oof"
 OOF_PROBS_FILE = "oof_probs.npz"
 OOF_PROBS_ARTIFACT = f"{OOF_DIR}/{OOF_PROBS_FILE}"
+# every OOF image's score that the CV's headline post-processed score averages (run.fold_files owns the format)
+IMAGE_SCORES_FILE = "oof_image_scores.csv"
+IMAGE_SCORES_ARTIFACT = f"{OOF_DIR}/{IMAGE_SCORES_FILE}"
 SUMMARY_ARTIFACT = "summary.json"
 POSTPROCESSING_ARTIFACT = "postprocessing.json"
 MODEL_SUMMARY_ARTIFACT = "model_summary.txt"
@@ -122,6 +125,42 @@ def oof_fold_artifact(fold: int) -> str:
 def fold_facts_artifact(fold: int) -> str:
     """Artifact path of fold ``fold``'s facts (kept epoch, history, standardisation) on its fold run."""
     return f"fold_{fold}.json"
+
+
+# a comparison of CV runs (compare.py, tune.py --confirm): a run of its own, linked to the runs it compares
+COMPARISON_RUN = "comparison"  # its run-type tag's value (beside "cv", "fold", "submission")
+COMPARED_RUNS_TAG = "nerveseg.compared_runs"  # the runs compared, the baseline first (MLflow ids or folders)
+COMPARISON_BASELINE_TAG = "nerveseg.comparison_baseline"  # the run the others are compared with
+COMPARISON_PAIRING_TAG = "nerveseg.comparison_pairing"  # "image" (same data and folds) or "subject"
+COMPARISON_METRIC_TAG = "nerveseg.comparison_metric"  # the per-image score compared (its CV metric's name)
+COMPARISON_PLOT_ARTIFACT = f"{PLOTS_DIR}/paired_differences.png"
+COMPARISON_TABLE_ARTIFACT = "comparison.txt"
+SUBJECT_TABLE_ARTIFACT = "subject_scores.csv"
+PAIRED_DIFFERENCE = "paired_difference"  # B - A, and with _ci_low / _ci_high its interval
+SHARE_BETTER = "share_better"  # share of the bootstrap draws in which B is better
+MIN_DETECTABLE_DIFFERENCE = "min_detectable_difference"
+VERDICT_TAG = "nerveseg.verdict"
+
+
+def comparison_key(name: str, position: int) -> str:
+    """The comparison run's metric or tag ``name`` for the run at ``position`` (1 = the first compared with A)."""
+    return f"{name}_{position}"
+
+
+# tune.py --confirm: the best trial's config and the study's base config re-trained on a fresh split and seed
+CONFIRM_ROLE_TAG = "optuna.confirm_role"  # on those CV runs: "best" or "baseline"
+CONFIRM_SEED_TAG = "optuna.confirm_seed"  # on them and on the study run: the fresh seed
+CONFIRM_RUN_TAG_PREFIX = "optuna.confirm_run."  # study run: + "selected", "best", "baseline", "comparison" -> run id
+CONFIRM_SELECTED = "confirm_selected_value"  # study run metrics: the best trial's value as the study selected it,
+CONFIRM_VALUE = "confirm_value"  # ... the same config's value on the fresh split and seed,
+CONFIRM_GAP = "confirm_gap"  # ... confirmed - selected,
+CONFIRM_BASELINE_VALUE = "confirm_baseline_value"  # ... and the base config's value on that split
+CONFIRM_REPORT_ARTIFACT = "confirm.txt"  # study run: the confirmation as tune.py printed it
+
+
+def confirm_metric(name: str) -> str:
+    """The study run's metric of the best-versus-base comparison on the fresh split, e.g. confirm_paired_difference."""
+    return f"confirm_{name}"
 
 
 # Optuna trial user attributes that more than one module reads or writes

@@ -57,10 +57,14 @@ class Interval:
 
 
 def _check(scores: np.ndarray, level: float, resamples: int) -> None:
-    if scores.size == 0 or not np.isfinite(scores).all():
-        raise ValueError(f"bootstrap needs a non-empty array of finite scores, got {scores.size} values")
+    _check_draws(scores, resamples)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level={level} must be in (0, 1), e.g. 0.95")
+
+
+def _check_draws(scores: np.ndarray, resamples: int) -> None:
+    if scores.size == 0 or not np.isfinite(scores).all():
+        raise ValueError(f"bootstrap needs a non-empty array of finite scores, got {scores.size} values")
     if resamples < 1:
         raise ValueError(f"resamples={resamples} must be >= 1")
 
@@ -93,6 +97,35 @@ def bootstrap_mean_interval(
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     _check(scores, level, resamples)
+    draws = bootstrap_means(scores, groups, resamples=resamples, seed=seed)
+    low, high = percentile_bounds(draws.means, level)
+    return Interval(float(scores.mean()), low, high, draws.n_groups, draws.unit, level)
+
+
+@dataclass(frozen=True)
+class BootstrapMeans:
+    """The statistic of every resample (``means``), how many groups were resampled and what a group is."""
+
+    means: np.ndarray
+    n_groups: int
+    unit: str
+
+
+def bootstrap_means(
+    scores: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> BootstrapMeans:
+    """The image-weighted mean of ``scores`` in each of ``resamples`` draws of whole ``groups`` with replacement.
+
+    The draws behind :func:`bootstrap_mean_interval`, for callers that need more than the interval (a paired
+    comparison asks in how many draws a difference is positive, and how much the draws spread). A subject drawn
+    twice counts twice; the same inputs and ``seed`` give the same draws.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    _check_draws(scores, resamples)
     sums, counts, unit = _group_sums(scores, groups)
     n_groups = sums.size
     rng = np.random.default_rng(seed)
@@ -103,9 +136,14 @@ def bootstrap_mean_interval(
         # how often each group is drawn in each resample: (size, n_groups), rows sum to n_groups
         draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=size).astype(np.float64)
         means[start : start + size] = (draws @ sums) / (draws @ counts)
+    return BootstrapMeans(means, int(n_groups), unit)
+
+
+def percentile_bounds(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``values``."""
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return Interval(float(scores.mean()), float(low), float(high), int(n_groups), unit, level)
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 def prediction_interval(
@@ -144,9 +182,8 @@ def prediction_interval(
         resampled = rng.multinomial(n_groups, uniform, size=size) / n_groups  # (size, n): each row a distribution
         drawn = rng.multinomial(new_groups, resampled).astype(np.float64)  # m new subjects from each resample
         means[start : start + size] = (drawn @ sums) / (drawn @ counts)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return Interval(float(scores.mean()), float(low), float(high), int(n_groups), unit, level, int(new_groups))
+    low, high = percentile_bounds(means, level)
+    return Interval(float(scores.mean()), low, high, int(n_groups), unit, level, int(new_groups))
 
 
 def _check_count_of_new(new_groups: int) -> None:
@@ -167,4 +204,13 @@ def interval_for_ids(
     return bootstrap_mean_interval(scores, groups, seed=seed)
 
 
-__all__ = ["DEFAULT_RESAMPLES", "Interval", "bootstrap_mean_interval", "interval_for_ids", "prediction_interval"]
+__all__ = [
+    "DEFAULT_RESAMPLES",
+    "BootstrapMeans",
+    "Interval",
+    "bootstrap_mean_interval",
+    "bootstrap_means",
+    "interval_for_ids",
+    "percentile_bounds",
+    "prediction_interval",
+]

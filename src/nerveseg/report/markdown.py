@@ -26,7 +26,7 @@ def _interval(interval: tuple[float, float] | None) -> str:
     return f"{_score(low)} – {_score(high)}"
 
 
-def _aligned(rows: list[list[str]]) -> list[str]:
+def aligned_columns(rows: list[list[str]]) -> list[str]:
     """Rows of cells as text columns, two spaces apart (the widest cell sets each column's width)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -89,8 +89,8 @@ def cv_markdown(
     if postprocessed is not None:
         summary.append(["OOF after post-processing", _score(postprocessed)])
     # the summary first: MLflow shows only the first few lines of a description until "Show more" is clicked
-    lines = [f"### {title}", "", "```text", *_aligned(summary), ""]
-    lines += [*_aligned(_fold_rows(fold_scores, kept_epochs, fold_intervals)), "```", ""]
+    lines = [f"### {title}", "", "```text", *aligned_columns(summary), ""]
+    lines += [*aligned_columns(_fold_rows(fold_scores, kept_epochs, fold_intervals)), "```", ""]
     bullets = [f"checkpoint rule: {checkpoint_rule}"] if checkpoint_rule else []
     bullets += list(notes)
     bullets.append(f"scores: competition Dice at 580x420, {DECIMALS} decimals here; metrics keep full precision")

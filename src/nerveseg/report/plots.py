@@ -27,13 +27,18 @@ LR_COLOUR = "#7f7f7f"
 FENCE_IQR = 3.0
 
 
-def save_figure(fig: Figure, path: Path | str, dpi: int) -> Path:
-    """Render ``fig`` with the Agg canvas and write it as a PNG atomically (a crash never leaves half a figure)."""
-    path = Path(path)
+def figure_png(fig: Figure, dpi: int) -> bytes:
+    """``fig`` rendered with the Agg canvas as PNG bytes."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: Path | str, dpi: int) -> Path:
+    """Render ``fig`` and write it as a PNG atomically (a crash never leaves half a figure)."""
+    path = Path(path)
+    atomic_write_bytes(path, figure_png(fig, dpi))
     return path
 
 

@@ -2,11 +2,14 @@
 
 A fold trained by another process or machine, or before an interruption, is rebuilt from these two files and
 its weights, so no fold is ever trained twice. ``MlflowStore`` logs them as run artifacts, ``LocalStore`` keeps
-them in a folder; both read them back with :func:`fold_result`.
+them in a folder; both read them back with :func:`fold_result`. A finished CV also keeps every OOF image's
+score (:func:`save_image_scores`, a CSV), which a comparison of runs reads back (:func:`load_image_scores`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import atomic_save_npz
+from nerveseg.evaluate.paired import ImageScores
+from nerveseg.io_utils import atomic_save_npz, atomic_write_text
 from nerveseg.train.fold_result import FoldResult
 
 
@@ -93,6 +97,40 @@ def fold_result(
         norm_mean=float(facts["norm_mean"]),
         norm_std=float(facts["norm_std"]),
     )
+
+
+_IMAGE_COLUMNS = ("id", "subject", "fold")  # then one column named after the CV metric the scores average
+
+
+def save_image_scores(path: Path, scores: ImageScores) -> Path:
+    """Write ``scores`` atomically as a CSV: id, subject, fold and the score under its metric's name."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*_IMAGE_COLUMNS, scores.metric])
+    columns = (scores.ids.tolist(), scores.subjects.tolist(), scores.folds.tolist(), scores.scores.tolist())
+    for image_id, subject, fold, score in zip(*columns, strict=True):
+        writer.writerow([image_id, subject, int(fold), repr(float(score))])
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def load_image_scores(path: Path | str, *, source: str) -> ImageScores:
+    """Read a CSV written by :func:`save_image_scores`; a malformed one is a one-line error naming ``source``."""
+    try:
+        rows = list(csv.reader(io.StringIO(Path(path).read_text())))
+        header, body = rows[0], rows[1:]
+        if tuple(header[:3]) != _IMAGE_COLUMNS or len(header) != 4 or any(len(row) != 4 for row in body):
+            raise ValueError(f"expected the columns {', '.join(_IMAGE_COLUMNS)}, <metric>")
+        columns = list(zip(*body, strict=True)) if body else [(), (), (), ()]
+        return ImageScores(
+            ids=np.array(columns[0], dtype=str),
+            subjects=np.array(columns[1], dtype=str),
+            folds=np.array([int(fold) for fold in columns[2]], dtype=np.int64),
+            scores=np.array([float(score) for score in columns[3]], dtype=np.float64),
+            metric=header[3],
+        )
+    except (ValueError, IndexError) as err:
+        raise NervesegError(f"{source} is not a per-image scores file ({err}); it cannot be compared") from err
 
 
 def json_text(values: Any) -> str:

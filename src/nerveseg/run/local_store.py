@@ -3,9 +3,10 @@
 For benchmarks, tests and users without a tracking store: ``cross_validate(config, paths, LocalStore(dir))``.
 The folder holds ``parent.json`` (status, params, data fingerprint, folds file hash), ``config.yaml``,
 ``folds/<file>``, one ``fold_<k>/`` per fold (``weights/``, ``oof/``, ``fold_<k>.json``, ``status``) and, once
-finished, ``metrics.json``, ``summary.json``, ``postprocessing.json``, ``description.md``, ``oof/`` and
-``plots/``. A folder whose CV is unfinished is continued (finished folds are kept, never retrained); a finished
-one, or one made with other params, data or split, is refused. Every file is written atomically.
+finished, ``metrics.json``, ``summary.json``, ``postprocessing.json``, ``description.md``, ``oof/`` (the OOF
+probabilities and every image's score) and ``plots/``. A folder whose CV is unfinished is continued (finished
+folds are kept, never retrained); a finished one, or one made with other params, data or split, is refused.
+Every file is written atomically. ``LocalRunReader`` reads a finished folder back (``run.store.RunReader``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml, param_strings
 from nerveseg.errors import NervesegError
+from nerveseg.evaluate.paired import ImageScores
 from nerveseg.io_utils import atomic_write_bytes, atomic_write_text, sha256_file
 from nerveseg.run import fold_files
 from nerveseg.run.store import CVObserver, OpenedCV
@@ -121,6 +123,8 @@ class LocalStore:
         (self.root / names.OOF_DIR).mkdir(exist_ok=True)
         oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
         fold_files.save_oof(self.root / names.OOF_PROBS_ARTIFACT, oof)
+        if final.image_scores is not None:
+            fold_files.save_image_scores(self.root / names.IMAGE_SCORES_ARTIFACT, final.image_scores)
         atomic_write_text(
             self.root / METRICS_FILE, fold_files.json_text({k: float(v) for k, v in final.metrics.items()})
         )
@@ -156,8 +160,7 @@ class LocalStore:
         return self.root / f"fold_{fold}"
 
     def _read_parent(self) -> dict[str, Any] | None:
-        path = self.root / PARENT_FILE
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_parent(self.root)
 
     def _write_parent(self, config: TrainConfig, fingerprint: str, folds_sha: str, status: str) -> None:
         parent = {
@@ -168,3 +171,52 @@ class LocalStore:
             "folds_sha256": folds_sha,
         }
         atomic_write_text(self.root / PARENT_FILE, fold_files.json_text(parent))
+
+
+def read_parent(root: Path) -> dict[str, Any] | None:
+    """A LocalStore folder's ``parent.json``, or None when it has none (not a LocalStore folder, or not yet)."""
+    path = Path(root) / PARENT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class LocalRunReader:
+    """The ``RunReader`` of a finished LocalStore folder (``run.store.RunReader``)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        parent = read_parent(self.root) if self.root.is_dir() else None
+        if parent is None:
+            raise NervesegError(f"{self.root} is not a LocalStore cross-validation folder (it has no {PARENT_FILE})")
+        if parent.get("status") != FINISHED:
+            raise NervesegError(
+                f"{self.root} holds an unfinished cross-validation ({parent.get('status')}); finish it first"
+            )
+        self._parent = parent
+
+    @property
+    def run_id(self) -> str:
+        return str(self.root)
+
+    @property
+    def name(self) -> str:
+        return str(self._parent.get("name", self.root.name))
+
+    @property
+    def task(self) -> str:
+        return str(self._parent.get("params", {}).get(names.TASK_PARAM, "nerve"))
+
+    @property
+    def data_fingerprint(self) -> str:
+        return str(self._parent.get(names.DATA_FINGERPRINT, ""))
+
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in json.loads((self.root / METRICS_FILE).read_text()).items()}
+
+    def image_scores(self) -> ImageScores:
+        path = self.root / names.IMAGE_SCORES_ARTIFACT
+        if not path.is_file():
+            raise NervesegError(
+                f"{self.root} has no {names.IMAGE_SCORES_ARTIFACT} (finished before per-image scores were kept); "
+                "train it again to compare it"
+            )
+        return fold_files.load_image_scores(path, source=str(path))

@@ -7,6 +7,10 @@ benchmarks and tests that need no tracking server. The loop never knows which on
 
 A ``CVObserver`` hears every epoch and fold; it may raise to stop the CV (tuning raises ``optuna.TrialPruned``),
 and the store then marks the runs stopped on purpose rather than failed.
+
+A ``RunReader`` is the read side: a finished cross-validation read back from either store (``LocalRunReader``
+for a folder, ``track.run_reader.MlflowRunReader`` for an MLflow run), for commands that look at finished runs
+(``compare.py``) without knowing where they are kept.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from nerveseg.config import TrainConfig
+from nerveseg.evaluate.paired import ImageScores
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 from nerveseg.tasks.base import CVFinal, TrainData
 from nerveseg.train.fold_result import FoldResult
@@ -103,3 +108,29 @@ class RunStore(Protocol):
     def stop(self, err: BaseException, *, on_purpose: bool) -> None:
         """Mark the open fold and the parent stopped (``on_purpose``: interrupted or an observer's stop) or
         failed; must never hide ``err``."""
+
+
+class RunReader(Protocol):
+    """A FINISHED cross-validation read back from its store: who it is, what it was trained on, its scores."""
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id, or the LocalStore folder's path, as the user names the run."""
+
+    @property
+    def name(self) -> str:
+        """The config's name (the run's name)."""
+
+    @property
+    def task(self) -> str:
+        """The config's task (``nerve``, ``isbi2012``), which says whether a higher score is better."""
+
+    @property
+    def data_fingerprint(self) -> str:
+        """The content fingerprint of the data the CV was trained on ("" when the store has none)."""
+
+    def metrics(self) -> dict[str, float]:
+        """The CV's summary metrics (``cv_score_mean``, ``oof_score_postprocessed``...)."""
+
+    def image_scores(self) -> ImageScores:
+        """Every OOF image's score with its subject and fold (one-line error when the run kept none)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from nerveseg.config import TrainConfig
+from nerveseg.evaluate.paired import ImageScores
 from nerveseg.train.fold_result import FoldResult
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class CVFinal:
     CV table, ``facts`` extra fields for ``summary.json``, ``tags`` extra parent tags. ``oof_ids`` /
     ``oof_probs`` / ``oof_presence`` are saved as the run's OOF artifact. ``description`` (Markdown) is the
     run's description, ``figures`` image files kept under ``plots/`` (their names are the artifact names).
+    ``image_scores``: every OOF image's score that the headline post-processed score averages (the stores keep
+    it as ``oof/oof_image_scores.csv``, what a paired comparison of two runs reads).
     """
 
     metrics: dict[str, float]
@@ -72,6 +75,7 @@ class CVFinal:
     tags: dict[str, str] = field(default_factory=dict)
     description: str = ""
     figures: tuple[Path, ...] = ()
+    image_scores: ImageScores | None = None
 
 
 @dataclass

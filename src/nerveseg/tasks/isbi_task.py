@@ -23,6 +23,7 @@ import numpy as np
 from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.errors import NervesegError
+from nerveseg.evaluate.challenge_metrics import challenge_scores
 from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
@@ -31,6 +32,7 @@ from nerveseg.evaluate.isbi_scoring import (
     isbi_oof_summary,
     postprocessed_v_rand_error,
 )
+from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
 
@@ -77,6 +79,14 @@ class IsbiDecision:
         if self.oof_v_rand_error_raw is not None and self.oof_v_rand_error is not None:
             scores = f" (OOF V_rand error {self.oof_v_rand_error_raw:.4f} -> {self.oof_v_rand_error:.4f})"
         return f"{self.settings.describe()}{scores}"
+
+
+def _slice_scores(data: IsbiData, folds: np.ndarray, oof: np.ndarray) -> ImageScores:
+    """Each slice's V_rand error at the stack's best threshold of the challenge's sweep (the score the task ranks
+    by), every slice its own subject: one volume has no patients to group by."""
+    ids = np.asarray(data.ids).astype(str)
+    errors = challenge_scores(oof, data.membranes).v_rand_errors()
+    return ImageScores(ids, ids, np.asarray(folds), errors.astype(np.float64), V_RAND_ERROR)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -140,7 +150,10 @@ class IsbiTask:
             f"ranked by `{self.ranking_metric}` (lower is better).\n\n```\n{table}\n```\n"
         )
         facts = {"metrics": metrics, "model": config.model}
-        return CVFinal(metrics, table, decision, data.ids, oof, None, facts, {}, description)
+        return CVFinal(
+            metrics, table, decision, data.ids, oof, None, facts, {}, description,
+            image_scores=_slice_scores(data, folds, oof),
+        )  # fmt: skip
 
     def decision_from_json(self, values: Any, *, source: str) -> IsbiDecision:
         if not isinstance(values, dict):

@@ -19,8 +19,22 @@ import numpy as np
 from nerveseg import names
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
+from nerveseg.evaluate.paired import ImageScores
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
+
+
+def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | None:
+    """Each image's cross-fitted post-processed Dice (what ``oof_score_postprocessed`` averages), by subject."""
+    if summary.postprocessed_per_image is None:
+        return None
+    return ImageScores(
+        ids=np.asarray(data.ids).astype(str),
+        subjects=np.asarray(data.subjects).astype(str),
+        folds=np.asarray(folds),
+        scores=np.asarray(summary.postprocessed_per_image, dtype=np.float64),
+        metric=names.OOF_SCORE_POSTPROCESSED,
+    )
 
 
 class NerveTask:
@@ -74,7 +88,13 @@ class NerveTask:
         from nerveseg.evaluate.postprocess import decide_postprocessing
         from nerveseg.inference.ensemble import view_names
         from nerveseg.report.nerve_report import CVOutcome, render_cv_report
-        from nerveseg.train.cv_summary import assemble_presence, format_summary_table, interval_metrics, summarize_cv
+        from nerveseg.train.cv_summary import (
+            PER_IMAGE_FIELD,
+            assemble_presence,
+            format_summary_table,
+            interval_metrics,
+            summarize_cv,
+        )
 
         summary, oof = summarize_cv(
             data, folds, list(results), predict_subjects=config.predict_subjects,
@@ -92,7 +112,10 @@ class NerveTask:
             **interval_metrics(summary),
             **{names.fold_score_metric(k): score for k, score in summary.fold_scores.items()},
         }
-        facts = {**dataclasses.asdict(summary), "fold_scores": {str(k): v for k, v in summary.fold_scores.items()}}
+        facts = {
+            **{f.name: getattr(summary, f.name) for f in dataclasses.fields(summary) if f.name != PER_IMAGE_FIELD},
+            "fold_scores": {str(k): v for k, v in summary.fold_scores.items()},
+        }
         tags = {names.CHECKPOINT_TAG: summary.checkpoint, names.OPTIMISTIC_TAG: str(summary.optimistic).lower()}
         table = format_summary_table(summary)
         if decision.oof_score is not None:
@@ -100,8 +123,9 @@ class NerveTask:
         outcome = CVOutcome(config, data, results, summary, oof, decision)
         report = render_cv_report(outcome, raw_dir=raw_dir, work=work)
         return CVFinal(
-            metrics, table, decision, data.ids, oof, presence, facts, tags, report.description, report.figures
-        )
+            metrics, table, decision, data.ids, oof, presence, facts, tags, report.description, report.figures,
+            image_scores=_image_scores(data, folds, summary),
+        )  # fmt: skip
 
     def decision_from_json(self, values: Any, *, source: str) -> PostprocessDecision:
         return PostprocessDecision.from_json(values, source=source)

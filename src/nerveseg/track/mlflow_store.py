@@ -137,6 +137,9 @@ class MlflowStore:
         oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
         oof_path = fold_files.save_oof(work / schema.OOF_PROBS_FILE, oof)
         client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
+        if final.image_scores is not None:
+            scores_path = fold_files.save_image_scores(work / schema.IMAGE_SCORES_FILE, final.image_scores)
+            client.log_artifact(run_id, str(scores_path), schema.OOF_DIR)
         client.log_text(run_id, fold_files.json_text(facts), schema.SUMMARY_ARTIFACT)
         client.log_text(run_id, fold_files.json_text(final.decision.to_json()), schema.POSTPROCESSING_ARTIFACT)
         client.set_tag(run_id, schema.DESCRIPTION_TAG, final.description)

@@ -87,11 +87,16 @@ def best_cv_run(
     return str(best["run_id"]), str(best.get(f"tags.{RUN_NAME_TAG}") or best["run_id"]), float(best[column])
 
 
-def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: str) -> RunModels:
-    """Download ``config.yaml`` and every fold's weights of CV run ``run_id`` into ``workdir``."""
+def run_name(run: Run) -> str:
+    """The run's name as the runs table shows it (its id when it has none)."""
+    return run.data.tags.get(RUN_NAME_TAG) or run.info.run_name or run.info.run_id
+
+
+def cv_parent_run(client: MlflowClient, run_id: str) -> Run:
+    """Run ``run_id`` after checking it is a cross-validation's parent run (a fold's run names its parent)."""
     run = get_run(client, run_id)
     run_type = run.data.tags.get(RUN_TYPE_TAG)
-    name = run.data.tags.get(RUN_NAME_TAG) or run.info.run_name or run_id
+    name = run_name(run)
     if run_type == schema.FOLD_RUN:
         parent = run.data.tags.get(PARENT_TAG, "?")
         raise NervesegError(f"run {run_id} ({name}) is one fold's run; pass its cross-validation parent {parent}")
@@ -99,6 +104,13 @@ def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: 
         raise NervesegError(
             f"run {run_id} ({name}) has {RUN_TYPE_TAG}={run_type!r}; expected a cross-validation run ('cv')"
         )
+    return run
+
+
+def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: str) -> RunModels:
+    """Download ``config.yaml`` and every fold's weights of CV run ``run_id`` into ``workdir``."""
+    run = cv_parent_run(client, run_id)
+    name = run_name(run)
     if run.info.status != "FINISHED":
         print(f"warning: run {run_id} ({name}) is {run.info.status}, not FINISHED", file=sys.stderr)
     local = workdir / run_id

@@ -6,8 +6,8 @@ read them. They agree because both sides take the names from here, never from st
 A cross-validation is one parent run (``RUN_TYPE_TAG = "cv"``) with one child run per fold
 (``"fold"``, tagged ``FOLD_TAG``) and, later, child runs ``"submission"``::
 
-    parent:  config.yaml  folds/<folds file>  oof/oof_probs.npz  summary.json  postprocessing.json
-             plots/progress.png  plots/subject_scores.png  plots/gallery.png
+    parent:  config.yaml  folds/<folds file>  oof/oof_probs.npz  oof/oof_image_scores.csv  summary.json
+             postprocessing.json  plots/progress.png  plots/subject_scores.png  plots/gallery.png
     fold k:  weights/fold_<k>.weights.h5  oof/oof_fold_<k>.npz  fold_<k>.json  model_summary.txt
              plots/learning_curve.png
 

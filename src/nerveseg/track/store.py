@@ -316,9 +316,9 @@ def ui_fragment(experiment_id: str, run_id: str | None = None) -> str:
     return f"{path}?{ML_VIEW_QUERY}"
 
 
-def ui_hint(settings: MlflowSettings, experiment_id: str, run_id: str) -> str:
-    """Where to look at a run, as lines: the runs table's and the run's URLs, preceded for a local store by the
-    ``mlflow ui`` command that serves them."""
+def ui_hint(settings: MlflowSettings, experiment_id: str, run_id: str, what: str = "parent run page") -> str:
+    """Where to look at a run, as lines: the runs table's and the run's (``what``) URLs, preceded for a local store
+    by the ``mlflow ui`` command that serves them."""
     if _scheme(settings.tracking_uri) in HTTP_SCHEMES:
         base, start = settings.tracking_uri.rstrip("/"), []
     else:
@@ -328,6 +328,6 @@ def ui_hint(settings: MlflowSettings, experiment_id: str, run_id: str) -> str:
         [
             *start,
             f"runs table:      {base}/{ui_fragment(experiment_id)}",
-            f"parent run page: {base}/{ui_fragment(experiment_id, run_id)}",
+            f"{what + ':':<16} {base}/{ui_fragment(experiment_id, run_id)}",
         ]
     )

@@ -17,7 +17,8 @@ uncertainty plus the spread between subjects, which a set of a few subjects does
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from nerveseg.evaluate.uncertainty import bootstrap_mean_interval, prediction_in
 from nerveseg.train.fold import FoldResult, full_resolution_dice
 
 OPTIMISTIC_RULES = ("best_val",)  # checkpoint rules that choose the epoch on the scored fold
+PER_IMAGE_FIELD = "postprocessed_per_image"  # the CVSummary field too long for summary.json (kept as a CSV)
 
 
 @dataclass
@@ -59,6 +61,8 @@ class CVSummary:
     oof_score_postprocessed_pi_high: float | None = None
     predict_subjects: int = 0
     oof_views: str = ""  # the test-time views of the out-of-fold predictions, e.g. "identity+hflip"
+    # the cross-fitted post-processed score of each image covered, in data order (not part of summary.json)
+    postprocessed_per_image: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def optimistic(self) -> bool:
@@ -131,8 +135,8 @@ def _postprocessed_fields(
     oof: np.ndarray,
     covered: np.ndarray,
     predict_subjects: int = 0,
-) -> dict[str, float | int]:
-    """The cross-fitted post-processed OOF score, its interval and its prediction interval for
+) -> dict[str, Any]:
+    """The cross-fitted post-processed OOF score (and per image), its interval and its prediction interval for
     ``predict_subjects`` new subjects (0: ``default_predict_subjects``); empty with fewer than 2 folds."""
     if len(results) < 2:
         return {}
@@ -153,6 +157,7 @@ def _postprocessed_fields(
         cv_names.OOF_SCORE_POSTPROCESSED_PI_LOW: predicted.low,
         cv_names.OOF_SCORE_POSTPROCESSED_PI_HIGH: predicted.high,
         "predict_subjects": m,
+        PER_IMAGE_FIELD: crossfit.per_image,
     }
 
 

@@ -58,6 +58,7 @@ from nerveseg.tune.storage import (
 )
 from nerveseg.tune.study_output import export_best_config, format_trial_line, quiet_optuna
 from nerveseg.tune.study_tracker import (
+    BASE_CONFIG_ARTIFACT,
     FAIL_REASON_TAG,
     INTERRUPTED,
     STUDY_NAME_TAG,
@@ -198,7 +199,7 @@ def _join_study(
             "search_space": settings.space.source,
         },
         artifacts={
-            "base_config.yaml": config_to_yaml(settings.base_config),
+            BASE_CONFIG_ARTIFACT: config_to_yaml(settings.base_config),
             "search_space.json": json.dumps(
                 [p.__dict__ | {"choices": list(p.choices)} for p in settings.space.params], indent=1
             ),

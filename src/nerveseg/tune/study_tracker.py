@@ -37,6 +37,7 @@ WORKERS_ATTR = "workers_started"  # study user attr: how many workers have joine
 INTERRUPTED = "interrupted"  # the fail_reason kind of a trial stopped by Ctrl-C
 PARAMS_TRIAL_PARAM = "params_trial"  # study run param: the trial whose params the run's params are
 PARAMS_CURRENT_TAG = "best.params_current"  # "true" while the run's params are the best trial's
+BASE_CONFIG_ARTIFACT = "base_config.yaml"  # study run: the config the study was started from (its baseline)
 
 # A trial's MLflow state tag, from Optuna's state.
 _STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}

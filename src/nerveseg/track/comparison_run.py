@@ -1,0 +1,99 @@
+"""A comparison of CV runs kept as an MLflow run of its own (run type "comparison"), linked to the runs compared.
+
+Its tags name the runs (the baseline first), how each was paired and the verdict; its metrics hold, for the run
+at position k (1 = B), the paired difference with its interval, the share of bootstrap draws in which it is
+better and the smallest detectable difference (``names.comparison_key``); its description is the table with a
+link to each MLflow run; its artifacts are the plot, the text table and each subject's mean scores. The runs
+compared are FINISHED and are never written to.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from nerveseg.report.comparison import format_comparison, format_markdown, plot_comparison, subject_csv
+from nerveseg.run.comparison import Comparison
+from nerveseg.run.store import RunReader
+from nerveseg.track import schema
+from nerveseg.track.provenance import git_state
+from nerveseg.track.run_reader import MlflowRunReader
+from nerveseg.track.store import MlflowSettings, setup_mlflow, ui_fragment
+
+
+def _experiment_of(readers: Sequence[RunReader]) -> str | None:
+    """The experiment of the first MLflow run compared (None when all are LocalStore folders)."""
+    return next((reader.experiment_id for reader in readers if isinstance(reader, MlflowRunReader)), None)
+
+
+def _link(reader: RunReader) -> str:
+    if isinstance(reader, MlflowRunReader):
+        return f"[{reader.name}]({ui_fragment(reader.experiment_id, reader.run_id)}) (MLflow run `{reader.run_id}`)"
+    return f"{reader.name} (LocalStore folder `{reader.run_id}`)"
+
+
+def _metrics(comparison: Comparison) -> list[Metric]:
+    now = int(time.time() * 1000)
+    values = {}
+    for k, diff in enumerate(comparison.differences, 1):
+        values[schema.comparison_key(schema.PAIRED_DIFFERENCE, k)] = diff.difference
+        values[schema.comparison_key(f"{schema.PAIRED_DIFFERENCE}_ci_low", k)] = diff.low
+        values[schema.comparison_key(f"{schema.PAIRED_DIFFERENCE}_ci_high", k)] = diff.high
+        values[schema.comparison_key(schema.SHARE_BETTER, k)] = diff.share_better
+        values[schema.comparison_key(schema.MIN_DETECTABLE_DIFFERENCE, k)] = diff.min_detectable
+    return [Metric(key, float(value), now, 0) for key, value in values.items()]
+
+
+def _tags(comparison: Comparison, readers: Sequence[RunReader], nested_under: str | None) -> dict[str, str]:
+    tags = {
+        schema.RUN_TYPE_TAG: schema.COMPARISON_RUN,
+        schema.COMPARED_RUNS_TAG: schema.truncated_list([reader.run_id for reader in readers]),
+        schema.COMPARISON_BASELINE_TAG: readers[0].run_id,
+        schema.COMPARISON_METRIC_TAG: comparison.metric,
+        schema.GIT_COMMIT_TAG: git_state()[0],
+        schema.DESCRIPTION_TAG: format_markdown(comparison, [_link(reader) for reader in readers]),
+    }
+    for k, diff in enumerate(comparison.differences, 1):
+        tags[schema.comparison_key(schema.VERDICT_TAG, k)] = diff.verdict
+        tags[schema.comparison_key(schema.COMPARISON_PAIRING_TAG, k)] = diff.pairing
+    if nested_under is not None:
+        tags[schema.PARENT_TAG] = nested_under
+    return tags
+
+
+def log_comparison(
+    comparison: Comparison,
+    readers: Sequence[RunReader],
+    settings: MlflowSettings,
+    *,
+    nested_under: str | None = None,
+) -> tuple[str, str]:
+    """Log ``comparison`` of ``readers`` as a FINISHED comparison run; returns (run id, experiment id).
+
+    It goes to the experiment of ``nested_under`` (a study's run) or of the first MLflow run compared, else to
+    the settings' experiment.
+    """
+    client = MlflowClient(settings.tracking_uri)
+    experiment_id = client.get_run(nested_under).info.experiment_id if nested_under else _experiment_of(readers)
+    experiment_id = experiment_id or setup_mlflow(settings)
+    names = " vs ".join(run.name for run in comparison.runs)
+    run = client.create_run(
+        experiment_id, run_name=f"compare {names}"[:250], tags=_tags(comparison, readers, nested_under)
+    )
+    run_id = run.info.run_id
+    client.log_batch(run_id, metrics=_metrics(comparison))
+    client.log_text(run_id, format_comparison(comparison) + "\n", schema.COMPARISON_TABLE_ARTIFACT)
+    client.log_text(run_id, subject_csv(comparison), schema.SUBJECT_TABLE_ARTIFACT)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = plot_comparison(comparison, Path(tmp) / Path(schema.COMPARISON_PLOT_ARTIFACT).name)
+        client.log_artifact(run_id, str(plot), schema.PLOTS_DIR)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id, experiment_id
+
+
+__all__ = ["log_comparison"]
