@@ -79,7 +79,7 @@ def test_a_folder_must_be_a_finished_local_run_with_scores(tmp_path: Path) -> No
 def test_compare_prints_the_table_and_a_verdict_that_follows_the_task(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], task: str, verdict: str
 ) -> None:
-    metric = names.OOF_SCORE_POSTPROCESSED if task == "nerve" else "oof_rand_error"
+    metric = names.OOF_SCORE_POSTPROCESSED if task == "nerve" else "oof_v_rand_error"
     a = fake_local_run(tmp_path / "a", scores(0, metric=metric), name="base", task=task)
     b = fake_local_run(tmp_path / "b", scores(0, shift=0.05, metric=metric), name="shifted", task=task)
     plot = tmp_path / "diff.png"

@@ -101,8 +101,8 @@ def test_the_isbi_run_keeps_each_slices_rand_error_for_compare(tracked: Tracked)
 
     reader = open_run(tracked.parent_id, get_client().tracking_uri)
     scores = reader.image_scores()
-    assert scores.metric == "oof_rand_error" and scores.ids.tolist() == scores.subjects.tolist()  # a slice each
-    assert scores.scores.mean() == pytest.approx(reader.metrics()["oof_rand_error"], abs=1e-12)
+    assert scores.metric == "oof_v_rand_error" and scores.ids.tolist() == scores.subjects.tolist()  # a slice each
+    assert scores.scores.mean() == pytest.approx(reader.metrics()["oof_v_rand_error"], abs=1e-12)
     comparison = compare_runs([reader, reader])
     assert not comparison.higher_is_better and comparison.differences[0].difference == 0.0
 

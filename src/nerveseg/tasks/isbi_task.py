@@ -86,7 +86,7 @@ def _slice_scores(data: IsbiData, folds: np.ndarray, oof: np.ndarray) -> ImageSc
     by), every slice its own subject: one volume has no patients to group by."""
     ids = np.asarray(data.ids).astype(str)
     errors = challenge_scores(oof, data.membranes).v_rand_errors()
-    return ImageScores(ids, ids, np.asarray(folds), errors.astype(np.float64), V_RAND_ERROR)
+    return ImageScores(ids, ids, np.asarray(folds), errors.astype(np.float64), _POST_KEY)
 
 
 def _optional_float(value: Any) -> float | None:
