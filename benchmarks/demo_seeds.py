@@ -20,6 +20,7 @@ no fold's late drop above 0.10.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -84,7 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-seed", type=int, help="generator seed (default: DEMO_SEED)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="keep the data and the MLflow store (mlflow.db) in this NEW folder"
+    )
     args = parser.parse_args(argv)
+    if args.work is not None and args.work.exists():
+        parser.error(f"--work {args.work} already exists; name a new folder")
     given = {key: getattr(args, key) for key in MAKEFILE_KEYS}
     if any(value is None for value in given.values()):
         defaults = makefile_demo_sizes()
@@ -200,8 +206,9 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     rows: list[SeedRow] = []
-    with tempfile.TemporaryDirectory(prefix="demo-seeds-") as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        root = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="demo-seeds-")))
+        root.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         generate(
             root / "raw", args.subjects, args.images, args.test, args.data_seed,
