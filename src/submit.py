@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--task", help="without --run-id: pick the best run of this task (nerve, isbi2012); default: the newest run's"
     )
-    parser.add_argument("--no-tta", action="store_true", help="skip the test-time augmentation (flips/rotations)")
+    parser.add_argument(
+        "--no-tta", action="store_true", help="skip the test-time views (default: those of the run's OOF, config tta)"
+    )
     parser.add_argument(
         "--raw-dir", type=Path, default=RAW_DIR, help=f"nerve: train/ and test/; isbi2012: isbi2012/ ({RAW_DIR})"
     )
