@@ -108,8 +108,16 @@ class IsbiTask:
     supports_test_masks = False
 
     def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> IsbiData:
-        """The slices under ``isbi_root(raw_dir)`` (small: read directly, ``cache_dir`` unused)."""
-        return load_isbi(isbi_root(raw_dir))
+        """The slices under ``isbi_root(raw_dir)`` (small: read directly, ``cache_dir`` unused), checked
+        against the config's size before any fold is set up."""
+        root = isbi_root(raw_dir)
+        data = load_isbi(root)
+        if data.images.shape[1:] != (config.height, config.width):
+            raise NervesegError(
+                f"the ISBI slices in {root} are {data.images.shape[1:]} but config {config.name!r} says "
+                f"height={config.height}, width={config.width}; set them to the slice size"
+            )
+        return data
 
     def make_folds(self, data: IsbiData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
         from nerveseg.data.folds import load_or_create_folds

@@ -18,7 +18,6 @@ Checkpoint rules (which weights a fold keeps):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.inference.ensemble import predict_ensemble
 from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import build_model_from_config, set_standardization
+from nerveseg.model.weights import fold_weights_path, partial_weights_path, publish_weights
 from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
 from nerveseg.train.fold_result import FoldResult
 from nerveseg.train.input_pipeline import make_dataset, steps_per_epoch
@@ -310,10 +310,10 @@ def train_fold(
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    weights_path = workdir / f"fold_{fold}.weights.h5"
-    partial_path = workdir / f"fold_{fold}.partial.weights.h5"  # renamed at the end: no half-written file
-    history, kept = _fit_and_keep(model, config, datasets, fold, partial_path, callbacks, verbose)
-    os.replace(partial_path, weights_path)
+    weights_path = fold_weights_path(workdir, fold)
+    # written to the partial file, renamed at the end: no half-written file
+    history, kept = _fit_and_keep(model, config, datasets, fold, partial_weights_path(weights_path), callbacks, verbose)
+    publish_weights(weights_path)
 
     # the submission's views (config.tta), so post-processing is decided on what ships
     oof_probs, oof_presence = predict_ensemble(

@@ -17,7 +17,6 @@ Scoring and post-processing live in ``evaluate.isbi_scoring`` and are re-exporte
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import tensorflow as tf
 
 from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import IsbiData
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.challenge_metrics import challenge_scores
 from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
@@ -40,6 +40,7 @@ from nerveseg.inference.ensemble import predict_probs
 from nerveseg.model.losses import compile_model, learning_rate_for
 from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
 from nerveseg.model.unet import build_unet, set_standardization, unet_options
+from nerveseg.model.weights import fold_weights_path, load_checked_weights, save_weights_atomically
 from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.train import elastic
 from nerveseg.train.border_weights import training_weight_maps
@@ -49,6 +50,7 @@ from nerveseg.train.fold import (
     FoldResult,
     StopOnNaN,
     TrainingDivergedError,
+    set_op_determinism,
     standardization_stats,
 )
 from nerveseg.train.windows import window_dataset
@@ -79,10 +81,10 @@ def crop_side(config: TrainConfig, height: int, width: int) -> int:
     """The U-Net's training crop: ``crop_size``, or the whole (square) slice when it is 0."""
     if config.crop_size == 0:
         if height != width:
-            raise ValueError(f"crop_size=0 (whole images) needs square slices for rot90, got {height}x{width}")
+            raise NervesegError(f"crop_size=0 (whole images) needs square slices for rot90, got {height}x{width}")
         return height
     if config.crop_size > min(height, width):
-        raise ValueError(f"crop_size={config.crop_size} is larger than the {height}x{width} slices; lower it")
+        raise NervesegError(f"crop_size={config.crop_size} is larger than the {height}x{width} slices; lower it")
     return config.crop_size
 
 
@@ -217,17 +219,18 @@ class HeldOutRandError(keras.callbacks.Callback):
 
 
 def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> None:
+    """The user's inputs (config, data, folds) fit together, else one line naming what to change."""
     if config.task != "isbi2012":
-        raise ValueError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
+        raise NervesegError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
     if data.images.shape[1:] != (config.height, config.width):
-        raise ValueError(
+        raise NervesegError(
             f"the slices are {data.images.shape[1:]} but the config says height={config.height}, "
             f"width={config.width}; set them to the slice size"
         )
     if folds.shape != (len(data.images),):
-        raise ValueError(f"folds must have one entry per slice ({len(data.images)}), got shape {folds.shape}")
+        raise NervesegError(f"folds must have one entry per slice ({len(data.images)}), got shape {folds.shape}")
     if fold not in set(folds.tolist()) or (folds != fold).sum() == 0:
-        raise ValueError(f"fold={fold} must be in the folds array and leave training slices: {sorted(set(folds))}")
+        raise NervesegError(f"fold={fold} must be in the folds array and leave training slices: {sorted(set(folds))}")
 
 
 def _fit_fixed_schedule(
@@ -261,15 +264,6 @@ def _fit_fixed_schedule(
     return {key: [float(v) for v in model.history.history[key]] for key in HISTORY_KEYS}
 
 
-def _save_fold_weights(model: keras.Model, workdir: Path, fold: int) -> Path:
-    """Write ``workdir/fold_<fold>.weights.h5`` via a partial file renamed at the end: no half-written file."""
-    weights_path = workdir / f"fold_{fold}.weights.h5"
-    partial_path = workdir / f"fold_{fold}.partial.weights.h5"
-    model.save_weights(partial_path)
-    os.replace(partial_path, weights_path)
-    return weights_path
-
-
 def train_isbi_fold(
     config: TrainConfig,
     data: IsbiData,
@@ -290,6 +284,7 @@ def train_isbi_fold(
     folds = np.asarray(folds)
     _check_fold(config, data, folds, fold)
     keras.backend.clear_session()
+    set_op_determinism(config.deterministic)
     keras.utils.set_random_seed(config.seed + fold)
     val_index, train_index = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
     norm_mean, norm_std = standardization_stats(data.images[train_index])
@@ -304,7 +299,7 @@ def train_isbi_fold(
     if config.epoch_rand_error:
         callbacks = [HeldOutRandError(config, data.images[val_index], data.membranes[val_index]), *callbacks]
     history = _fit_fixed_schedule(model, config, (train_ds, val_ds, val_steps, steps), fold, callbacks, verbose)
-    weights_path = _save_fold_weights(model, workdir, fold)
+    weights_path = save_weights_atomically(model, fold_weights_path(workdir, fold))
     oof_probs = predict_slices(config, [model], data.images[val_index], tta=config.tta)  # the submission's views
     return FoldResult(
         fold=fold,
@@ -349,7 +344,7 @@ def predict_slices(config: TrainConfig, models: Sequence[keras.Model], images: n
     """Mean membrane probability over ``models`` and (with ``tta``) the flip/rotation variants."""
     images = np.asarray(images)
     if images.ndim != 3:
-        raise ValueError(f"ISBI prediction takes (n, h, w) slices, got shape {images.shape}")
+        raise NervesegError(f"ISBI prediction takes (n, h, w) slices, got shape {images.shape}")
     scaled = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     total = np.zeros(images.shape, dtype=np.float64)
     variants = _dihedral(tta, images.shape[1] == images.shape[2])
@@ -368,13 +363,16 @@ def predict_isbi_ensemble(
 ) -> np.ndarray:
     """(n, h, w) float32: membrane probabilities averaged over the fold models and 8 (or 4) TTA views."""
     if not weights_paths:
-        raise ValueError("predict_isbi_ensemble needs at least one fold weights file")
+        raise NervesegError("predict_isbi_ensemble needs at least one fold weights file; train the run (cv_train.py)")
     height, width = np.asarray(images).shape[1:]
-    models = []
-    for path in weights_paths:
-        if not Path(path).is_file():
-            raise ValueError(f"fold weights {path} do not exist; train the run first (cv_train.py)")
-        model = build_isbi_model(config, height, width)
-        model.load_weights(path)
-        models.append(model)
+    built_from = f"config {config.name!r} ({architecture(config)})"
+    models = [load_checked_weights(build_isbi_model(config, height, width), path, built_from) for path in weights_paths]
     return predict_slices(config, models, images, tta=tta)
+
+
+def architecture(config: TrainConfig) -> str:
+    """The config fields that decide which weights file fits the ISBI model, for a mismatch's message."""
+    if config.model == "patch_cnn":
+        sizes = f"window={config.window}, patch_filters={config.patch_filters}, dense_units={config.dense_units}"
+        return f"model=patch_cnn, {sizes}"
+    return f"model=unet, depth={config.depth}, base_filters={config.base_filters}, batch_norm={config.batch_norm}"
