@@ -1,6 +1,6 @@
 """A trained cross-validation as one object that segments images of any size: the one inference path.
 
-``Segmenter`` holds the fold models of one or more CV runs (``tasks.base.TrainedModels``), the run's
+``Segmenter`` holds the fold models of one or more CV runs (``inference.trained.TrainedModels``), the run's
 post-processing decision and the TTA switch. ``submit`` (the Kaggle CSV), ``predict.py`` and the MLflow
 pyfunc model (``track.model_package``) all predict through it, so a mask served over HTTP is the mask in
 the submission. Images are resized to the model input the way the training cache does
@@ -27,9 +27,9 @@ from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
 from nerveseg.inference.images import ImageError, as_gray
+from nerveseg.inference.trained import Decision, TrainedModels
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_encode
-from nerveseg.tasks.base import Decision, TrainedModels
 
 Shape = tuple[int, int]
 
@@ -182,7 +182,7 @@ class MembraneSegmenter:
     def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """(h, w) float32 membrane probabilities in [0, 1] per image, averaged over runs, cleaned up."""
         from nerveseg.evaluate.isbi_scoring import apply_membrane_postprocess
-        from nerveseg.train.isbi_fold import predict_isbi_ensemble
+        from nerveseg.inference.membranes import predict_isbi_ensemble
 
         gray = gray_images(images)
         for i, image in enumerate(gray):

@@ -28,13 +28,12 @@ from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
     decide_isbi_postprocessing,
-    format_isbi_table,
-    isbi_oof_summary,
     postprocessed_v_rand_error,
 )
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
+from nerveseg.train.isbi_summary import format_isbi_table, isbi_oof_summary
 
 ISBI_SUBDIR = "isbi2012"
 
@@ -137,7 +136,8 @@ class IsbiTask:
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.train.isbi_fold import build_isbi_model, crop_side
+        from nerveseg.inference.membranes import build_isbi_model
+        from nerveseg.train.isbi_fold import crop_side
 
         side = crop_side(config, config.height, config.width) if config.model == "unet" else 0
         return build_isbi_model(config, side, side)
@@ -202,8 +202,8 @@ class IsbiTask:
     ) -> SubmissionFile:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
         and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
+        from nerveseg.inference.membranes import predict_isbi_ensemble
         from nerveseg.submit.tiff_stack import write_submission_stack
-        from nerveseg.train.isbi_fold import predict_isbi_ensemble
 
         seconds: dict[str, float] = {}
         mark = time.perf_counter()
