@@ -307,3 +307,25 @@ def test_the_layer_check_sees_an_upward_import_and_a_cycle(tmp_path: Path) -> No
     ]
     exception = {("pkg.data.reader", "pkg.model.net"): "a documented reason"}
     assert [p for p in layer_violations(imports, layers, exception) if "data" in p] == []
+
+
+def model_family_tests(path: Path) -> list[int]:
+    """Lines comparing a ``.model`` attribute with a string (``config.model == "patch_cnn"`` and the like)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(isinstance(o, ast.Attribute) and o.attr == "model" for o in operands) and any(
+                isinstance(o, ast.Constant) and isinstance(o.value, str) for o in operands
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_model_families_are_asked_not_tested() -> None:
+    """Code asks ``model.families.family_of(config)``; only config validation compares ``config.model``."""
+    allowed = {"config.py", "model/families.py"}
+    offenders = [f"{path.relative_to(PACKAGE)}:{line}" for path in MODULES
+                 if str(path.relative_to(PACKAGE)) not in allowed for line in model_family_tests(path)]  # fmt: skip
+    assert not offenders, f"use model.families.family_of(config) instead of testing config.model: {offenders}"
+    assert model_family_tests(PACKAGE / "config.py")  # the scan sees the comparisons it allows there

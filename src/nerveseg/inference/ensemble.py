@@ -21,16 +21,17 @@ from nerveseg.logs import progress_bar
 
 def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -> list[keras.Model]:
     """One model per ``.weights.h5`` file, built from ``config`` (the architecture must match)."""
-    from nerveseg.model.unet import build_model_from_config
+    from nerveseg.model.families import family_of
     from nerveseg.model.weights import load_checked_weights
 
     if not weights_paths:
         raise NervesegError("no fold weights given; a CV run stores weights/fold_<k>.weights.h5 on each fold's run")
-    built_from = (
-        f"config {config.name!r} (depth={config.depth}, base_filters={config.base_filters}, "
-        f"batch_norm={config.batch_norm}, presence_head={config.presence_head})"
-    )
-    return [load_checked_weights(build_model_from_config(config), path, built_from) for path in weights_paths]
+    family = family_of(config)
+    built_from = f"config {config.name!r} ({family.architecture(config)})"
+    return [
+        load_checked_weights(family.build(config, config.height, config.width), path, built_from)
+        for path in weights_paths
+    ]
 
 
 def view_names(tta: bool) -> tuple[str, ...]:

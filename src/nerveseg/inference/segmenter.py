@@ -172,11 +172,15 @@ class MembraneSegmenter:
 
     def _check_size(self, shape: Shape, name: str) -> None:
         """The U-Net's skips need sides divisible by 2**(depth-1); say so instead of Keras' ValueError."""
+        from nerveseg.model.families import family_of
+
         for run in self.runs:
-            factor = 2 ** (run.config.depth - 1)
-            if run.config.model == "unet" and (shape[0] % factor or shape[1] % factor):
+            family = family_of(run.config)
+            factor = family.size_divisor(run.config)
+            if shape[0] % factor or shape[1] % factor:
                 raise ImageError(
-                    f"{name}: is {shape[1]}x{shape[0]}; this ISBI U-Net needs width and height divisible by {factor}"
+                    f"{name}: is {shape[1]}x{shape[0]}; this ISBI {family.label} needs width and height "
+                    f"divisible by {factor}"
                 )
 
     def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:

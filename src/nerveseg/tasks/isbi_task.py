@@ -136,11 +136,11 @@ class IsbiTask:
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.inference.membranes import build_isbi_model
-        from nerveseg.train.isbi_fold import crop_side
+        from nerveseg.model.families import family_of
 
-        side = crop_side(config, config.height, config.width) if config.model == "unet" else 0
-        return build_isbi_model(config, side, side)
+        family = family_of(config)
+        side = family.training_side(config, config.height, config.width)
+        return family.build(config, side, side)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """The metrics per fold and over folds (pixel and adapted Rand error at 0.5, V_rand and V_info errors at

@@ -32,8 +32,9 @@ from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.inference.ensemble import predict_ensemble
+from nerveseg.model.families import family_of
 from nerveseg.model.losses import compile_model
-from nerveseg.model.unet import build_model_from_config, set_standardization
+from nerveseg.model.unet import set_standardization
 from nerveseg.model.weights import fold_weights_path, partial_weights_path, publish_weights
 from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
 from nerveseg.train.fold_result import FoldResult
@@ -303,7 +304,7 @@ def train_fold(
     val_index, train_index, monitor_index = fold_indices(config, data, folds, fold)
     norm_mean, norm_std = standardization_stats(data.images[train_index])
 
-    model = build_model_from_config(config)
+    model = family_of(config).build(config, config.height, config.width)
     set_standardization(model, norm_mean, norm_std)
     datasets = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)
     compile_model(model, config, steps_per_epoch=datasets[2])

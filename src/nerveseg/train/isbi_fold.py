@@ -36,6 +36,7 @@ from nerveseg.evaluate.isbi_scoring import (
     decide_isbi_postprocessing,
 )
 from nerveseg.inference.membranes import build_isbi_model, predict_isbi_ensemble, predict_slices
+from nerveseg.model.families import family_of
 from nerveseg.model.losses import compile_model, learning_rate_for
 from nerveseg.model.unet import set_standardization
 from nerveseg.model.weights import fold_weights_path, save_weights_atomically
@@ -70,25 +71,15 @@ PATCH_VAL_STEPS = 20  # held-out window batches per validation (logged only)
 _RANGE = 1 << 30
 
 
-def crop_side(config: TrainConfig, height: int, width: int) -> int:
-    """The U-Net's training crop: ``crop_size``, or the whole (square) slice when it is 0."""
-    if config.crop_size == 0:
-        if height != width:
-            raise NervesegError(f"crop_size=0 (whole images) needs square slices for rot90, got {height}x{width}")
-        return height
-    if config.crop_size > min(height, width):
-        raise NervesegError(f"crop_size={config.crop_size} is larger than the {height}x{width} slices; lower it")
-    return config.crop_size
-
-
 def training_steps(config: TrainConfig, n_train: int, height: int, width: int) -> int:
     """Batches per epoch: ``steps_per_epoch``, or by default one pass over the training pixels (U-Net
     crops) or ``PATCH_STEPS_DEFAULT`` (patch CNN, whose pixel pass would be millions of windows)."""
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    if config.model == "patch_cnn":
+    family = family_of(config)
+    if family.training_inputs == "windows":
         return PATCH_STEPS_DEFAULT
-    side = crop_side(config, height, width)
+    side = family.training_side(config, height, width)
     return max(1, math.ceil(n_train * height * width / (side * side) / config.batch_size))
 
 
@@ -164,30 +155,54 @@ def tile_dataset(images: np.ndarray, membranes: np.ndarray, crop: int, batch_siz
     return tf.data.Dataset.from_tensor_slices((x, {"mask": y})).batch(batch_size)
 
 
-def _fit_inputs(
+FitInputs = tuple[tf.data.Dataset, tf.data.Dataset, int | None, int]
+
+
+def _window_inputs(
     config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
-) -> tuple[tf.data.Dataset, tf.data.Dataset, int | None, int]:
-    """Compile ``model`` and return (train stream, validation data, validation steps, train steps)."""
+) -> FitInputs:
+    """The patch CNN: plain BCE on centre-pixel windows (``train.windows``), validated on 20 window batches."""
+    steps = training_steps(config, len(train), *data.images.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate_for(config, steps)),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.F1Score(average="micro", threshold=0.5, name="dice")],
+    )
+    windows = dict(window=config.window, batch_size=config.batch_size)
+    train_ds = window_dataset(data.images[train], data.membranes[train], **windows, seed=seed)
+    val_ds = window_dataset(data.images[val], data.membranes[val], **windows, balanced=False, augment=False, seed=0)
+    return train_ds, val_ds, PATCH_VAL_STEPS, steps
+
+
+def _crop_inputs(
+    config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
+) -> FitInputs:
+    """The U-Net: the config's loss on random crops (border weights, elastic deformation as options),
+    validated on the held-out slices' non-overlapping tiles."""
     height, width = data.images.shape[1:]
     steps = training_steps(config, len(train), height, width)
-    if config.model == "patch_cnn":
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate_for(config, steps)),
-            loss="binary_crossentropy",
-            metrics=[keras.metrics.F1Score(average="micro", threshold=0.5, name="dice")],
-        )
-        windows = dict(window=config.window, batch_size=config.batch_size)
-        train_ds = window_dataset(data.images[train], data.membranes[train], **windows, seed=seed)
-        val_ds = window_dataset(data.images[val], data.membranes[val], **windows, balanced=False, augment=False, seed=0)
-        return train_ds, val_ds, PATCH_VAL_STEPS, steps
     compile_model(model, config, steps_per_epoch=steps)
-    crop = crop_side(config, height, width)
+    crop = family_of(config).training_side(config, height, width)
     weights = None
     if config.border_w0 > 0:
         weights = training_weight_maps(data.membranes[train], w0=config.border_w0, sigma=config.border_sigma)
     stream = dict(batch_size=config.batch_size, seed=seed, weights=weights, elastic_sigma=config.elastic_sigma)
     train_ds = crop_dataset(data.images[train], data.membranes[train], crop, **stream)
     return train_ds, tile_dataset(data.images[val], data.membranes[val], crop, config.batch_size), None, steps
+
+
+# the training stream of each kind of training input a family declares (model.families.ModelFamily)
+_FIT_INPUTS = {"crops": _crop_inputs, "windows": _window_inputs}
+
+
+def _fit_inputs(
+    config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
+) -> FitInputs:
+    """Compile ``model`` and return (train stream, validation data, validation steps, train steps)."""
+    inputs = family_of(config).training_inputs
+    if inputs not in _FIT_INPUTS:
+        raise NervesegError(f"the ISBI trainer has no training stream of {inputs}; use model unet or patch_cnn")
+    return _FIT_INPUTS[inputs](config, model, data, train, val, seed)
 
 
 class HeldOutRandError(keras.callbacks.Callback):
@@ -282,8 +297,9 @@ def train_isbi_fold(
     val_index, train_index = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
     norm_mean, norm_std = standardization_stats(data.images[train_index])
     height, width = data.images.shape[1:]
-    side = crop_side(config, height, width) if config.model == "unet" else 0  # the patch CNN's input is its window
-    model = build_isbi_model(config, side, side)
+    family = family_of(config)
+    side = family.training_side(config, height, width)  # the patch CNN's input is its window whatever the side
+    model = family.build(config, side, side)
     set_standardization(model, norm_mean, norm_std)
     train_ds, val_ds, val_steps, steps = _fit_inputs(config, model, data, train_index, val_index, config.seed + fold)
 
