@@ -43,6 +43,8 @@ def predict_slices(config: TrainConfig, models: Sequence[keras.Model], images: n
         raise NervesegError(f"ISBI prediction takes (n, h, w) slices, got shape {images.shape}")
     scaled = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     family = family_of(config)
+    if family.predict_slices is None:
+        raise NervesegError(f"ISBI prediction needs a config with task='isbi2012', got task={config.task!r}")
     total = np.zeros(images.shape, dtype=np.float64)
     variants = _dihedral(tta, images.shape[1] == images.shape[2])
     for model in models:
