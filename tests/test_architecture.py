@@ -156,3 +156,176 @@ def test_the_name_scan_sees_a_literal(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text('"""doc mentions cv_score_mean"""\nx = {"cv_score_mean": 1}\n')
     assert string_literals(module) == [(2, "cv_score_mean")]
+
+
+# ---------------------------------------------------------------------------- one declared layer order
+
+# nerveseg's packages from the bottom up: a module imports its own package and lower tiers only, and no two
+# packages import each other (directly or round a longer loop). The top-level modules are the core, each its
+# own package in the lowest tier. evaluate (metrics and post-processing of arrays, nothing else of nerveseg)
+# sits below data because the synthetic nerve generator keeps a mask's largest component with it.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("names", "errors", "paths", "io_utils", "logs", "uris", "config", "cli"),
+    ("evaluate",),
+    ("data",),
+    ("model",),
+    ("submit",),  # the submission files' formats (RLE, TIFF stack), which serving's segmenter writes too
+    ("inference",),
+    ("train",),  # a fold's out-of-fold predictions go through inference's ensemble
+    ("report",),
+    ("tasks",),
+    ("run",),
+    ("track",),
+    ("tune",),
+)
+
+# (importing module, imported module) -> why this import against the order is kept; keep the list short
+LAYER_EXCEPTIONS = {
+    ("nerveseg.config", "nerveseg.model.patch_cnn"): "config rejects a patch_cnn window at load time with the model's "
+    "own window arithmetic (a lazy import); copying that arithmetic below config would give it two homes",
+    ("nerveseg.report.comparison", "nerveseg.run.comparison"): "the comparison report renders run.comparison's "
+    "result; the comparison belongs to the run layer (moving it down is the run layer's part of issue 24)",
+}
+
+
+def module_name(path: Path, root: Path = PACKAGE) -> str:
+    """The dotted name of a module file under the package folder ``root`` (a package's ``__init__``: its own)."""
+    parts = (root.name, *path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_imports(path: Path, root: Path = PACKAGE) -> set[str]:
+    """Every module (or module attribute) of the package the file imports: absolute and relative imports,
+    also those inside functions (``from x import a`` gives ``x`` and ``x.a``: ``a`` may be a module)."""
+    name, top = module_name(path, root), root.name
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package[: len(package) - node.level + 1], *([node.module] if node.module else [])])
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {module for module in found if module.startswith(f"{top}.")}
+
+
+def layer_violations(
+    imports: dict[str, set[str]], layers: tuple[tuple[str, ...], ...], exceptions: dict[tuple[str, str], str]
+) -> list[str]:
+    """Imports that go up ``layers`` or into a package not in them, and every cycle between packages, as lines.
+
+    ``imports`` maps a dotted module name to the dotted names it imports; a module's package is the name's
+    second part (``nerveseg.train.fold`` -> ``train``, ``nerveseg.config`` -> ``config``).
+    """
+    tier = {package: level for level, packages in enumerate(layers) for package in packages}
+    edges: dict[str, dict[str, str]] = {}  # package -> imported package -> one example import
+    problems = []
+    for module, targets in sorted(imports.items()):
+        for target in sorted(targets):
+            source, destination = module.split(".")[1], target.split(".")[1]
+            covered = any(target == b or target.startswith(f"{b}.") for a, b in exceptions if a == module)
+            if source == destination or covered:
+                continue
+            edges.setdefault(source, {}).setdefault(destination, f"{module} imports {target}")
+            if source not in tier or destination not in tier:
+                problems.append(f"not in the declared order: {module} imports {target}")
+            elif tier[source] < tier[destination]:
+                problems.append(f"upward: {module} imports {target} ({source} is below {destination})")
+    return problems + [f"cycle: {cycle}" for cycle in package_cycles(edges)]
+
+
+def package_cycles(edges: dict[str, dict[str, str]]) -> list[str]:
+    """One line per strongly connected group of packages (Tarjan's algorithm), naming an import of each edge."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in edges.get(node, {}):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return [
+        " <-> ".join(group)
+        + ": "
+        + "; ".join(edges[a][b] for a in group for b in sorted(edges.get(a, {})) if b in group)
+        for group in groups
+    ]
+
+
+def test_every_import_follows_the_layer_order() -> None:
+    imports = {module_name(path): package_imports(path) for path in MODULES}
+    assert {module.split(".")[1] for module in imports if "." in module} <= {p for t in LAYERS for p in t}
+    for importer, imported in LAYER_EXCEPTIONS:  # a stale exception is removed, not kept
+        assert any(t == imported or t.startswith(f"{imported}.") for t in imports[importer]), (importer, imported)
+    problems = layer_violations(imports, LAYERS, LAYER_EXCEPTIONS)
+    assert not problems, "imports against the layer order (tests/test_architecture.py LAYERS):\n" + "\n".join(problems)
+
+
+def test_the_layer_check_sees_an_upward_import_and_a_cycle(tmp_path: Path) -> None:
+    """Synthetic modules: relative and lazy imports are read, an upward import and a same-tier cycle reported."""
+    root = tmp_path / "pkg"
+    files = {
+        "data/__init__.py": "",
+        "data/reader.py": "from .. import names\n\ndef f():\n    from ..model.net import build\n",
+        "model/__init__.py": "",
+        "model/net.py": "from pkg.data.reader import f\n",
+        "report/a.py": "import pkg.submit.b\n",
+        "submit/b.py": "from ..report import a\n",
+        "names.py": "",
+    }
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    imports = {module_name(p, root): package_imports(p, root) for p in sorted(root.rglob("*.py"))}
+    assert imports["pkg.data.reader"] == {"pkg.names", "pkg.model.net", "pkg.model.net.build"}
+    assert imports["pkg.submit.b"] == {"pkg.report", "pkg.report.a"}
+    layers = (("names",), ("data",), ("model",), ("report", "submit"))
+    problems = layer_violations(imports, layers, {})
+    assert problems == [
+        "upward: pkg.data.reader imports pkg.model.net (data is below model)",
+        "upward: pkg.data.reader imports pkg.model.net.build (data is below model)",
+        "cycle: data <-> model: pkg.data.reader imports pkg.model.net; pkg.model.net imports pkg.data.reader",
+        "cycle: report <-> submit: pkg.report.a imports pkg.submit.b; pkg.submit.b imports pkg.report",
+    ]
+    exception = {("pkg.data.reader", "pkg.model.net"): "a documented reason"}
+    assert [p for p in layer_violations(imports, layers, exception) if "data" in p] == []
+
+
+def model_family_tests(path: Path) -> list[int]:
+    """Lines comparing a ``.model`` attribute with a string (``config.model == "patch_cnn"`` and the like)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(isinstance(o, ast.Attribute) and o.attr == "model" for o in operands) and any(
+                isinstance(o, ast.Constant) and isinstance(o.value, str) for o in operands
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_model_families_are_asked_not_tested() -> None:
+    """Code asks ``model.families.family_of(config)``; only config validation compares ``config.model``."""
+    allowed = {"config.py", "model/families.py"}
+    offenders = [f"{path.relative_to(PACKAGE)}:{line}" for path in MODULES
+                 if str(path.relative_to(PACKAGE)) not in allowed for line in model_family_tests(path)]  # fmt: skip
+    assert not offenders, f"use model.families.family_of(config) instead of testing config.model: {offenders}"
+    assert model_family_tests(PACKAGE / "config.py")  # the scan sees the comparisons it allows there

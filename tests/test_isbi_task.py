@@ -96,7 +96,7 @@ def test_tta_ensemble_is_equivariant_to_rotations_and_flips(trained, em_data: Is
 
 
 def test_missing_weights_and_wrong_task_are_one_line_errors(em_data: IsbiData, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="do not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         predict_isbi_ensemble(_config("unet"), [tmp_path / "nope.weights.h5"], em_data.images)
     with pytest.raises(ValueError, match="task='isbi2012'"):
         train_isbi_fold(TrainConfig(), em_data, block_folds(N_SLICES, 2), 0, tmp_path)

@@ -8,7 +8,6 @@ with the training fold's statistics, so the input is just the uint8 image scaled
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,31 +21,17 @@ from nerveseg.logs import progress_bar
 
 def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -> list[keras.Model]:
     """One model per ``.weights.h5`` file, built from ``config`` (the architecture must match)."""
-    from nerveseg.model.unet import build_model_from_config
+    from nerveseg.model.families import family_of
+    from nerveseg.model.weights import load_checked_weights
 
     if not weights_paths:
         raise NervesegError("no fold weights given; a CV run stores weights/fold_<k>.weights.h5 on each fold's run")
-    models = []
-    for path in map(Path, weights_paths):
-        if not path.is_file():
-            raise NervesegError(f"weights file {path} does not exist; did the fold finish training?")
-        model = build_model_from_config(config)
-        mismatch = (
-            f"weights file {path} does not fit the model built from config {config.name!r} "
-            f"(depth={config.depth}, base_filters={config.base_filters}, batch_norm={config.batch_norm}, "
-            f"presence_head={config.presence_head})"
-        )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                model.load_weights(path)
-            except (ValueError, KeyError, OSError) as err:
-                raise NervesegError(f"{mismatch}: {str(err)[:300]}") from err
-        # Keras only warns when a layer finds no weights in the file and keeps random ones.
-        if any("freshly-initialized" in str(w.message) for w in caught):
-            raise NervesegError(f"{mismatch}: some layers found no weights in the file")
-        models.append(model)
-    return models
+    family = family_of(config)
+    built_from = f"config {config.name!r} ({family.architecture(config)})"
+    return [
+        load_checked_weights(family.build(config, config.height, config.width), path, built_from)
+        for path in weights_paths
+    ]
 
 
 def view_names(tta: bool) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """A trained cross-validation as one object that segments images of any size: the one inference path.
 
-``Segmenter`` holds the fold models of one or more CV runs (``tasks.base.TrainedModels``), the run's
+``Segmenter`` holds the fold models of one or more CV runs (``inference.trained.TrainedModels``), the run's
 post-processing decision and the TTA switch. ``submit`` (the Kaggle CSV), ``predict.py`` and the MLflow
 pyfunc model (``track.model_package``) all predict through it, so a mask served over HTTP is the mask in
 the submission. Images are resized to the model input the way the training cache does
@@ -27,9 +27,9 @@ from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
 from nerveseg.inference.images import ImageError, as_gray
+from nerveseg.inference.trained import Decision, TrainedModels
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_encode
-from nerveseg.tasks.base import Decision, TrainedModels
 
 Shape = tuple[int, int]
 
@@ -172,17 +172,21 @@ class MembraneSegmenter:
 
     def _check_size(self, shape: Shape, name: str) -> None:
         """The U-Net's skips need sides divisible by 2**(depth-1); say so instead of Keras' ValueError."""
+        from nerveseg.model.families import family_of
+
         for run in self.runs:
-            factor = 2 ** (run.config.depth - 1)
-            if run.config.model == "unet" and (shape[0] % factor or shape[1] % factor):
+            family = family_of(run.config)
+            factor = family.size_divisor(run.config)
+            if shape[0] % factor or shape[1] % factor:
                 raise ImageError(
-                    f"{name}: is {shape[1]}x{shape[0]}; this ISBI U-Net needs width and height divisible by {factor}"
+                    f"{name}: is {shape[1]}x{shape[0]}; this ISBI {family.label} needs width and height "
+                    f"divisible by {factor}"
                 )
 
     def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """(h, w) float32 membrane probabilities in [0, 1] per image, averaged over runs, cleaned up."""
         from nerveseg.evaluate.isbi_scoring import apply_membrane_postprocess
-        from nerveseg.train.isbi_fold import predict_isbi_ensemble
+        from nerveseg.inference.membranes import predict_isbi_ensemble
 
         gray = gray_images(images)
         for i, image in enumerate(gray):

@@ -19,6 +19,7 @@ import numpy as np
 
 from nerveseg.config import TrainConfig
 from nerveseg.evaluate.paired import ImageScores
+from nerveseg.inference.trained import Decision, TrainedModels  # re-exported: what every task passes around
 from nerveseg.train.fold_result import FoldResult
 
 if TYPE_CHECKING:
@@ -35,22 +36,6 @@ class TrainData(Protocol):
         """One string id per training item (nerve: image ids; ISBI: slice numbers "0", "1", ...)."""
 
     def __len__(self) -> int: ...
-
-
-class Decision(Protocol):
-    """The post-processing chosen on the out-of-fold predictions, as a submission applies it."""
-
-    def to_json(self) -> dict[str, Any]:
-        """What ``postprocessing.json`` holds; the task's ``decision_from_json`` reads it back."""
-
-    def params(self) -> dict[str, Any]:
-        """The settings as flat params of the submission run."""
-
-    def metrics(self) -> dict[str, float]:
-        """Its OOF scores (raw and post-processed) as flat metrics, those that are known."""
-
-    def describe(self) -> str:
-        """One line for the terminal."""
 
 
 @dataclass
@@ -88,14 +73,6 @@ class SubmissionFile:
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     ids: np.ndarray | None = None  # the test ids in file order, where the format has ids
-
-
-@dataclass(frozen=True)
-class TrainedModels:
-    """One CV run's config and its fold weights, as a submission uses them."""
-
-    config: TrainConfig
-    weights_paths: Sequence[Path]
 
 
 class Task(Protocol):

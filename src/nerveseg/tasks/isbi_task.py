@@ -28,13 +28,12 @@ from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
     decide_isbi_postprocessing,
-    format_isbi_table,
-    isbi_oof_summary,
     postprocessed_v_rand_error,
 )
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
+from nerveseg.train.isbi_summary import format_isbi_table, isbi_oof_summary
 
 ISBI_SUBDIR = "isbi2012"
 
@@ -108,8 +107,16 @@ class IsbiTask:
     supports_test_masks = False
 
     def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> IsbiData:
-        """The slices under ``isbi_root(raw_dir)`` (small: read directly, ``cache_dir`` unused)."""
-        return load_isbi(isbi_root(raw_dir))
+        """The slices under ``isbi_root(raw_dir)`` (small: read directly, ``cache_dir`` unused), checked
+        against the config's size before any fold is set up."""
+        root = isbi_root(raw_dir)
+        data = load_isbi(root)
+        if data.images.shape[1:] != (config.height, config.width):
+            raise NervesegError(
+                f"the ISBI slices in {root} are {data.images.shape[1:]} but config {config.name!r} says "
+                f"height={config.height}, width={config.width}; set them to the slice size"
+            )
+        return data
 
     def make_folds(self, data: IsbiData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
         from nerveseg.data.folds import load_or_create_folds
@@ -129,10 +136,11 @@ class IsbiTask:
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.train.isbi_fold import build_isbi_model, crop_side
+        from nerveseg.model.families import family_of
 
-        side = crop_side(config, config.height, config.width) if config.model == "unet" else 0
-        return build_isbi_model(config, side, side)
+        family = family_of(config)
+        side = family.training_side(config, config.height, config.width)
+        return family.build(config, side, side)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """The metrics per fold and over folds (pixel and adapted Rand error at 0.5, V_rand and V_info errors at
@@ -194,8 +202,8 @@ class IsbiTask:
     ) -> SubmissionFile:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
         and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
+        from nerveseg.inference.membranes import predict_isbi_ensemble
         from nerveseg.submit.tiff_stack import write_submission_stack
-        from nerveseg.train.isbi_fold import predict_isbi_ensemble
 
         seconds: dict[str, float] = {}
         mark = time.perf_counter()

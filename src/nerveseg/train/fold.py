@@ -18,7 +18,6 @@ Checkpoint rules (which weights a fold keeps):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,10 @@ from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.inference.ensemble import predict_ensemble
+from nerveseg.model.families import family_of
 from nerveseg.model.losses import compile_model
-from nerveseg.model.unet import build_model_from_config, set_standardization
+from nerveseg.model.unet import set_standardization
+from nerveseg.model.weights import fold_weights_path, partial_weights_path, publish_weights
 from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
 from nerveseg.train.fold_result import FoldResult
 from nerveseg.train.input_pipeline import make_dataset, steps_per_epoch
@@ -303,17 +304,17 @@ def train_fold(
     val_index, train_index, monitor_index = fold_indices(config, data, folds, fold)
     norm_mean, norm_std = standardization_stats(data.images[train_index])
 
-    model = build_model_from_config(config)
+    model = family_of(config).build(config, config.height, config.width)
     set_standardization(model, norm_mean, norm_std)
     datasets = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)
     compile_model(model, config, steps_per_epoch=datasets[2])
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    weights_path = workdir / f"fold_{fold}.weights.h5"
-    partial_path = workdir / f"fold_{fold}.partial.weights.h5"  # renamed at the end: no half-written file
-    history, kept = _fit_and_keep(model, config, datasets, fold, partial_path, callbacks, verbose)
-    os.replace(partial_path, weights_path)
+    weights_path = fold_weights_path(workdir, fold)
+    # written to the partial file, renamed at the end: no half-written file
+    history, kept = _fit_and_keep(model, config, datasets, fold, partial_weights_path(weights_path), callbacks, verbose)
+    publish_weights(weights_path)
 
     # the submission's views (config.tta), so post-processing is decided on what ships
     oof_probs, oof_presence = predict_ensemble(

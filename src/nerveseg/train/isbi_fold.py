@@ -1,4 +1,4 @@
-"""The ISBI 2012 EM membrane task: training one block fold and predicting with the fold ensemble.
+"""The ISBI 2012 EM membrane task: training one block fold.
 
 Both model families train on a fixed schedule (``epochs`` x ``steps_per_epoch`` batches) and keep
 the LAST epoch: with 25 slices the held-out block is the only test there is, so it is never used
@@ -11,13 +11,13 @@ to pick an epoch. Validation numbers are logged only.
 - ``patch_cnn``: trained on centre-pixel windows (``train.windows``), applied to whole slices by its
   exact dense twin (``model.patch_cnn.dense_predict``).
 
-Scoring and post-processing live in ``evaluate.isbi_scoring`` and are re-exported here.
+Whole-slice prediction lives in ``inference.membranes``, the folds' scores in ``train.isbi_summary`` and
+post-processing in ``evaluate.isbi_scoring``; they are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,18 +28,18 @@ import tensorflow as tf
 
 from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import IsbiData
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.challenge_metrics import challenge_scores
 from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
     decide_isbi_postprocessing,
-    format_isbi_table,
-    isbi_oof_summary,
 )
-from nerveseg.inference.ensemble import predict_probs
+from nerveseg.inference.membranes import build_isbi_model, predict_isbi_ensemble, predict_slices
+from nerveseg.model.families import family_of
 from nerveseg.model.losses import compile_model, learning_rate_for
-from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
-from nerveseg.model.unet import build_unet, set_standardization, unet_options
+from nerveseg.model.unet import set_standardization
+from nerveseg.model.weights import fold_weights_path, save_weights_atomically
 from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.train import elastic
 from nerveseg.train.border_weights import training_weight_maps
@@ -49,13 +49,16 @@ from nerveseg.train.fold import (
     FoldResult,
     StopOnNaN,
     TrainingDivergedError,
+    set_op_determinism,
     standardization_stats,
 )
+from nerveseg.train.isbi_summary import format_isbi_table, isbi_oof_summary
 from nerveseg.train.windows import window_dataset
 
 __all__ = [
     "MembranePostprocess",
     "apply_membrane_postprocess",
+    "build_isbi_model",
     "decide_isbi_postprocessing",
     "format_isbi_table",
     "isbi_oof_summary",
@@ -68,32 +71,15 @@ PATCH_VAL_STEPS = 20  # held-out window batches per validation (logged only)
 _RANGE = 1 << 30
 
 
-def build_isbi_model(config: TrainConfig, height: int, width: int) -> keras.Model:
-    """The config's model family: a U-Net on ``(height, width)`` inputs, or the patch classifier."""
-    if config.model == "patch_cnn":
-        return build_patch_cnn(config.window, (config.patch_filters,) * 3, dense_units=config.dense_units)
-    return build_unet(height, width, **unet_options(config))
-
-
-def crop_side(config: TrainConfig, height: int, width: int) -> int:
-    """The U-Net's training crop: ``crop_size``, or the whole (square) slice when it is 0."""
-    if config.crop_size == 0:
-        if height != width:
-            raise ValueError(f"crop_size=0 (whole images) needs square slices for rot90, got {height}x{width}")
-        return height
-    if config.crop_size > min(height, width):
-        raise ValueError(f"crop_size={config.crop_size} is larger than the {height}x{width} slices; lower it")
-    return config.crop_size
-
-
 def training_steps(config: TrainConfig, n_train: int, height: int, width: int) -> int:
     """Batches per epoch: ``steps_per_epoch``, or by default one pass over the training pixels (U-Net
     crops) or ``PATCH_STEPS_DEFAULT`` (patch CNN, whose pixel pass would be millions of windows)."""
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    if config.model == "patch_cnn":
+    family = family_of(config)
+    if family.training_inputs == "windows":
         return PATCH_STEPS_DEFAULT
-    side = crop_side(config, height, width)
+    side = family.training_side(config, height, width)
     return max(1, math.ceil(n_train * height * width / (side * side) / config.batch_size))
 
 
@@ -169,30 +155,54 @@ def tile_dataset(images: np.ndarray, membranes: np.ndarray, crop: int, batch_siz
     return tf.data.Dataset.from_tensor_slices((x, {"mask": y})).batch(batch_size)
 
 
-def _fit_inputs(
+FitInputs = tuple[tf.data.Dataset, tf.data.Dataset, int | None, int]
+
+
+def _window_inputs(
     config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
-) -> tuple[tf.data.Dataset, tf.data.Dataset, int | None, int]:
-    """Compile ``model`` and return (train stream, validation data, validation steps, train steps)."""
+) -> FitInputs:
+    """The patch CNN: plain BCE on centre-pixel windows (``train.windows``), validated on 20 window batches."""
+    steps = training_steps(config, len(train), *data.images.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate_for(config, steps)),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.F1Score(average="micro", threshold=0.5, name="dice")],
+    )
+    windows = dict(window=config.window, batch_size=config.batch_size)
+    train_ds = window_dataset(data.images[train], data.membranes[train], **windows, seed=seed)
+    val_ds = window_dataset(data.images[val], data.membranes[val], **windows, balanced=False, augment=False, seed=0)
+    return train_ds, val_ds, PATCH_VAL_STEPS, steps
+
+
+def _crop_inputs(
+    config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
+) -> FitInputs:
+    """The U-Net: the config's loss on random crops (border weights, elastic deformation as options),
+    validated on the held-out slices' non-overlapping tiles."""
     height, width = data.images.shape[1:]
     steps = training_steps(config, len(train), height, width)
-    if config.model == "patch_cnn":
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate_for(config, steps)),
-            loss="binary_crossentropy",
-            metrics=[keras.metrics.F1Score(average="micro", threshold=0.5, name="dice")],
-        )
-        windows = dict(window=config.window, batch_size=config.batch_size)
-        train_ds = window_dataset(data.images[train], data.membranes[train], **windows, seed=seed)
-        val_ds = window_dataset(data.images[val], data.membranes[val], **windows, balanced=False, augment=False, seed=0)
-        return train_ds, val_ds, PATCH_VAL_STEPS, steps
     compile_model(model, config, steps_per_epoch=steps)
-    crop = crop_side(config, height, width)
+    crop = family_of(config).training_side(config, height, width)
     weights = None
     if config.border_w0 > 0:
         weights = training_weight_maps(data.membranes[train], w0=config.border_w0, sigma=config.border_sigma)
     stream = dict(batch_size=config.batch_size, seed=seed, weights=weights, elastic_sigma=config.elastic_sigma)
     train_ds = crop_dataset(data.images[train], data.membranes[train], crop, **stream)
     return train_ds, tile_dataset(data.images[val], data.membranes[val], crop, config.batch_size), None, steps
+
+
+# the training stream of each kind of training input a family declares (model.families.ModelFamily)
+_FIT_INPUTS = {"crops": _crop_inputs, "windows": _window_inputs}
+
+
+def _fit_inputs(
+    config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
+) -> FitInputs:
+    """Compile ``model`` and return (train stream, validation data, validation steps, train steps)."""
+    inputs = family_of(config).training_inputs
+    if inputs not in _FIT_INPUTS:
+        raise NervesegError(f"the ISBI trainer has no training stream of {inputs}; use model unet or patch_cnn")
+    return _FIT_INPUTS[inputs](config, model, data, train, val, seed)
 
 
 class HeldOutRandError(keras.callbacks.Callback):
@@ -217,17 +227,18 @@ class HeldOutRandError(keras.callbacks.Callback):
 
 
 def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> None:
+    """The user's inputs (config, data, folds) fit together, else one line naming what to change."""
     if config.task != "isbi2012":
-        raise ValueError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
+        raise NervesegError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
     if data.images.shape[1:] != (config.height, config.width):
-        raise ValueError(
+        raise NervesegError(
             f"the slices are {data.images.shape[1:]} but the config says height={config.height}, "
             f"width={config.width}; set them to the slice size"
         )
     if folds.shape != (len(data.images),):
-        raise ValueError(f"folds must have one entry per slice ({len(data.images)}), got shape {folds.shape}")
+        raise NervesegError(f"folds must have one entry per slice ({len(data.images)}), got shape {folds.shape}")
     if fold not in set(folds.tolist()) or (folds != fold).sum() == 0:
-        raise ValueError(f"fold={fold} must be in the folds array and leave training slices: {sorted(set(folds))}")
+        raise NervesegError(f"fold={fold} must be in the folds array and leave training slices: {sorted(set(folds))}")
 
 
 def _fit_fixed_schedule(
@@ -261,15 +272,6 @@ def _fit_fixed_schedule(
     return {key: [float(v) for v in model.history.history[key]] for key in HISTORY_KEYS}
 
 
-def _save_fold_weights(model: keras.Model, workdir: Path, fold: int) -> Path:
-    """Write ``workdir/fold_<fold>.weights.h5`` via a partial file renamed at the end: no half-written file."""
-    weights_path = workdir / f"fold_{fold}.weights.h5"
-    partial_path = workdir / f"fold_{fold}.partial.weights.h5"
-    model.save_weights(partial_path)
-    os.replace(partial_path, weights_path)
-    return weights_path
-
-
 def train_isbi_fold(
     config: TrainConfig,
     data: IsbiData,
@@ -290,12 +292,14 @@ def train_isbi_fold(
     folds = np.asarray(folds)
     _check_fold(config, data, folds, fold)
     keras.backend.clear_session()
+    set_op_determinism(config.deterministic)
     keras.utils.set_random_seed(config.seed + fold)
     val_index, train_index = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
     norm_mean, norm_std = standardization_stats(data.images[train_index])
     height, width = data.images.shape[1:]
-    side = crop_side(config, height, width) if config.model == "unet" else 0  # the patch CNN's input is its window
-    model = build_isbi_model(config, side, side)
+    family = family_of(config)
+    side = family.training_side(config, height, width)  # the patch CNN's input is its window whatever the side
+    model = family.build(config, side, side)
     set_standardization(model, norm_mean, norm_std)
     train_ds, val_ds, val_steps, steps = _fit_inputs(config, model, data, train_index, val_index, config.seed + fold)
 
@@ -304,7 +308,7 @@ def train_isbi_fold(
     if config.epoch_rand_error:
         callbacks = [HeldOutRandError(config, data.images[val_index], data.membranes[val_index]), *callbacks]
     history = _fit_fixed_schedule(model, config, (train_ds, val_ds, val_steps, steps), fold, callbacks, verbose)
-    weights_path = _save_fold_weights(model, workdir, fold)
+    weights_path = save_weights_atomically(model, fold_weights_path(workdir, fold))
     oof_probs = predict_slices(config, [model], data.images[val_index], tta=config.tta)  # the submission's views
     return FoldResult(
         fold=fold,
@@ -319,62 +323,3 @@ def train_isbi_fold(
         norm_mean=norm_mean,
         norm_std=norm_std,
     )
-
-
-def _dihedral(tta: bool, square: bool) -> list[tuple[int, bool]]:
-    """(quarter turns, horizontal flip) pairs: all 8 for square slices, the 4 flips otherwise."""
-    if not tta:
-        return [(0, False)]
-    return (
-        [(k, flip) for k in range(4) for flip in (False, True)]
-        if square
-        else [(0, False), (0, True), (2, False), (2, True)]
-    )
-
-
-def _predict_plain(config: TrainConfig, model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """One model, no TTA: (n, h, w) float32 membrane probabilities of (n, h, w) images in [0, 1]."""
-    if config.model == "patch_cnn":
-        dense = dense_twin(model)
-        return np.stack([dense_predict(dense, image) for image in images]).astype(np.float32)
-    height, width = images.shape[1:]
-    if model.input_shape[1:3] != (height, width):
-        twin = build_isbi_model(config, height, width)
-        twin.set_weights(model.get_weights())
-        model = twin
-    return predict_probs(model, images, batch_size=2)[0]
-
-
-def predict_slices(config: TrainConfig, models: Sequence[keras.Model], images: np.ndarray, *, tta: bool) -> np.ndarray:
-    """Mean membrane probability over ``models`` and (with ``tta``) the flip/rotation variants."""
-    images = np.asarray(images)
-    if images.ndim != 3:
-        raise ValueError(f"ISBI prediction takes (n, h, w) slices, got shape {images.shape}")
-    scaled = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    total = np.zeros(images.shape, dtype=np.float64)
-    variants = _dihedral(tta, images.shape[1] == images.shape[2])
-    for model in models:
-        for turns, flip in variants:
-            view = np.rot90(scaled, turns, axes=(1, 2))
-            view = view[:, :, ::-1] if flip else view
-            probs = _predict_plain(config, model, np.ascontiguousarray(view))
-            probs = probs[:, :, ::-1] if flip else probs
-            total += np.rot90(probs, -turns, axes=(1, 2))
-    return (total / (len(models) * len(variants))).astype(np.float32)
-
-
-def predict_isbi_ensemble(
-    config: TrainConfig, weights_paths: Sequence[Path | str], images: np.ndarray, *, tta: bool = True
-) -> np.ndarray:
-    """(n, h, w) float32: membrane probabilities averaged over the fold models and 8 (or 4) TTA views."""
-    if not weights_paths:
-        raise ValueError("predict_isbi_ensemble needs at least one fold weights file")
-    height, width = np.asarray(images).shape[1:]
-    models = []
-    for path in weights_paths:
-        if not Path(path).is_file():
-            raise ValueError(f"fold weights {path} do not exist; train the run first (cv_train.py)")
-        model = build_isbi_model(config, height, width)
-        model.load_weights(path)
-        models.append(model)
-    return predict_slices(config, models, images, tta=tta)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from nerveseg.errors import NervesegError
 from nerveseg.model.patch_cnn import pad_for_windows
 
 _RANGE = 1 << 30  # random draws are reduced modulo this before use (plenty for pixel indices)
@@ -30,11 +31,11 @@ def _check_inputs(images: np.ndarray, membranes: np.ndarray, window: int, balanc
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window must be odd and >= 3 so that it has a centre pixel, got {window}")
     if window // 2 >= min(images.shape[1:]):
-        raise ValueError(
+        raise NervesegError(
             f"window {window} is too big for {images.shape[1:]} slices: reflect padding needs window < 2 * side"
         )
     if balanced and (membranes.all() or not membranes.any()):
-        raise ValueError("balanced sampling needs both membrane and cell pixels in the training slices")
+        raise NervesegError("balanced sampling needs both membrane and cell pixels in the training slices")
 
 
 def _padded_stack(images: np.ndarray, window: int) -> np.ndarray:
