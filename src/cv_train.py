@@ -5,7 +5,9 @@ table (nerve: Dice at 580x420, mean ± std, pooled OOF score, all-empty baseline
 isbi2012: pixel error, V_rand / V_info errors, adapted Rand error per block fold), the parent run id and
 how to open it in the MLflow UI. Folds can be spread over processes: ``--fold 0`` creates the parent run and
 prints its id, ``--fold k --parent-run-id ID`` trains the others; whichever finishes last finalises the run.
-``--resume`` continues an interrupted run.
+``--resume`` continues an interrupted run. ``--run-dir DIR`` keeps the CV in a LocalStore folder instead of
+MLflow (nothing of MLflow is imported or created; running the same command again continues it); submit, package
+and serve it with ``submit.py --run-dir DIR`` and ``register.py --run-dir DIR --out MODEL_DIR``.
 
 The table's 95 % PI is where a held-out set of m NEW subjects may score: m is ``--predict-subjects``,
 else the subject count of ``--test-masks``' subjects.csv (the synthetic generator's), else one fold's worth.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from nerveseg.cli import add_registry_options, one_line_errors
 from nerveseg.config import load_config
@@ -33,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--folds", type=int, help="number of folds (default: the config's, 5)")
     parser.add_argument("--fold", type=int, help="train only this fold (0-based), e.g. one per machine")
     parser.add_argument("--parent-run-id", help="join this unfinished parent run (with --fold or --resume)")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="keep the CV in this folder (a LocalStore) instead of MLflow; an unfinished one is continued",
+    )
     parser.add_argument("--epochs", type=int, help="override the config's epochs")
     parser.add_argument("--seed", type=int, help="override the config's seed (it also picks the folds file)")
     parser.add_argument(
@@ -86,12 +94,35 @@ def predict_subjects(args: argparse.Namespace) -> int | None:
     return len(set(subject_of.values()))
 
 
+def check_run_dir_options(args: argparse.Namespace) -> None:
+    """--run-dir keeps the CV in a folder: the MLflow-only options make no sense with it."""
+    if args.run_dir is None:
+        return
+    used = [name for name, on in (("--parent-run-id", args.parent_run_id), ("--resume", args.resume),
+                                  ("--register", args.register)) if on]  # fmt: skip
+    if used:
+        raise NervesegError(
+            f"--run-dir keeps the CV in a folder, without MLflow: drop {', '.join(used)} (a folder is continued by "
+            "running the same command again; package it with register.py --run-dir DIR --out MODEL_DIR)"
+        )
+
+
+def _print_outcome(result: Any) -> None:
+    if result.final is not None:
+        print(result.final.table)
+    else:
+        print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
+
+
 # NervesegError (bad input, an unreachable tracking store): one line, no traceback
 @one_line_errors(interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_run_dir_options(args)
     for option in ("--cache-dir", "--folds-dir"):  # derived data never goes into the raw folder
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
+    if args.run_dir is not None:
+        check_outside(args.run_dir, args.raw_dir, "--run-dir")
     config = load_config(
         args.config, folds=args.folds, epochs=args.epochs, seed=args.seed, predict_subjects=predict_subjects(args)
     )
@@ -99,17 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     # imported only now, so that --help, argument and config errors answer without loading TensorFlow and MLflow
     from nerveseg.run.cross_validate import cross_validate
     from nerveseg.run.store import CVPaths
+
+    paths = CVPaths(args.raw_dir, args.cache_dir, args.folds_dir)
+    if args.run_dir is not None:
+        from nerveseg.run.local_store import LocalStore
+
+        result = cross_validate(config, paths, LocalStore(args.run_dir), fold=args.fold, progress=not args.quiet)
+        _print_outcome(result)
+        print(f"run folder: {args.run_dir} (submit.py --run-dir, register.py --run-dir ... --out MODEL_DIR)")
+        return 0
     from nerveseg.track.mlflow_store import MlflowStore
     from nerveseg.track.store import load_mlflow_settings, ui_hint
 
     settings = load_mlflow_settings()
     store = MlflowStore(settings, parent_run_id=args.parent_run_id, resume=args.resume, progress=not args.quiet)
-    paths = CVPaths(args.raw_dir, args.cache_dir, args.folds_dir)
     result = cross_validate(config, paths, store, fold=args.fold, progress=not args.quiet)
-    if result.final is not None:
-        print(result.final.table)
-    else:
-        print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
+    _print_outcome(result)
     print(f"parent run: {result.parent_id}")
     print(ui_hint(settings, store.experiment_id, result.parent_id))
     if args.register and result.final is not None:

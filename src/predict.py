@@ -6,7 +6,8 @@ Writes ``<stem>_mask.png``, ``<stem>_overlay.png`` (the outline on the image) an
 (file, present, probability, area, RLE) into DIR. A bad file is named on one line and skipped, the others
 are still written, and the exit status is then 2. A file named twice is predicted once. Outputs are never
 overwritten; a run that stopped half-way is finished by running the same command again (the files it wrote
-are kept when identical). DIR may not lie in the raw data folder.
+are kept when identical). DIR may not lie in the raw data folder. ``--model`` also takes a model folder
+(``register.py --run-dir RUN_DIR --out MODEL_DIR``), which needs no MLflow tracking store.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ CHAMPION = f"models:/{names.REGISTERED_MODEL}@{names.CHAMPION_ALIAS}"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
-    parser.add_argument("--model", default=CHAMPION, help=f"model URI ({CHAMPION})")
+    parser.add_argument(
+        "--model", default=CHAMPION, help=f"model URI ({CHAMPION}) or a model folder (register.py --out)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the masks, overlays and predictions.csv")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call (32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

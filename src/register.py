@@ -5,6 +5,10 @@ with the run's CV table and honest estimate as its description and the data fing
 as tags, and moves ``--alias`` (champion) to it. Without ``--run-id`` it takes the best finished CV run
 by the task's ranking metric, as ``submit.py`` does. Then ``models:/nerveseg@champion`` works with
 ``predict.py``, ``submit.py --model`` and ``mlflow models serve``.
+
+``--out MODEL_DIR`` writes the same model as a new folder instead of registering it; with ``--run-dir DIR`` (a
+LocalStore folder, ``cv_train.py --run-dir``) no tracking store is read or created. Then
+``predict.py --model MODEL_DIR`` and ``mlflow models serve -m MODEL_DIR --env-manager local`` use it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import add_registry_options, one_line_errors
+from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
 
@@ -21,7 +26,10 @@ from nerveseg.paths import PROCESSED_DIR, RAW_DIR
 @one_line_errors()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-id", help="MLflow id of a CV (parent) run; default: the best finished one")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run-id", help="MLflow id of a CV (parent) run; default: the best finished one")
+    which.add_argument("--run-dir", type=Path, help="a LocalStore CV folder (cv_train.py --run-dir); needs --out")
+    parser.add_argument("--out", type=Path, help="write the model as this NEW folder instead of registering it")
     parser.add_argument("--task", help="without --run-id: the best run of this task (default: the newest run's)")
     add_registry_options(parser)
     parser.add_argument("--no-tta", action="store_true", help="the model predicts without the mirror TTA")
@@ -31,7 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help=f"decoded-image cache ({PROCESSED_DIR})")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     args = parser.parse_args(argv)
+    if args.run_dir is not None and args.out is None:
+        raise NervesegError("--run-dir needs --out MODEL_DIR: a LocalStore run becomes a model folder, not a version")
     quiet_tensorflow(args.verbose)
+    if args.out is not None:
+        from nerveseg.track.registry import package_run
+
+        out = package_run(
+            args.out, run_dir=args.run_dir, run_id=args.run_id, task=args.task, tta=not args.no_tta,
+            raw_dir=args.raw_dir, cache_dir=args.cache_dir,
+        )  # fmt: skip
+        print(f"wrote model folder {out}; use it with predict.py --model {out} or mlflow models serve -m {out}")
+        return 0
     from nerveseg.track.registry import register_best
 
     registered = register_best(

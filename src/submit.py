@@ -6,6 +6,9 @@ task's metric (nerve: highest ``cv_score_mean``; isbi2012: lowest ``cv_v_rand_er
 run's task writes the file: nerve a Kaggle CSV ``submissions/<UTC time>_<run name>.csv``, isbi2012 a
 float32 TIFF stack ``.tif`` of membrane probabilities. Never overwritten; logged as a child run
 "submission" of the CV run.
+
+``--run-dir DIR`` submits from a LocalStore folder (``cv_train.py --run-dir``) with no MLflow tracking store:
+the submission's params, metrics and post-processing are written as ``<submission file>.json`` beside it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nerveseg.cli import one_line_errors
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_free_space, check_outside, check_writable_dir
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
+
+if TYPE_CHECKING:
+    from nerveseg.run.submit import SubmissionResult
 
 
 def expected_output_bytes(raw_dir: Path) -> int:
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--run-id", help="MLflow id of a cross-validation (parent) run; default: the best finished one")
     which.add_argument("--runs", help="comma-separated CV run ids to ensemble (equal weight per run)")
     which.add_argument("--model", help="a registered model, e.g. models:/nerveseg@champion: submit from its CV run")
+    which.add_argument("--run-dir", type=Path, help="a LocalStore CV folder (cv_train.py --run-dir): no MLflow used")
     parser.add_argument(
         "--task", help="without --run-id: pick the best run of this task (nerve, isbi2012); default: the newest run's"
     )
@@ -71,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
     )
     args = parser.parse_args(argv)
+    if args.run_dir is not None and args.task is not None:
+        raise NervesegError("--task picks among MLflow runs; --run-dir names the run itself, drop --task")
     for option in ("--out-dir", "--cache-dir"):
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
     check_writable_dir(args.out_dir, "--out-dir")
@@ -84,22 +94,43 @@ def main(argv: list[str] | None = None) -> int:
         run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
         if not run_ids:
             raise NervesegError("--runs needs at least one run id (ID1,ID2,...)")
-    from nerveseg.track.submission_run import make_submission, prediction_check
+    if args.run_dir is not None:
+        result = _submit_local(args)
+    else:
+        from nerveseg.track.submission_run import make_submission
 
-    result = make_submission(
-        run_id=args.run_id,
-        run_ids=run_ids,
-        tta=False if args.no_tta else None,  # None: the views the run's out-of-fold predictions used
-        raw_dir=args.raw_dir,
-        out_dir=args.out_dir,
-        cache_dir=args.cache_dir,
-        batch_size=args.batch_size,
-        test_masks_dir=args.test_masks,
-        progress=not args.no_progress,
-        task=args.task,
-        file_name=args.name,
-        model=args.model,
-    )
+        result = make_submission(
+            run_id=args.run_id,
+            run_ids=run_ids,
+            tta=False if args.no_tta else None,  # None: the views the run's out-of-fold predictions used
+            raw_dir=args.raw_dir,
+            out_dir=args.out_dir,
+            cache_dir=args.cache_dir,
+            batch_size=args.batch_size,
+            test_masks_dir=args.test_masks,
+            progress=not args.no_progress,
+            task=args.task,
+            file_name=args.name,
+            model=args.model,
+        )
+    _print_result(result)
+    return 0
+
+
+def _submit_local(args: argparse.Namespace) -> SubmissionResult:
+    """``--run-dir``: the store-neutral use case on a LocalStore folder; nothing of MLflow is imported."""
+    from nerveseg.run.submit import SubmitOptions, submit_local
+
+    options = SubmitOptions(
+        args.raw_dir, args.out_dir, args.cache_dir, False if args.no_tta else None, args.batch_size, args.test_masks,
+        not args.no_progress, args.name,
+    )  # fmt: skip
+    return submit_local([args.run_dir], options)
+
+
+def _print_result(result: SubmissionResult) -> None:
+    from nerveseg.run.submit import prediction_check
+
     print(f"post-processing ({result.postprocessing_source}): {result.postprocessing.describe()}")
     empty = "" if result.empty_share != result.empty_share else f", {result.empty_share:.1%} predicted empty"
     print(f"{result.task}: {result.n_images} test images{empty}")
@@ -110,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if result.test_score is not None and result.cv_prediction is not None:
         print(prediction_check(result.test_score, result.test_interval, result.cv_prediction))
     print(f"wrote {result.csv_path}")
-    print(f"MLflow submission run {result.submission_run_id} under {', '.join(result.run_ids)}")
-    return 0
+    if result.record_path is not None:
+        print(f"wrote {result.record_path} (the submission's record: no tracking store was used)")
+    else:
+        print(f"MLflow submission run {result.submission_run_id} under {', '.join(result.run_ids)}")
 
 
 if __name__ == "__main__":

@@ -383,3 +383,22 @@ def test_the_documented_curl_call_answers(
     (row,) = answer["predictions"]
     assert row["rle"] == expected["rle"] and row["area"] == expected["area"]
     assert row["probability"] == float(expected["probability"]) and row["present"] == bool(expected["present"])
+
+
+def test_an_mlflow_run_exports_as_a_model_folder_that_predicts_as_its_registered_model(
+    registered: dict, images: Path, tmp_path: Path
+) -> None:
+    """``register.py --run-id ID --out DIR``: the same pyfunc as the registered one, in a folder of its own."""
+    import mlflow
+
+    from nerveseg.errors import NervesegError
+    from nerveseg.track.registry import package_run
+
+    common = {"raw_dir": registered["root"] / "raw", "cache_dir": registered["tmp"] / "cache", "progress": False}
+    out = package_run(tmp_path / "model", run_id=registered["run_id"], **common)
+    frame = pd.DataFrame({"image": [p.read_bytes() for p in sorted(images.glob("*.tif"))[:2]]})
+    exported = mlflow.pyfunc.load_model(str(out)).predict(frame)
+    champion = mlflow.pyfunc.load_model("models:/nerveseg@champion").predict(frame)
+    pd.testing.assert_frame_equal(exported, champion)
+    with pytest.raises(NervesegError, match="already exists; a model folder is never overwritten"):
+        package_run(out, run_id=registered["run_id"], **common)

@@ -22,6 +22,11 @@ OOF_SCORE_POSTPROCESSED_INSAMPLE = "oof_score_postprocessed_insample"  # decided
 OOF_SCORE_POSTPROCESSED_PI_LOW = "oof_score_postprocessed_pi_low"
 OOF_SCORE_POSTPROCESSED_PI_HIGH = "oof_score_postprocessed_pi_high"
 PI_SUBJECTS = "oof_score_postprocessed_pi_subjects"  # m, the new subjects that interval is for
+# a submission's local score against test masks (its MLflow run's metrics, submit_local's JSON record)
+TEST_SCORE = "test_score"
+TEST_SCORE_CI_LOW = "test_score_ci_low"
+TEST_SCORE_CI_HIGH = "test_score_ci_high"
+TEST_INSIDE_PI = "test_score_inside_pi"  # 1.0 when the test score lies in the CV run's prediction interval
 
 # the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
 # named apart from the param so that no name is both a tag and a param

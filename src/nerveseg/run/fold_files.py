@@ -144,3 +144,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def check_weights_file(path: Path, what: str, fix: str) -> None:
+    """Open ``path`` as HDF5 (only its superblock is read) and raise ``NervesegError`` naming ``what`` when it is
+    truncated or no weights file at all. Weights may be read from a temporary copy of an artifact; Keras's error
+    would name that copy, which is gone by the time anybody reads the message."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise NervesegError(f"{what} cannot be read ({reason}); {fix}") from err

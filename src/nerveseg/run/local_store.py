@@ -6,7 +6,8 @@ The folder holds ``parent.json`` (status, params, data fingerprint, folds file h
 finished, ``metrics.json``, ``summary.json``, ``postprocessing.json``, ``description.md``, ``oof/`` (the OOF
 probabilities and every image's score) and ``plots/``. A folder whose CV is unfinished is continued (finished
 folds are kept, never retrained); a finished one, or one made with other params, data or split, is refused.
-Every file is written atomically. ``LocalRunReader`` reads a finished folder back (``run.store.RunReader``).
+Every file is written atomically. ``LocalRunReader`` reads a finished folder back (``run.store.RunReader``), so
+it can be compared, submitted and packaged as a model like an MLflow run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nerveseg import names
-from nerveseg.config import TrainConfig, config_to_yaml, param_strings
+from nerveseg.config import TrainConfig, config_to_yaml, load_config, param_strings
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.io_utils import atomic_write_bytes, atomic_write_text, sha256_file
@@ -82,7 +83,7 @@ class LocalStore:
         return ()  # the history is kept with each fold's facts
 
     def start_fold(self, fold: int, params: Mapping[str, str]) -> str:
-        folder = self._fold_dir(fold)
+        folder = fold_dir(self.root, fold)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "params.json", fold_files.json_text(dict(params)))
         atomic_write_text(folder / STATUS_FILE, RUNNING)
@@ -90,7 +91,7 @@ class LocalStore:
 
     def save_fold(self, result: FoldResult) -> None:
         cv, k = self._opened(), result.fold
-        folder = self._fold_dir(k)
+        folder = fold_dir(self.root, k)
         (folder / names.WEIGHTS_DIR).mkdir(exist_ok=True)
         (folder / names.OOF_DIR).mkdir(exist_ok=True)
         _atomic_copy(result.weights_path, folder / names.weights_artifact(k))
@@ -112,7 +113,7 @@ class LocalStore:
         return parent is not None and parent["status"] == FINISHED
 
     def load_fold(self, fold: int) -> FoldResult:
-        cv, folder = self._opened(), self._fold_dir(fold)
+        cv, folder = self._opened(), fold_dir(self.root, fold)
         facts = json.loads((folder / names.fold_facts_artifact(fold)).read_text())
         oof = fold_files.load_oof(folder / names.oof_fold_artifact(fold))
         weights = folder / names.weights_artifact(fold)
@@ -156,9 +157,6 @@ class LocalStore:
             raise RuntimeError("LocalStore: call open() first")
         return self._cv
 
-    def _fold_dir(self, fold: int) -> Path:
-        return self.root / f"fold_{fold}"
-
     def _read_parent(self) -> dict[str, Any] | None:
         return read_parent(self.root)
 
@@ -171,6 +169,11 @@ class LocalStore:
             "folds_sha256": folds_sha,
         }
         atomic_write_text(self.root / PARENT_FILE, fold_files.json_text(parent))
+
+
+def fold_dir(root: Path, fold: int) -> Path:
+    """Fold ``fold``'s folder in a LocalStore folder."""
+    return root / f"fold_{fold}"
 
 
 def read_parent(root: Path) -> dict[str, Any] | None:
@@ -220,3 +223,23 @@ class LocalRunReader:
                 "train it again to compare it"
             )
         return fold_files.load_image_scores(path, source=str(path))
+
+    def config(self) -> TrainConfig:
+        path = self.root / names.CONFIG_ARTIFACT
+        if not path.is_file():
+            raise NervesegError(f"{self.root} has no {names.CONFIG_ARTIFACT}; train it again into a new folder")
+        return load_config(path).replace(name=self.name)
+
+    def file(self, artifact: str, workdir: Path) -> Path | None:
+        path = self.root / artifact
+        return path if path.is_file() else None
+
+    def fold_weights(self, workdir: Path) -> list[Path]:
+        paths = []
+        for k in range(self.config().folds):
+            path = fold_dir(self.root, k) / names.weights_artifact(k)
+            if not path.is_file():
+                raise NervesegError(f"{self.root} has no weights for fold {k} ({path}); train it again in a new folder")
+            fold_files.check_weights_file(path, f"fold {k}'s weights {path}", "train it again in a new folder")
+            paths.append(path)
+        return paths

@@ -9,8 +9,9 @@ A ``CVObserver`` hears every epoch and fold; it may raise to stop the CV (tuning
 and the store then marks the runs stopped on purpose rather than failed.
 
 A ``RunReader`` is the read side: a finished cross-validation read back from either store (``LocalRunReader``
-for a folder, ``track.run_reader.MlflowRunReader`` for an MLflow run), for commands that look at finished runs
-(``compare.py``) without knowing where they are kept.
+for a folder, ``track.run_reader.MlflowRunReader`` for an MLflow run), for the use cases that look at finished
+runs without knowing where they are kept: comparing them (``compare.py``), submitting from them
+(``run.submit``) and packaging their fold ensemble as a model (``run.package``).
 """
 
 from __future__ import annotations
@@ -134,3 +135,14 @@ class RunReader(Protocol):
 
     def image_scores(self) -> ImageScores:
         """Every OOF image's score with its subject and fold (one-line error when the run kept none)."""
+
+    def config(self) -> TrainConfig:
+        """The run's ``config.yaml`` with the run's name (one-line error when the run kept none)."""
+
+    def file(self, artifact: str, workdir: Path) -> Path | None:
+        """The run's file ``artifact`` (``postprocessing.json``, ``oof/oof_probs.npz``...) as a local path, downloaded
+        under ``workdir`` when the store is remote; None when the run has no such file."""
+
+    def fold_weights(self, workdir: Path) -> list[Path]:
+        """Every fold's weights file as a local path (downloaded under ``workdir`` when the store is remote),
+        each checked readable; a missing or damaged one is a one-line error naming it."""

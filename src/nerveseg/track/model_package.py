@@ -1,4 +1,9 @@
-"""A CV run's fold ensemble as one MLflow Model (pyfunc), logged on the CV parent run.
+"""A CV run's fold ensemble as one MLflow Model (pyfunc), logged on the CV parent run or saved as a model folder.
+
+``log_cv_model`` logs it on an MLflow CV run (what ``register.py`` registers); ``save_model_folder`` writes it as
+a plain folder from a run of either store (``register.py --run-dir DIR --out MODEL_DIR``), which
+``mlflow.pyfunc.load_model``, ``predict.py --model MODEL_DIR`` and ``mlflow models serve -m MODEL_DIR`` load
+with no tracking store. The files come from ``run.package.model_files``.
 
 The package holds everything a prediction needs: every fold's ``.weights.h5``, the run's ``config.yaml``
 and ``postprocessing.json`` as artifacts, the task and the TTA switch in the model config, the
@@ -18,10 +23,11 @@ DataFrame through ``PyFuncModel.predict``). Output: one row per image, ``present
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
+import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,9 +45,12 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROJ_ROOT
+from nerveseg.run.fold_files import check_weights_file
+from nerveseg.run.package import ModelFiles, check_new_model_dir, model_files
+from nerveseg.run.resolved_run import DECIDED, Sources
+from nerveseg.run.store import RunReader
 from nerveseg.track import schema
-from nerveseg.track.run_models import check_weights_file, resolve_run
-from nerveseg.track.run_postprocessing import Sources, postprocessing_for_runs
+from nerveseg.track.run_reader import MlflowRunReader
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/nerveseg, shipped as the model's code
 REQUIREMENTS = PROJ_ROOT / "requirements.txt"
@@ -52,6 +61,7 @@ RUNTIME_PACKAGES = (
 )  # fmt: skip
 EXAMPLE_SHAPE = (64, 64)  # a small gray image in the input example (ISBI U-Nets need sides divisible by 2**k)
 DEFAULT_BATCH_SIZE = 32
+REPACKAGE = "src/register.py --run-id ID, or --run-dir DIR --out MODEL_DIR for a LocalStore folder"
 
 
 # ---------------------------------------------------------------------------------- the pyfunc model
@@ -126,9 +136,7 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
         weights = [Path(artifacts[schema.model_weights_key(k)]) for k in range(config.folds)]
         for k, path in enumerate(weights):
             what = f"the model's artifact {schema.model_weights_key(k)} ({path.name})"
-            check_weights_file(
-                path, what, "restore the artifact, or register another CV run with src/register.py --run-id"
-            )
+            check_weights_file(path, what, f"restore the artifact, or package the CV run again ({REPACKAGE})")
         source = f"the model's {schema.POSTPROCESSING_ARTIFACT}"
         values = json.loads(Path(artifacts[schema.MODEL_POSTPROCESSING_ARTIFACT]).read_text())
         decision = get_task(config.task).decision_from_json(values, source=source)
@@ -225,11 +233,30 @@ def logged_model_of_run(client: MlflowClient, run_id: str) -> LoggedModel | None
     return max(found, key=lambda m: m.creation_timestamp, default=None)
 
 
+def _pyfunc_arguments(files: ModelFiles, tta: bool, batch_size: int) -> dict[str, Any]:
+    """What ``mlflow.pyfunc.log_model`` and ``save_model`` both take: the files, the code, the model config."""
+    artifacts = {
+        schema.MODEL_CONFIG_ARTIFACT: str(files.config_path),
+        schema.MODEL_POSTPROCESSING_ARTIFACT: str(files.postprocessing_path),
+        **{schema.model_weights_key(k): str(p) for k, p in enumerate(files.run.weights_paths)},
+    }
+    return {
+        "python_model": NervesegModel(),
+        "artifacts": artifacts,
+        "code_paths": [str(PACKAGE_DIR)],
+        "model_config": {schema.TTA_CONFIG: tta, schema.BATCH_SIZE_CONFIG: batch_size, schema.TASK_CONFIG: files.task},
+        "signature": signature(files.task),
+        "input_example": input_example(),
+        "pip_requirements": pip_requirements(),
+    }
+
+
 def log_cv_model(
     client: MlflowClient,
     run_id: str,
     sources: Sources,
     *,
+    tracking_uri: str,
     tta: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> LoggedModel:
@@ -237,46 +264,47 @@ def log_cv_model(
 
     The LoggedModel is created with the client in the run's experiment and linked to the run as its
     output, then ``mlflow.pyfunc.log_model(name="model", model_id=...)`` fills it, so nothing relies on
-    MLflow's global active run. Post-processing is the run's ``postprocessing.json`` (decided now when
-    missing, as ``submit.py`` does).
+    MLflow's global active run. Post-processing is the run's ``postprocessing.json`` (decided now and kept on
+    the run when missing, as ``submit.py`` does).
     """
     existing = logged_model_of_run(client, run_id)
     if existing is not None:
         return existing
     run = client.get_run(run_id)
-    with tempfile.TemporaryDirectory(prefix="nerveseg-model-") as tmp:
-        work = Path(tmp)
-        resolved = resolve_run(client, run_id, work, sources.tracking_uri)
-        decision, _ = postprocessing_for_runs(client, [resolved], dataclasses.replace(sources, workdir=work))
-        decision_path = work / schema.POSTPROCESSING_ARTIFACT
-        decision_path.write_text(json.dumps(decision.to_json(), indent=2))
-        artifacts = {
-            schema.MODEL_CONFIG_ARTIFACT: str(work / run_id / schema.CONFIG_ARTIFACT),
-            schema.MODEL_POSTPROCESSING_ARTIFACT: str(decision_path),
-            **{schema.model_weights_key(k): str(p) for k, p in enumerate(resolved.weights_paths)},
-        }
-        task = resolved.config.task
-        model = client.create_logged_model(
-            run.info.experiment_id,
-            name=schema.MODEL_NAME,
-            source_run_id=run_id,
-            params={k: str(v)[: schema.MAX_PARAM_LENGTH] for k, v in run.data.params.items()},
-            tags={schema.TASK_CONFIG: task, schema.TTA_CONFIG: str(tta).lower()},
-        )
-        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-        mlflow.set_tracking_uri(sources.tracking_uri)  # log_model writes to MLflow's current store
-        mlflow.pyfunc.log_model(
-            name=schema.MODEL_NAME,
-            model_id=model.model_id,
-            python_model=NervesegModel(),
-            artifacts=artifacts,
-            code_paths=[str(PACKAGE_DIR)],
-            model_config={schema.TTA_CONFIG: tta, schema.BATCH_SIZE_CONFIG: batch_size, schema.TASK_CONFIG: task},
-            signature=signature(task),
-            input_example=input_example(),
-            pip_requirements=pip_requirements(),
-        )
+    files = model_files(MlflowRunReader(client, run_id, tracking_uri), sources)
+    if files.decision_source == DECIDED:
+        client.log_dict(run_id, files.decision.to_json(), schema.POSTPROCESSING_ARTIFACT)
+    model = client.create_logged_model(
+        run.info.experiment_id,
+        name=schema.MODEL_NAME,
+        source_run_id=run_id,
+        params={k: str(v)[: schema.MAX_PARAM_LENGTH] for k, v in run.data.params.items()},
+        tags={schema.TASK_CONFIG: files.task, schema.TTA_CONFIG: str(tta).lower()},
+    )
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    mlflow.set_tracking_uri(tracking_uri)  # log_model writes to MLflow's current store
+    mlflow.pyfunc.log_model(
+        name=schema.MODEL_NAME, model_id=model.model_id, **_pyfunc_arguments(files, tta, batch_size)
+    )
     return client.get_logged_model(model.model_id)
+
+
+def save_model_folder(
+    reader: RunReader, out: Path, sources: Sources, *, tta: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Path:
+    """The run's fold ensemble as a NEW MLflow model folder ``out`` (``mlflow.pyfunc.save_model``), from either
+    store; no tracking store is read or written for a LocalStore run. Written beside ``out`` and renamed into
+    place, so an interrupted save leaves no half model under that name."""
+    out = check_new_model_dir(out)
+    files = model_files(reader, sources)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        mlflow.pyfunc.save_model(path=str(staging / "model"), **_pyfunc_arguments(files, tta, batch_size))
+        os.rename(staging / "model", check_new_model_dir(out))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 __all__ = [
@@ -286,6 +314,7 @@ __all__ = [
     "log_cv_model",
     "logged_model_of_run",
     "pip_requirements",
+    "save_model_folder",
     "segmentations_frame",
     "signature",
 ]

@@ -1,7 +1,8 @@
 """Segment new image files with a logged or registered model: the work behind ``src/predict.py``.
 
 The model is loaded with ``mlflow.pyfunc.load_model(URI)`` (``models:/nerveseg@champion``,
-``models:/<model id>``, ``runs:/...``), which is why this lives in track/: the same object
+``models:/<model id>``, ``runs:/...``, or a model folder written by ``register.py --out``, which needs no
+tracking store), which is why this lives in track/: the same object
 ``mlflow models serve`` runs, fed the same file bytes, so its answers equal the server's. Each image
 gives ``<stem>_mask.png`` (0/255 at the image's own size) and ``<stem>_overlay.png`` (the mask's
 outline on the image); ``predictions.csv`` lists file, present, probability, area and RLE.
@@ -121,7 +122,9 @@ def load_model(uri: str) -> Any:
         return mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise NervesegError(f"--model {uri}: {first[:300]}; register one with src/register.py") from err
+        from nerveseg.track.registry import MODEL_HINT
+
+        raise NervesegError(f"--model {uri}: {first[:300]}; {MODEL_HINT}") from err
     except NervesegError as err:  # the package's own check of its files (a truncated weights artifact, say)
         raise NervesegError(f"--model {uri}: {err}") from err
 

@@ -24,15 +24,21 @@ from mlflow.tracking import MlflowClient
 from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
+from nerveseg.run.package import check_new_model_dir
+from nerveseg.run.resolved_run import Sources
+from nerveseg.run.store import RunReader
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.model_package import log_cv_model
 from nerveseg.track.run_models import get_run
-from nerveseg.track.run_postprocessing import Sources
 from nerveseg.track.store import TrackingError
 from nerveseg.uris import redact_uri
 
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?")
+MODEL_HINT = (  # what makes a model, from either store
+    "register an MLflow CV run with src/register.py [--run-id ID], or write a model folder from a LocalStore "
+    "folder with src/register.py --run-dir DIR --out MODEL_DIR and pass --model MODEL_DIR"
+)
 REGISTERED_DESCRIPTION = (
     "Fold ensembles of nerveseg cross-validation runs (pyfunc: fold weights, config.yaml, postprocessing.json). "
     "Each version's description holds its run's CV table; `register.py` moves the alias to the newest."
@@ -121,7 +127,8 @@ def register_run(
         raise NervesegError(f"run {run_id} is {run.info.status}; only FINISHED cross-validation runs are registered")
     uri = tracking_uri
     with tempfile.TemporaryDirectory(prefix="nerveseg-register-") as tmp:
-        model = log_cv_model(client, run_id, Sources(Path(tmp), uri, Path(raw_dir), Path(cache_dir), progress), tta=tta)
+        sources = Sources(Path(tmp), Path(raw_dir), Path(cache_dir), progress)
+        model = log_cv_model(client, run_id, sources, tracking_uri=uri, tta=tta)
     try:
         _ensure_registered_model(client, name)
         version = client.create_model_version(
@@ -149,6 +156,36 @@ def register_best(run_id: str | None = None, *, task: str | None = None, **optio
     return register_run(client, uri, chosen, **options)  # type: ignore[arg-type]
 
 
+def package_run(
+    out: Path,
+    *,
+    run_dir: Path | None = None,
+    run_id: str | None = None,
+    task: str | None = None,
+    tta: bool = True,
+    raw_dir: Path = RAW_DIR,
+    cache_dir: Path = PROCESSED_DIR,
+    progress: bool = True,
+) -> Path:
+    """A CV run's fold ensemble as a NEW model folder ``out`` instead of a registry version: the LocalStore folder
+    ``run_dir`` (no tracking store is read or created), else MLflow run ``run_id`` or the best finished one."""
+    from nerveseg.run.local_store import LocalRunReader
+    from nerveseg.track.model_package import save_model_folder
+    from nerveseg.track.run_reader import MlflowRunReader
+    from nerveseg.track.submission_run import chosen_runs, tracking
+
+    check_new_model_dir(out)
+    if run_dir is not None:
+        reader: RunReader = LocalRunReader(run_dir)
+    else:
+        client, uri, experiment_name = tracking()
+        (chosen,) = chosen_runs(run_id, None, experiment_name, uri, task)
+        reader = MlflowRunReader(client, chosen, uri)
+    with tempfile.TemporaryDirectory(prefix="nerveseg-package-") as tmp:
+        sources = Sources(Path(tmp), Path(raw_dir), Path(cache_dir), progress)
+        return save_model_folder(reader, Path(out), sources, tta=tta)
+
+
 def model_version(client: MlflowClient, uri: str) -> ModelVersion:
     """The registered version ``models:/name@alias`` or ``models:/name/version`` names (latest for bare name)."""
     match = MODEL_URI.fullmatch(uri.strip())
@@ -162,9 +199,9 @@ def model_version(client: MlflowClient, uri: str) -> ModelVersion:
             return client.get_model_version(name, number)
         versions = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], max_results=1)
     except MlflowException as err:
-        raise NervesegError(f"--model {uri}: {err.message.splitlines()[0]}; register one with src/register.py") from err
+        raise NervesegError(f"--model {uri}: {err.message.splitlines()[0]}; {MODEL_HINT}") from err
     if not versions:
-        raise NervesegError(f"--model {uri}: registered model {name!r} has no versions; run src/register.py")
+        raise NervesegError(f"--model {uri}: registered model {name!r} has no versions; {MODEL_HINT}")
     return versions[0]
 
 
@@ -178,13 +215,17 @@ def run_of_model(client: MlflowClient, uri: str) -> str:
     else:
         run_id = model_version(client, uri).run_id
     if not run_id:
-        raise NervesegError(f"--model {uri} names no source run; register it with src/register.py")
+        raise NervesegError(
+            f"--model {uri} names no source run; register a CV run with src/register.py --run-id ID, or submit "
+            "from a LocalStore folder with --run-dir DIR"
+        )
     return run_id
 
 
 __all__ = [
     "Registered",
     "model_version",
+    "package_run",
     "register_best",
     "register_run",
     "run_of_model",

@@ -1,46 +1,23 @@
-"""Tracked cross-validation runs resolved to local files: the best one, or one by id, with its
-config and every fold's weights (the newest FINISHED fold run per fold, by the run schema)."""
+"""Tracked cross-validation runs chosen: the best one of a task, or one by id checked to be a CV parent run.
+Their files are read through ``track.run_reader.MlflowRunReader``."""
 
 from __future__ import annotations
-
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from nerveseg.config import TrainConfig, load_config
 from nerveseg.errors import NervesegError
+from nerveseg.run.fold_files import check_weights_file
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.schema import (
-    CONFIG_ARTIFACT,
     PARENT_TAG,
     RUN_NAME_TAG,
     RUN_TYPE_TAG,
 )
-from nerveseg.track.store import (
-    download_artifacts,
-    find_runs,
-    load_mlflow_settings,
-)
-
-
-@dataclass
-class RunModels:
-    """One CV run resolved to local files: its config and one weights file per fold."""
-
-    run_id: str
-    name: str
-    experiment_id: str
-    config: TrainConfig
-    weights_paths: list[Path]
-    tags: dict[str, str]
-    cv_score_mean: float | None
-
+from nerveseg.track.store import find_runs, load_mlflow_settings
 
 # ----------------------------------------------------------------------------------- choosing runs
 
@@ -107,53 +84,4 @@ def cv_parent_run(client: MlflowClient, run_id: str) -> Run:
     return run
 
 
-def resolve_run(client: MlflowClient, run_id: str, workdir: Path, tracking_uri: str) -> RunModels:
-    """Download ``config.yaml`` and every fold's weights of CV run ``run_id`` into ``workdir``."""
-    run = cv_parent_run(client, run_id)
-    name = run_name(run)
-    if run.info.status != "FINISHED":
-        print(f"warning: run {run_id} ({name}) is {run.info.status}, not FINISHED", file=sys.stderr)
-    local = workdir / run_id
-    try:
-        config_path = download_artifacts(run_id, CONFIG_ARTIFACT, local, tracking_uri=tracking_uri)
-    except ValueError as err:
-        raise NervesegError(f"run {run_id} ({name}) has no {CONFIG_ARTIFACT} artifact; is it a CV parent run?") from err
-    config = load_config(config_path).replace(name=name)
-    folds = schema.newest_finished_fold_runs(client, run)
-    missing = [k for k in range(config.folds) if k not in folds]
-    if missing:
-        raise NervesegError(
-            f"run {run_id} ({name}) has no finished fold run for folds {missing} of {config.folds}, so no weights "
-            "for them; finish the cross-validation (python src/cv_train.py --resume) or pick another run"
-        )
-    weights = []
-    for k in range(config.folds):
-        artifact = schema.weights_artifact(k)
-        try:
-            weights.append(
-                download_artifacts(folds[k].info.run_id, artifact, local / f"fold_{k}", tracking_uri=tracking_uri)
-            )
-        except ValueError as err:
-            raise NervesegError(
-                f"run {run_id} ({name}) has no weights for fold {k} (artifact {artifact} of fold run "
-                f"{folds[k].info.run_id}); retrain that fold or pick another run"
-            ) from err
-        fold_run = folds[k].info.run_id
-        what = f"fold {k}'s weights (artifact {artifact} of fold run {fold_run}, CV run {run_id} ({name}))"
-        check_weights_file(weights[-1], what, "retrain that fold or pick another run")
-    score = run.data.metrics.get(schema.CV_SCORE_MEAN)
-    return RunModels(run_id, name, run.info.experiment_id, config, weights, dict(run.data.tags), score)
-
-
-def check_weights_file(path: Path, what: str, fix: str) -> None:
-    """Open ``path`` as HDF5 (only its superblock is read) and raise ``NervesegError`` naming ``what`` when it is
-    truncated or no weights file at all. Weights are read from a temporary copy of the artifact; Keras's error
-    would name that copy, which is gone by the time anybody reads the message."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r"):
-            pass
-    except OSError as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise NervesegError(f"{what} cannot be read ({reason}); {fix}") from err
+__all__ = ["best_cv_run", "check_weights_file", "cv_parent_run", "get_run", "run_name"]

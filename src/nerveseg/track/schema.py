@@ -47,12 +47,6 @@ CV_RUN = "cv"
 FOLD_RUN = "fold"
 SUBMISSION_RUN = "submission"
 
-# ------------------------------------------------------------------------------------------ metrics
-TEST_SCORE = "test_score"
-TEST_SCORE_CI_LOW = "test_score_ci_low"
-TEST_SCORE_CI_HIGH = "test_score_ci_high"
-TEST_INSIDE_PI = "test_score_inside_pi"  # 1.0 when the test score lies in the CV run's prediction interval
-
 
 # --------------------------------------------------------------- the MLflow Model of a CV run (issue 15)
 # ``track.model_package`` writes it, ``track.registry`` / ``predict.py`` / the served model read it
@@ -132,10 +126,6 @@ __all__ = [
     "RUN_TYPE_TAG",
     "STOPPED_TAG",
     "SUBMISSION_RUN",
-    "TEST_INSIDE_PI",
-    "TEST_SCORE",
-    "TEST_SCORE_CI_HIGH",
-    "TEST_SCORE_CI_LOW",
     "OofArrays",
     "children_filter",
     "fold_runs",

@@ -1,0 +1,63 @@
+"""A finished cross-validation's fold ensemble gathered as a model's files, from either store.
+
+A model of a CV run is every fold's weights, the run's ``config.yaml`` and the post-processing to apply
+(``postprocessing.json``: the run's own, or decided now on its out-of-fold predictions as ``submit.py`` does).
+``model_files`` gathers them into a work folder through ``run.store.RunReader``, so an MLflow run and a LocalStore
+folder package alike; ``track.model_package`` wraps them as an MLflow pyfunc model, logged on an MLflow run or
+saved as a model folder (``register.py --run-dir DIR --out MODEL_DIR``) that ``predict.py --model MODEL_DIR``
+and ``mlflow models serve -m MODEL_DIR`` load with no tracking store at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerveseg import names
+from nerveseg.errors import NervesegError
+from nerveseg.io_utils import check_writable_dir
+from nerveseg.run.resolved_run import ResolvedRun, Sources, postprocessing_for_runs, resolve
+from nerveseg.run.store import RunReader
+from nerveseg.tasks.base import Decision
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The local files of one run's model; ``decision_source`` says where its post-processing came from."""
+
+    run: ResolvedRun
+    config_path: Path
+    postprocessing_path: Path
+    decision: Decision
+    decision_source: str
+
+    @property
+    def task(self) -> str:
+        return self.run.config.task
+
+
+def model_files(reader: RunReader, sources: Sources) -> ModelFiles:
+    """The run's config, fold weights and post-processing as files under ``sources.workdir``."""
+    workdir = sources.workdir
+    run = resolve(reader, workdir)
+    config_path = reader.file(names.CONFIG_ARTIFACT, workdir)
+    if config_path is None:  # resolve() read it, so only a store that changed meanwhile gets here
+        raise NervesegError(f"run {run.run_id} ({run.name}) has no {names.CONFIG_ARTIFACT}")
+    decision, source = postprocessing_for_runs([run], sources)
+    decision_path = workdir / "model" / names.POSTPROCESSING_ARTIFACT
+    decision_path.parent.mkdir(parents=True, exist_ok=True)
+    decision_path.write_text(json.dumps(decision.to_json(), indent=2))
+    return ModelFiles(run, config_path, decision_path, decision, source)
+
+
+def check_new_model_dir(path: Path) -> Path:
+    """``--out``: a folder that does not exist yet, in a writable folder (a model folder is never overwritten)."""
+    path = Path(path)
+    if os.path.lexists(path):
+        raise NervesegError(f"--out {path} already exists; a model folder is never overwritten, pick a new one")
+    return check_writable_dir(path, "--out")
+
+
+__all__ = ["ModelFiles", "check_new_model_dir", "model_files"]
