@@ -12,6 +12,10 @@ Read it with care: epoch k of an N-epoch cosine schedule is not a k-epoch schedu
 has not decayed yet), so the curve is a lower bound on what a run of k epochs would reach, and its
 slope at the end says what more epochs of the same schedule would buy. For the honest point at a
 given length run that length (``--set epochs=K``).
+
+A CV already tracked by ``cv_train.py`` (with ``epoch_rand_error: true``) holds the same curve in its fold runs'
+``val_v_rand_error`` histories: ``--run-id ID`` reads them from the MLflow store (``MLFLOW_TRACKING_URI``)
+instead of training again (``--config`` and ``--root`` then only give the steps per epoch).
 """
 
 from __future__ import annotations
@@ -40,12 +44,26 @@ def rand_error_table(per_fold: dict[int, list[float]], steps_per_epoch: int, bat
     return rows
 
 
+def tracked_curves(run_id: str, metric: str) -> dict[int, list[float]]:
+    """Each finished fold run's per-epoch ``metric`` of the tracked CV ``run_id``, in epoch order."""
+    from nerveseg.track import schema
+    from nerveseg.track.store import get_client
+
+    client = get_client()
+    parent = client.get_run(run_id)
+    return {
+        fold: [m.value for m in sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)]
+        for fold, run in sorted(schema.newest_finished_fold_runs(client, parent).items())
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--root", type=Path, required=True, help="ISBI data root (train/ and test/ or TIFF stacks)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--csv", type=Path, help="also write the table to this NEW csv file")
+    parser.add_argument("--run-id", help="a finished tracked CV (cv_train.py) to read the curve from, not train")
     args = parser.parse_args()
     if args.csv is not None and args.csv.exists():
         parser.error(f"--csv {args.csv} exists; pick a new name")
@@ -69,10 +87,14 @@ def main() -> None:
             print(f"fold {fold} epoch {epoch + 1}: {VAL_V_RAND_ERROR} {logs[VAL_V_RAND_ERROR]:.4f}", flush=True)
 
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = LocalStore(Path(tmp) / config.name)
-        paths = CVPaths(args.root, Path(tmp) / "cache", Path(tmp) / "folds", Path(tmp) / "work")
-        result = cross_validate(config, paths, store, [Listen()], progress=False)
+    result = None
+    if args.run_id is not None:
+        per_fold.update(tracked_curves(args.run_id, VAL_V_RAND_ERROR))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = LocalStore(Path(tmp) / config.name)
+            paths = CVPaths(args.root, Path(tmp) / "cache", Path(tmp) / "folds", Path(tmp) / "work")
+            result = cross_validate(config, paths, store, [Listen()], progress=False)
     minutes = (time.perf_counter() - start) / 60
     data = load_isbi(isbi_root(args.root))
     n_train = len(data) - len(data) // config.folds  # block folds: held-out blocks differ by one slice at most
@@ -87,7 +109,7 @@ def main() -> None:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    if result.final is not None:
+    if result is not None and result.final is not None:
         print(result.final.table)
 
 
