@@ -271,3 +271,16 @@ def file_lock(path: Path | str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def read_bounded(path: Path, max_bytes: int, too_large: str, error: type[Exception]) -> bytes:
+    """A file's bytes; one larger than ``max_bytes`` is refused unread (``error``: "<path>: is N MB, <too_large>"),
+    and an ``OSError`` becomes ``error`` naming the file, so a reader of user files never shows a traceback."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise error(f"{path}: is {size / 1e6:.1f} MB, {too_large}")
+            return handle.read()
+    except OSError as err:
+        raise error(f"{path}: cannot be read ({err.strerror}); check the file and its permissions") from err

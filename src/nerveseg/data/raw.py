@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 import tifffile
 
 from nerveseg.errors import NervesegError
+from nerveseg.io_utils import read_bounded
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH, RAW_DIR
 
 TRAIN_IMAGE_RE = re.compile(r"(?P<subject>0|[1-9]\d*)_(?P<image>0|[1-9]\d*)\.tif")
@@ -122,17 +122,11 @@ def index_test(raw_dir: Path = RAW_DIR) -> pd.DataFrame:
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, with a ``DataError`` instead of a bare ``OSError``; a file too large to be a raw
     image (``MAX_RAW_FILE_BYTES``) is refused before it is read."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_RAW_FILE_BYTES:
-                raise DataError(
-                    f"{path}: is {size / 1e6:.1f} MB, larger than any {ORIG_WIDTH}x{ORIG_HEIGHT} 8-bit TIFF "
-                    f"({MAX_RAW_FILE_BYTES / 1e6:.1f} MB at most); replace it with the original file"
-                )
-            return handle.read()
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read ({err.strerror}); check the file and its permissions") from err
+    too_large = (
+        f"larger than any {ORIG_WIDTH}x{ORIG_HEIGHT} 8-bit TIFF ({MAX_RAW_FILE_BYTES / 1e6:.1f} MB at most); "
+        "replace it with the original file"
+    )
+    return read_bounded(path, MAX_RAW_FILE_BYTES, too_large, DataError)
 
 
 @dataclass(frozen=True)

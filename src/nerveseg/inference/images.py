@@ -26,6 +26,7 @@ import numpy as np
 
 from nerveseg.data.raw import file_kind, tiff_header
 from nerveseg.errors import NervesegError
+from nerveseg.io_utils import read_bounded
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 OUTLINE_BGR = (0, 255, 255)  # yellow: visible on grayscale ultrasound
@@ -142,17 +143,11 @@ def read_header(data: bytes, name: str) -> ImageHeader:
 
 def read_image_file(path: Path) -> bytes:
     """A file's bytes for ``decode_gray``; a file larger than any image it accepts is refused unread."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_IMAGE_FILE_BYTES:
-                raise ImageError(
-                    f"{path}: is {size / 1e6:.1f} MB, larger than any image of at most {MAX_IMAGE_PIXELS:,} "
-                    f"pixels ({MAX_IMAGE_FILE_BYTES / 1e6:.0f} MB); resize it first"
-                )
-            return handle.read()
-    except OSError as err:
-        raise ImageError(f"{path}: cannot be read ({err.strerror}); check the file and its permissions") from err
+    too_large = (
+        f"larger than any image of at most {MAX_IMAGE_PIXELS:,} pixels ({MAX_IMAGE_FILE_BYTES / 1e6:.0f} MB); "
+        "resize it first"
+    )
+    return read_bounded(path, MAX_IMAGE_FILE_BYTES, too_large, ImageError)
 
 
 def decode_gray(data: bytes, name: str) -> np.ndarray:
