@@ -91,14 +91,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.work is not None and args.work.exists():
         parser.error(f"--work {args.work} already exists; name a new folder")
-    given = {key: getattr(args, key) for key in MAKEFILE_KEYS}
-    if any(value is None for value in given.values()):
+    return finish_demo_args(parser, args, tuple(MAKEFILE_KEYS), positive=("subjects", "images", "test"))
+
+
+def finish_demo_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, keys: tuple[str, ...], positive: tuple[str, ...]
+) -> argparse.Namespace:
+    """Sizes not given from the Makefile (``keys``), ``positive`` ones checked, ``--set`` as ``args.overrides``."""
+    missing = [key for key in keys if getattr(args, key) is None]
+    if missing:
         defaults = makefile_demo_sizes()
-        for key, value in given.items():
-            setattr(args, key, defaults[key] if value is None else value)
-    for key in ("subjects", "images", "test"):
+        for key in missing:
+            setattr(args, key, defaults[key])
+    for key in positive:
         if getattr(args, key) < 1:
-            parser.error(f"--{key} must be >= 1")
+            parser.error(f"--{key.replace('_', '-')} must be >= 1")
     args.overrides = dict(item.split("=", 1) for item in args.set if "=" in item)
     if len(args.overrides) != len(args.set):
         parser.error("--set takes KEY=VALUE")

@@ -32,7 +32,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_seeds import DEMO_CONFIG, makefile_demo_sizes
+from demo_seeds import DEMO_CONFIG, finish_demo_args
 from nerveseg import names
 from nerveseg.cli import one_line_errors
 from nerveseg.config import TrainConfig, load_config
@@ -62,17 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="keep the data, stores and runs in this NEW folder")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON to this NEW file")
     args = parser.parse_args(argv)
-    if args.subjects is None or args.images is None or args.data_seed is None:
-        sizes = makefile_demo_sizes()
-        args.subjects = sizes["subjects"] if args.subjects is None else args.subjects
-        args.images = sizes["images"] if args.images is None else args.images
-        args.data_seed = sizes["data_seed"] if args.data_seed is None else args.data_seed
-    for key in ("trials", "subjects", "images"):
-        if getattr(args, key) < 1:
-            parser.error(f"--{key} must be >= 1")
-    args.overrides = dict(item.split("=", 1) for item in args.set if "=" in item)
-    if len(args.overrides) != len(args.set):
-        parser.error("--set takes KEY=VALUE")
+    finish_demo_args(parser, args, ("subjects", "images", "data_seed"), positive=("trials", "subjects", "images"))
     for path, option in ((args.work, "--work"), (args.out, "--out")):
         if path is not None and path.exists():
             parser.error(f"{option} {path} exists; nothing is overwritten, pass a new path")
