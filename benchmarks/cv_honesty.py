@@ -42,14 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 
+from demo_seeds import DEMO_CONFIG, makefile_demo_style
 from nerveseg import names
 from nerveseg.config import CHECKPOINT_RULES, load_config
-from nerveseg.data.synthetic import generate
+from nerveseg.data.synthetic import STYLES, generate
 from nerveseg.io_utils import atomic_write_text
-from nerveseg.paths import PROJ_ROOT
 from protocol import cpu_model, cv_then_submit
-
-DEMO_CONFIG = PROJ_ROOT / "experiments" / "demo.yaml"
 
 
 @dataclass
@@ -172,6 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--subjects", type=int, default=24, help="training subjects per set")
     parser.add_argument("--images-per-subject", type=int, default=16)
+    parser.add_argument("--style", choices=sorted(STYLES), help="generator style (default: the demo's, DEMO_STYLE)")
     parser.add_argument("--test-subjects", type=int, default=8, help="held-out subjects per set")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
@@ -181,6 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the cases as JSON here")
     args = parser.parse_args(argv)
     args.datasets = args.datasets or (1 if args.small else 10)
+    args.style = args.style or makefile_demo_style()
     if args.datasets < 1 or args.test_subjects < 1:
         parser.error("--datasets and --test-subjects must be >= 1")
     rules = args.rules.split(",") if args.rules is not None else [load_config(args.config).checkpoint]
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rules = args.rules
     print(
-        f"{args.datasets} data sets x rules {rules}: {args.subjects} subjects x {args.images_per_subject} images, "
+        f"{args.datasets} data sets x rules {rules}: {args.subjects} subjects x {args.images_per_subject} images "
+        f"({args.style}), "
         f"{args.test_subjects} test subjects, {args.folds} folds, epochs {args.epochs or 'of the config'}, "
         f"batch {args.batch_size}, config {args.config.name} "
         f"{' '.join(args.set)}; machine: {cpu_model()}",
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             test = args.test_subjects * args.images_per_subject
             generate(
                 root / "raw", args.subjects, args.images_per_subject, test, seed,
-                test_masks_dir=root / "masks", progress=False,
+                test_masks_dir=root / "masks", progress=False, style=args.style,
             )  # fmt: skip
             for rule in rules:
                 cases.append(run_case(root, seed, rule, args))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_seeds import DEMO_CONFIG, SeedRow, makefile_demo_sizes, run_seed
+from demo_seeds import DEMO_CONFIG, SeedRow, makefile_demo_sizes, makefile_demo_style, run_seed
 from nerveseg.data.synthetic import generate
 from nerveseg.io_utils import atomic_write_text
 from protocol import cpu_model
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_point(point: Point, args: argparse.Namespace, sizes: dict[str, int], root: Path) -> SeedRow:
     generate(root / "raw", point.subjects, point.images, sizes["test"], sizes["data_seed"],
-             test_masks_dir=root / "masks", progress=False)  # fmt: skip
+             test_masks_dir=root / "masks", progress=False, style=makefile_demo_style())  # fmt: skip
     seed_args = argparse.Namespace(
         config=args.config, overrides={"base_filters": point.base_filters, "epochs": point.epochs}
     )

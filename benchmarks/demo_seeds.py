@@ -38,7 +38,7 @@ import numpy as np
 
 from nerveseg import names
 from nerveseg.config import load_config
-from nerveseg.data.synthetic import generate
+from nerveseg.data.synthetic import STYLES, generate
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.paths import PROJ_ROOT
 from protocol import cpu_model, cv_then_submit
@@ -59,6 +59,12 @@ def makefile_demo_sizes(makefile: Path = MAKEFILE) -> dict[str, int]:
             raise SystemExit(f"error: {makefile} has no '{variable} ?= <number>' line; pass --{key.replace('_', '-')}")
         sizes[key] = int(found.group(1))
     return sizes
+
+
+def makefile_demo_style(makefile: Path = MAKEFILE) -> str:
+    """The demo set's generator style from the Makefile's ``DEMO_STYLE ?= name`` line (realistic when absent)."""
+    found = re.search(r"^DEMO_STYLE\s*\?=\s*(\w+)\s*$", Path(makefile).read_text(), re.MULTILINE)
+    return found.group(1) if found else "realistic"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -83,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, help="images per subject (default: DEMO_IMAGES)")
     parser.add_argument("--test", type=int, help="test images (default: DEMO_TEST)")
     parser.add_argument("--data-seed", type=int, help="generator seed (default: DEMO_SEED)")
+    parser.add_argument("--style", choices=sorted(STYLES), help="generator style (default: DEMO_STYLE)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument(
@@ -97,7 +104,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def finish_demo_args(
     parser: argparse.ArgumentParser, args: argparse.Namespace, keys: tuple[str, ...], positive: tuple[str, ...]
 ) -> argparse.Namespace:
-    """Sizes not given from the Makefile (``keys``), ``positive`` ones checked, ``--set`` as ``args.overrides``."""
+    """Sizes (``keys``) and the style not given from the Makefile, ``positive`` ones checked, ``--set`` as
+    ``args.overrides``."""
+    if getattr(args, "style", None) is None:
+        args.style = makefile_demo_style()
     missing = [key for key in keys if getattr(args, key) is None]
     if missing:
         defaults = makefile_demo_sizes()
@@ -208,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     test_subjects = -(-args.test // args.images)  # the generator gives each test subject `images` frames
     print(
         f"demo protocol over seeds {args.seeds}: {args.config.name} {' '.join(args.set)}, {args.subjects} subjects "
-        f"x {args.images} images, {args.test} test images ({test_subjects} subjects), data seed {args.data_seed}, "
+        f"x {args.images} images ({args.style}), {args.test} test images ({test_subjects} subjects), "
+        f"data seed {args.data_seed}, "
         f"{DEMO_FOLDS} folds; machine: {cpu_model()}",
         flush=True,
     )
@@ -219,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         generate(
             root / "raw", args.subjects, args.images, args.test, args.data_seed,
-            test_masks_dir=root / "masks", progress=False,
+            test_masks_dir=root / "masks", progress=False, style=args.style,
         )  # fmt: skip
         print(f"data generated in {time.perf_counter() - started:.0f} s", flush=True)
         print(HEADER, flush=True)

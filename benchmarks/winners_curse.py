@@ -91,7 +91,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     base = load_config(args.config, folds=args.folds, **args.overrides)
     space = equivalent_space(base)
     started = time.perf_counter()
-    generate(work / "raw", args.subjects, args.images, 1, args.data_seed, test_masks_dir=work / "masks", progress=False)
+    generate(
+        work / "raw", args.subjects, args.images, 1, args.data_seed,
+        test_masks_dir=work / "masks", progress=False, style=args.style,
+    )  # fmt: skip
     dirs = {"raw_dir": work / "raw", "cache_dir": work / "cache", "folds_dir": work / "folds"}
     storage = f"sqlite:///{work / 'optuna.db'}"
     settings = TuneSettings(STUDY, args.trials, base, space, storage, **dirs, pruner=make_pruner("none"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from nerveseg.cli import one_line_errors
-from nerveseg.data.synthetic import generate
+from nerveseg.data.synthetic import STYLES, generate
 from nerveseg.paths import RAW_DIR
 
 
@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--test-masks", type=Path, default=None, help="where test masks go (default OUT/../synthetic_test_masks)"
     )
+    parser.add_argument(
+        "--style",
+        choices=sorted(STYLES),
+        default="realistic",
+        help="realistic: as hard as the real scans at 64x80 (default); clear: the demo's easier-to-see nerve",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -54,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         test_masks_dir=masks_dir,
         progress=not args.quiet,
         workers=args.workers,
+        style=args.style,
     )
     seconds = time.perf_counter() - start
     n_train = args.subjects * args.images_per_subject
     print(
-        f"wrote {n_train} training pairs ({args.subjects} subjects x {args.images_per_subject}) "
+        f"wrote {n_train} {args.style} training pairs ({args.subjects} subjects x {args.images_per_subject}) "
         f"to {args.out / 'train'}, "
         f"{args.test} test images to {args.out / 'test'} and their masks to {masks_dir} "
         f"in {seconds:.0f} s ({(n_train + args.test) / max(seconds, 1e-9):.0f} images/s)"

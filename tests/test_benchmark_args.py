@@ -55,6 +55,17 @@ def test_demo_seeds_finds_a_missing_makefile_variable(tmp_path: Path) -> None:
         demo.makefile_demo_sizes(makefile)
     makefile.write_text(makefile.read_text() + "DEMO_SEED ?= 9\n")
     assert demo.makefile_demo_sizes(makefile) == {"subjects": 3, "images": 4, "test": 40, "data_seed": 9}
+    assert demo.makefile_demo_style(makefile) == "realistic"  # the generator's default when none is named
+    makefile.write_text(makefile.read_text() + "DEMO_STYLE ?= clear\n")
+    assert demo.makefile_demo_style(makefile) == "clear"
+
+
+def test_the_demo_benchmarks_default_to_the_makefiles_style() -> None:
+    style = load("demo_seeds").makefile_demo_style()
+    assert style in {"clear", "realistic"}
+    assert load("demo_seeds").parse_args([]).style == style
+    assert load("cv_honesty").parse_args([]).style == style
+    assert load("cv_honesty").parse_args(["--style", "realistic"]).style == "realistic"
 
 
 def test_cv_honesty_defaults_to_the_configs_rule_and_checks_the_rules() -> None:

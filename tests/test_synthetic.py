@@ -337,3 +337,41 @@ def test_cli_writes_a_set_and_reports_errors_on_one_line(tmp_path: Path, capsys:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+# --- styles ----------------------------------------------------------------------------------------------------------
+
+
+def _frames(style: str, n: int = 12) -> list[tuple[np.ndarray, np.ndarray]]:
+    return list(synthetic.render_subject(np.random.SeedSequence([2016, 0, 3]), n, synthetic.STYLES[style]))
+
+
+def _nerve_contrast_at_model_size(image: np.ndarray, mask: np.ndarray) -> float:
+    """|mean of the nerve's core - mean of its outline band| at 64x80, in gray levels: what the model can see."""
+    small = cv2.resize(image, (80, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+    inside = (cv2.resize(mask, (80, 64), interpolation=cv2.INTER_AREA) > 127).astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    core = cv2.erode(inside, kernel).astype(bool)
+    band = cv2.dilate(inside, kernel).astype(bool) & ~core
+    return float(abs(small[core].mean() - small[band].mean()))
+
+
+def test_the_clear_style_draws_the_same_subject_and_labels_as_the_realistic_one() -> None:
+    realistic, clear = _frames("realistic"), _frames("clear")
+    for (_, mask_r), (_, mask_c) in zip(realistic, clear, strict=True):
+        assert np.array_equal(mask_r, mask_c)  # same draws: only how the nerve looks and fades differs
+    assert any(not np.array_equal(r[0], c[0]) for r, c in zip(realistic, clear, strict=True))
+
+
+def test_the_clear_style_nerve_stands_out_at_the_models_size() -> None:
+    contrasts = {}
+    for style in ("realistic", "clear"):
+        pairs = [(image, mask) for image, mask in _frames(style) if mask.any()]
+        assert pairs, "the subject must have labelled frames"
+        contrasts[style] = np.mean([_nerve_contrast_at_model_size(image, mask) for image, mask in pairs])
+    assert contrasts["clear"] > 2 * contrasts["realistic"] + 5, contrasts
+
+
+def test_generate_refuses_an_unknown_style(tmp_path: Path) -> None:
+    with pytest.raises(synthetic.NervesegError, match="style must be one of"):
+        generate(tmp_path / "raw", 1, 1, 0, 0, test_masks_dir=tmp_path / "m", style="easy")

@@ -46,7 +46,14 @@ import cv2
 import numpy as np
 
 from nerveseg.data.synthetic_anatomy import HEIGHT, smooth_noise
-from nerveseg.data.synthetic_frames import ar1, frame_states, make_subject, render_frame, render_subject
+from nerveseg.data.synthetic_frames import (
+    STYLES,
+    ar1,
+    frame_states,
+    make_subject,
+    render_frame,
+    render_subject,
+)
 from nerveseg.errors import NervesegError
 from nerveseg.logs import progress_bar
 
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 __all__ = [
+    "STYLES",
     "ar1",
     "frame_states",
     "generate",
@@ -94,12 +102,13 @@ class _Job:
     entropy: tuple[int, ...]
     image_paths: tuple[Path, ...]
     mask_paths: tuple[Path, ...]
+    style: str
 
 
 def _run_job(job: _Job) -> tuple[int, int]:
     """Render and write one subject; returns (frames written, frames labelled)."""
     labelled = 0
-    frames = render_subject(np.random.SeedSequence(list(job.entropy)), len(job.image_paths))
+    frames = render_subject(np.random.SeedSequence(list(job.entropy)), len(job.image_paths), STYLES[job.style])
     for (image, mask), image_path, mask_path in zip(frames, job.image_paths, job.mask_paths, strict=True):
         write_tiff(image_path, image)
         write_tiff(mask_path, mask)
@@ -126,18 +135,25 @@ def _check_count(name: str, value: int, minimum: int) -> None:
 
 
 def _plan_jobs(
-    seed: int, subjects: int, images_per_subject: int, test: int, train_dir: Path, test_dir: Path, masks_dir: Path
+    seed: int,
+    subjects: int,
+    images_per_subject: int,
+    test: int,
+    dirs: tuple[Path, Path, Path],
+    style: str,
 ) -> list[_Job]:
     """Split the work into per-subject jobs with their own seeds and output names (Kaggle's naming).
 
     Test frames come from further subjects (not in training, as in the competition) and get ids 1..test in a
-    seeded random order, so neighbouring ids do not reveal a subject.
+    seeded random order, so neighbouring ids do not reveal a subject. ``dirs``: (train, test, test masks).
     """
+    train_dir, test_dir, masks_dir = dirs
     jobs = [
         _Job(
             entropy=(seed, 0, subject),
             image_paths=tuple(train_dir / f"{subject}_{image}.tif" for image in range(1, images_per_subject + 1)),
             mask_paths=tuple(train_dir / f"{subject}_{image}_mask.tif" for image in range(1, images_per_subject + 1)),
+            style=style,
         )
         for subject in range(1, subjects + 1)
     ]
@@ -149,6 +165,7 @@ def _plan_jobs(
                 entropy=(seed, 1, index),
                 image_paths=tuple(test_dir / f"{i}.tif" for i in chunk),
                 mask_paths=tuple(masks_dir / f"{i}_mask.tif" for i in chunk),
+                style=style,
             )
         )
     return jobs
@@ -214,6 +231,7 @@ def generate(
     test_masks_dir: Path | None = None,
     progress: bool = True,
     workers: int | None = None,
+    style: str = "realistic",
 ) -> None:
     """Write a synthetic data set in Kaggle's layout.
 
@@ -226,12 +244,15 @@ def generate(
     The output depends only on the arguments (not on ``workers``). Refuses to write into a non-empty folder.
     Frames are written into hidden ``.synthetic-partial-*`` folders that are renamed into place at the end, so an
     interrupted run leaves no ``train``/``test`` folder behind (a leftover partial folder may be deleted).
-    ``workers`` defaults to one process per CPU for sets of 300 images or more, else in-process.
+    ``workers`` defaults to one process per CPU for sets of 300 images or more, else in-process. ``style`` is one
+    of ``STYLES``: "realistic" (as hard as the real scans at 64x80; tests and benchmarks) or "clear" (the demo's).
     """
     _check_count("subjects", subjects, 1)
     _check_count("images_per_subject", images_per_subject, 1)
     _check_count("test", test, 0)
     _check_count("seed", seed, 0)
+    if style not in STYLES:
+        raise NervesegError(f"style must be one of {sorted(STYLES)}, got {style!r}")
     out_dir = Path(out_dir)
     masks_dir = Path(test_masks_dir) if test_masks_dir is not None else out_dir.parent / "synthetic_test_masks"
     if masks_dir.resolve() in {(out_dir / "train").resolve(), (out_dir / "test").resolve()}:
@@ -252,7 +273,8 @@ def generate(
     try:
         for folder in (staging / "train", staging / "test"):
             folder.mkdir()
-        jobs = _plan_jobs(seed, subjects, images_per_subject, test, staging / "train", staging / "test", masks_staging)
+        dirs = (staging / "train", staging / "test", masks_staging)
+        jobs = _plan_jobs(seed, subjects, images_per_subject, test, dirs, style)
         _write_test_subjects(jobs, subjects + 1, masks_staging)
         n_jobs = len(jobs)
         _execute(jobs, min(workers, n_jobs), progress)

@@ -114,6 +114,34 @@ def probe_overlay(image: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Styles: how hard the nerve is to see
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """How visible the nerve is and how consistently it is labelled; the random draws are the same in every style.
+
+    ``realistic`` (the default) is as hard as the real scans at 64x80: the nerve is told mostly by its place, and
+    labels near the visibility cut-off are a coin flip. ``clear`` is the demo's: the nerve has a dark core and a
+    wide bright rim (``synthetic_nerve.clear_look``), the annotator is consistent and a frame's visibility follows
+    its label closely, so a thin U-Net learns it within a few CPU minutes.
+    """
+
+    name: str
+    clear_nerve: bool
+    annotator_noise: float  # sd of the label's disagreement with what the image shows (latent scale, sd 1)
+    visibility_edge: float  # width of the visibility ramp around the annotator's cut-off (latent scale)
+
+
+STYLES = {
+    "realistic": Style("realistic", clear_nerve=False, annotator_noise=ANNOTATOR_NOISE, visibility_edge=0.35),
+    "clear": Style("clear", clear_nerve=True, annotator_noise=0.1, visibility_edge=0.12),
+}
+REALISTIC = STYLES["realistic"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Subjects and frames
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -131,7 +159,7 @@ class Subject:
     gain_db: float
 
 
-def make_subject(rng: np.random.Generator) -> Subject:
+def make_subject(rng: np.random.Generator, style: Style = REALISTIC) -> Subject:
     """Draw a subject: layered tissue, muscles, fascia, vessels, nerve-like distractors, the nerve, settings."""
     shape = (CANVAS_H, CANVAS_W)
     boundaries = layer_boundaries(rng, CANVAS_W, CANVAS_H)
@@ -148,7 +176,7 @@ def make_subject(rng: np.random.Generator) -> Subject:
         echo=echo.astype(np.float32),
         arteries=tuple(v for v in vessels if v.pulsatile),
         nerve=nerve,
-        nerve_patch=make_nerve_patch(rng, nerve),
+        nerve_patch=make_nerve_patch(rng, nerve, clear=style.clear_nerve),
         skin=skin_bands(rng, WIDTH),
         empty_share=float(np.clip(rng.beta(*EMPTY_SHARE_BETA), *EMPTY_SHARE_RANGE)),
         gain_db=float(rng.normal(0.0, 1.5)),
@@ -185,7 +213,7 @@ def ar1(rng: np.random.Generator, n: int, rho: float, sd: float, size: tuple[int
     return out
 
 
-def frame_states(rng: np.random.Generator, n: int, empty_share: float) -> list[FrameState]:
+def frame_states(rng: np.random.Generator, n: int, empty_share: float, style: Style = REALISTIC) -> list[FrameState]:
     """States for ``n`` consecutive frames of one subject.
 
     Visibility follows a slow latent process; the annotator labels a frame when it exceeds the subject's cut-off,
@@ -205,8 +233,8 @@ def frame_states(rng: np.random.Generator, n: int, empty_share: float) -> list[F
     else:
         cut = latent.max() + 0.5 if n_empty == n else latent.min() - 0.5
     # what the image shows is the latent plus the annotator's inconsistency: labels near the cut are a coin flip
-    shown = latent + rng.normal(0.0, ANNOTATOR_NOISE, size=n)
-    strength = 1.0 / (1.0 + np.exp(-(shown - cut) / 0.35))
+    shown = latent + rng.normal(0.0, style.annotator_noise, size=n)
+    strength = 1.0 / (1.0 + np.exp(-(shown - cut) / style.visibility_edge))
     outline = rng.normal(0.0, 1.0, size=(n, 3)) * np.array([3.5, 3.5, 0.05])
 
     shift = ar1(rng, n, 0.93, 1.0, (2,)) * np.array([14.0, 7.0])
@@ -309,9 +337,11 @@ def render_frame(subject: Subject, state: FrameState) -> tuple[np.ndarray, np.nd
     return image, mask * np.uint8(255)
 
 
-def render_subject(seed: np.random.SeedSequence, n_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def render_subject(
+    seed: np.random.SeedSequence, n_frames: int, style: Style = REALISTIC
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (image, mask) for ``n_frames`` consecutive frames of one subject drawn from ``seed``."""
     rng = np.random.default_rng(seed)
-    subject = make_subject(rng)
-    for state in frame_states(rng, n_frames, subject.empty_share):
+    subject = make_subject(rng, style)
+    for state in frame_states(rng, n_frames, subject.empty_share, style):
         yield render_frame(subject, state)
