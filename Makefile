@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # The demo's synthetic set. Generated only when $(DEMO_RAW)/train does not exist yet.
 DEMO_RAW ?= data/raw
 DEMO_TEST_MASKS ?= data/synthetic_test_masks
-DEMO_SUBJECTS ?= 96
+DEMO_SUBJECTS ?= 64
 DEMO_IMAGES ?= 16
 DEMO_TEST ?= 160
 DEMO_SEED ?= 2016
