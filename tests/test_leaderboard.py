@@ -338,3 +338,20 @@ def test_from_kaggle_without_any_upload_says_what_to_pass(tracked: Tracked) -> N
     tracked.submission("a.csv")
     with pytest.raises(NervesegError, match="no submission of this experiment was uploaded"):
         record_leaderboard(from_kaggle=True)
+
+
+def test_a_run_dir_submission_is_uploaded_with_no_tracking_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """submit.py --run-dir --kaggle: the upload, its message from the folder's name and the CV's own interval."""
+    import submit
+
+    kaggle = install(tmp_path, monkeypatch)
+    csv = tmp_path / "x.csv"
+    csv.write_text("img,pixels\n1,\n")
+    prediction = Interval(0.7, 0.6, 0.8, 96, "subject", 0.95, 10)
+    result = SubmissionResult(csv, [str(tmp_path / "runs" / "demo")], 1, 0.5, None, "run", cv_prediction=prediction)
+    submit._upload(result, None, tracked=False)
+    message = "demo: CV estimate 0.7000, 95 % PI 0.6000-0.8000 for 10 test subjects (nerveseg)"
+    assert kaggle.calls() == [["competitions", "submit", "-c", COMPETITION, "-f", str(csv), "-m", message]]
+    assert capsys.readouterr().out.startswith("uploaded x.csv to Kaggle: Successfully submitted")
