@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nerveseg.data.kaggle_zip import Unpacked, raw_dir_leftovers, unpack_competition_zip
 from nerveseg.io_utils import check_outside, check_writable_dir
-from nerveseg.kaggle_client import COMPETITION, download_competition
+from nerveseg.kaggle_client import download_competition
 from nerveseg.paths import DATA_DIR, RAW_DIR
 
 DOWNLOAD_DIR = DATA_DIR / "kaggle"  # where the client's zip is kept (it skips a download that is up to date)
@@ -68,13 +68,13 @@ def describe(fetched: DataFetched, default_raw_dir: Path = RAW_DIR) -> str:
     predict = f" --predict-subjects {subjects}" if subjects else ""
     lines += [
         "next:",
-        f"  python src/prepare_data.py{raw_option}            # validate every TIFF, cache, fold split, audit",
+        f"  python src/prepare_data.py{raw_option}    # validate every TIFF, cache, fold split, audit",
         f"  python src/cv_train.py --folds 5 --config experiments/baseline.yaml{raw_option}{predict}",
     ]
     if subjects:
         lines.append(
-            f"  ({predict.strip()}: the CV's prediction interval for {found.test_images} test images at "
-            f"{found.train_pairs / found.subjects:.0f} frames per subject, as in {COMPETITION}'s training set)"
+            f"  ({predict.strip()}: the CV's prediction interval is then for the {found.test_images} test images, "
+            f"taken as {subjects} subjects of {found.train_pairs / found.subjects:.0f} frames like the training set's)"
         )
     return "\n".join(lines)
 
