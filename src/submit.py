@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 def _upload(result: SubmissionResult, message: str | None, *, tracked: bool) -> None:
     """``--kaggle``: the written file through the Kaggle client; tagged on its MLflow submission run when there is
     one. A failure is one line saying how to upload by hand (the file is kept), exit 2."""
+    if result.task != "nerve":
+        raise NervesegError(f"--kaggle uploads nerve CSVs to Kaggle; {result.csv_path} is a {result.task} submission")
     if tracked:
         from nerveseg.track.leaderboard import upload_and_record
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow.entities import Metric, Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg import kaggle_client
@@ -186,7 +187,7 @@ def _label(client: MlflowClient, run: Run) -> str:
     for run_id in filter(None, ids.split(",")):
         try:
             names.append(run_name(client.get_run(run_id)))
-        except Exception:  # a deleted CV run: its id still names it
+        except MlflowException:  # a deleted CV run: its id still names it
             names.append(run_id[:8])
     return "+".join(names) or run.info.run_id[:8]
 
@@ -313,7 +314,7 @@ def _recorded_interval(client: MlflowClient, run: Run) -> Interval | None:
         return None
     try:
         estimate = client.get_run(cv_run_id(run)).data.metrics.get(schema.OOF_SCORE_POSTPROCESSED)
-    except Exception:  # the CV run was deleted: no estimate to draw
+    except MlflowException:  # the CV run was deleted: no estimate to draw
         return None
     if estimate is None:
         return None
