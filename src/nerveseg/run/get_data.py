@@ -32,7 +32,7 @@ def get_data(raw_dir: Path = RAW_DIR, zip_path: Path | None = None, download_dir
     into ``raw_dir``, which must be missing or empty (hidden files such as ``.gitkeep`` aside)."""
     raw_dir = Path(raw_dir)
     raw_dir_leftovers(raw_dir)  # refuses a raw folder that holds data, before any download
-    check_writable_dir(raw_dir.parent if not raw_dir.exists() else raw_dir, "--raw-dir")
+    check_writable_dir(raw_dir.parent, "--raw-dir's folder")  # the unpacking folder is made there, then renamed
     downloaded = zip_path is None
     if zip_path is None:
         check_outside(download_dir, raw_dir, "--download-dir")
