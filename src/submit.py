@@ -74,11 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--name", help="file name of the submission in --out-dir (default: <UTC time>_<run name>); never overwritten"
     )
+    parser.add_argument(
+        "--kaggle",
+        action="store_true",
+        help="then upload the file with the Kaggle client (pip install kaggle) and tag its submission run",
+    )
+    parser.add_argument(
+        "--message", help="with --kaggle: the submission's description (default: the run and its CV estimate)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
     )
     args = parser.parse_args(argv)
+    if args.message is not None and not args.kaggle:
+        raise NervesegError("--message is the Kaggle submission's description; add --kaggle to upload")
     if args.run_dir is not None and args.task is not None:
         raise NervesegError("--task picks among MLflow runs; --run-dir names the run itself, drop --task")
     for option in ("--out-dir", "--cache-dir"):
@@ -114,7 +124,26 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model,
         )
     _print_result(result)
+    if args.kaggle:
+        _upload(result, args.message, tracked=args.run_dir is None)
     return 0
+
+
+def _upload(result: SubmissionResult, message: str | None, *, tracked: bool) -> None:
+    """``--kaggle``: the written file through the Kaggle client; tagged on its MLflow submission run when there is
+    one. A failure is one line saying how to upload by hand (the file is kept), exit 2."""
+    if result.task != "nerve":
+        raise NervesegError(f"--kaggle uploads nerve CSVs to Kaggle; {result.csv_path} is a {result.task} submission")
+    if tracked:
+        from nerveseg.track.leaderboard import upload_and_record
+
+        print(upload_and_record(result, message))
+        return
+    from nerveseg.kaggle_client import submit
+    from nerveseg.report.leaderboard import submission_message
+
+    name = "+".join(Path(run_id).name for run_id in result.run_ids)  # LocalStore folders
+    print(submit(result.csv_path, message if message is not None else submission_message(name, result.cv_prediction)))
 
 
 def _submit_local(args: argparse.Namespace) -> SubmissionResult:

@@ -35,7 +35,7 @@ def _temp_prefix(name: str) -> str:
     return f".{name}.{os.getpid()}."
 
 
-def _writer_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether a process ``pid`` runs on this machine (one we may not signal still runs)."""
     if pid == os.getpid():
         return True
@@ -67,7 +67,7 @@ def remove_stale_temp_files(folder: Path | str, *, max_age_s: float = STALE_TEMP
             continue
         try:
             old = now - entry.stat(follow_symlinks=False).st_mtime > max_age_s
-            if old or not _writer_alive(int(match["pid"])):
+            if old or not process_alive(int(match["pid"])):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:

@@ -27,6 +27,11 @@ TEST_SCORE = "test_score"
 TEST_SCORE_CI_LOW = "test_score_ci_low"
 TEST_SCORE_CI_HIGH = "test_score_ci_high"
 TEST_INSIDE_PI = "test_score_inside_pi"  # 1.0 when the test score lies in the CV run's prediction interval
+# what identifies a submission (its MLflow run's tags and params, submit_local's JSON record): the file, the CV runs
+SUBMISSION_FILE_TAG = "submission_file"  # the file's name
+SUBMISSION_SHA_TAG = "submission_sha256"  # its bytes' hash, which finds the record of a CSV even after a rename
+RUN_IDS_PARAM = "run_ids"  # the CV runs it ensembles, a comma list
+N_TEST_IMAGES = "n_test_images"  # a submission's metric: the test images it predicts
 
 # the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
 # named apart from the param so that no name is both a tag and a param

@@ -208,7 +208,7 @@ def write_submission(readers: Sequence[RunReader], options: SubmitOptions) -> Wr
 def submission_params(sub: Written) -> dict[str, Any]:
     """The submission's params, as its record keeps them."""
     return {
-        "run_ids": ",".join(r.run_id for r in sub.runs),
+        names.RUN_IDS_PARAM: ",".join(r.run_id for r in sub.runs),
         "run_names": ",".join(r.name for r in sub.runs),
         names.TASK_PARAM: sub.runs[0].config.task,
         "n_models": sum(len(r.weights_paths) for r in sub.runs),
@@ -221,7 +221,7 @@ def submission_params(sub: Written) -> dict[str, Any]:
 def submission_metrics(sub: Written) -> dict[str, float]:
     """The submission's metrics (counts, timings, the decision's OOF scores, the local test score)."""
     metrics = {
-        "n_test_images": sub.file.n_images,
+        names.N_TEST_IMAGES: sub.file.n_images,
         **sub.file.metrics,
         **{f"seconds_{k}": v for k, v in sub.seconds.items()},
         **sub.decision.metrics(),
@@ -240,8 +240,8 @@ def submission_tags(sub: Written) -> dict[str, str]:
     """What identifies the submission: the test data, the file's hash and name, where its post-processing came from."""
     return {
         "test_data_fingerprint": sub.file.test_fingerprint,
-        "submission_sha256": sha256_file(sub.file.path),
-        "submission_file": sub.file.path.name,
+        names.SUBMISSION_SHA_TAG: sha256_file(sub.file.path),
+        names.SUBMISSION_FILE_TAG: sub.file.path.name,
         "postprocessing_source": sub.source,
     }
 

@@ -31,7 +31,7 @@ from nerveseg.evaluate.isbi_scoring import (
     postprocessed_v_rand_error,
 )
 from nerveseg.evaluate.paired import ImageScores
-from nerveseg.names import N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
+from nerveseg.names import N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
 from nerveseg.train.isbi_summary import format_isbi_table, isbi_oof_summary
 
@@ -224,7 +224,7 @@ class IsbiTask:
         )
         seconds["write"] = time.perf_counter() - mark
         metrics = {
-            "n_test_images": float(len(probs)),
+            N_TEST_IMAGES: float(len(probs)),
             "mean_membrane_probability": float(probs.mean()),
             "predicted_membrane_share": float((probs > decision.settings.threshold).mean()),
         }

@@ -176,5 +176,5 @@ class NerveTask:
         test = tests[segmenter.input_shape]
         stats = postprocess_and_write(test.ids, probs, decision.settings, path, presence)
         seconds.update(stats.seconds)
-        metrics = {"n_test_images": float(stats.n_images), "predicted_empty_share": float(stats.empty_share)}
+        metrics = {names.N_TEST_IMAGES: float(stats.n_images), "predicted_empty_share": float(stats.empty_share)}
         return SubmissionFile(stats.path, stats.n_images, test.fingerprint, metrics, seconds, test.ids)

@@ -74,6 +74,24 @@ RETURN_MASK_PARAM = "return_mask"
 MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides DATA_FINGERPRINT_TAG, GIT_COMMIT_TAG
 
 
+# ------------------------------------------------- Kaggle: the upload and the leaderboard (issue 29, track.leaderboard)
+# a submission run's tags once submit.py --kaggle uploaded its file
+KAGGLE_UPLOADED_TAG = "nerveseg.kaggle_uploaded"  # UTC time of the upload (ISO 8601)
+KAGGLE_MESSAGE_TAG = "nerveseg.kaggle_message"  # the submission's description on Kaggle
+# its leaderboard scores (leaderboard.py) and where they came from ("typed" or "kaggle client")
+LEADERBOARD_PUBLIC = "leaderboard_public_score"
+LEADERBOARD_PRIVATE = "leaderboard_private_score"
+LEADERBOARD_SOURCE_TAG = "nerveseg.leaderboard_source"
+# the CV estimate's 95 % prediction interval sized for Kaggle's test set (report.leaderboard), logged beside them
+TEST_SET_PI_LOW = "kaggle_test_pi_low"
+TEST_SET_PI_HIGH = "kaggle_test_pi_high"
+TEST_SET_PI_SUBJECTS = "kaggle_test_pi_subjects"  # the new subjects that interval is for
+# the experiment's one "leaderboard" run (its RUN_TYPE_TAG value), which keeps the current plot and table
+LEADERBOARD_RUN = "leaderboard"
+TRUST_PLOT_ARTIFACT = f"{PLOTS_DIR}/trust_your_cv.png"  # noqa: F405
+LEADERBOARD_TABLE_ARTIFACT = "leaderboard.txt"
+
+
 # -------------------------------------------------------------------------------------- fold runs
 
 
@@ -120,6 +138,17 @@ __all__ = [
     "FOLDS_SHA_TAG",
     "FOLD_RUN",
     "FOLD_TAG",
+    "KAGGLE_MESSAGE_TAG",
+    "KAGGLE_UPLOADED_TAG",
+    "LEADERBOARD_PRIVATE",
+    "LEADERBOARD_PUBLIC",
+    "LEADERBOARD_RUN",
+    "LEADERBOARD_SOURCE_TAG",
+    "LEADERBOARD_TABLE_ARTIFACT",
+    "TEST_SET_PI_HIGH",
+    "TEST_SET_PI_LOW",
+    "TEST_SET_PI_SUBJECTS",
+    "TRUST_PLOT_ARTIFACT",
     "GIT_COMMIT_TAG",
     "PARENT_TAG",
     "RUN_NAME_TAG",
