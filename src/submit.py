@@ -1,7 +1,7 @@
 """Write a submission from tracked CV runs: ``python src/submit.py [--run-id ID | --runs ID1,ID2 | --model URI]``.
 
 Without a run id it takes the best FINISHED cross-validation run of the experiment for ``--task``
-(default: the task of the newest finished CV run, i.e. what was trained last) among those trained on the
+(default: the task of the newest run trained on that data, else of the newest run) among those trained on the
 data in ``--raw-dir`` (their data fingerprint; the others are listed as skipped), ranked by that task's
 estimate (nerve: highest cross-fitted ``oof_score_postprocessed``, ``cv_score_mean`` for runs without it;
 isbi2012: lowest ``cv_v_rand_error_mean``); ``--list`` shows them and exits. The
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         help="show the finished CV runs the default choice picks from (estimate, data: --raw-dir's or other) and exit",
     )
     parser.add_argument(
-        "--task", help="without --run-id: pick the best run of this task (nerve, isbi2012); default: the newest run's"
+        "--task", help="without --run-id: the best run of this task (nerve, isbi2012); default: the newest run's task"
     )
     parser.add_argument(
         "--no-tta", action="store_true", help="skip the test-time views (default: those of the run's OOF, config tta)"

@@ -179,8 +179,8 @@ def make_submission(
     """Predict the test data with the chosen CV run(s), write and validate a new file, log it in MLflow.
 
     ``run_id`` picks one run, ``run_ids`` ensembles several (equal weight per run), neither picks the best
-    finished CV run of ``task`` (None: the task of the newest finished CV run) trained on the data in ``raw_dir``
-    (its data fingerprint), by that task's estimate (``run.choice``).
+    finished CV run of ``task`` trained on the data in ``raw_dir`` (its data fingerprint), by that task's estimate
+    (``choose_cv_run``; ``task`` None: that of the newest run on this data, else of the newest run).
     ``model`` (``models:/nerveseg@champion``) picks the CV run a registered model was made of instead, so its
     submission is the run's. The other options are ``run.submit.SubmitOptions``'. Bad input raises
     ``NervesegError`` naming it; the output and cache folders are checked writable before the store is read.
