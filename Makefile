@@ -9,9 +9,17 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# The demo's synthetic set. Generated only when $(DEMO_RAW)/train does not exist yet.
-DEMO_RAW ?= data/raw
-DEMO_TEST_MASKS ?= data/synthetic_test_masks
+# The demo keeps to its own folder and MLflow experiment: `make demo` never writes into data/raw (Kaggle's data
+# goes there) and its runs are never candidates for a submission of the real data (experiment "nerveseg",
+# mlflow.yml). Its synthetic set is generated only when $(DEMO_RAW)/train does not exist yet; `make demo-data`
+# generates and prepares it without training (tests make it tiny with DEMO_SUBJECTS etc.).
+DEMO_DIR ?= data/demo
+DEMO_RAW ?= $(DEMO_DIR)/raw
+DEMO_TEST_MASKS ?= $(DEMO_DIR)/test_masks
+DEMO_CACHE ?= $(DEMO_DIR)/processed
+DEMO_FOLDS_DIR ?= $(DEMO_DIR)/folds
+DEMO_SUBMISSIONS ?= $(DEMO_DIR)/submissions
+DEMO_EXPERIMENT ?= nerveseg-demo
 DEMO_SUBJECTS ?= 64
 DEMO_IMAGES ?= 16
 DEMO_TEST ?= 160
@@ -19,8 +27,11 @@ DEMO_SEED ?= 2016
 # The generator's "clear" style: a nerve a thin U-Net learns within the demo's minutes (src/make_synthetic.py --help;
 # the tests and benchmarks that need the realistic difficulty keep the default "realistic").
 DEMO_STYLE ?= clear
+DEMO_FOLDS ?= 5
+DEMO_MLFLOW := MLFLOW_EXPERIMENT_NAME=$(DEMO_EXPERIMENT)
+DEMO_PATHS := --raw-dir $(DEMO_RAW) --cache-dir $(DEMO_CACHE)
 
-.PHONY: demo demo-isbi test test-fast lint data venv clean-demo
+.PHONY: demo demo-data demo-isbi test test-fast lint venv clean-demo
 
 venv: $(STAMP)
 
@@ -31,23 +42,25 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-data: $(STAMP)
+demo-data: $(STAMP)
 	@if [ -d $(DEMO_RAW)/train ]; then \
-		echo "using the existing data set in $(DEMO_RAW) (delete it to regenerate the synthetic demo set)"; \
+		echo "using the existing demo set in $(DEMO_RAW) (make clean-demo removes it)"; \
 	else \
 		$(PY) src/make_synthetic.py --out $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS) \
 			--subjects $(DEMO_SUBJECTS) --images-per-subject $(DEMO_IMAGES) --test $(DEMO_TEST) --seed $(DEMO_SEED) --style $(DEMO_STYLE); \
 	fi
-	$(PY) src/prepare_data.py --raw-dir $(DEMO_RAW) --folds 5
+	$(PY) src/prepare_data.py $(DEMO_PATHS) --folds-dir $(DEMO_FOLDS_DIR) --folds $(DEMO_FOLDS)
 
-demo: data
-	$(PY) src/cv_train.py --folds 5 --config experiments/demo.yaml --raw-dir $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS)
-	$(PY) src/submit.py --raw-dir $(DEMO_RAW) --test-masks $(DEMO_TEST_MASKS)
-	$(PY) src/score.py "$$(ls -t submissions/*.csv | head -n 1)" --masks $(DEMO_TEST_MASKS)
+demo: demo-data
+	$(DEMO_MLFLOW) $(PY) src/cv_train.py --folds $(DEMO_FOLDS) --config experiments/demo.yaml $(DEMO_PATHS) \
+		--folds-dir $(DEMO_FOLDS_DIR) --test-masks $(DEMO_TEST_MASKS)
+	$(DEMO_MLFLOW) $(PY) src/submit.py $(DEMO_PATHS) --out-dir $(DEMO_SUBMISSIONS) --test-masks $(DEMO_TEST_MASKS)
+	$(PY) src/score.py "$$(ls -t $(DEMO_SUBMISSIONS)/*.csv | head -n 1)" --masks $(DEMO_TEST_MASKS)
 
-# The ISBI 2012 EM membrane demo: 5 block folds + the TIFF stack submission. Synthetic slices are written only
-# when $(ISBI_RAW) does not exist; real challenge data placed there (TIFF stacks or PNG folders) is used as is.
-ISBI_RAW ?= data/raw/isbi2012
+# The ISBI 2012 EM membrane demo: 5 block folds + the TIFF stack submission, in the demo's folder and experiment.
+# Synthetic slices are written only when $(ISBI_RAW) does not exist; real challenge data placed there (TIFF stacks
+# or PNG folders) is used as is.
+ISBI_RAW ?= $(DEMO_DIR)/isbi2012
 ISBI_CONFIG ?= experiments/isbi_demo.yaml
 
 demo-isbi: $(STAMP)
@@ -56,8 +69,10 @@ demo-isbi: $(STAMP)
 	else \
 		$(PY) src/make_synthetic_em.py --out $(ISBI_RAW) --train 30 --test 30 --size 512 --seed 0; \
 	fi
-	$(PY) src/cv_train.py --config $(ISBI_CONFIG) --raw-dir $(ISBI_RAW)
-	$(PY) src/submit.py --task isbi2012 --raw-dir $(ISBI_RAW)
+	$(DEMO_MLFLOW) $(PY) src/cv_train.py --config $(ISBI_CONFIG) --raw-dir $(ISBI_RAW) --cache-dir $(DEMO_CACHE) \
+		--folds-dir $(DEMO_FOLDS_DIR)
+	$(DEMO_MLFLOW) $(PY) src/submit.py --task isbi2012 --raw-dir $(ISBI_RAW) --cache-dir $(DEMO_CACHE) \
+		--out-dir $(DEMO_SUBMISSIONS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
@@ -71,9 +86,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
+# Removes the demo's folder (its data, cache, folds and submissions) and deletes its MLflow experiment
+# (scripts/clean_demo.py); data/raw, data/processed, experiments/folds and the real runs are never touched.
 clean-demo:
-	rm -rf data/processed $(DEMO_TEST_MASKS) mlflow.db mlartifacts experiments/folds
-	@echo "data/raw is never deleted by make; remove it yourself if it holds the synthetic demo set"
+	@if [ -x $(PY) ]; then $(PY) scripts/clean_demo.py $(DEMO_EXPERIMENT); \
+	else echo "no $(VENV): the demo's MLflow experiment $(DEMO_EXPERIMENT) (if any) is left in the store"; fi
+	rm -rf $(DEMO_DIR) data/synthetic_test_masks
 
 # Optuna's dashboard over the default study storage (src/tune.py --storage), on this machine only.
 DASHBOARD_PORT ?= 8080

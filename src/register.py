@@ -3,8 +3,8 @@
 Logs the run's pyfunc model on it if it has none yet, registers a new version of ``--name`` (nerveseg)
 with the run's CV table and honest estimate as its description and the data fingerprint and git commit
 as tags, and moves ``--alias`` (champion) to it. Without ``--run-id`` it takes the best finished CV run
-by the task's ranking metric, as ``submit.py`` does. Then ``models:/nerveseg@champion`` works with
-``predict.py``, ``submit.py --model`` and ``mlflow models serve``.
+by the task's estimate, as ``submit.py`` ranks them (``run.choice``; their data is not compared). Then
+``models:/nerveseg@champion`` works with ``predict.py``, ``submit.py --model`` and ``mlflow models serve``.
 
 ``--out MODEL_DIR`` writes the same model as a new folder instead of registering it; with ``--run-dir DIR`` (a
 LocalStore folder, ``cv_train.py --run-dir``) no tracking store is read or created. Then

@@ -1,6 +1,6 @@
 """Score a submission CSV against ground-truth masks: ``python src/score.py CSV --masks DIR [--per-image [OUT]]``.
 
-Useful with synthetic data, whose test masks are written to ``data/synthetic_test_masks``.
+Useful with synthetic data, whose test masks the generator writes too (``make demo``: ``data/demo/test_masks``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Write a submission from tracked CV runs: ``python src/submit.py [--run-id ID | --runs ID1,ID2 | --model URI]``.
 
 Without a run id it takes the best FINISHED cross-validation run of the experiment for ``--task``
-(default: the task of the newest finished CV run, i.e. what was trained last), ranked by that
-task's metric (nerve: highest ``cv_score_mean``; isbi2012: lowest ``cv_v_rand_error_mean``). The
+(default: the task of the newest run trained on that data, else of the newest run) among those trained on the
+data in ``--raw-dir`` (their data fingerprint; the others are listed as skipped), ranked by that task's
+estimate (nerve: highest cross-fitted ``oof_score_postprocessed``, ``cv_score_mean`` for runs without it;
+isbi2012: lowest ``cv_v_rand_error_mean``); ``--list`` shows them and exits. The
 run's task writes the file: nerve a Kaggle CSV ``submissions/<UTC time>_<run name>.csv``, isbi2012 a
 float32 TIFF stack ``.tif`` of membrane probabilities. Never overwritten; logged as a child run
 "submission" of the CV run.
@@ -54,12 +56,19 @@ def expected_output_bytes(raw_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict the test data with CV run(s) and write a submission")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--run-id", help="MLflow id of a cross-validation (parent) run; default: the best finished one")
+    which.add_argument(
+        "--run-id", help="MLflow id of a CV (parent) run; default: the best finished one trained on --raw-dir's data"
+    )
     which.add_argument("--runs", help="comma-separated CV run ids to ensemble (equal weight per run)")
     which.add_argument("--model", help="a registered model, e.g. models:/nerveseg@champion: submit from its CV run")
     which.add_argument("--run-dir", type=Path, help="a LocalStore CV folder (cv_train.py --run-dir): no MLflow used")
+    which.add_argument(
+        "--list",
+        action="store_true",
+        help="show the finished CV runs the default choice picks from (estimate, data: --raw-dir's or other) and exit",
+    )
     parser.add_argument(
-        "--task", help="without --run-id: pick the best run of this task (nerve, isbi2012); default: the newest run's"
+        "--task", help="without --run-id: the best run of this task (nerve, isbi2012); default: the newest run's task"
     )
     parser.add_argument(
         "--no-tta", action="store_true", help="skip the test-time views (default: those of the run's OOF, config tta)"
@@ -91,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         raise NervesegError("--message is the Kaggle submission's description; add --kaggle to upload")
     if args.run_dir is not None and args.task is not None:
         raise NervesegError("--task picks among MLflow runs; --run-dir names the run itself, drop --task")
+    if args.list:
+        from nerveseg.track.submission_run import list_candidates
+
+        print(
+            list_candidates(
+                raw_dir=args.raw_dir, cache_dir=args.cache_dir, task=args.task, progress=not args.no_progress
+            )
+        )
+        return 0
     for option in ("--out-dir", "--cache-dir"):
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
     check_writable_dir(args.out_dir, "--out-dir")

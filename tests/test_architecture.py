@@ -94,7 +94,7 @@ NAME_HOMES = ("names.py", "track/schema.py")
 # values that are also ordinary words of the code (a config field read by name, a dict key of a format owned by
 # one module), where a literal is not a second home of a run-schema name
 ORDINARY = {"fold", "task", "lr", "oof", "plots", "weights", "folds", "submission", "cv", "status", "kept_epoch",
-            "val_score", "checkpoint", "history", "image", "model", "nerveseg"}  # fmt: skip
+            "val_score", "checkpoint", "history", "image", "model", "nerveseg", "name"}  # fmt: skip
 
 
 # (module, value): literals that spell a shared name's value but mean something else there
@@ -102,6 +102,7 @@ OTHER_MEANING = {
     ("data/synthetic_em.py", "n_train"): "the generator's argument, named in its error message",
     ("evaluate/postprocess_settings.py", "oof_score"): "a key of postprocessing.json, whose format that module owns",
     ("evaluate/paired.py", "paired_difference"): "the function's own name in the module's __all__",
+    ("run/choice.py", "config"): "a column header of submit.py --list (the config's name)",
 }
 
 

@@ -4,8 +4,10 @@
 ``submit.py --run-dir`` writes the submission and its JSON record, ``register.py --run-dir --out`` writes an
 MLflow model folder, ``predict.py --model`` segments two images with it, and a real ``mlflow models serve`` on
 that folder answers as predict.py did. Every command runs as a subprocess in a scratch folder with no
-``MLFLOW_*`` variable; no tracking store may appear (no ``mlflow.db``, no ``mlruns``), here or in the project.
-The training and submission commands must not even import MLflow.
+``MLFLOW_*`` variable, from a copy of the project of its own (its ``mlflow.yml`` names ``sqlite:///mlflow.db`` in
+that copy, whatever the user's checkout holds after a ``make demo``); no tracking store may appear (no
+``mlflow.db``, no ``mlruns``), in the scratch folder or in that project. The training and submission commands must
+not even import MLflow.
 """
 
 from __future__ import annotations
@@ -59,18 +61,28 @@ print("RESULT " + json.dumps({"code": code, "mlflow": mlflow[:3]}))
 """
 
 
-def _env() -> dict[str, str]:
+def _project(root: Path) -> Path:
+    """The commands, ``mlflow.yml`` and ``requirements.txt`` (a model's pins) copied to ``root``: the project the
+    commands run from (``paths.PROJ_ROOT``)."""
+    shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("mlflow.yml", "requirements.txt"):
+        shutil.copy2(ROOT / name, root / name)
+    return root
+
+
+def _env(project: Path) -> dict[str, str]:
     """The environment without any MLflow setting: no tracking URI, no experiment, no registry."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="2", PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
+    env.update(PYTHONPATH=str(project / "src"), TF_CPP_MIN_LOG_LEVEL="2", PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
     return env
 
 
 def _command(work: Path, script: str, *argv: str) -> dict:
-    """``src/<script>`` run through the wrapper in ``work``; its exit code must be 0."""
+    """``src/<script>`` of the project copy beside ``work``, run through the wrapper in ``work``; exit code 0."""
+    project = work.parent / "project"
     done = subprocess.run(
-        [sys.executable, "-c", WRAPPER, str(ROOT / "src" / script), *argv],
-        capture_output=True, text=True, cwd=work, env=_env(), timeout=900,
+        [sys.executable, "-c", WRAPPER, str(project / "src" / script), *argv],
+        capture_output=True, text=True, cwd=work, env=_env(project), timeout=900,
     )  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"{script} {argv}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
@@ -81,15 +93,17 @@ def _command(work: Path, script: str, *argv: str) -> dict:
 
 
 def _no_tracking_store(work: Path) -> None:
-    for folder in (work, ROOT):
+    for folder in (work, work.parent / "project"):
         assert not (folder / "mlflow.db").exists() and not (folder / "mlruns").exists(), folder
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Iterator[dict]:
     """The CV folder, its submission and its model folder, made by the commands alone."""
-    assert not (ROOT / "mlflow.db").exists(), "the check below needs a project without its own mlflow.db"
-    work = tmp_path_factory.mktemp("local_run")
+    base = tmp_path_factory.mktemp("local_run")
+    _project(base / "project")
+    work = base / "work"
+    work.mkdir()
     (work / "tiny.yaml").write_text(CONFIG)
     raw = str(synthetic_root / "raw")
     common = ["--raw-dir", raw, "--cache-dir", str(work / "cache")]
@@ -162,7 +176,8 @@ class _served:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
         nowhere = "http://127.0.0.1:9"
-        env = {**_env(), "PIP_NO_INDEX": "1", "HTTP_PROXY": nowhere, "HTTPS_PROXY": nowhere, "NO_PROXY": "127.0.0.1"}
+        env = {**_env(self.work.parent / "project"), "PIP_NO_INDEX": "1", "NO_PROXY": "127.0.0.1"}
+        env.update(HTTP_PROXY=nowhere, HTTPS_PROXY=nowhere)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.work, start_new_session=True

@@ -204,3 +204,24 @@ def test_ensemble_of_runs(tracked: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="different data"):
         make_submission(run_ids=[tracked["run_id"], other], out_dir=tmp_path / "refused", **common)
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_default_choice_never_takes_a_run_trained_on_other_data(
+    tracked: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A usable copy of the run that says it was trained on other data and scores higher than any run: with no run
+    id, submit.py still takes the run trained on the data it predicts, and says why (issue 29)."""
+    import submit
+    from nerveseg import names
+
+    other = _clone_run(tracked["run_id"], "other_data", "0" * 64)
+    for key in (names.OOF_SCORE_POSTPROCESSED, names.CV_SCORE_MEAN):
+        _client().log_metric(other, key, 0.99)
+    root = tracked["root"]
+    argv = ["--raw-dir", str(root / "raw"), "--out-dir", str(tmp_path), "--cache-dir", str(tracked["cache"])]
+    assert submit.main([*argv, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"chose tiny ({tracked['run_id']}): oof_score_postprocessed " in out
+    assert "trained on other data (fingerprint 000000000000)" in out
+    (child,) = [r for r in _children(tracked["run_id"], "submission") if r.data.tags["submission_file"] in out]
+    assert child.data.params["run_ids"] == tracked["run_id"] and not _children(other, "submission")

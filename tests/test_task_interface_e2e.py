@@ -3,7 +3,8 @@
 Once per module: a tiny tracked ISBI CV (six 64x64 synthetic EM slices, 2 block folds, 1 epoch, a tiny
 U-Net) into an embedded SQLite MLflow store, then ``submit.py`` writes the TIFF stack. Focused tests check
 the parent run (task param, Rand-error metrics, description), the block folds file, the submission run,
-and that ranking follows the task (its metric and direction; runs of the other task are never picked).
+and that ranking follows the task (its metric and direction; runs of the other task are never picked, and without
+``--task`` the task is that of the newest run trained on ``--raw-dir``'s data).
 """
 
 from __future__ import annotations
@@ -128,11 +129,11 @@ def test_fold_runs_hold_contiguous_blocks_and_the_folds_file_is_written_once(tra
     assert path == files[0] and path.stat().st_mtime_ns == before and again.tolist() == [0, 0, 0, 1, 1, 1]
 
 
-def _fake_cv_run(task: str, metrics: dict[str, float]) -> str:
-    """A FINISHED parent-like CV run with only what ranking reads (task param, ranking metric)."""
+def _fake_cv_run(task: str, metrics: dict[str, float], fingerprint: str = "") -> str:
+    """A FINISHED parent-like CV run with only what ranking reads (task param, ranking metric, data fingerprint)."""
     client = get_client()
     experiment = client.get_experiment_by_name("nerveseg").experiment_id
-    tags = {schema.RUN_TYPE_TAG: schema.CV_RUN}
+    tags = {schema.RUN_TYPE_TAG: schema.CV_RUN, **({schema.DATA_FINGERPRINT_TAG: fingerprint} if fingerprint else {})}
     run_id = client.create_run(experiment, run_name=f"fake_{task}", tags=tags).info.run_id
     client.log_param(run_id, "task", task)
     for key, value in metrics.items():
@@ -143,12 +144,21 @@ def _fake_cv_run(task: str, metrics: dict[str, float]) -> str:
 
 def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tracked: Tracked) -> None:
     from nerveseg.submit.tiff_stack import read_probability_stack
-    from nerveseg.track.run_models import best_cv_run
+    from nerveseg.track.submission_run import DataToMatch, choose_cv_run
 
-    worse = _fake_cv_run("isbi2012", {"cv_v_rand_error_mean": 2.0})  # higher V_rand error: never the best
+    client = get_client()
+    fingerprint = client.get_run(tracked.parent_id).data.tags[schema.DATA_FINGERPRINT_TAG]
+    worse = _fake_cv_run("isbi2012", {"cv_v_rand_error_mean": 2.0}, fingerprint)  # higher V_rand error: never best
     nerve = _fake_cv_run("nerve", {"cv_score_mean": 0.99})  # newest, and the "best" score of all
-    assert best_cv_run(task=None)[0] == nerve  # no task given: the newest run's task
-    assert best_cv_run(task="isbi2012")[0] == tracked.parent_id != worse
+    uri, data = client.tracking_uri, DataToMatch(tracked.raw_dir, tracked.root / "cache", progress=False)
+
+    def best(task: str | None, data: DataToMatch | None) -> str:
+        choice = choose_cv_run("nerveseg", uri, task, data)[1]
+        assert choice.best is not None
+        return choice.best.run.run_id
+
+    assert best(None, None) == nerve  # no task and no data given: the newest run's task
+    assert best(None, data) == best("isbi2012", data) == tracked.parent_id != worse  # the newest run on this data
     out_dir = tracked.root / "subs"
     argv = ["--task", "isbi2012", "--raw-dir", str(tracked.raw_dir), "--out-dir", str(out_dir), "--no-progress"]
     out = _quiet(submit.main, argv)
@@ -161,7 +171,6 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     ]
     probs = read_probability_stack(path, shape=(SIZE, SIZE))
     assert probs.dtype == np.float32 and probs.shape == (2, SIZE, SIZE) and 0.0 < probs.mean() < 1.0
-    client = get_client()
     (child,) = [
         r
         for r in client.search_runs([client.get_run(tracked.parent_id).info.experiment_id])

@@ -68,6 +68,7 @@ DATA_FINGERPRINT = "data_fingerprint"
 FOLD_PARAM = "fold"
 FOLD_SEED_PARAM = "fold_seed"  # the fold is seeded with config.seed + fold
 TASK_PARAM = "task"  # the config field; runs from before it existed are nerve runs
+CONFIG_NAME_PARAM = "name"  # the config field: its file's stem, what a CV's parent run is named at first
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 # a fold run's metrics: its score and the kept epoch's history values

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -271,6 +272,48 @@ def _cached(
     return {**arrays, "fingerprint": str(arrays["fingerprint"])}, status
 
 
+def _train_files(raw_dir: Path) -> tuple[Any, list[tuple[Path, Path]], list[Path]]:
+    """The training index, its (image, mask) pairs and the files in fingerprint order: image, mask, image, ..."""
+    index = index_train(raw_dir)
+    pairs = list(zip(index["image_path"], index["mask_path"], strict=True))
+    return index, pairs, [path for pair in pairs for path in pair]
+
+
+def _cached_fingerprint(kind: str, files: list[Path], cache_dir: Path) -> str | None:
+    """The content fingerprint kept in a cache of ``kind`` (at any model size) whose key still matches ``files``'
+    names, sizes and mtimes; None when there is none. Reads two small members of the archive, never the arrays."""
+    for path in sorted(Path(cache_dir).glob(f"{kind}_*.npz")):
+        match = re.fullmatch(rf"{kind}_(\d+)x(\d+)_[0-9a-f]{{16}}\.npz", path.name)  # _load_or_build's names
+        if match is None:
+            continue
+        key = _stat_key(kind, files, int(match[1]), int(match[2]))
+        if not path.name.endswith(f"_{key[:16]}.npz"):
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                if str(archive["key"]) == key:
+                    return str(archive["fingerprint"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            continue  # unreadable: hash the files instead
+    return None
+
+
+def train_fingerprint(
+    raw_dir: Path = RAW_DIR, cache_dir: Path = PROCESSED_DIR, *, workers: int | None = None, progress: bool = True
+) -> str:
+    """The ``data_fingerprint`` a CV trained on ``raw_dir``'s training set records, without decoding an image.
+
+    Choosing which run may predict this data compares it with the runs' tags. It is read from a cache in
+    ``cache_dir`` that still matches the raw files (any model size: the fingerprint does not depend on it), else
+    computed by hashing every file, a full read of the set (as ``prepare_data.py --verify`` does). Nothing is written.
+    """
+    _, _, files = _train_files(raw_dir)
+    cached = _cached_fingerprint("train", files, cache_dir)
+    if cached is not None:
+        return cached
+    return _content_fingerprint(files, _parallel_map(sha256_file, files, workers, progress, "fingerprint train"))
+
+
 def load_or_build_train(
     raw_dir: Path = RAW_DIR,
     cache_dir: Path = PROCESSED_DIR,
@@ -283,9 +326,7 @@ def load_or_build_train(
     """``prepare_train`` that also says whether the cache was hit (for the audit); ``verify`` re-hashes
     the raw files on a hit and rebuilds when their content changed."""
     check_outside(cache_dir, raw_dir, "cache folder")
-    index = index_train(raw_dir)
-    pairs = list(zip(index["image_path"], index["mask_path"], strict=True))
-    files = [path for pair in pairs for path in pair]  # image, mask, image, mask, ...
+    index, pairs, files = _train_files(raw_dir)
 
     def assemble(decoded: list[Any]) -> dict[str, np.ndarray]:
         images, masks, packed, descriptors, image_digests, mask_digests = zip(*decoded, strict=True)

@@ -79,7 +79,10 @@ class Task(Protocol):
     """One data set's reading, splitting, training, scoring, post-processing and submission format."""
 
     name: str
-    ranking_metric: str  # the parent-run metric that ranks runs (best_cv_run, tune's objective)
+    ranking_metric: str  # the parent-run metric that ranks runs (tune's objective, CV means)
+    # what submit.py ranks runs by when it chooses one (run.choice): the estimate of a submission's score, the
+    # ranking metric where a run lacks it; both in the direction of higher_is_better
+    estimate_metric: str
     higher_is_better: bool
     ranking_text: str  # what the ranking metric means, for the study's description
     submission_suffix: str  # ".csv", ".tif"
@@ -87,6 +90,10 @@ class Task(Protocol):
 
     def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> TrainData:
         """The validated training data under ``raw_dir`` (decoded arrays may be cached in ``cache_dir``)."""
+
+    def data_fingerprint(self, raw_dir: Path, cache_dir: Path, *, progress: bool) -> str:
+        """The fingerprint a CV trained on ``raw_dir``'s training data records, computed without training (to tell
+        which runs were trained on the data a submission predicts)."""
 
     def make_folds(self, data: TrainData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
         """The validation fold of each item and the JSON file that holds the split (written once)."""

@@ -98,6 +98,7 @@ class IsbiTask:
 
     name = "isbi2012"
     ranking_metric = f"cv_{V_RAND_ERROR}_mean"
+    estimate_metric = ranking_metric  # no cross-fitted estimate is recorded: the fold mean ranks
     higher_is_better = False
     ranking_text = (
         "mean over the block folds of the challenge's V_rand error (after border thinning, best threshold "
@@ -117,6 +118,10 @@ class IsbiTask:
                 f"height={config.height}, width={config.width}; set them to the slice size"
             )
         return data
+
+    def data_fingerprint(self, raw_dir: Path, cache_dir: Path, *, progress: bool) -> str:
+        """``load_train``'s fingerprint: the slices are few, read directly (no cache)."""
+        return load_isbi(isbi_root(raw_dir)).fingerprint
 
     def make_folds(self, data: IsbiData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
         from nerveseg.data.folds import load_or_create_folds

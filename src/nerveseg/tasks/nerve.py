@@ -42,6 +42,7 @@ class NerveTask:
 
     name = "nerve"
     ranking_metric = names.CV_SCORE_MEAN
+    estimate_metric = names.OOF_SCORE_POSTPROCESSED  # the CV table's "OOF + pp": post-processing cross-fitted
     higher_is_better = True
     ranking_text = "mean over the cross-validation folds of the competition score (Dice at 580x420), maximised"
     submission_suffix = ".csv"
@@ -51,6 +52,11 @@ class NerveTask:
         from nerveseg.data.cache import prepare_train
 
         return prepare_train(raw_dir, cache_dir, config.height, config.width, progress=progress)
+
+    def data_fingerprint(self, raw_dir: Path, cache_dir: Path, *, progress: bool) -> str:
+        from nerveseg.data.cache import train_fingerprint
+
+        return train_fingerprint(raw_dir, cache_dir, progress=progress)
 
     def make_folds(self, data: Any, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
         from nerveseg.data.folds import load_or_create_folds

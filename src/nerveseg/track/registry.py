@@ -148,7 +148,7 @@ def register_run(
 
 def register_best(run_id: str | None = None, *, task: str | None = None, **options: object) -> Registered:
     """``register_run`` on ``run_id``, or on the best finished CV run of ``task`` (None: the newest run's
-    task) by its ranking metric: the same choice as ``submit.py`` (``submission_run.chosen_runs``)."""
+    task) by its estimate, ranked as ``submit.py`` ranks (``submission_run.chosen_runs``), any data."""
     from nerveseg.track.submission_run import chosen_runs, tracking
 
     client, uri, experiment_name = tracking()

@@ -1,4 +1,5 @@
-"""Tracked cross-validation runs chosen: the best one of a task, or one by id checked to be a CV parent run.
+"""Tracked cross-validation runs: every finished one as a record for ``run.choice``, or one by id checked to be a
+CV parent run.
 Their files are read through ``track.run_reader.MlflowRunReader``."""
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg.errors import NervesegError
+from nerveseg.run.choice import CandidateRun
 from nerveseg.run.fold_files import check_weights_file
-from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.schema import (
     PARENT_TAG,
     RUN_NAME_TAG,
     RUN_TYPE_TAG,
 )
-from nerveseg.track.store import find_runs, load_mlflow_settings
+from nerveseg.track.store import find_runs
 
 # ----------------------------------------------------------------------------------- choosing runs
 
@@ -32,36 +33,35 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
         ) from err
 
 
-TASK_PARAM = f"params.{schema.TASK_PARAM}"  # runs from before the field existed are nerve runs
+def _text(row: pd.Series, column: str) -> str:
+    value = row.get(column)
+    return "" if value is None or pd.isna(value) else str(value)
 
 
-def best_cv_run(
-    experiment_name: str | None = None, *, tracking_uri: str | None = None, task: str | None = None
-) -> tuple[str, str, float]:
-    """(run id, name, score) of the best FINISHED cross-validation run of the experiment for ``task``.
-
-    ``task`` None means the task of the newest finished CV run (what was trained last). Runs are ranked
-    by that task's ranking metric in its direction (nerve: highest ``cv_score_mean``; isbi2012: lowest
-    ``cv_v_rand_error_mean``); runs of other tasks are never picked.
-    """
-    settings = load_mlflow_settings()
-    name = experiment_name or settings.experiment_name
-    runs = find_runs(name, run_type=schema.CV_RUN, status="FINISHED", tracking_uri=tracking_uri)
-    tasks = runs[TASK_PARAM].fillna("nerve") if TASK_PARAM in runs else pd.Series("nerve", index=runs.index)
-    if task is None and not runs.empty:
-        task = str(tasks.iloc[0])  # newest first
-    chosen = get_task(task or "nerve")
-    column = f"metrics.{chosen.ranking_metric}"
-    runs = runs[tasks == chosen.name]
-    if column in runs:
-        runs = runs[runs[column].notna()]
-    if runs.empty or column not in runs:
-        raise NervesegError(
-            f"no finished cross-validation run of task {chosen.name} with {chosen.ranking_metric} in MLflow "
-            f"experiment {name!r}; train one with `python src/cv_train.py` or pass --run-id"
+def cv_candidates(experiment_name: str | None = None, *, tracking_uri: str | None = None) -> list[CandidateRun]:
+    """Every FINISHED cross-validation run of the experiment, newest first, as the plain records ``run.choice``
+    chooses among (runs from before the task param existed are nerve runs)."""
+    runs = find_runs(experiment_name, run_type=schema.CV_RUN, status="FINISHED", tracking_uri=tracking_uri)
+    candidates = []
+    for _, row in runs.iterrows():
+        metrics = {
+            column.removeprefix("metrics."): float(value)
+            for column, value in row.items()
+            if str(column).startswith("metrics.") and pd.notna(value)
+        }
+        started = row.get("start_time")
+        candidates.append(
+            CandidateRun(
+                run_id=str(row["run_id"]),
+                name=_text(row, f"tags.{RUN_NAME_TAG}") or str(row["run_id"]),
+                task=_text(row, f"params.{schema.TASK_PARAM}") or "nerve",
+                config=_text(row, f"params.{schema.CONFIG_NAME_PARAM}"),
+                started=None if started is None or pd.isna(started) else started.to_pydatetime(),
+                fingerprint=_text(row, f"tags.{schema.DATA_FINGERPRINT_TAG}"),
+                metrics=metrics,
+            )
         )
-    best = runs.loc[runs[column].idxmax() if chosen.higher_is_better else runs[column].idxmin()]
-    return str(best["run_id"]), str(best.get(f"tags.{RUN_NAME_TAG}") or best["run_id"]), float(best[column])
+    return candidates
 
 
 def run_name(run: Run) -> str:
@@ -84,4 +84,4 @@ def cv_parent_run(client: MlflowClient, run_id: str) -> Run:
     return run
 
 
-__all__ = ["best_cv_run", "check_weights_file", "cv_parent_run", "get_run", "run_name"]
+__all__ = ["check_weights_file", "cv_candidates", "cv_parent_run", "get_run", "run_name"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -247,6 +248,35 @@ def _get_or_create_experiment(client: MlflowClient, settings: MlflowSettings) ->
             "MLFLOW_EXPERIMENT_NAME to another name"
         )
     return experiment.experiment_id
+
+
+def retire_experiment(name: str, settings: MlflowSettings | None = None) -> tuple[str, str] | None:
+    """Delete experiment ``name`` so that none of its runs is ever chosen again and ``name`` starts afresh
+    (``make clean-demo``); (its new name, its id), or None when the store or the experiment does not exist.
+
+    MLflow's public API only: the experiment is renamed ``<name> (deleted <UTC time>)`` (a deleted experiment keeps
+    its name, which a new one could then not take) and deleted, so its runs leave the UI and every search. Their
+    records and artifacts stay until ``mlflow gc`` is run for it: not run here, since without ``--logged-model-ids``
+    it also hard-deletes every deleted logged model of the store, of any experiment.
+    """
+    settings = settings or load_mlflow_settings()
+    db = sqlite_path(settings.tracking_uri)
+    if db is not None and not db.exists():
+        return None
+    check_tracking_server(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return None
+        retired = f"{name} (deleted {time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime())})"
+        client.rename_experiment(experiment.experiment_id, retired)
+        if experiment.lifecycle_stage != "deleted":
+            client.delete_experiment(experiment.experiment_id)
+    except MlflowException as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrackingError(f"MLflow tracking store {redact_uri(settings.tracking_uri)}: {first_line}") from err
+    return retired, experiment.experiment_id
 
 
 def get_client(tracking_uri: str | None = None) -> MlflowClient:

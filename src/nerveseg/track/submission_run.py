@@ -1,15 +1,17 @@
 """From tracked cross-validation runs to a submission, recorded back in MLflow.
 
 Choose the runs (one given id, several ids to ensemble, a registered model's run, or the best finished CV run of
-one task by its ranking metric), read them through ``track.run_reader.MlflowRunReader`` and let
-``run.submit.write_submission`` (the store-neutral use case, which a LocalStore folder goes through too) predict
-and write the file; then log it as a child run "submission" of the CV run, and keep a post-processing decided
-now on that run. This module only talks to MLflow.
+one task trained on the data to predict, by its estimate: ``run.choice``), read them through
+``track.run_reader.MlflowRunReader`` and let ``run.submit.write_submission`` (the store-neutral use case, which a
+LocalStore folder goes through too) predict and write the file; then log it as a child run "submission" of the CV
+run, and keep a post-processing decided now on that run. This module only talks to MLflow.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunStatus
@@ -17,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
+from nerveseg.run.choice import SHORT, CandidateRun, RunChoice, candidates_table, choose_run, default_task
 from nerveseg.run.resolved_run import DECIDED, decide_for_runs, resolve
 from nerveseg.run.submit import (
     SubmissionResult,
@@ -32,9 +35,10 @@ from nerveseg.run.submit import (
     write_submission,
 )
 from nerveseg.tasks import get_task
+from nerveseg.tasks.base import Task
 from nerveseg.track import schema
 from nerveseg.track.registry import run_of_model
-from nerveseg.track.run_models import best_cv_run
+from nerveseg.track.run_models import cv_candidates
 from nerveseg.track.run_reader import MlflowRunReader
 from nerveseg.track.schema import PARENT_TAG, POSTPROCESSING_ARTIFACT, RUN_TYPE_TAG, SUBMISSION_RUN
 from nerveseg.track.store import check_store_to_read, get_client, load_mlflow_settings
@@ -70,15 +74,85 @@ def tracking() -> tuple[MlflowClient, str, str]:
     return get_client(settings.tracking_uri), settings.tracking_uri, settings.experiment_name
 
 
+@dataclass(frozen=True)
+class DataToMatch:
+    """The training data a submission's run must have been trained on: its folder and the cache to read its
+    fingerprint from (``Task.data_fingerprint``)."""
+
+    raw_dir: Path
+    cache_dir: Path
+    progress: bool = True
+
+    def fingerprint(self, task: Task) -> str:
+        """``task``'s fingerprint of the training data, once the images to predict are known to be there."""
+        task.check_test_data(self.raw_dir)  # seconds of hashing would come first otherwise
+        try:
+            return task.data_fingerprint(self.raw_dir, self.cache_dir, progress=self.progress)
+        except NervesegError as err:
+            raise NervesegError(
+                f"cannot tell which runs were trained on the data in --raw-dir {self.raw_dir} ({err}); "
+                "pass --raw-dir the data the run was trained on, or --run-id"
+            ) from err
+
+    def fingerprints(self, tasks: Iterable[str]) -> dict[str, str]:
+        """task -> fingerprint, for the tasks whose data (training and test) ``raw_dir`` holds."""
+        found = {}
+        for name in dict.fromkeys(tasks):
+            try:
+                found[name] = self.fingerprint(get_task(name))
+            except NervesegError:
+                continue  # no data of that task here
+        return found
+
+
+def choose_cv_run(
+    experiment_name: str, uri: str, task: str | None, data: DataToMatch | None
+) -> tuple[list[CandidateRun], RunChoice]:
+    """The experiment's finished CV runs and ``run.choice.choose_run`` over them: of ``task`` (None: the task of the
+    newest run trained on ``data``, else of the newest run), trained on ``data`` (None: any data)."""
+    candidates = cv_candidates(experiment_name, tracking_uri=uri)
+    fingerprints: dict[str, str] = {}
+    if task is None:
+        fingerprints = {} if data is None else data.fingerprints(run.task for run in candidates)
+        task = default_task(candidates, fingerprints)
+    chosen = get_task(task)
+    fingerprint = None if data is None else fingerprints.get(chosen.name) or data.fingerprint(chosen)
+    return candidates, choose_run(candidates, chosen, fingerprint)
+
+
 def chosen_runs(
-    run_id: str | None, run_ids: list[str] | None, experiment_name: str, uri: str, task: str | None
+    run_id: str | None,
+    run_ids: list[str] | None,
+    experiment_name: str,
+    uri: str,
+    task: str | None,
+    data: DataToMatch | None = None,
 ) -> list[str]:
+    """The run ids given, or the best finished CV run (``choose_cv_run``), printed with why and what was skipped."""
     if run_id is None and not run_ids:
-        run_id, name, score = best_cv_run(experiment_name, tracking_uri=uri, task=task)
-        chosen = get_task(task) if task else None
-        metric = chosen.ranking_metric if chosen else "score"
-        print(f"best finished CV run: {name} ({run_id}), {metric} {score:.4f}")
+        _, choice = choose_cv_run(experiment_name, uri, task, data)
+        if choice.skipped_line():
+            print(choice.skipped_line())
+        if choice.best is None:
+            raise choice.no_match(experiment_name, None if data is None else data.raw_dir)
+        print(choice.chosen_line())
+        run_id = choice.best.run.run_id
     return [run_id] if run_id is not None else list(run_ids or [])
+
+
+def list_candidates(*, raw_dir: Path, cache_dir: Path, task: str | None, progress: bool) -> str:
+    """``submit.py --list``: the experiment's finished CV runs, which of them were trained on the data in ``raw_dir``
+    and the one a submission would take, as lines."""
+    _, uri, experiment_name = tracking()
+    candidates, choice = choose_cv_run(experiment_name, uri, task, DataToMatch(raw_dir, cache_dir, progress))
+    assert choice.fingerprint is not None, "choose_cv_run compares the data when it is given"
+    lines = [
+        f"finished CV runs in MLflow experiment {experiment_name!r}; task {choice.task.name}, data in {raw_dir}: "
+        f"fingerprint {choice.fingerprint[:SHORT]}",
+        candidates_table(candidates, choice),
+        f"submit.py takes the run marked *: {choice.chosen_line()}" if choice.best else "no run was trained on it",
+    ]
+    return "\n".join([*lines, *([choice.skipped_line()] if choice.skipped_line() else [])])
 
 
 def keep_decision(client: MlflowClient, written: Written) -> None:
@@ -105,7 +179,8 @@ def make_submission(
     """Predict the test data with the chosen CV run(s), write and validate a new file, log it in MLflow.
 
     ``run_id`` picks one run, ``run_ids`` ensembles several (equal weight per run), neither picks the best
-    finished CV run of ``task`` (None: the task of the newest finished CV run) by that task's ranking metric.
+    finished CV run of ``task`` trained on the data in ``raw_dir`` (its data fingerprint), by that task's estimate
+    (``choose_cv_run``; ``task`` None: that of the newest run on this data, else of the newest run).
     ``model`` (``models:/nerveseg@champion``) picks the CV run a registered model was made of instead, so its
     submission is the run's. The other options are ``run.submit.SubmitOptions``'. Bad input raises
     ``NervesegError`` naming it; the output and cache folders are checked writable before the store is read.
@@ -123,7 +198,8 @@ def make_submission(
     client, uri, experiment_name = tracking()
     if model is not None:  # a registered model: submit from the CV run it was made of
         run_id = run_of_model(client, model)
-    chosen = chosen_runs(run_id, run_ids, experiment_name, uri, task)
+    data = DataToMatch(options.raw_dir, options.cache_dir, progress)
+    chosen = chosen_runs(run_id, run_ids, experiment_name, uri, task, data)
     readers = [MlflowRunReader(client, rid, uri, unfinished="warn") for rid in chosen]
     written = write_submission(readers, options)
     keep_decision(client, written)
