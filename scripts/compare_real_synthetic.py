@@ -2,9 +2,11 @@
 
     .venv/bin/python scripts/compare_real_synthetic.py [--real ../shared/real_sample] [--seed 0] [--out PATH]
 
-Top row: real training frames read at run time from the shared sample beside the repository (never copied into
-it; only this montage is kept, for the README). Bottom row: synthetic frames rendered in memory by
-nerveseg.data.synthetic -- three labelled and one empty, like the real row -- so a reader can judge the stand-in.
+Row 1: real training frames read at run time from the shared sample beside the repository (never copied into it;
+only this montage is kept, for the README). Rows 2 and 3: synthetic frames rendered in memory by
+nerveseg.data.synthetic -- three labelled and one empty, like the real row -- in the "realistic" style (tests,
+benchmarks) and the "clear" style (make demo): the same subjects, frames and masks, only the nerve's look differs.
+Row 4: two of those frames in each style as the model sees them (64x80, enlarged), where the difference matters.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import cv2
 import numpy as np
 
-from nerveseg.data.synthetic import render_subject
+from nerveseg.data.synthetic import STYLES, render_subject
 from nerveseg.io_utils import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,22 +52,28 @@ def real_tiles(real_dir: Path) -> list[np.ndarray]:
     return tiles
 
 
-def synthetic_tiles(seed: int) -> list[np.ndarray]:
-    """First three labelled frames from three different subjects, then one empty frame."""
-    labelled: list[np.ndarray] = []
-    empty: list[np.ndarray] = []
+def synthetic_frames(seed: int, style: str) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(image, mask, title): the first three labelled frames from three different subjects, then one empty frame."""
+    labelled: list[tuple[np.ndarray, np.ndarray, str]] = []
+    empty: list[tuple[np.ndarray, np.ndarray, str]] = []
     for subject, child in enumerate(np.random.SeedSequence(seed).spawn(12), start=1):
-        for index, (image, mask) in enumerate(render_subject(child, 12), start=1):
-            title = f"synthetic {subject}_{index}"
+        for index, (image, mask) in enumerate(render_subject(child, 12, STYLES[style]), start=1):
+            title = f"{style} {subject}_{index}"
             if mask.any() and len(labelled) < 3:
-                labelled.append(outlined(image, mask, title))
+                labelled.append((image, mask, title))
                 break
             if not mask.any() and not empty and len(labelled) == 3:
-                empty.append(outlined(image, mask, title + " (empty mask)"))
+                empty.append((image, mask, title + " (empty mask)"))
                 break
         if len(labelled) == 3 and empty:
             return labelled + empty
     raise SystemExit(f"error: seed {seed} gave too few labelled/empty frames; try another --seed")
+
+
+def model_view(image: np.ndarray, mask: np.ndarray, title: str) -> np.ndarray:
+    """``image`` at the model's 64x80, enlarged back to the frame's size, outlined like the other tiles."""
+    small = cv2.resize(image, (80, 64), interpolation=cv2.INTER_AREA)
+    return outlined(cv2.resize(small, image.shape[::-1], interpolation=cv2.INTER_NEAREST), mask, title + " at 64x80")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.real / "train").is_dir():
         print(f"error: real sample not found at {args.real / 'train'}; pass --real DIR", file=sys.stderr)
         return 2
-    montage = np.vstack([np.hstack(real_tiles(args.real)), np.hstack(synthetic_tiles(args.seed))])
+    styles = {style: synthetic_frames(args.seed, style) for style in ("realistic", "clear")}
+    rows = [real_tiles(args.real)] + [[outlined(*frame) for frame in frames] for frames in styles.values()]
+    rows.append([model_view(*frames[i]) for frames in styles.values() for i in (0, 1)])
+    montage = np.vstack([np.hstack(row) for row in rows])
     ok, encoded = cv2.imencode(".png", montage)
     if not ok:
         raise SystemExit("error: PNG encoding failed")
