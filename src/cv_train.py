@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nerveseg.cli import add_registry_options, one_line_errors
+from nerveseg.cli import add_registry_options, one_line_errors, registry_choice
 from nerveseg.config import load_config
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_outside
@@ -28,7 +28,7 @@ from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -72,11 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="when the run is complete, register its fold ensemble (as src/register.py --run-id does)",
     )
     add_registry_options(parser)
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    parser.add_argument("--no-progress", action="store_true", help="no fold or epoch progress, no ETA")
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def predict_subjects(args: argparse.Namespace) -> int | None:
@@ -94,8 +98,11 @@ def predict_subjects(args: argparse.Namespace) -> int | None:
     return len(set(subject_of.values()))
 
 
-def check_run_dir_options(args: argparse.Namespace) -> None:
-    """--run-dir keeps the CV in a folder: the MLflow-only options make no sense with it."""
+def check_options(args: argparse.Namespace) -> None:
+    """Options that would be accepted and then do nothing: the registry's without --register, MLflow's with
+    --run-dir (which keeps the CV in a folder)."""
+    if not args.register and (args.model_name is not None or args.alias is not None):
+        raise NervesegError("--model-name and --alias say how --register registers it: add --register or drop them")
     if args.run_dir is None:
         return
     used = [name for name, on in (("--parent-run-id", args.parent_run_id), ("--resume", args.resume),
@@ -118,7 +125,8 @@ def _print_outcome(result: Any) -> None:
 @one_line_errors(interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    check_run_dir_options(args)
+    check_options(args)
+    progress = not args.no_progress
     for option in ("--cache-dir", "--folds-dir"):  # derived data never goes into the raw folder
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
     if args.run_dir is not None:
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_dir is not None:
         from nerveseg.run.local_store import LocalStore
 
-        result = cross_validate(config, paths, LocalStore(args.run_dir), fold=args.fold, progress=not args.quiet)
+        result = cross_validate(config, paths, LocalStore(args.run_dir), fold=args.fold, progress=progress)
         _print_outcome(result)
         print(f"run folder: {args.run_dir} (submit.py --run-dir, register.py --run-dir ... --out MODEL_DIR)")
         return 0
@@ -143,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     from nerveseg.track.store import load_mlflow_settings, ui_hint
 
     settings = load_mlflow_settings()
-    store = MlflowStore(settings, parent_run_id=args.parent_run_id, resume=args.resume, progress=not args.quiet)
-    result = cross_validate(config, paths, store, fold=args.fold, progress=not args.quiet)
+    store = MlflowStore(settings, parent_run_id=args.parent_run_id, resume=args.resume, progress=progress)
+    result = cross_validate(config, paths, store, fold=args.fold, progress=progress)
     _print_outcome(result)
     print(f"parent run: {result.parent_id}")
     print(ui_hint(settings, store.experiment_id, result.parent_id))
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         from nerveseg.track.registry import register_best
 
         registered = register_best(
-            result.parent_id, name=args.name, alias=args.alias, raw_dir=args.raw_dir, cache_dir=args.cache_dir
+            result.parent_id, **registry_choice(args), raw_dir=args.raw_dir, cache_dir=args.cache_dir
         )
         print(registered.describe())
     return 0

@@ -28,8 +28,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-@one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RAW_DIR, help=f"output root (default {RAW_DIR})")
     parser.add_argument("--subjects", type=int, default=47, help="training subjects (real set: 47)")
@@ -46,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         help="realistic: as hard as the real scans at 64x80 (default); clear: the demo's easier-to-see nerve",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+@one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     masks_dir = args.test_masks if args.test_masks is not None else args.out.parent / "synthetic_test_masks"
     start = time.perf_counter()
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         args.test,
         args.seed,
         test_masks_dir=masks_dir,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         workers=args.workers,
         style=args.style,
     )

@@ -17,18 +17,22 @@ from nerveseg.data.isbi import ISBI_DIR
 from nerveseg.data.synthetic_em import generate_em
 
 
-@one_line_errors()  # NervesegError (bad arguments, a non-empty folder): one line
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ISBI_DIR, help=f"output root (default {ISBI_DIR})")
     parser.add_argument("--train", type=int, default=30, help="labelled training slices (challenge: 30)")
     parser.add_argument("--test", type=int, default=30, help="test slices (challenge: 30)")
     parser.add_argument("--size", type=int, default=512, help="slice side in pixels (challenge: 512)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+@one_line_errors()  # NervesegError (bad arguments, a non-empty folder): one line
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     start = time.perf_counter()
-    generate_em(args.out, args.train, args.test, args.size, args.seed, progress=not args.quiet)  # NervesegErrors
+    generate_em(args.out, args.train, args.test, args.size, args.seed, progress=not args.no_progress)  # NervesegErrors
     print(
         f"wrote {args.train} training and {args.test} test slices ({args.size}x{args.size}) to {args.out} "
         f"in {time.perf_counter() - start:.0f} s"

@@ -1,6 +1,6 @@
 """Register a CV run's fold ensemble in MLflow's model registry: ``python src/register.py [--run-id ID]``.
 
-Logs the run's pyfunc model on it if it has none yet, registers a new version of ``--name`` (nerveseg)
+Logs the run's pyfunc model on it if it has none yet, registers a new version of ``--model-name`` (nerveseg)
 with the run's CV table and honest estimate as its description and the data fingerprint and git commit
 as tags, and moves ``--alias`` (champion) to it. Without ``--run-id`` it takes the best finished CV run
 by the task's estimate, as ``submit.py`` ranks them (``run.choice``; their data is not compared). Then
@@ -17,14 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from nerveseg.cli import add_registry_options, one_line_errors
+from nerveseg.cli import add_registry_options, one_line_errors, registry_choice
 from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
 
 
-@one_line_errors()
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run-id", help="MLflow id of a CV (parent) run; default: the best finished one")
@@ -38,9 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help=f"decoded-image cache ({PROCESSED_DIR})")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@one_line_errors()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.run_dir is not None and args.out is None:
         raise NervesegError("--run-dir needs --out MODEL_DIR: a LocalStore run becomes a model folder, not a version")
+    if args.out is not None and (args.model_name is not None or args.alias is not None):
+        raise NervesegError("--out writes a model folder, not a registry version: drop --model-name and --alias")
     quiet_tensorflow(args.verbose)
     if args.out is not None:
         from nerveseg.track.registry import package_run
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from nerveseg.track.registry import register_best
 
     registered = register_best(
-        args.run_id, task=args.task, name=args.name, alias=args.alias, tta=not args.no_tta,
+        args.run_id, task=args.task, **registry_choice(args), tta=not args.no_tta,
         raw_dir=args.raw_dir, cache_dir=args.cache_dir,
     )  # fmt: skip
     print(registered.describe())

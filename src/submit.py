@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="test images per prediction batch (256)")
     parser.add_argument("--test-masks", type=Path, default=None, help="folder of <id>_mask.tif: also log a test score")
     parser.add_argument(
-        "--name", help="file name of the submission in --out-dir (default: <UTC time>_<run name>); never overwritten"
+        "--out-name",
+        help="file name of the submission in --out-dir (default: <UTC time>_<run name>); never overwritten",
     )
     parser.add_argument(
         "--kaggle",
@@ -112,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("--out-dir", "--cache-dir"):
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
     check_writable_dir(args.out_dir, "--out-dir")
-    if args.name is not None and (args.out_dir / args.name).exists():
-        raise NervesegError(f"--name: {args.out_dir / args.name} already exists; submissions are never overwritten")
+    if args.out_name is not None and (args.out_dir / args.out_name).exists():
+        raise NervesegError(
+            f"--out-name: {args.out_dir / args.out_name} already exists; submissions are never overwritten"
+        )
     quiet_tensorflow(args.verbose)
     check_free_space(args.out_dir, expected_output_bytes(args.raw_dir), "--out-dir")  # before any prediction
 
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             test_masks_dir=args.test_masks,
             progress=not args.no_progress,
             task=args.task,
-            file_name=args.name,
+            file_name=args.out_name,
             model=args.model,
         )
     _print_result(result)
@@ -170,7 +173,7 @@ def _submit_local(args: argparse.Namespace) -> SubmissionResult:
 
     options = SubmitOptions(
         args.raw_dir, args.out_dir, args.cache_dir, False if args.no_tta else None, args.batch_size, args.test_masks,
-        not args.no_progress, args.name,
+        not args.no_progress, args.out_name,
     )  # fmt: skip
     return submit_local([args.run_dir], options)
 

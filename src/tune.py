@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=EXPERIMENTS_DIR,
         help="where <study>-best.yaml is written (default: experiments/)",
     )
-    parser.add_argument("--quiet", action="store_true", help="only the per-trial lines, no per-fold/epoch progress")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="only the per-trial lines, no per-fold/epoch progress"
+    )
     parser.add_argument(
         "--max-consecutive-failures",
         type=int,
@@ -145,7 +147,7 @@ def confirm(args: argparse.Namespace) -> None:
 
     settings = ConfirmSettings(
         study_name=args.study, storage=args.storage, raw_dir=args.raw_dir, cache_dir=args.cache_dir,
-        folds_dir=args.folds_dir, seed=args.confirm_seed, progress=not args.quiet,
+        folds_dir=args.folds_dir, seed=args.confirm_seed, progress=not args.no_progress,
     )  # fmt: skip
     with quiet_optuna():
         result = confirm_study(settings, out=lambda line: print(line, flush=True))
@@ -167,7 +169,7 @@ def run_trials(args: argparse.Namespace, base: TrainConfig, space: SearchSpace) 
         cache_dir=args.cache_dir,
         folds_dir=args.folds_dir,
         experiments_dir=args.experiments_dir,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         timeout=args.timeout,
         pruner=make_pruner(args.pruner, n_startup_trials=args.n_startup_trials, n_warmup_steps=args.n_warmup_steps),
         seed=args.seed,

@@ -129,9 +129,11 @@ def test_interrupted_run_resumes_only_the_missing_folds(
     capsys.readouterr()
 
     train_calls.clear()
-    result = experiment.run_cv(config, **dirs, resume=True, progress=False)
+    result = experiment.run_cv(config, **dirs, resume=True)
     err = capsys.readouterr().err
     assert f"resuming parent run {parent_id} (tiny, status KILLED" in err
+    assert "fold 1 (1/2) done in" in err and "fold 2 (2/2) done in" in err  # the ETA counts only what is left
+    assert "2 folds trained in" in err
     assert f"marked stale fold run {stale}" in err
     assert result.parent_run_id == parent_id and result.trained_folds == [1, 2]
     assert train_calls == [1, 2]
@@ -236,6 +238,20 @@ def test_cli_rejects_bad_input_in_one_line(capsys: pytest.CaptureFixture[str], t
     )
     assert cv_train.main(["--config", str(EXPERIMENTS_DIR / "demo.yaml"), "--fold", "5"]) == 2
     assert "error: fold=5 is out of range; this config has folds 0..4" in capsys.readouterr().err
+
+
+def test_registry_options_that_would_do_nothing_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--model-name``/``--alias`` only say how ``--register`` registers (issue 29: they were accepted and ignored);
+    ``register.py --out`` writes a folder, which has neither."""
+    import register
+
+    for option in ("--model-name", "--alias"):
+        assert cv_train.main([option, "x"]) == 2
+        assert capsys.readouterr().err == (
+            "error: --model-name and --alias say how --register registers it: add --register or drop them\n"
+        )
+    assert register.main(["--out", str(tmp_path / "model"), "--model-name", "x"]) == 2
+    assert "drop --model-name and --alias" in capsys.readouterr().err and not (tmp_path / "model").exists()
 
 
 class Pruned(Exception):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,6 +87,14 @@ def test_the_console_shows_the_table_the_parent_run_and_how_to_open_it(trained: 
     for line in ("fold        score", "mean ± std", "OOF ", "all-empty", "mlflow ui --backend-store-uri"):
         assert line in trained.out
     assert "fold 2 (3/3; 3 folds in all)" in trained.err and "Epoch 2/2" in trained.out + trained.err
+
+
+def test_the_console_shows_each_epochs_time_the_eta_and_each_folds_time(trained: Trained) -> None:
+    lines = trained.err.splitlines()
+    # the first epoch's time and the whole CV's ETA as the second epoch begins, then each fold's time
+    assert any(re.match(r"fold 0 \(1/3\) epoch 1/2 took \d+ s; CV \d+ % done, about .+ left$", x) for x in lines)
+    assert any(re.match(r"fold 1 \(2/3\) done in .+; CV \d+ % done, about .+ left$", x) for x in lines)
+    assert any(re.match(r"fold 2 \(3/3\) done in .+; 3 folds trained in ", x) for x in lines), trained.err[-2000:]
 
 
 def test_the_parent_run_holds_params_tags_metrics_and_artifacts(trained: Trained) -> None:

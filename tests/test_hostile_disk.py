@@ -139,7 +139,7 @@ def test_a_cv_run_on_a_full_artifact_store_ends_failed_with_the_reason(
     before = tree_digest(raw)
     done = run_script(
         "cv_train.py", "--config", config, "--raw-dir", raw, "--cache-dir", tmp_path / "cache",
-        "--folds-dir", tmp_path / "folds", "--quiet",
+        "--folds-dir", tmp_path / "folds", "--no-progress",
         env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "hostile"},
     )  # fmt: skip
     assert_one_line_error(done, "No space left on device", "free space")
@@ -227,8 +227,8 @@ def test_submit_name_refuses_an_existing_file_at_once(tmp_path: Path) -> None:
     out_dir.mkdir()
     (out_dir / "mine.csv").write_text("keep me")
     before = tree_digest(raw)
-    done = run_script("submit.py", "--name", "mine.csv", "--raw-dir", raw, "--out-dir", out_dir)
-    assert_one_line_error(done, "--name", str(out_dir / "mine.csv"), "never overwritten")
+    done = run_script("submit.py", "--out-name", "mine.csv", "--raw-dir", raw, "--out-dir", out_dir)
+    assert_one_line_error(done, "--out-name", str(out_dir / "mine.csv"), "never overwritten")
     assert (out_dir / "mine.csv").read_text() == "keep me"
     assert tree_digest(raw) == before
 
@@ -241,5 +241,5 @@ def test_submit_name_must_be_a_plain_file_name(tmp_path: Path, name: str) -> Non
 
     assert submission_path(tmp_path, "run", file_name="final") == tmp_path / "final.csv"
     assert submission_path(tmp_path, "run", suffix=".tif", file_name="final.tif") == tmp_path / "final.tif"
-    with pytest.raises(NervesegError, match="--name"):
+    with pytest.raises(NervesegError, match="--out-name"):
         submission_path(tmp_path, "run", file_name=name)

@@ -125,7 +125,7 @@ def test_cv_train_refuses_isbi_data_of_another_size_in_one_line(
 
     generate_em(tmp_path / "em", n_train=N_SLICES, n_test=1, size=SIZE, progress=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    common = ["--config", str(EXPERIMENTS / "isbi_demo.yaml"), "--quiet"]
+    common = ["--config", str(EXPERIMENTS / "isbi_demo.yaml"), "--no-progress"]
     common += ["--cache-dir", str(tmp_path / "cache"), "--folds-dir", str(tmp_path / "folds")]
     for raw_dir, expected in ((tmp_path / "em", "height=512, width=512"), (tmp_path / "none", "no ISBI 2012 data")):
         capsys.readouterr()

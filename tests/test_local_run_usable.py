@@ -108,8 +108,9 @@ def local(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Ite
     raw = str(synthetic_root / "raw")
     common = ["--raw-dir", raw, "--cache-dir", str(work / "cache")]
     trained = _command(
-        work, "cv_train.py", "--config", "tiny.yaml", "--run-dir", "cv", "--folds-dir", "folds", "--quiet", *common
-    )
+        work, "cv_train.py", "--config", "tiny.yaml", "--run-dir", "cv", "--folds-dir", "folds", "--no-progress",
+        *common,
+    )  # fmt: skip
     submitted = _command(work, "submit.py", "--run-dir", "cv", "--out-dir", "subs", "--no-progress", *common)
     packaged = _command(work, "register.py", "--run-dir", "cv", "--out", "model", *common)
     yield {"work": work, "root": synthetic_root, "trained": trained, "submitted": submitted, "packaged": packaged}

@@ -350,7 +350,7 @@ def test_cv_train_register_registers_the_finished_run(
     root = registered["root"]
     argv = [
         "--config", str(config), "--raw-dir", str(root / "raw"), "--cache-dir", str(registered["tmp"] / "cache"),
-        "--folds-dir", str(tmp_path / "folds"), "--quiet", "--register", "--alias", "fresh",
+        "--folds-dir", str(tmp_path / "folds"), "--no-progress", "--register", "--alias", "fresh",
     ]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out

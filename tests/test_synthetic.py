@@ -322,7 +322,8 @@ def test_intensity_threshold_baseline_is_far_from_perfect(stats_set: tuple[np.nd
 def test_cli_writes_a_set_and_reports_errors_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import make_synthetic
 
-    argv = ["--out", str(tmp_path / "raw"), "--subjects", "1", "--images-per-subject", "2", "--test", "1", "--quiet"]
+    argv = ["--out", str(tmp_path / "raw"), "--subjects", "1", "--images-per-subject", "2", "--test", "1"]
+    argv += ["--no-progress"]
     assert make_synthetic.main(argv) == 0
     assert len(list((tmp_path / "raw" / "train").glob("*.tif"))) == 4
     assert (tmp_path / "synthetic_test_masks" / "1_mask.tif").is_file()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,14 +51,15 @@ def test_get_task_knows_both_tasks_and_refuses_others_in_one_line() -> None:
 class Tracked:
     parent_id: str
     out: str
+    err: str
     root: Path
     raw_dir: Path
     folds_dir: Path
 
 
-def _quiet(function: Callable[[list[str]], int], argv: list[str]) -> str:
+def _quiet(function: Callable[[list[str]], int], argv: list[str], err: io.StringIO | None = None) -> str:
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err or io.StringIO()):
         assert function(argv) == 0
     return out.getvalue()
 
@@ -72,14 +74,15 @@ def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     generate_em(raw_dir / "isbi2012", n_train=6, n_test=2, size=SIZE, seed=3, progress=False)
     (root / "tiny_isbi.yaml").write_text(config_to_yaml(CONFIG))
     dirs = {"raw_dir": raw_dir, "cache_dir": root / "cache", "folds_dir": root / "folds"}
-    argv = ["--config", str(root / "tiny_isbi.yaml"), "--quiet"]
+    argv = ["--config", str(root / "tiny_isbi.yaml")]  # with progress: the ETA lines are checked
     argv += [f"--{k.replace('_', '-')}={v}" for k, v in dirs.items()]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         patch.setenv("MLFLOW_EXPERIMENT_NAME", "nerveseg")
-        out = _quiet(cv_train.main, argv)
+        err = io.StringIO()
+        out = _quiet(cv_train.main, argv, err)
         parent_id = out.split("parent run: ")[1].split()[0]
-        yield Tracked(parent_id, out, root, raw_dir, root / "folds")
+        yield Tracked(parent_id, out, err.getvalue(), root, raw_dir, root / "folds")
 
 
 def test_cv_train_runs_the_isbi_task_and_ranks_by_v_rand_error(tracked: Tracked) -> None:
@@ -94,6 +97,11 @@ def test_cv_train_runs_the_isbi_task_and_ranks_by_v_rand_error(tracked: Tracked)
     )
     assert "cv_score_mean" not in metrics  # the nerve task's metric is not faked
     assert "v_rand_error" in tracked.out and "cv_v_rand_error_mean" in run.data.tags[schema.DESCRIPTION_TAG]
+
+
+def test_the_isbi_trainer_shows_each_folds_time_and_the_eta(tracked: Tracked) -> None:
+    assert re.search(r"^fold 0 \(1/2\) done in .+; CV \d+ % done, about .+ left$", tracked.err, re.M), tracked.err
+    assert re.search(r"^fold 1 \(2/2\) done in .+; 2 folds trained in ", tracked.err, re.M)
 
 
 def test_the_isbi_run_keeps_each_slices_rand_error_for_compare(tracked: Tracked) -> None:

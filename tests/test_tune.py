@@ -1,6 +1,6 @@
 """Tuning: search-space validation, pruning/reporting, exact-N trial counts, failing fast.
 
-The tiny tracked study end to end is in test_tune_study_e2e.py; Ctrl-C and --quiet in
+The tiny tracked study end to end is in test_tune_study_e2e.py; Ctrl-C and --no-progress in
 test_tune_interrupt.py.
 """
 

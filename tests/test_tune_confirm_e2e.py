@@ -138,7 +138,8 @@ def test_confirming_again_from_the_command_line_reuses_the_runs(
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "confirm-test")
     cv_runs_before = len(confirmed.children(schema.CV_RUN))
     args = ["--study", STUDY, "--confirm", "--storage", confirmed.storage, "--raw-dir", str(confirmed.raw_dir)]
-    args += ["--cache-dir", str(confirmed.root / "cache"), "--folds-dir", str(confirmed.root / "folds"), "--quiet"]
+    args += ["--cache-dir", str(confirmed.root / "cache"), "--folds-dir", str(confirmed.root / "folds")]
+    args += ["--no-progress"]
     assert tune.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("confirm: reusing the finished") == 2 and confirmed.result.describe() in out

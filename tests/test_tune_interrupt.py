@@ -1,4 +1,4 @@
-"""tune.py as a user runs it: Ctrl-C stops the worker at once and is not counted, --quiet is quiet,
+"""tune.py as a user runs it: Ctrl-C stops the worker at once and is not counted, --no-progress is quiet,
 and a failed tracking check leaves no Optuna database behind."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _args(synthetic_root: Path, tmp_path: Path, trials: int) -> list[str]:
         "--study", "s", "--trials", str(trials), "--config", str(tmp_path / "base.yaml"),
         "--space", str(tmp_path / "space.yaml"), "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
         "--raw-dir", str(synthetic_root / "raw"), "--cache-dir", str(tmp_path / "cache"),
-        "--folds-dir", str(tmp_path / "folds"), "--experiments-dir", str(tmp_path / "experiments"), "--quiet",
+        "--folds-dir", str(tmp_path / "folds"), "--experiments-dir", str(tmp_path / "experiments"), "--no-progress",
     ]  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def test_ctrl_c_stops_the_worker_marks_the_trial_interrupted_and_kills_the_runs(
     assert fold_run.data.tags["nerveseg.stopped"] == "KeyboardInterrupt"
 
 
-def test_quiet_prints_no_per_fold_lines(
+def test_no_progress_prints_no_per_fold_lines(
     synthetic_root: Path, tmp_path: Path, store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import tune

@@ -303,7 +303,7 @@ def test_two_tune_workers_share_a_postgres_study(
         str(tmp_path / "cache"),
         "--experiments-dir",
         str(tmp_path / "experiments"),
-        "--quiet",
+        "--no-progress",
     ]
     with mlflow_server(tracking_db, tmp_path / "artifacts") as uri:
         env = _env() | {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "tune-postgres-test"}

@@ -226,6 +226,6 @@ def test_the_exported_best_config_runs_through_cv_train(tuned: Tuned, continued:
     assert best.learning_rate == pytest.approx(continued.best_params["learning_rate"])
     assert best.replace(name="tiny", **{k: getattr(BASE, k) for k in ("learning_rate", "base_filters")}) == BASE
     args = ["--config", str(best_path), "--raw-dir", str(tuned.raw_dir), "--cache-dir", str(tuned.root / "cache")]
-    assert cv_train.main([*args, "--folds-dir", str(tuned.root / "folds"), "--quiet"]) == 0
+    assert cv_train.main([*args, "--folds-dir", str(tuned.root / "folds"), "--no-progress"]) == 0
     runs = tuned.runs("attributes.run_name = 'tiny-study-best'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED" and schema.CV_SCORE_MEAN in runs[0].data.metrics

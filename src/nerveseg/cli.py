@@ -80,10 +80,15 @@ def one_line_errors(*, interrupted: str | None = None) -> Callable[[Callable[P, 
 
 
 def add_registry_options(parser: argparse.ArgumentParser) -> None:
-    """``--name`` and ``--alias`` of the model registry (``register.py``, ``cv_train.py --register``)."""
-    parser.add_argument(
-        "--name", default=names.REGISTERED_MODEL, help=f"registered model name ({names.REGISTERED_MODEL})"
-    )
-    parser.add_argument(
-        "--alias", default=names.CHAMPION_ALIAS, help=f"alias moved to the new version ({names.CHAMPION_ALIAS})"
-    )
+    """``--model-name`` and ``--alias`` of the model registry (``register.py``, ``cv_train.py --register``).
+
+    Both default to None, so that a command can tell an option given from one left out; ``registry_choice``
+    fills in the defaults.
+    """
+    parser.add_argument("--model-name", help=f"registered model name ({names.REGISTERED_MODEL})")
+    parser.add_argument("--alias", help=f"alias moved to the new version ({names.CHAMPION_ALIAS})")
+
+
+def registry_choice(args: argparse.Namespace) -> dict[str, str]:
+    """The registered model's ``name`` and ``alias`` as ``add_registry_options`` parsed them, defaults filled in."""
+    return {"name": args.model_name or names.REGISTERED_MODEL, "alias": args.alias or names.CHAMPION_ALIAS}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from nerveseg import names
 from nerveseg.config import TrainConfig, param_strings
 from nerveseg.errors import NervesegError, is_interruption
+from nerveseg.eta import CVClock
 from nerveseg.io_utils import check_writable_dir
 from nerveseg.run.store import CVObserver, CVPaths, OpenedCV, RunStore
 from nerveseg.tasks import get_task
@@ -58,11 +60,12 @@ class _CV:
     work: Path
     raw_dir: Path
     progress: bool
+    clock: CVClock
     observer_error: BaseException | None = field(default=None)
 
-    def say(self, message: str) -> None:
-        """Progress lines (which fold, which run): silent with ``progress=False`` (``--quiet``)."""
-        if self.progress:
+    def say(self, message: str | None) -> None:
+        """Progress lines (which fold, which run, the time left): silent with ``progress=False`` (``--no-progress``)."""
+        if self.progress and message is not None:
             say(message)
 
 
@@ -90,7 +93,8 @@ def cross_validate(
     folds, folds_file = task.make_folds(data, config, Path(paths.folds_dir))
     with _work_dir(paths.work_dir) as work:
         observing = (*store.observers(), *observers)
-        cv = _CV(config, task, data, folds, folds_file, store, observing, work, Path(paths.raw_dir), progress)
+        clock = CVClock(to_train, config.epochs)  # the folds trained here: not those skipped by a resume
+        cv = _CV(config, task, data, folds, folds_file, store, observing, work, Path(paths.raw_dir), progress, clock)
         store.open(OpenedCV(config, data, folds, folds_file, work))
         with _marked_on_error(cv):
             results = {k: _train_fold(cv, k, f"{n}/{len(to_train)}") for n, k in enumerate(to_train, 1)}
@@ -142,6 +146,7 @@ def fold_params(config: TrainConfig, task: Task, data: TrainData, folds: np.ndar
 
 def _train_fold(cv: _CV, fold: int, position: str) -> FoldResult:
     """One fold: open its record, train it with the observers listening, keep it in the store."""
+    cv.clock.fold_started(fold, time.monotonic())
     record = cv.store.start_fold(fold, fold_params(cv.config, cv.task, cv.data, cv.folds, fold))
     n_val = int(np.count_nonzero(cv.folds == fold))
     cv.say(
@@ -159,6 +164,7 @@ def _train_fold(cv: _CV, fold: int, position: str) -> FoldResult:
     )
     cv.store.save_fold(result)
     cv.say(f"fold {fold}: val_score {result.val_score:.4f} (kept epoch {result.kept_epoch}: {result.checkpoint})")
+    cv.say(cv.clock.fold_ended(time.monotonic()))
     _notify(cv, lambda observer: observer.on_fold_end(fold, result.val_score))
     return result
 
@@ -174,16 +180,24 @@ def _notify(cv: _CV, call: Any) -> None:
 
 
 class _ObserverCallback(keras.callbacks.Callback):
-    """Keras' side of the observers: each epoch's begin and end, with the history's scalar values."""
+    """Keras' side of the observers and the clock: each epoch's begin and end, with the history's scalar values.
+
+    The previous epoch's time and the ETA are printed as the next epoch begins: Keras' own epoch line is written
+    after every other callback's ``on_epoch_end``, and the ETA should follow it, not split it from its header.
+    """
 
     def __init__(self, cv: _CV, fold: int) -> None:
         super().__init__()
         self._cv, self._fold = cv, fold
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        self._cv.say(self._cv.clock.epoch_line(now))
+        self._cv.clock.epoch_started(now)
         _notify(self._cv, lambda observer: observer.on_epoch_begin(self._fold, epoch))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._cv.clock.epoch_ended(time.monotonic())
         values = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         _notify(self._cv, lambda observer: observer.on_epoch_end(self._fold, epoch, values))
 

@@ -106,10 +106,10 @@ class SubmissionResult:
 
 
 def check_file_name(name: str) -> str:
-    """``--name``: a plain file name (no folder part, not hidden, not empty); raises ``NervesegError``."""
+    """``--out-name``: a plain file name (no folder part, not hidden, not empty); raises ``NervesegError``."""
     if not name or name in (".", "..") or Path(name).name != name or name.startswith(".") or "\x00" in name:
         raise NervesegError(
-            f"--name {name!r} must be a plain file name (no folder part, not hidden); use --out-dir for the folder"
+            f"--out-name {name!r} must be a plain file name (no folder part, not hidden); use --out-dir for the folder"
         )
     return name
 

@@ -1,0 +1,95 @@
+"""The CV's ETA (``nerveseg.eta.CVClock``) fed invented times: no clock is read, so every figure is exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from nerveseg.eta import CVClock, format_duration, format_estimate
+
+
+def run_fold(clock: CVClock, fold: int, start: float, setup: float, epochs: list[float], after: float) -> float:
+    """Feed one fold: ``setup`` seconds, then the epochs, then ``after`` seconds; returns the time it ends."""
+    now = start + setup
+    clock.fold_started(fold, start)
+    for seconds in epochs:
+        clock.epoch_started(now)
+        now += seconds
+        clock.epoch_ended(now)
+    return now + after
+
+
+def test_durations_read_as_a_person_would_say_them() -> None:
+    assert [format_duration(s) for s in (0.4, 41, 192, 3600 + 5 * 60 + 20)] == [
+        "0 s",
+        "41 s",
+        "3 min 12 s",
+        "1 h 05 min",
+    ]
+    assert [format_estimate(s) for s in (3, 44, 61, 7 * 60 + 20, 7500)] == [
+        "about 10 s", "about 40 s", "about 1 min", "about 7 min", "about 2 h 05 min"
+    ]  # fmt: skip
+
+
+def test_no_estimate_before_the_first_epoch_has_ended() -> None:
+    clock = CVClock([0, 1, 2], epochs=4)
+    clock.fold_started(0, 100.0)
+    clock.epoch_started(110.0)
+    assert clock.remaining(150.0) is None
+    assert clock.epoch_line(150.0) is None
+    assert clock.outlook(150.0) == "time left known after the first epoch"
+
+
+def test_the_first_estimate_counts_every_epoch_of_every_fold_left() -> None:
+    clock = CVClock([0, 1, 2], epochs=4)
+    clock.fold_started(0, 0.0)
+    clock.epoch_started(10.0)  # 10 s of set-up
+    clock.epoch_ended(40.0)  # one 30 s epoch
+    # this fold: 3 epochs; two more folds of 4 epochs and the 10 s set-up seen so far
+    assert clock.remaining(40.0) == pytest.approx(3 * 30 + 2 * (4 * 30 + 10))
+    assert clock.epoch_line(40.0) == "fold 0 (1/3) epoch 1/4 took 30 s; CV 10 % done, about 6 min left"
+
+
+def test_the_estimate_improves_as_epochs_and_folds_finish() -> None:
+    clock = CVClock([0, 1], epochs=3)
+    end = run_fold(clock, 0, start=0.0, setup=5.0, epochs=[60.0, 20.0, 20.0], after=15.0)
+    assert clock.epoch_seconds() == 20.0  # the median: the first epoch's compile time is not taken for the rate
+    line = clock.fold_ended(end)
+    assert line == "fold 0 (1/2) done in 2 min 0 s; CV 60 % done, about 1 min left"
+    # one fold left: 3 epochs at 20 s and the 20 s the finished fold spent outside its epochs
+    assert clock.remaining(end) == pytest.approx(3 * 20 + 20)
+    clock.fold_started(1, end)
+    clock.epoch_started(end + 5)
+    clock.epoch_ended(end + 5 + 20)
+    assert clock.remaining(end + 25) == pytest.approx(2 * 20 + (20 - 5))
+    # halfway through the second epoch, half of it is already spent
+    clock.epoch_started(end + 25)
+    assert clock.remaining(end + 35) == pytest.approx(10 + 20 + 15)
+
+
+def test_the_last_fold_says_how_long_the_whole_call_took() -> None:
+    clock = CVClock([3], epochs=2)  # --fold 3: that fold only
+    end = run_fold(clock, 3, start=1000.0, setup=4.0, epochs=[30.0, 30.0], after=6.0)
+    # before a fold has finished, only the set-up seen so far is counted around the epochs
+    assert clock.remaining(end - 6.0) == clock.remaining(end) == 0.0
+    assert clock.fold_ended(end) == "fold 3 (1/1) done in 1 min 10 s; 1 fold trained in 1 min 10 s"
+
+
+def test_a_resumed_run_counts_only_the_folds_it_trains() -> None:
+    clock = CVClock([3, 4], epochs=2)  # --resume: folds 0-2 finished before
+    clock.fold_started(3, 0.0)
+    clock.epoch_started(0.0)
+    clock.epoch_ended(10.0)
+    assert clock.remaining(10.0) == pytest.approx(10 + 2 * 10)
+    assert clock.epoch_line(10.0).startswith("fold 3 (1/2) epoch 1/2 took 10 s; CV 25 % done")
+
+
+def test_a_fold_stopped_early_leaves_no_epochs_behind() -> None:
+    clock = CVClock([0, 1], epochs=10)
+    end = run_fold(clock, 0, start=0.0, setup=0.0, epochs=[10.0, 10.0], after=0.0)  # early stopping after 2
+    clock.fold_ended(end)
+    assert clock.remaining(end) == pytest.approx(10 * 10)  # the next fold may run all 10 epochs
+
+
+def test_ending_a_fold_that_never_started_is_a_bug() -> None:
+    with pytest.raises(RuntimeError):
+        CVClock([0], epochs=1).fold_ended(1.0)
