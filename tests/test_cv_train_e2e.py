@@ -17,8 +17,10 @@ import pytest
 
 import cv_train
 from nerveseg.config import TrainConfig, config_to_yaml
-from nerveseg.track import cv_run as experiment
+from nerveseg.run.cross_validate import cross_validate
+from nerveseg.run.store import CVPaths
 from nerveseg.track import schema
+from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.schema import RUN_TYPE_TAG
 from nerveseg.track.store import download_artifacts, get_client
 from nerveseg.train import fold as training
@@ -239,11 +241,13 @@ def test_a_finished_parent_is_never_touched_again(trained: Trained, capsys: pyte
     client = get_client()
     ended = client.get_run(parent_id).info.end_time
     calls_before = list(trained.train_calls)
-    for kwargs in ({"parent_run_id": parent_id, "resume": True}, {"parent_run_id": parent_id, "fold": 0}):
+    paths = CVPaths(**dirs)
+    stores = {None: MlflowStore(parent_run_id=parent_id, resume=True), 0: MlflowStore(parent_run_id=parent_id)}
+    for fold, store in stores.items():
         with pytest.raises(ValueError, match=f"parent run {parent_id} .* is FINISHED"):
-            experiment.run_cv(CONFIG, **dirs, progress=False, **kwargs)
+            cross_validate(CONFIG, paths, store, fold=fold, progress=False)
     with pytest.raises(ValueError, match="found no unfinished parent run named 'tiny'"):
-        experiment.run_cv(CONFIG, **dirs, progress=False, resume=True)
+        cross_validate(CONFIG, paths, MlflowStore(resume=True, progress=False), progress=False)
     capsys.readouterr()
     assert cv_train.main([*trained.argv, "--resume", "--parent-run-id", parent_id]) == 2
     assert capsys.readouterr().err.startswith(f"error: parent run {parent_id} (tiny) is FINISHED")

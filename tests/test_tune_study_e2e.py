@@ -1,6 +1,6 @@
 """A tiny tracked study, run once per module, then one focused test per promise.
 
-Three trials of a tiny config go through the real ``run_cv`` path with a SQLite Optuna storage and
+Three trials of a tiny config go through the real ``cross_validate`` path with a SQLite Optuna storage and
 an embedded SQLite MLflow store: trial 0 completes, trial 1 is pruned (a pruner that prunes it), trial
 2 fails with a diverged loss (a fault injected into ``train_fold`` for one learning rate). Re-running
 adds trials up to the new total, and the exported best config runs through ``cv_train.py``.

@@ -31,11 +31,13 @@ from nerveseg.errors import NervesegError
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 from nerveseg.report.markdown import aligned_columns
 from nerveseg.run.comparison import Comparison, compare_runs
+from nerveseg.run.cross_validate import cross_validate
+from nerveseg.run.store import CVPaths
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.comparison_run import log_comparison
 from nerveseg.track.cv_parents import params_differ
-from nerveseg.track.cv_run import run_cv
+from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.run_reader import MlflowRunReader
 from nerveseg.track.store import MlflowSettings, download_artifacts, load_mlflow_settings, setup_mlflow
 from nerveseg.tune.storage import check_storage, make_storage, with_installed_driver
@@ -160,12 +162,13 @@ def _confirmation_run(ctx: _Context, role: str, config: TrainConfig) -> str:
     ctx.out(f"confirm: {'resuming' if matching else 'training'} {config.name} (seed {config.seed})")
     tags = {STUDY_NAME_TAG: ctx.settings.study_name, schema.CONFIRM_ROLE_TAG: role}
     tags[schema.CONFIRM_SEED_TAG] = str(ctx.seed)
-    dirs = {"raw_dir": ctx.settings.raw_dir, "cache_dir": ctx.settings.cache_dir, "folds_dir": ctx.settings.folds_dir}
-    result = run_cv(config, **dirs, resume=bool(matching), parent_tags=tags, nested_under=ctx.study_run_id,
-                    progress=ctx.settings.progress, settings=ctx.mlflow_settings)  # fmt: skip
+    store = MlflowStore(ctx.mlflow_settings, resume=bool(matching), nested_under=ctx.study_run_id, parent_tags=tags,
+                        progress=ctx.settings.progress)  # fmt: skip
+    paths = CVPaths(ctx.settings.raw_dir, ctx.settings.cache_dir, ctx.settings.folds_dir)
+    result = cross_validate(config, paths, store, progress=ctx.settings.progress)
     if result.final is None:
-        raise RuntimeError(f"run_cv returned no CV summary for the {role} confirmation run {result.parent_run_id}")
-    return result.parent_run_id
+        raise RuntimeError(f"the CV returned no summary for the {role} confirmation run {result.parent_id}")
+    return result.parent_id
 
 
 def _log_on_study_run(ctx: _Context, result: ConfirmResult) -> None:

@@ -110,7 +110,7 @@ class TuneSettings:
     seed: int | None = 42
     experiments_dir: Path = EXPERIMENTS_DIR
     max_consecutive_failures: int = 5  # a worker whose trials keep failing stops (a broken setup, not bad luck)
-    progress: bool = True  # run_cv's per-fold/per-epoch lines on stderr
+    progress: bool = True  # the CV's per-fold/per-epoch lines on stderr
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
