@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 
 from helpers import crafted_tiff_header, free_port, stop_server
+from nerveseg import names
 from nerveseg.track import schema
 
 pytestmark = pytest.mark.slow
@@ -80,7 +81,7 @@ def test_register_logs_the_model_once_and_moves_the_alias(registered: dict) -> N
     run = client.get_run(first.run_id)
     assert version.run_id == first.run_id and version.source == f"models:/{first.model_id}"
     assert "cv_score_mean" in version.description and "honest estimate" in version.description
-    assert version.tags[schema.DATA_FINGERPRINT_TAG] == run.data.tags[schema.DATA_FINGERPRINT_TAG]
+    assert version.tags[names.DATA_FINGERPRINT] == run.data.tags[names.DATA_FINGERPRINT]
     if run.data.tags.get(schema.GIT_COMMIT_TAG):
         assert version.tags[schema.GIT_COMMIT_TAG] == run.data.tags[schema.GIT_COMMIT_TAG]
     model = logged_model_of_run(client, first.run_id)

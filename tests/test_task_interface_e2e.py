@@ -21,6 +21,7 @@ import pytest
 
 import cv_train
 import submit
+from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.names import VAL_V_RAND_ERROR
@@ -170,8 +171,8 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     assert child.data.tags[schema.PARENT_TAG] == tracked.parent_id and child.info.status == "FINISHED"
     assert child.data.params["task"] == "isbi2012" and child.data.tags["submission_file"] == path.name
     assert {"threshold", "min_cell_area"} <= child.data.params.keys()
-    assert [a.path for a in client.list_artifacts(child.info.run_id, schema.SUBMISSION_DIR)] == [
-        f"{schema.SUBMISSION_DIR}/{path.name}"
+    assert [a.path for a in client.list_artifacts(child.info.run_id, names.SUBMISSION_DIR)] == [
+        f"{names.SUBMISSION_DIR}/{path.name}"
     ]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):  # no config: one line, no file

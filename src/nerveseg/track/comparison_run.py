@@ -2,7 +2,7 @@
 
 Its tags name the runs (the baseline first), how each was paired and the verdict; its metrics hold, for the run
 at position k (1 = B), the paired difference with its interval, the share of bootstrap draws in which it is
-better and the smallest detectable difference (``names.comparison_key``); its description is the table with a
+better and the smallest detectable difference (``schema.comparison_key``); its description is the table with a
 link to each MLflow run; its artifacts are the plot, the text table and each subject's mean scores. The runs
 compared are FINISHED and are never written to.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from nerveseg import names
 from nerveseg.report.comparison import format_comparison, format_markdown, plot_comparison, subject_csv
 from nerveseg.run.comparison import Comparison
 from nerveseg.run.store import RunReader
@@ -52,7 +53,7 @@ def _metrics(comparison: Comparison) -> list[Metric]:
 def _tags(comparison: Comparison, readers: Sequence[RunReader], nested_under: str | None) -> dict[str, str]:
     tags = {
         schema.RUN_TYPE_TAG: schema.COMPARISON_RUN,
-        schema.COMPARED_RUNS_TAG: schema.truncated_list([reader.run_id for reader in readers]),
+        schema.COMPARED_RUNS_TAG: names.truncated_list([reader.run_id for reader in readers]),
         schema.COMPARISON_BASELINE_TAG: readers[0].run_id,
         schema.COMPARISON_METRIC_TAG: comparison.metric,
         schema.GIT_COMMIT_TAG: git_state()[0],
@@ -81,9 +82,9 @@ def log_comparison(
     client = MlflowClient(settings.tracking_uri)
     experiment_id = client.get_run(nested_under).info.experiment_id if nested_under else _experiment_of(readers)
     experiment_id = experiment_id or setup_mlflow(settings)
-    names = " vs ".join(run.name for run in comparison.runs)
+    compared = " vs ".join(run.name for run in comparison.runs)
     run = client.create_run(
-        experiment_id, run_name=f"compare {names}"[:250], tags=_tags(comparison, readers, nested_under)
+        experiment_id, run_name=f"compare {compared}"[:250], tags=_tags(comparison, readers, nested_under)
     )
     run_id = run.info.run_id
     client.log_batch(run_id, metrics=_metrics(comparison))
@@ -91,7 +92,7 @@ def log_comparison(
     client.log_text(run_id, subject_csv(comparison), schema.SUBJECT_TABLE_ARTIFACT)
     with tempfile.TemporaryDirectory() as tmp:
         plot = plot_comparison(comparison, Path(tmp) / Path(schema.COMPARISON_PLOT_ARTIFACT).name)
-        client.log_artifact(run_id, str(plot), schema.PLOTS_DIR)
+        client.log_artifact(run_id, str(plot), names.PLOTS_DIR)
     client.set_terminated(run_id, "FINISHED")
     return run_id, experiment_id
 

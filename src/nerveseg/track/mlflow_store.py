@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
+from nerveseg import names
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import sha256_file
@@ -135,16 +136,16 @@ class MlflowStore:
         for key, value in final.tags.items():
             client.set_tag(run_id, key, value)
         oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
-        oof_path = fold_files.save_oof(work / schema.OOF_PROBS_FILE, oof)
-        client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
+        oof_path = fold_files.save_oof(work / names.OOF_PROBS_FILE, oof)
+        client.log_artifact(run_id, str(oof_path), names.OOF_DIR)
         if final.image_scores is not None:
-            scores_path = fold_files.save_image_scores(work / schema.IMAGE_SCORES_FILE, final.image_scores)
-            client.log_artifact(run_id, str(scores_path), schema.OOF_DIR)
-        client.log_text(run_id, fold_files.json_text(facts), schema.SUMMARY_ARTIFACT)
-        client.log_text(run_id, fold_files.json_text(final.decision.to_json()), schema.POSTPROCESSING_ARTIFACT)
+            scores_path = fold_files.save_image_scores(work / names.IMAGE_SCORES_FILE, final.image_scores)
+            client.log_artifact(run_id, str(scores_path), names.OOF_DIR)
+        client.log_text(run_id, fold_files.json_text(facts), names.SUMMARY_ARTIFACT)
+        client.log_text(run_id, fold_files.json_text(final.decision.to_json()), names.POSTPROCESSING_ARTIFACT)
         client.set_tag(run_id, schema.DESCRIPTION_TAG, final.description)
         for figure in final.figures:
-            client.log_artifact(run_id, str(figure), schema.PLOTS_DIR)
+            client.log_artifact(run_id, str(figure), names.PLOTS_DIR)
         client.set_terminated(run_id, "FINISHED")
 
     def stop(self, err: BaseException, *, on_purpose: bool) -> None:
@@ -171,7 +172,7 @@ class MlflowStore:
     def _create_parent(self, cv: OpenedCV, folds_sha: str) -> Run:
         tags = {
             RUN_TYPE_TAG: schema.CV_RUN,
-            schema.DATA_FINGERPRINT_TAG: cv.data.fingerprint,
+            names.DATA_FINGERPRINT: cv.data.fingerprint,
             schema.FOLDS_SHA_TAG: folds_sha,
             **self._env_tags,
             **({PARENT_TAG: self._nested_under} if self._nested_under else {}),

@@ -8,6 +8,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.run.fold_files import check_weights_file
 from nerveseg.tasks import get_task
@@ -32,7 +33,7 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
         ) from err
 
 
-TASK_PARAM = f"params.{schema.TASK_PARAM}"  # runs from before the field existed are nerve runs
+TASK_PARAM = f"params.{names.TASK_PARAM}"  # runs from before the field existed are nerve runs
 
 
 def best_cv_run(

@@ -32,12 +32,12 @@ import mlflow
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
 from nerveseg.tasks import get_task
-from nerveseg.track import schema
 from nerveseg.tune.objective import (
     CVObjective,
     PrunerName,
@@ -192,7 +192,7 @@ def _join_study(
         tags={
             "optuna.storage": redact_uri(storage_url),
             "optuna.direction": direction,
-            schema.TASK_PARAM: settings.base_config.task,
+            names.TASK_PARAM: settings.base_config.task,
             "optuna.pruner": type(pruner).__name__,
             "optuna.sampler": "TPESampler",
             "base_config": settings.base_config.name,
