@@ -218,8 +218,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 LAYER_EXCEPTIONS = {
     ("nerveseg.config", "nerveseg.model.patch_cnn"): "config rejects a patch_cnn window at load time with the model's "
     "own window arithmetic (a lazy import); copying that arithmetic below config would give it two homes",
-    ("nerveseg.report.comparison", "nerveseg.run.comparison"): "the comparison report renders run.comparison's "
-    "result; the comparison belongs to the run layer (moving it down is the run layer's part of issue 24)",
 }
 
 

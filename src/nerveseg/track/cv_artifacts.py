@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -25,6 +24,7 @@ from nerveseg.report.plots import plot_learning_curves
 from nerveseg.run import fold_files
 from nerveseg.tasks.base import Task
 from nerveseg.track.schema import FOLD_TAG
+from nerveseg.track.store import log_metrics
 from nerveseg.train.fold_result import FoldResult
 
 
@@ -59,8 +59,7 @@ def log_fold(client: MlflowClient, run_id: str, ids: np.ndarray, result: FoldRes
     """The fold's kept-epoch metrics and artifacts (weights, OOF, facts, learning curve) on its run."""
     k = result.fold
     work = result.weights_path.parent
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in kept_metrics(result).items()])
+    log_metrics(client, run_id, kept_metrics(result))
     weights = result.weights_path
     if weights.name != names.weights_file(k):  # readers find the weights by the schema's name
         weights = Path(shutil.copyfile(weights, work / names.weights_file(k)))

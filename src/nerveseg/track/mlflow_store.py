@@ -11,11 +11,10 @@ tune's own study run and several folds in one process cannot get mixed up. A FIN
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlflow.entities import Metric, Run
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
@@ -33,7 +32,7 @@ from nerveseg.track import cv_artifacts, cv_parents, schema
 from nerveseg.track.fold_logging import EpochLogger
 from nerveseg.track.provenance import environment_tags
 from nerveseg.track.schema import FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG
-from nerveseg.track.store import MlflowSettings, load_mlflow_settings, setup_mlflow
+from nerveseg.track.store import MlflowSettings, load_mlflow_settings, log_metrics, setup_mlflow
 from nerveseg.train.fold_result import FoldResult
 
 
@@ -131,8 +130,7 @@ class MlflowStore:
     def finalise(self, final: CVFinal, facts: Mapping[str, Any]) -> None:
         """The task's summary of a complete cross-validation logged on the parent, which is then FINISHED."""
         client, run_id, work = self.client, self.parent_id, self._cv.work
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.metrics.items()])
+        log_metrics(client, run_id, final.metrics)
         for key, value in final.tags.items():
             client.set_tag(run_id, key, value)
         oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)

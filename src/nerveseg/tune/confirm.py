@@ -16,7 +16,6 @@ nothing.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 
 import mlflow
 import optuna
-from mlflow.entities import Metric
 
 from nerveseg.config import TrainConfig, load_config, param_strings
 from nerveseg.errors import NervesegError
@@ -35,11 +33,11 @@ from nerveseg.run.cross_validate import cross_validate
 from nerveseg.run.store import CVPaths
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
-from nerveseg.track.comparison_run import log_comparison
+from nerveseg.track.comparison_run import interval_metrics, log_comparison
 from nerveseg.track.cv_parents import params_differ
 from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.run_reader import MlflowRunReader
-from nerveseg.track.store import MlflowSettings, download_artifacts, load_mlflow_settings, setup_mlflow
+from nerveseg.track.store import MlflowSettings, download_artifacts, load_mlflow_settings, log_metrics, setup_mlflow
 from nerveseg.tune.storage import check_storage, make_storage, with_installed_driver
 from nerveseg.tune.study_tracker import BASE_CONFIG_ARTIFACT, STUDY_NAME_TAG, STUDY_RUN_ATTR, best_trial
 
@@ -178,12 +176,9 @@ def _log_on_study_run(ctx: _Context, result: ConfirmResult) -> None:
         schema.CONFIRM_VALUE: result.confirmed[result.objective],
         schema.CONFIRM_GAP: result.gap,
         schema.CONFIRM_BASELINE_VALUE: result.baseline[result.objective],
-        schema.confirm_metric(schema.PAIRED_DIFFERENCE): difference.difference,
-        schema.confirm_metric(f"{schema.PAIRED_DIFFERENCE}_ci_low"): difference.low,
-        schema.confirm_metric(f"{schema.PAIRED_DIFFERENCE}_ci_high"): difference.high,
+        **{schema.confirm_metric(name): value for name, value in interval_metrics(difference).items()},
     }
-    now = int(time.time() * 1000)
-    ctx.client.log_batch(ctx.study_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+    log_metrics(ctx.client, ctx.study_run_id, values)
     tags = {schema.CONFIRM_SEED_TAG: str(result.seed), schema.VERDICT_TAG: difference.verdict}
     tags.update({f"{schema.CONFIRM_RUN_TAG_PREFIX}{role}": run_id for role, run_id in result.run_ids.items()})
     for key, value in tags.items():
