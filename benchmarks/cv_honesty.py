@@ -1,8 +1,9 @@
 """Does the CV score predict the held-out score? CV vs held-out subjects on several synthetic data sets.
 
 For each data set (its own generator seed, held-out test subjects) and each checkpoint rule, this runs
-exactly what a user runs: ``run_cv`` (cv_train's code path, a temporary SQLite MLflow store), then
-``make_submission`` (submit.py's code path) scored against the test masks (``protocol.cv_then_submit``).
+exactly what a user runs: ``cross_validate`` into an ``MlflowStore`` (cv_train's code path, a temporary SQLite
+MLflow store), then ``make_submission`` (submit.py's code path) scored against the test masks
+(``protocol.cv_then_submit``).
 It prints, per case, the CV estimate a user would bet on (the cross-fitted post-processed OOF score), its
 subject-bootstrap 95 % interval of the CV mean (CI) and its 95 % prediction interval for a held-out set of
 ``--test-subjects`` new subjects (PI), the held-out score, their gap, and whether the held-out score lies

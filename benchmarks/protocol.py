@@ -1,7 +1,8 @@
 """What a user runs, as one function for the benchmarks: cv_train, then submit.py --test-masks, on one data set.
 
-``cv_then_submit`` calls the library's own code paths (``run_cv``, ``make_submission``) in a temporary
-SQLite MLflow store under the case's folder, so a benchmark measures exactly the numbers a user would see.
+``cv_then_submit`` calls the library's own code paths (``cross_validate`` into an ``MlflowStore``,
+``make_submission``) in a temporary SQLite MLflow store under the case's folder, so a benchmark measures exactly
+the numbers a user would see.
 Shared by ``cv_honesty.py`` and ``demo_seeds.py``.
 """
 
@@ -63,8 +64,11 @@ def _fold_drops(uri: str, parent_run_id: str) -> dict[int, float]:
 
 
 def cv_then_submit(root: Path, config: TrainConfig, *, experiment: str) -> Outcome:
-    """``run_cv`` on ``root/raw`` then ``make_submission`` scored on ``root/masks``, tracked in ``root/mlflow.db``."""
-    from nerveseg.track.cv_run import run_cv
+    """``cross_validate`` on ``root/raw`` then ``make_submission`` scored on ``root/masks``, tracked in
+    ``root/mlflow.db``."""
+    from nerveseg.run.cross_validate import cross_validate
+    from nerveseg.run.store import CVPaths
+    from nerveseg.track.mlflow_store import MlflowStore
     from nerveseg.track.store import MlflowSettings
     from nerveseg.track.submission_run import make_submission
 
@@ -74,15 +78,16 @@ def cv_then_submit(root: Path, config: TrainConfig, *, experiment: str) -> Outco
     os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
     settings = MlflowSettings(uri, experiment, str(root / "mlartifacts"), source=experiment)
     common = {"raw_dir": root / "raw", "cache_dir": root / "cache"}
-    cv = run_cv(config, folds_dir=root / "folds", progress=False, settings=settings, **common)
+    paths = CVPaths(root / "raw", root / "cache", root / "folds")
+    cv = cross_validate(config, paths, MlflowStore(settings, progress=False), progress=False)
     submission = make_submission(
-        run_id=cv.parent_run_id, out_dir=root / "submissions", test_masks_dir=root / "masks", progress=False, **common
+        run_id=cv.parent_id, out_dir=root / "submissions", test_masks_dir=root / "masks", progress=False, **common
     )
     return Outcome(
         metrics=cv.final.metrics,
         submission=submission,
         test_empty=empty_test_score(root / "masks"),
-        fold_drops=_fold_drops(uri, cv.parent_run_id),
+        fold_drops=_fold_drops(uri, cv.parent_id),
         minutes=(time.perf_counter() - started) / 60,
     )
 

@@ -51,14 +51,16 @@ def train_and_register(work: Path, config_path: Path, epochs: int, images: int, 
     """The config for ``epochs`` epochs on 5 subjects x 10 images, registered; returns the raw folder."""
     from nerveseg.config import load_config
     from nerveseg.data.synthetic import generate
-    from nerveseg.track.cv_run import run_cv
+    from nerveseg.run.cross_validate import cross_validate
+    from nerveseg.run.store import CVPaths
+    from nerveseg.track.mlflow_store import MlflowStore
     from nerveseg.track.registry import register_best
 
     raw = work / "raw"
     generate(raw, subjects=5, images_per_subject=10, test=images, seed=3, test_masks_dir=work / "masks", progress=False)
     config = load_config(config_path, epochs=epochs, folds=folds)  # a warm-up longer than epochs is shortened
     started = time.perf_counter()
-    run_cv(config, raw_dir=raw, cache_dir=work / "cache", folds_dir=work / "folds", progress=False)
+    cross_validate(config, CVPaths(raw, work / "cache", work / "folds"), MlflowStore(progress=False), progress=False)
     registered = register_best(raw_dir=raw, cache_dir=work / "cache", progress=False)
     seconds = time.perf_counter() - started
     print(f"trained {config_path.name} x {epochs} epoch(s) and registered {registered.uri} in {seconds:.0f} s")

@@ -4,7 +4,7 @@
 
 The search space has deliberately bad regions: learning rates from 1e-7 to 1e-1 on a log scale,
 so many proposals barely move the weights in a couple of epochs (and the largest may diverge). Each arm runs the
-real ``tune.run_study`` (every trial a tracked ``run_cv``) on a small synthetic set with a tiny
+real ``tune.run_study`` (every trial a tracked ``cross_validate``) on a small synthetic set with a tiny
 model, with its own temporary SQLite Optuna storage and MLflow store, for ``--budget`` seconds
 (no trial starts after that; the running one finishes). The two arms run side by side, so they
 share whatever else loads the machine, and use the same sampler seed, so they see the same first

@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None and (args.plot.exists() or args.plot.suffix.lower() != ".png"):
         raise NervesegError(f"--plot {args.plot} must be a new .png file; nothing is overwritten, pass a new name")
     quiet_tensorflow(import_now=False)  # no TensorFlow here; MLflow's download bars off
-    from nerveseg.report.comparison import format_comparison, format_subject_table, plot_comparison
-    from nerveseg.run.comparison import compare_runs
+    from nerveseg.run.comparison import compare_runs, format_comparison, format_subject_table, plot_comparison
     from nerveseg.track.run_reader import open_run
     from nerveseg.track.store import load_mlflow_settings, ui_hint
 

@@ -153,6 +153,41 @@ def test_run_schema_names_live_in_their_home() -> None:
     assert not offenders, "name literals outside nerveseg/names.py and track/schema.py:\n" + "\n".join(offenders)
 
 
+def home_problems(path: Path) -> tuple[set[str], list[str]]:
+    """(the names a home defines at module level, its re-exports: ``import *``, ``from x import NAME`` of
+    something not a module, and aliases ``A = B`` that give one name a second spelling)."""
+    defined, problems = set(), []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {t.id for t in targets if isinstance(t, ast.Name) and t.id != "__all__"}
+            if isinstance(node.value, ast.Name | ast.Attribute):
+                problems.append(f"line {node.lineno}: an alias of {ast.unparse(node.value)}")
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nerveseg."):
+            problems.append(f"line {node.lineno}: from {node.module} import {', '.join(a.name for a in node.names)}")
+    return defined, problems
+
+
+def test_each_shared_name_is_defined_once_and_never_re_exported() -> None:
+    defined = {}
+    for home in NAME_HOMES:
+        defined[home], problems = home_problems(PACKAGE / home)
+        assert not problems, f"{home} re-exports or aliases names (import the owner instead): {problems}"
+    twice = set.intersection(*defined.values()) - {"annotations"}
+    assert not twice, f"defined in both {NAME_HOMES}: {sorted(twice)}"
+    assert "CV_SCORE_MEAN" in defined["names.py"] and "PARENT_TAG" in defined["track/schema.py"]
+
+
+def test_the_home_check_sees_a_star_import_and_an_alias(tmp_path: Path) -> None:
+    home = tmp_path / "home.py"
+    home.write_text('from nerveseg.names import *\nfrom nerveseg import names\nA = "a"\nB = A\nC = names.D\n')
+    defined, problems = home_problems(home)
+    assert defined == {"A", "B", "C"}
+    assert problems == ["line 1: from nerveseg.names import *", "line 4: an alias of A", "line 5: an alias of names.D"]
+
+
 def test_the_name_scan_sees_a_literal(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text('"""doc mentions cv_score_mean"""\nx = {"cv_score_mean": 1}\n')
@@ -184,8 +219,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 LAYER_EXCEPTIONS = {
     ("nerveseg.config", "nerveseg.model.patch_cnn"): "config rejects a patch_cnn window at load time with the model's "
     "own window arithmetic (a lazy import); copying that arithmetic below config would give it two homes",
-    ("nerveseg.report.comparison", "nerveseg.run.comparison"): "the comparison report renders run.comparison's "
-    "result; the comparison belongs to the run layer (moving it down is the run layer's part of issue 24)",
 }
 
 

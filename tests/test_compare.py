@@ -112,12 +112,12 @@ def fake_mlflow_run(client, experiment_id: str, run_scores: ImageScores, tmp: Pa
     from nerveseg.track import schema
 
     run_id = client.create_run(
-        experiment_id, run_name=name, tags={schema.RUN_TYPE_TAG: schema.CV_RUN, schema.DATA_FINGERPRINT_TAG: "ab" * 32}
+        experiment_id, run_name=name, tags={schema.RUN_TYPE_TAG: schema.CV_RUN, names.DATA_FINGERPRINT: "ab" * 32}
     ).info.run_id
-    client.log_param(run_id, schema.TASK_PARAM, "nerve")
+    client.log_param(run_id, names.TASK_PARAM, "nerve")
     client.log_metric(run_id, run_scores.metric, float(run_scores.scores.mean()))
-    path = save_image_scores(tmp / schema.IMAGE_SCORES_FILE, run_scores)
-    client.log_artifact(run_id, str(path), schema.OOF_DIR)
+    path = save_image_scores(tmp / names.IMAGE_SCORES_FILE, run_scores)
+    client.log_artifact(run_id, str(path), names.OOF_DIR)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -148,7 +148,7 @@ def test_an_mlflow_run_and_a_folder_are_compared_and_the_comparison_is_logged(
     assert run.data.metrics[schema.comparison_key(schema.PAIRED_DIFFERENCE, 1)] == pytest.approx(-0.01)
     assert run_a in run.data.tags[schema.DESCRIPTION_TAG] and "#/experiments/" in run.data.tags[schema.DESCRIPTION_TAG]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
-        a.path for a in client.list_artifacts(run.info.run_id, schema.PLOTS_DIR)
+        a.path for a in client.list_artifacts(run.info.run_id, names.PLOTS_DIR)
     }
     expected = {schema.COMPARISON_TABLE_ARTIFACT, schema.SUBJECT_TABLE_ARTIFACT, schema.COMPARISON_PLOT_ARTIFACT}
     assert expected <= artifacts

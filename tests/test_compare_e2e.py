@@ -42,7 +42,7 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     from nerveseg.run.cross_validate import cross_validate
     from nerveseg.run.local_store import LocalStore
     from nerveseg.run.store import CVPaths
-    from nerveseg.track.cv_run import run_cv
+    from nerveseg.track.mlflow_store import MlflowStore
 
     root = tmp_path_factory.mktemp("compare_e2e")
     paths = CVPaths(synthetic_root / "raw", root / "cache", root / "folds")
@@ -52,9 +52,9 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("MLFLOW_EXPERIMENT_NAME", "compare-test")
-        tracked = run_cv(CONFIG.replace(learning_rate=3e-3, name="tiny-lr", seed=4), raw_dir=paths.raw_dir,
-                         cache_dir=paths.cache_dir, folds_dir=paths.folds_dir, progress=False)  # fmt: skip
-        yield Trained(root / "seed4", root / "seed7", tracked.parent_run_id, uri, synthetic_root / "raw")
+        config = CONFIG.replace(learning_rate=3e-3, name="tiny-lr", seed=4)
+        tracked = cross_validate(config, paths, MlflowStore(progress=False), progress=False)
+        yield Trained(root / "seed4", root / "seed7", tracked.parent_id, uri, synthetic_root / "raw")
 
 
 def test_the_stored_image_scores_are_what_the_run_reports(trained: Trained) -> None:

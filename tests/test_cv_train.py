@@ -22,9 +22,10 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.names import fold_score_metric
 from nerveseg.paths import EXPERIMENTS_DIR
-from nerveseg.run.store import CVObserver
+from nerveseg.run.cross_validate import cross_validate
+from nerveseg.run.store import CVObserver, CVPaths
 from nerveseg.tasks.base import CVFinal
-from nerveseg.track import cv_run as experiment
+from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
 from nerveseg.track.store import MlflowSettings, download_artifacts, get_client
 from nerveseg.train import fold as training
@@ -105,7 +106,7 @@ def test_interrupted_run_resumes_only_the_missing_folds(
     config = tiny_config.replace(epochs=1)
     listener = StopAt(fold=1, epoch=0, error=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        experiment.run_cv(config, **dirs, observers=[listener], progress=False)
+        cross_validate(config, CVPaths(**dirs), MlflowStore(progress=False), [listener], progress=False)
     assert train_calls == [0, 1] and set(listener.fold_scores) == {0}
     client = get_client()
     parent_id = children_parent_id(store)
@@ -129,13 +130,13 @@ def test_interrupted_run_resumes_only_the_missing_folds(
     capsys.readouterr()
 
     train_calls.clear()
-    result = experiment.run_cv(config, **dirs, resume=True)
+    result = cross_validate(config, CVPaths(**dirs), MlflowStore(resume=True), progress=True)
     err = capsys.readouterr().err
     assert f"resuming parent run {parent_id} (tiny, status KILLED" in err
     assert "fold 1 (1/2) done in" in err and "fold 2 (2/2) done in" in err  # the ETA counts only what is left
     assert "2 folds trained in" in err
     assert f"marked stale fold run {stale}" in err
-    assert result.parent_run_id == parent_id and result.trained_folds == [1, 2]
+    assert result.parent_id == parent_id and result.trained_folds == [1, 2]
     assert train_calls == [1, 2]
     assert result.final is not None and fold_scores(result.final) == {0, 1, 2}
     assert result.final.decision is not None
@@ -173,26 +174,27 @@ def test_folds_spread_over_calls_join_one_parent(
     tmp_path: Path,
 ) -> None:
     config = tiny_config.replace(folds=2, epochs=1)
-    first = experiment.run_cv(config, **dirs, fold=0, progress=False)
+    first = cross_validate(config, CVPaths(**dirs), MlflowStore(progress=False), fold=0, progress=False)
+    parent_id = first.parent_id
     assert first.final is None and first.trained_folds == [0]
-    assert f"--fold <k> --parent-run-id {first.parent_run_id}" in capsys.readouterr().err
+    assert f"--fold <k> --parent-run-id {parent_id}" in capsys.readouterr().err
     client = get_client()
-    assert client.get_run(first.parent_run_id).info.status == "RUNNING"
+    assert client.get_run(parent_id).info.status == "RUNNING"
 
     with pytest.raises(ValueError, match=r"fold\(s\) \[0\] of parent run .* already FINISHED"):
-        experiment.run_cv(config, **dirs, fold=0, parent_run_id=first.parent_run_id, progress=False)
+        cross_validate(config, CVPaths(**dirs), MlflowStore(parent_run_id=parent_id), fold=0, progress=False)
     with pytest.raises(ValueError, match=r"started with other settings .*epochs: run '1' vs config '2'"):
-        experiment.run_cv(config.replace(epochs=2), **dirs, fold=1, parent_run_id=first.parent_run_id)
+        cross_validate(config.replace(epochs=2), CVPaths(**dirs), MlflowStore(parent_run_id=parent_id), fold=1)
     assert train_calls == [0]
 
-    second = experiment.run_cv(config, **dirs, fold=1, parent_run_id=first.parent_run_id, progress=False)
-    assert second.parent_run_id == first.parent_run_id and second.final is not None
+    second = cross_validate(config, CVPaths(**dirs), MlflowStore(parent_run_id=parent_id), fold=1, progress=False)
+    assert second.parent_id == parent_id and second.final is not None
     assert train_calls == [0, 1]
-    assert client.get_run(first.parent_run_id).info.status == "FINISHED"
-    fold0 = children(first.parent_run_id)[0].info.run_id
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    fold0 = children(parent_id)[0].info.run_id
     with (
         np.load(download_artifacts(fold0, "oof/oof_fold_0.npz", tmp_path / "f0")) as part,
-        np.load(download_artifacts(first.parent_run_id, "oof/oof_probs.npz", tmp_path / "all")) as whole,
+        np.load(download_artifacts(parent_id, "oof/oof_probs.npz", tmp_path / "all")) as whole,
     ):
         index = np.isin(whole["ids"], part["ids"])
         np.testing.assert_array_equal(whole["probs"][index], part["probs"])
@@ -221,7 +223,7 @@ def test_unreachable_tracking_server_fails_before_any_work(
     monkeypatch.setattr(training, "train_fold", forbid("train_fold"))
     started = time.monotonic()
     with pytest.raises(ValueError, match=f"MLflow tracking server {uri} is not reachable"):
-        experiment.run_cv(tiny_config, **dirs)
+        cross_validate(tiny_config, CVPaths(**dirs), MlflowStore())
     yaml_path = tmp_path / "tiny.yaml"
     yaml_path.write_text(config_to_yaml(tiny_config))
     assert cv_train.main(["--config", str(yaml_path), "--raw-dir", str(dirs["raw_dir"])]) == 2
@@ -296,7 +298,9 @@ def test_failures_mark_the_runs(
     monkeypatch.setattr(training, "train_fold", fake_train_fold(train_error))
     listener = StopAt(fold=0, epoch=0, error=Pruned()) if train_error is None else None
     with pytest.raises(type(train_error) if train_error else Pruned):
-        experiment.run_cv(tiny_config, **dirs, observers=[listener] if listener else [], progress=False)
+        cross_validate(
+            tiny_config, CVPaths(**dirs), MlflowStore(progress=False), [listener] if listener else [], progress=False
+        )
     parent_id = children_parent_id(store)
     (child,) = children(parent_id)
     client = get_client()
@@ -315,15 +319,14 @@ def test_nested_parent_and_extra_tags(
     study = get_client().create_run(setup_mlflow(store), run_name="study").info.run_id
     monkeypatch.setattr(training, "train_fold", fake_train_fold(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        experiment.run_cv(
-            tiny_config, **dirs, nested_under=study, parent_tags={"optuna.trial_number": "3"}, progress=False
-        )
+        store = MlflowStore(nested_under=study, parent_tags={"optuna.trial_number": "3"}, progress=False)
+        cross_validate(tiny_config, CVPaths(**dirs), store, progress=False)
     (trial,) = children(study)
     assert trial.data.tags[RUN_TYPE_TAG] == "cv" and trial.data.tags["optuna.trial_number"] == "3"
     assert trial.info.status == "KILLED"
     assert get_client().get_run(study).info.status == "RUNNING"  # the study run is tune's to end
     with pytest.raises(ValueError, match="nested_under='nope' is not a run"):
-        experiment.run_cv(tiny_config, **dirs, nested_under="nope")
+        cross_validate(tiny_config, CVPaths(**dirs), MlflowStore(nested_under="nope"))
 
 
 # ----------------------------------------------------------------------------------------------- plots

@@ -17,9 +17,13 @@ import numpy as np
 import pytest
 
 import cv_train
+from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml
-from nerveseg.track import cv_run as experiment
+from nerveseg.run import fold_files
+from nerveseg.run.cross_validate import cross_validate
+from nerveseg.run.store import CVPaths
 from nerveseg.track import schema
+from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.schema import RUN_TYPE_TAG
 from nerveseg.track.store import download_artifacts, get_client
 from nerveseg.train import fold as training
@@ -104,22 +108,22 @@ def test_the_parent_run_holds_params_tags_metrics_and_artifacts(trained: Trained
     assert parent.data.tags[RUN_TYPE_TAG] == schema.CV_RUN and parent.data.params["seed"] == "1"
     assert "seed" not in parent.data.tags  # a param, not also a tag
     assert set(PARENT_TAGS) <= set(parent.data.tags)
-    names = {schema.CV_SCORE_MEAN, schema.CV_SCORE_STD, schema.OOF_SCORE, schema.EMPTY_BASELINE_SCORE}
-    honest = {schema.OOF_SCORE_POSTPROCESSED, schema.OOF_SCORE_POSTPROCESSED_INSAMPLE}
-    honest |= {schema.CV_SCORE_CI_LOW, schema.CV_SCORE_CI_HIGH}
+    plain = {names.CV_SCORE_MEAN, names.CV_SCORE_STD, names.OOF_SCORE, names.EMPTY_BASELINE_SCORE}
+    honest = {names.OOF_SCORE_POSTPROCESSED, names.OOF_SCORE_POSTPROCESSED_INSAMPLE}
+    honest |= {names.CV_SCORE_CI_LOW, names.CV_SCORE_CI_HIGH}
     metrics = parent.data.metrics
-    assert names | honest <= set(metrics)
-    assert metrics[schema.CV_SCORE_CI_LOW] <= metrics[schema.OOF_SCORE] <= metrics[schema.CV_SCORE_CI_HIGH]
-    assert parent.data.tags[schema.CHECKPOINT_TAG] == CONFIG.checkpoint
-    assert parent.data.tags[schema.OPTIMISTIC_TAG] == "false"
-    folds_name = next(iter(artifact_paths(trained.parent_id, schema.FOLDS_DIR)))
+    assert plain | honest <= set(metrics)
+    assert metrics[names.CV_SCORE_CI_LOW] <= metrics[names.OOF_SCORE] <= metrics[names.CV_SCORE_CI_HIGH]
+    assert parent.data.tags[names.CHECKPOINT_TAG] == CONFIG.checkpoint
+    assert parent.data.tags[names.OPTIMISTIC_TAG] == "false"
+    folds_name = next(iter(artifact_paths(trained.parent_id, names.FOLDS_DIR)))
     assert artifact_paths(trained.parent_id) == {
-        schema.CONFIG_ARTIFACT,
+        names.CONFIG_ARTIFACT,
         folds_name,
-        schema.OOF_PROBS_ARTIFACT,
-        schema.IMAGE_SCORES_ARTIFACT,
-        schema.SUMMARY_ARTIFACT,
-        schema.POSTPROCESSING_ARTIFACT,
+        names.OOF_PROBS_ARTIFACT,
+        names.IMAGE_SCORES_ARTIFACT,
+        names.SUMMARY_ARTIFACT,
+        names.POSTPROCESSING_ARTIFACT,
         "plots/gallery.png",
         "plots/progress.png",
         "plots/subject_scores.png",
@@ -137,33 +141,33 @@ def test_each_fold_run_holds_its_history_score_and_artifacts(trained: Trained) -
         for key in EPOCH_METRICS:
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
         # the parent's fold score is recomputed from the OOF predictions: it must equal the fold's own
-        assert metrics[schema.fold_score_metric(k)] == pytest.approx(run.data.metrics[schema.VAL_SCORE], abs=1e-9)
+        assert metrics[names.fold_score_metric(k)] == pytest.approx(run.data.metrics[names.VAL_SCORE], abs=1e-9)
         assert artifact_paths(run.info.run_id) == {
-            schema.weights_artifact(k),
-            schema.MODEL_SUMMARY_ARTIFACT,
-            schema.oof_fold_artifact(k),
-            schema.fold_facts_artifact(k),
+            names.weights_artifact(k),
+            names.MODEL_SUMMARY_ARTIFACT,
+            names.oof_fold_artifact(k),
+            names.fold_facts_artifact(k),
             "plots/learning_curve.png",
         }
-    mean = np.mean([metrics[schema.fold_score_metric(k)] for k in range(3)])
-    assert mean == pytest.approx(metrics[schema.CV_SCORE_MEAN])
+    mean = np.mean([metrics[names.fold_score_metric(k)] for k in range(3)])
+    assert mean == pytest.approx(metrics[names.CV_SCORE_MEAN])
 
 
 def test_the_parent_description_holds_the_cv_table(trained: Trained) -> None:
     run = get_client().get_run(trained.parent_id)
     text, metrics = run.data.tags[schema.DESCRIPTION_TAG], run.data.metrics
-    facts = {k: json.loads(download_artifacts(r.info.run_id, schema.fold_facts_artifact(k), trained.downloads)
+    facts = {k: json.loads(download_artifacts(r.info.run_id, names.fold_facts_artifact(k), trained.downloads)
                            .read_text()) for k, r in enumerate(fold_runs(trained.parent_id))}  # fmt: skip
     assert text.startswith("### tiny: 3-fold cross-validation")
     (mean_row,) = [line for line in text.splitlines() if line.startswith("mean over folds")]
-    assert mean_row.split()[3:5] == [f"{metrics[schema.CV_SCORE_MEAN]:.4f}", "±"]
-    assert f"{metrics[schema.OOF_SCORE]:.4f}" in text and f"{metrics[schema.OOF_SCORE_POSTPROCESSED]:.4f}" in text
+    assert mean_row.split()[3:5] == [f"{metrics[names.CV_SCORE_MEAN]:.4f}", "±"]
+    assert f"{metrics[names.OOF_SCORE]:.4f}" in text and f"{metrics[names.OOF_SCORE_POSTPROCESSED]:.4f}" in text
     assert "fold  score   kept epoch" in text
     for k in range(3):  # one row per fold: its score (rounded for reading) and its kept epoch
-        row = f"{k}     {metrics[schema.fold_score_metric(k)]:.4f}  {facts[k]['kept_epoch']}"
+        row = f"{k}     {metrics[names.fold_score_metric(k)]:.4f}  {facts[k]['kept_epoch']}"
         assert row in text.splitlines(), row
     assert "missed nerves (FN)" in text and "false alarms (FP)" in text
-    low, high = metrics[schema.CV_SCORE_CI_LOW], metrics[schema.CV_SCORE_CI_HIGH]
+    low, high = metrics[names.CV_SCORE_CI_LOW], metrics[names.CV_SCORE_CI_HIGH]
     (interval_row,) = [line for line in text.splitlines() if line.startswith("95 % interval of the mean")]
     assert interval_row.split()[-3:] == [f"{low:.4f}", "–", f"{high:.4f}"]
     assert "- checkpoint rule: last\n" in text and "cross-fitted" in text
@@ -178,7 +182,7 @@ def test_fold_runs_are_self_contained(trained: Trained) -> None:
         params, metrics = run.data.params, run.data.metrics
         assert {key: params[key] for key in parent_params} == parent_params
         assert (params["fold"], params["fold_seed"]) == (str(k), str(CONFIG.seed + k))
-        facts = json.loads(download_artifacts(run.info.run_id, schema.fold_facts_artifact(k), trained.downloads)
+        facts = json.loads(download_artifacts(run.info.run_id, names.fold_facts_artifact(k), trained.downloads)
                            .read_text())  # fmt: skip
         subjects = sorted({i.split("_")[0] for i in facts["val_ids"]}, key=int)
         assert params["val_subjects"] == ",".join(subjects) and params["n_val"] == str(len(facts["val_ids"]))
@@ -210,14 +214,14 @@ def test_logged_config_summary_and_postprocessing_agree_with_the_metrics(trained
 
     parent_id, downloads = trained.parent_id, trained.downloads
     metrics = get_client().get_run(parent_id).data.metrics
-    assert download_artifacts(parent_id, schema.CONFIG_ARTIFACT, downloads).read_text() == config_to_yaml(CONFIG)
-    summary = json.loads(download_artifacts(parent_id, schema.SUMMARY_ARTIFACT, downloads).read_text())
-    assert summary["oof_score"] == pytest.approx(metrics[schema.OOF_SCORE])
-    post = json.loads(download_artifacts(parent_id, schema.POSTPROCESSING_ARTIFACT, downloads).read_text())
+    assert download_artifacts(parent_id, names.CONFIG_ARTIFACT, downloads).read_text() == config_to_yaml(CONFIG)
+    summary = json.loads(download_artifacts(parent_id, names.SUMMARY_ARTIFACT, downloads).read_text())
+    assert summary["oof_score"] == pytest.approx(metrics[names.OOF_SCORE])
+    post = json.loads(download_artifacts(parent_id, names.POSTPROCESSING_ARTIFACT, downloads).read_text())
     assert {"threshold", "min_area", "largest_component", "presence_threshold", "steps"} <= set(post)
     decision = PostprocessDecision.from_json(post)
-    assert decision.oof_score_raw == pytest.approx(metrics[schema.OOF_SCORE])
-    assert decision.oof_score == pytest.approx(metrics[schema.OOF_SCORE_POSTPROCESSED_INSAMPLE])
+    assert decision.oof_score_raw == pytest.approx(metrics[names.OOF_SCORE])
+    assert decision.oof_score == pytest.approx(metrics[names.OOF_SCORE_POSTPROCESSED_INSAMPLE])
 
 
 def test_a_folds_weights_reproduce_its_out_of_fold_probabilities(trained: Trained) -> None:
@@ -229,12 +233,12 @@ def test_a_folds_weights_reproduce_its_out_of_fold_probabilities(trained: Traine
     data = prepare_train(
         trained.dirs["raw_dir"], trained.dirs["cache_dir"], CONFIG.height, CONFIG.width, progress=False
     )
-    oof = schema.load_oof(download_artifacts(trained.parent_id, schema.OOF_PROBS_ARTIFACT, downloads))
+    oof = fold_files.load_oof(download_artifacts(trained.parent_id, names.OOF_PROBS_ARTIFACT, downloads))
     assert oof.ids.tolist() == data.ids.tolist()
     assert oof.probs.shape == (len(data), CONFIG.height, CONFIG.width) and np.isfinite(oof.probs).all()
     fold_run = fold_runs(trained.parent_id)[1].info.run_id
-    weights = download_artifacts(fold_run, schema.weights_artifact(1), downloads)
-    facts = json.loads(download_artifacts(fold_run, schema.fold_facts_artifact(1), downloads).read_text())
+    weights = download_artifacts(fold_run, names.weights_artifact(1), downloads)
+    facts = json.loads(download_artifacts(fold_run, names.fold_facts_artifact(1), downloads).read_text())
     position = {image_id: i for i, image_id in enumerate(data.ids)}
     val_index = np.array([position[i] for i in facts["val_ids"]])
     model = build_model_from_config(CONFIG)
@@ -248,11 +252,13 @@ def test_a_finished_parent_is_never_touched_again(trained: Trained, capsys: pyte
     client = get_client()
     ended = client.get_run(parent_id).info.end_time
     calls_before = list(trained.train_calls)
-    for kwargs in ({"parent_run_id": parent_id, "resume": True}, {"parent_run_id": parent_id, "fold": 0}):
+    paths = CVPaths(**dirs)
+    stores = {None: MlflowStore(parent_run_id=parent_id, resume=True), 0: MlflowStore(parent_run_id=parent_id)}
+    for fold, store in stores.items():
         with pytest.raises(ValueError, match=f"parent run {parent_id} .* is FINISHED"):
-            experiment.run_cv(CONFIG, **dirs, progress=False, **kwargs)
+            cross_validate(CONFIG, paths, store, fold=fold, progress=False)
     with pytest.raises(ValueError, match="found no unfinished parent run named 'tiny'"):
-        experiment.run_cv(CONFIG, **dirs, progress=False, resume=True)
+        cross_validate(CONFIG, paths, MlflowStore(resume=True, progress=False), progress=False)
     capsys.readouterr()
     assert cv_train.main([*trained.argv, "--resume", "--parent-run-id", parent_id]) == 2
     assert capsys.readouterr().err.startswith(f"error: parent run {parent_id} (tiny) is FINISHED")

@@ -12,6 +12,7 @@ from nerveseg.config import TrainConfig, load_config
 from nerveseg.data.isbi import IsbiData, block_folds
 from nerveseg.data.synthetic_em import render_stack
 from nerveseg.errors import NervesegError
+from nerveseg.evaluate.challenge_metrics import challenge_scores
 from nerveseg.evaluate.isbi_scoring import postprocessed_v_rand_error
 from nerveseg.evaluate.membrane_metrics import membrane_scores
 from nerveseg.submit.tiff_stack import read_probability_stack, write_probability_stack
@@ -117,7 +118,7 @@ def _fake_results(em_data: IsbiData, folds: np.ndarray, seed: int = 0) -> list[F
 def test_oof_summary_agrees_with_membrane_scores(em_data: IsbiData) -> None:
     folds = block_folds(N_SLICES, 3)
     results = _fake_results(em_data, folds)
-    metrics, oof = isbi_oof_summary(em_data, folds, results[::-1])  # order of results does not matter
+    metrics, oof, pooled = isbi_oof_summary(em_data, folds, results[::-1])  # order of results does not matter
     for result in results:
         np.testing.assert_array_equal(oof[result.val_index], result.oof_probs)
     per_fold = [membrane_scores(r.oof_probs, em_data.membranes[r.val_index]).as_dict() for r in results]
@@ -125,6 +126,7 @@ def test_oof_summary_agrees_with_membrane_scores(em_data: IsbiData) -> None:
         assert metrics[f"fold_2_{name}"] == pytest.approx(per_fold[2][name])
         assert metrics[f"cv_{name}_mean"] == pytest.approx(np.mean([s[name] for s in per_fold]))
     assert metrics["oof_v_rand_error"] == pytest.approx(membrane_scores(oof, em_data.membranes).v_rand_error)
+    np.testing.assert_array_equal(pooled.v_rand_errors(), challenge_scores(oof, em_data.membranes).v_rand_errors())
     assert metrics["baseline_all_cell_pixel_error"] == pytest.approx(em_data.membranes.mean())
     table = format_isbi_table(metrics)
     assert "fold 2" in table and "CV mean" in table and f"{metrics['cv_v_rand_error_mean']:.4f}" in table

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kaggle_fake import FakeKaggle, competition_zip, install
+from nerveseg import names
 from nerveseg.kaggle_client import COMPETITION
 from nerveseg.track import schema
 
@@ -23,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def competitor(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Iterator[dict]:
     """get_data.py through the stand-in client into an empty raw folder, then one tiny finished CV run on it
     (2 folds x 1 epoch) in an SQLite store of the module's own."""
-    from nerveseg.config import TrainConfig
     from nerveseg.track.cv_run import run_cv
+
+    from nerveseg.config import TrainConfig
 
     tmp = tmp_path_factory.mktemp("kaggle_e2e")
     with pytest.MonkeyPatch.context() as patch:
@@ -69,7 +71,7 @@ def test_submit_uploads_and_the_leaderboard_comes_back_beside_the_estimate(
     client = get_client()
     (run,) = client.search_runs(
         [client.get_run(competitor["run_id"]).info.experiment_id],
-        f"tags.`{schema.SUBMISSION_FILE_TAG}` = '{csv.name}'",
+        f"tags.`{names.SUBMISSION_FILE_TAG}` = '{csv.name}'",
     )
     assert run.data.tags[schema.KAGGLE_MESSAGE_TAG] == message and schema.KAGGLE_UPLOADED_TAG in run.data.tags
     # the synthetic test set: 6 images at 8 frames per training subject -> an interval for 1 subject

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from kaggle_fake import install
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.evaluate.uncertainty import Interval, prediction_interval
@@ -154,11 +155,11 @@ class Tracked:
         csv.write_text(f"img,pixels\n1,{name}\n")
         run_tags = {
             schema.PARENT_TAG: self.cv_run_id, schema.RUN_TYPE_TAG: schema.SUBMISSION_RUN,
-            schema.SUBMISSION_FILE_TAG: csv.name, schema.SUBMISSION_SHA_TAG: sha256_file(csv), **(tags or {}),
+            names.SUBMISSION_FILE_TAG: csv.name, names.SUBMISSION_SHA_TAG: sha256_file(csv), **(tags or {}),
         }  # fmt: skip
         run = self.client.create_run(self.experiment_id, run_name="submission", tags=run_tags)
-        self.client.log_param(run.info.run_id, schema.RUN_IDS_PARAM, run_ids or self.cv_run_id)
-        self.client.log_metric(run.info.run_id, schema.N_TEST_IMAGES, n_test)
+        self.client.log_param(run.info.run_id, names.RUN_IDS_PARAM, run_ids or self.cv_run_id)
+        self.client.log_metric(run.info.run_id, names.N_TEST_IMAGES, n_test)
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id, csv
 
@@ -173,12 +174,12 @@ def tracked(store, tmp_path: Path) -> Tracked:
     scores, groups = _scores()
     run = client.create_run(experiment_id, run_name="strong", tags={schema.RUN_TYPE_TAG: schema.CV_RUN})
     run_id = run.info.run_id
-    client.log_param(run_id, schema.TASK_PARAM, "nerve")
-    client.log_metric(run_id, schema.OOF_SCORE_POSTPROCESSED, float(scores.mean()))
+    client.log_param(run_id, names.TASK_PARAM, "nerve")
+    client.log_metric(run_id, names.OOF_SCORE_POSTPROCESSED, float(scores.mean()))
     ids = np.array([f"{s}_{i}" for s, i in zip(groups, np.tile(np.arange(FRAMES), SUBJECTS), strict=True)])
-    image_scores = ImageScores(ids, groups.astype(str), groups % 5, scores, schema.OOF_SCORE_POSTPROCESSED)
-    client.log_artifact(run_id, str(save_image_scores(tmp_path / schema.IMAGE_SCORES_FILE, image_scores)),
-                        schema.OOF_DIR)  # fmt: skip
+    image_scores = ImageScores(ids, groups.astype(str), groups % 5, scores, names.OOF_SCORE_POSTPROCESSED)
+    client.log_artifact(run_id, str(save_image_scores(tmp_path / names.IMAGE_SCORES_FILE, image_scores)),
+                        names.OOF_DIR)  # fmt: skip
     client.set_terminated(run_id, "FINISHED")
     return Tracked(client, experiment_id, run_id, scores, groups.astype(str), tmp_path)
 

@@ -20,7 +20,9 @@ import pytest
 from helpers import free_port, stop_server
 from nerveseg.config import TrainConfig
 from nerveseg.names import fold_score_metric
-from nerveseg.track import cv_run as experiment
+from nerveseg.run.cross_validate import cross_validate
+from nerveseg.run.store import CVPaths
+from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
 from nerveseg.track.store import download_artifacts, get_client, load_mlflow_settings
 
@@ -90,22 +92,17 @@ def test_cv_against_a_tracking_server(
     assert settings.artifact_location is None  # the server decides where artifacts go
 
     config = tiny_config.replace(folds=2, epochs=1)
-    result = experiment.run_cv(
-        config,
-        raw_dir=synthetic_root / "raw",
-        cache_dir=tmp_path / "cache",
-        folds_dir=tmp_path / "folds",
-        progress=False,
-    )
+    paths = CVPaths(synthetic_root / "raw", tmp_path / "cache", tmp_path / "folds")
+    result = cross_validate(config, paths, MlflowStore(progress=False), progress=False)
     assert result.final is not None and {fold_score_metric(0), fold_score_metric(1)} <= set(result.final.metrics)
 
     client = get_client()
-    parent = client.get_run(result.parent_run_id)
+    parent = client.get_run(result.parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags[RUN_TYPE_TAG] == "cv"
     assert parent.info.artifact_uri.startswith("mlflow-artifacts:")
     assert {"cv_score_mean", "oof_score", "fold_0_score", "fold_1_score"} <= set(parent.data.metrics)
     fold_runs = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'"
+        [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_id}'"
     )
     assert sorted(run.info.run_name for run in fold_runs) == ["fold_0", "fold_1"]
     assert all(run.info.status == "FINISHED" for run in fold_runs)

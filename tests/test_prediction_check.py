@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from nerveseg import names
 from nerveseg.evaluate.uncertainty import Interval
-from nerveseg.track import schema
 from nerveseg.track.submission_run import cv_prediction_interval, prediction_check
 
 
 def logged(low: float = 0.6, high: float = 0.8, m: float = 8.0) -> dict[str, float]:
     return {
-        schema.OOF_SCORE_POSTPROCESSED: 0.7,
-        schema.OOF_SCORE_POSTPROCESSED_PI_LOW: low,
-        schema.OOF_SCORE_POSTPROCESSED_PI_HIGH: high,
-        schema.PI_SUBJECTS: m,
+        names.OOF_SCORE_POSTPROCESSED: 0.7,
+        names.OOF_SCORE_POSTPROCESSED_PI_LOW: low,
+        names.OOF_SCORE_POSTPROCESSED_PI_HIGH: high,
+        names.PI_SUBJECTS: m,
     }
 
 
@@ -21,7 +21,7 @@ def test_the_logged_interval_is_read_back_and_runs_without_one_give_none() -> No
     assert prediction is not None
     assert (prediction.estimate, prediction.low, prediction.high, prediction.new_groups) == (0.7, 0.6, 0.8, 8)
     older = logged()
-    del older[schema.PI_SUBJECTS]
+    del older[names.PI_SUBJECTS]
     assert cv_prediction_interval(older) is None
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 
 from helpers import crafted_tiff_header, free_port, stop_server
+from nerveseg import names
 from nerveseg.track import schema
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,9 @@ STARTUP_SECONDS = 180  # TensorFlow + the model load: ~20 s on an idle 2-core ma
 def registered(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Iterator[dict]:
     """A finished tiny CV run registered as nerveseg@champion; MLflow's environment points at its store."""
     from nerveseg.config import TrainConfig
-    from nerveseg.track.cv_run import run_cv
+    from nerveseg.run.cross_validate import cross_validate
+    from nerveseg.run.store import CVPaths
+    from nerveseg.track.mlflow_store import MlflowStore
     from nerveseg.track.registry import register_best
 
     tmp = tmp_path_factory.mktemp("serving")
@@ -49,11 +52,10 @@ def registered(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
         patch.setenv("MLFLOW_EXPERIMENT_NAME", "serving")
-        result = run_cv(
-            config, raw_dir=synthetic_root / "raw", cache_dir=tmp / "cache", folds_dir=tmp / "folds", progress=False
-        )
+        paths = CVPaths(synthetic_root / "raw", tmp / "cache", tmp / "folds")
+        result = cross_validate(config, paths, MlflowStore(progress=False), progress=False)
         version = register_best(raw_dir=synthetic_root / "raw", cache_dir=tmp / "cache", progress=False)
-        yield {"tmp": tmp, "run_id": result.parent_run_id, "version": version, "root": synthetic_root}
+        yield {"tmp": tmp, "run_id": result.parent_id, "version": version, "root": synthetic_root}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def test_register_logs_the_model_once_and_moves_the_alias(registered: dict) -> N
     run = client.get_run(first.run_id)
     assert version.run_id == first.run_id and version.source == f"models:/{first.model_id}"
     assert "cv_score_mean" in version.description and "honest estimate" in version.description
-    assert version.tags[schema.DATA_FINGERPRINT_TAG] == run.data.tags[schema.DATA_FINGERPRINT_TAG]
+    assert version.tags[names.DATA_FINGERPRINT] == run.data.tags[names.DATA_FINGERPRINT]
     if run.data.tags.get(schema.GIT_COMMIT_TAG):
         assert version.tags[schema.GIT_COMMIT_TAG] == run.data.tags[schema.GIT_COMMIT_TAG]
     model = logged_model_of_run(client, first.run_id)

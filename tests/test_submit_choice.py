@@ -25,10 +25,10 @@ def _cv_run(name: str, fingerprint: str, metrics: dict[str, float], task: str = 
     client = get_client()
     experiment = client.get_experiment_by_name("nerveseg")
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("nerveseg")
-    tags = {schema.RUN_TYPE_TAG: schema.CV_RUN, schema.DATA_FINGERPRINT_TAG: fingerprint}
+    tags = {schema.RUN_TYPE_TAG: schema.CV_RUN, names.DATA_FINGERPRINT: fingerprint}
     run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-    client.log_param(run_id, schema.TASK_PARAM, task)
-    client.log_param(run_id, schema.CONFIG_NAME_PARAM, name)
+    client.log_param(run_id, names.TASK_PARAM, task)
+    client.log_param(run_id, names.CONFIG_NAME_PARAM, name)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
     client.set_terminated(run_id, "FINISHED")

@@ -19,10 +19,12 @@ mlflow = pytest.importorskip("mlflow")
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Iterator[dict]:
-    """One finished tiny CV run (tests' tiny_config with 2 folds x 1 epoch: run_cv costs ~20 s a fold)
+    """One finished tiny CV run (tests' tiny_config with 2 folds x 1 epoch: a CV costs ~20 s a fold)
     in an embedded SQLite store of its own; the environment points MLflow there for the module."""
     from nerveseg.config import TrainConfig
-    from nerveseg.track.cv_run import run_cv
+    from nerveseg.run.cross_validate import cross_validate
+    from nerveseg.run.store import CVPaths
+    from nerveseg.track.mlflow_store import MlflowStore
 
     tmp = tmp_path_factory.mktemp("submit_e2e")
     config = TrainConfig(
@@ -32,14 +34,9 @@ def tracked(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> I
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
         patch.setenv("MLFLOW_EXPERIMENT_NAME", "submit-e2e")
-        result = run_cv(
-            config,
-            raw_dir=synthetic_root / "raw",
-            cache_dir=tmp / "cache",
-            folds_dir=tmp / "folds",
-            progress=False,
-        )
-        yield {"tmp": tmp, "run_id": result.parent_run_id, "cache": tmp / "cache", "root": synthetic_root}
+        paths = CVPaths(synthetic_root / "raw", tmp / "cache", tmp / "folds")
+        result = cross_validate(config, paths, MlflowStore(progress=False), progress=False)
+        yield {"tmp": tmp, "run_id": result.parent_id, "cache": tmp / "cache", "root": synthetic_root}
 
 
 def _client():
@@ -71,7 +68,7 @@ def test_best_run_to_valid_scored_submission(tracked: dict, tmp_path: Path) -> N
         progress=False,
     )
     assert result.run_ids == [tracked["run_id"]]  # the only (hence best) finished CV run
-    assert result.postprocessing_source == "run"  # run_cv logged postprocessing.json
+    assert result.postprocessing_source == "run"  # the CV logged postprocessing.json
     assert result.csv_path.parent == tmp_path / "subs" and result.csv_path.name.endswith("_tiny.csv")
     ids = index_test(root / "raw")["id"].to_numpy()
     frame = validate_submission(result.csv_path, ids)

@@ -23,6 +23,7 @@ import pytest
 
 import cv_train
 import submit
+from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.names import VAL_V_RAND_ERROR
@@ -141,7 +142,7 @@ def _fake_cv_run(task: str, metrics: dict[str, float], fingerprint: str = "") ->
     """A FINISHED parent-like CV run with only what ranking reads (task param, ranking metric, data fingerprint)."""
     client = get_client()
     experiment = client.get_experiment_by_name("nerveseg").experiment_id
-    tags = {schema.RUN_TYPE_TAG: schema.CV_RUN, **({schema.DATA_FINGERPRINT_TAG: fingerprint} if fingerprint else {})}
+    tags = {schema.RUN_TYPE_TAG: schema.CV_RUN, **({names.DATA_FINGERPRINT: fingerprint} if fingerprint else {})}
     run_id = client.create_run(experiment, run_name=f"fake_{task}", tags=tags).info.run_id
     client.log_param(run_id, "task", task)
     for key, value in metrics.items():
@@ -155,7 +156,7 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     from nerveseg.track.submission_run import DataToMatch, choose_cv_run
 
     client = get_client()
-    fingerprint = client.get_run(tracked.parent_id).data.tags[schema.DATA_FINGERPRINT_TAG]
+    fingerprint = client.get_run(tracked.parent_id).data.tags[names.DATA_FINGERPRINT]
     worse = _fake_cv_run("isbi2012", {"cv_v_rand_error_mean": 2.0}, fingerprint)  # higher V_rand error: never best
     nerve = _fake_cv_run("nerve", {"cv_score_mean": 0.99})  # newest, and the "best" score of all
     uri, data = client.tracking_uri, DataToMatch(tracked.raw_dir, tracked.root / "cache", progress=False)
@@ -187,8 +188,8 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     assert child.data.tags[schema.PARENT_TAG] == tracked.parent_id and child.info.status == "FINISHED"
     assert child.data.params["task"] == "isbi2012" and child.data.tags["submission_file"] == path.name
     assert {"threshold", "min_cell_area"} <= child.data.params.keys()
-    assert [a.path for a in client.list_artifacts(child.info.run_id, schema.SUBMISSION_DIR)] == [
-        f"{schema.SUBMISSION_DIR}/{path.name}"
+    assert [a.path for a in client.list_artifacts(child.info.run_id, names.SUBMISSION_DIR)] == [
+        f"{names.SUBMISSION_DIR}/{path.name}"
     ]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):  # no config: one line, no file

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port
+from nerveseg import names
 from nerveseg.paths import PROJ_ROOT
 from nerveseg.track import provenance
 from nerveseg.track import store as tracking
@@ -232,17 +233,16 @@ def test_environment_tags_name_the_machine() -> None:
 
 def test_epoch_metric_names_never_take_a_param_name() -> None:
     from nerveseg.config import TrainConfig
-    from nerveseg.track import schema
     from nerveseg.train.fold import HISTORY_KEYS
 
-    names = [schema.epoch_metric_name(key) for key in HISTORY_KEYS]
-    assert sorted(names) == ["lr", "train_dice", "train_loss", "val_dice", "val_loss"]
-    assert schema.epoch_metric_name("presence_loss") == "train_presence_loss"  # a presence head's extra logs
-    params = set(TrainConfig().to_params()) | {schema.FOLD_PARAM, schema.N_TRAIN_PARAM, schema.N_VAL_PARAM,
-                                                schema.FOLD_SEED_PARAM, schema.VAL_SUBJECTS_PARAM}  # fmt: skip
-    kept = {schema.kept_metric(key) for key in schema.KEPT_HISTORY_KEYS}
+    epoch_metrics = [names.epoch_metric_name(key) for key in HISTORY_KEYS]
+    assert sorted(epoch_metrics) == ["lr", "train_dice", "train_loss", "val_dice", "val_loss"]
+    assert names.epoch_metric_name("presence_loss") == "train_presence_loss"  # a presence head's extra logs
+    params = set(TrainConfig().to_params()) | {names.FOLD_PARAM, names.N_TRAIN_PARAM, names.N_VAL_PARAM,
+                                                names.FOLD_SEED_PARAM, names.VAL_SUBJECTS_PARAM}  # fmt: skip
+    kept = {names.kept_metric(key) for key in names.KEPT_HISTORY_KEYS}
     assert kept == {"val_dice_kept", "val_loss_kept", "train_loss_kept"}
-    assert not (set(names) | kept | {schema.KEPT_EPOCH, schema.VAL_SCORE, schema.EPOCH_SECONDS}) & params
+    assert not (set(epoch_metrics) | kept | {names.KEPT_EPOCH, names.VAL_SCORE, names.EPOCH_SECONDS}) & params
 
 
 def test_a_long_subject_list_is_cut_to_mlflows_param_limit_with_a_note() -> None:

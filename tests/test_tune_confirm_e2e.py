@@ -16,6 +16,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
+from nerveseg import names  # noqa: E402
 from nerveseg.config import TrainConfig  # noqa: E402
 from nerveseg.errors import NervesegError  # noqa: E402
 from nerveseg.track import schema  # noqa: E402
@@ -84,15 +85,15 @@ def test_confirm_reports_the_confirmed_score_beside_the_selected_one(confirmed: 
 
     result, study = confirmed.result, optuna.load_study(study_name=STUDY, storage=confirmed.storage)
     assert result.seed == BASE.seed + FRESH_SEED_OFFSET and result.trial_number == study.best_trial.number
-    assert result.selected[schema.CV_SCORE_MEAN] == study.best_value and result.n_complete == 2
-    assert result.gap == result.confirmed[schema.CV_SCORE_MEAN] - study.best_value
+    assert result.selected[names.CV_SCORE_MEAN] == study.best_value and result.n_complete == 2
+    assert result.gap == result.confirmed[names.CV_SCORE_MEAN] - study.best_value
     best_run = confirmed.client.get_run(result.run_ids[BEST_ROLE])
     baseline_run = confirmed.client.get_run(result.run_ids[BASELINE_ROLE])
     assert best_run.data.params["seed"] == baseline_run.data.params["seed"] == str(result.seed)
     assert best_run.data.params["learning_rate"] == str(study.best_params["learning_rate"])
     assert baseline_run.data.params["learning_rate"] == str(BASE.learning_rate)
-    assert result.confirmed[schema.CV_SCORE_MEAN] == best_run.data.metrics[schema.CV_SCORE_MEAN]
-    assert result.baseline[schema.CV_SCORE_MEAN] == baseline_run.data.metrics[schema.CV_SCORE_MEAN]
+    assert result.confirmed[names.CV_SCORE_MEAN] == best_run.data.metrics[names.CV_SCORE_MEAN]
+    assert result.baseline[names.CV_SCORE_MEAN] == baseline_run.data.metrics[names.CV_SCORE_MEAN]
     assert result.run_ids[SELECTED_ROLE] == study.best_trial.user_attrs["mlflow_run_id"]
     diff = result.comparison.differences[0]
     assert diff.pairing == "image"  # best and base config on the same fresh split
@@ -110,8 +111,8 @@ def test_the_study_run_logs_the_selected_and_the_confirmed_estimate(confirmed: C
 
     result = confirmed.result
     run = confirmed.client.get_run(confirmed.study_run_id)
-    assert run.data.metrics[schema.CONFIRM_SELECTED] == pytest.approx(result.selected[schema.CV_SCORE_MEAN])
-    assert run.data.metrics[schema.CONFIRM_VALUE] == pytest.approx(result.confirmed[schema.CV_SCORE_MEAN])
+    assert run.data.metrics[schema.CONFIRM_SELECTED] == pytest.approx(result.selected[names.CV_SCORE_MEAN])
+    assert run.data.metrics[schema.CONFIRM_VALUE] == pytest.approx(result.confirmed[names.CV_SCORE_MEAN])
     assert run.data.metrics[schema.CONFIRM_GAP] == pytest.approx(result.gap)
     assert run.data.metrics[schema.confirm_metric(schema.PAIRED_DIFFERENCE)] == pytest.approx(
         result.comparison.differences[0].difference

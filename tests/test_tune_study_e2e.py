@@ -1,6 +1,6 @@
 """A tiny tracked study, run once per module, then one focused test per promise.
 
-Three trials of a tiny config go through the real ``run_cv`` path with a SQLite Optuna storage and
+Three trials of a tiny config go through the real ``cross_validate`` path with a SQLite Optuna storage and
 an embedded SQLite MLflow store: trial 0 completes, trial 1 is pruned (a pruner that prunes it), trial
 2 fails with a diverged loss (a fault injected into ``train_fold`` for one learning rate). Re-running
 adds trials up to the new total, and the exported best config runs through ``cv_train.py``.
@@ -17,6 +17,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
+from nerveseg import names  # noqa: E402
 from nerveseg.config import TrainConfig  # noqa: E402
 from nerveseg.track import schema  # noqa: E402
 from nerveseg.track.schema import RUN_TYPE_TAG  # noqa: E402
@@ -139,7 +140,7 @@ def test_each_trial_is_a_cv_run_nested_under_the_study_run_with_its_state(tuned:
         assert trial.user_attrs[STUDY_RUN_ATTR] == run.info.run_id
     assert trial_runs[1].data.tags[schema.STOPPED_TAG] == "TrialPruned"
     assert trial_runs[2].data.tags["optuna.fail_reason"].startswith("non-finite loss")
-    assert trial_runs[0].data.metrics[schema.CV_SCORE_MEAN] == pytest.approx(study.get_trials()[0].value)
+    assert trial_runs[0].data.metrics[names.CV_SCORE_MEAN] == pytest.approx(study.get_trials()[0].value)
     folds_of_t0 = tuned.runs(schema.children_filter(trial_runs[0].info.run_id, schema.FOLD_RUN))
     assert sorted(r.data.tags[schema.FOLD_TAG] for r in folds_of_t0) == ["0", "1"]  # like any CV run
 
@@ -228,4 +229,4 @@ def test_the_exported_best_config_runs_through_cv_train(tuned: Tuned, continued:
     args = ["--config", str(best_path), "--raw-dir", str(tuned.raw_dir), "--cache-dir", str(tuned.root / "cache")]
     assert cv_train.main([*args, "--folds-dir", str(tuned.root / "folds"), "--no-progress"]) == 0
     runs = tuned.runs("attributes.run_name = 'tiny-study-best'")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and schema.CV_SCORE_MEAN in runs[0].data.metrics
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and names.CV_SCORE_MEAN in runs[0].data.metrics

@@ -1,9 +1,10 @@
 """The names a cross-validation is recorded under, whatever store keeps it (MLflow or a local folder).
 
 Metrics, tags and params of the CV summary and of a fold, and the artifact layout of a parent and its fold
-runs. The writers (the tasks finalising a CV, ``run.cross_validate`` and both stores) and the readers
-(``track.schema`` re-exports these for ``track``, ``tune`` and the tests) take them from here, so a renamed
-metric fails at import rather than silently at run time. Plain strings only: importing this module loads nothing.
+runs. The writers (the tasks finalising a CV, ``run.cross_validate`` and both stores) and the readers (``run``,
+``track``, ``tune`` and the tests) import them from here, so a renamed metric fails at import rather than silently
+at run time. What only MLflow runs have (their tags, run types, comparison runs) lives in ``track.schema``. Plain
+strings only: importing this module loads nothing.
 """
 
 CV_SCORE_MEAN = "cv_score_mean"
@@ -136,42 +137,6 @@ def oof_fold_artifact(fold: int) -> str:
 def fold_facts_artifact(fold: int) -> str:
     """Artifact path of fold ``fold``'s facts (kept epoch, history, standardisation) on its fold run."""
     return f"fold_{fold}.json"
-
-
-# a comparison of CV runs (compare.py, tune.py --confirm): a run of its own, linked to the runs it compares
-COMPARISON_RUN = "comparison"  # its run-type tag's value (beside "cv", "fold", "submission")
-COMPARED_RUNS_TAG = "nerveseg.compared_runs"  # the runs compared, the baseline first (MLflow ids or folders)
-COMPARISON_BASELINE_TAG = "nerveseg.comparison_baseline"  # the run the others are compared with
-COMPARISON_PAIRING_TAG = "nerveseg.comparison_pairing"  # "image" (same data and folds) or "subject"
-COMPARISON_METRIC_TAG = "nerveseg.comparison_metric"  # the per-image score compared (its CV metric's name)
-COMPARISON_PLOT_ARTIFACT = f"{PLOTS_DIR}/paired_differences.png"
-COMPARISON_TABLE_ARTIFACT = "comparison.txt"
-SUBJECT_TABLE_ARTIFACT = "subject_scores.csv"
-PAIRED_DIFFERENCE = "paired_difference"  # B - A, and with _ci_low / _ci_high its interval
-SHARE_BETTER = "share_better"  # share of the bootstrap draws in which B is better
-MIN_DETECTABLE_DIFFERENCE = "min_detectable_difference"
-VERDICT_TAG = "nerveseg.verdict"
-
-
-def comparison_key(name: str, position: int) -> str:
-    """The comparison run's metric or tag ``name`` for the run at ``position`` (1 = the first compared with A)."""
-    return f"{name}_{position}"
-
-
-# tune.py --confirm: the best trial's config and the study's base config re-trained on a fresh split and seed
-CONFIRM_ROLE_TAG = "optuna.confirm_role"  # on those CV runs: "best" or "baseline"
-CONFIRM_SEED_TAG = "optuna.confirm_seed"  # on them and on the study run: the fresh seed
-CONFIRM_RUN_TAG_PREFIX = "optuna.confirm_run."  # study run: + "selected", "best", "baseline", "comparison" -> run id
-CONFIRM_SELECTED = "confirm_selected_value"  # study run metrics: the best trial's value as the study selected it,
-CONFIRM_VALUE = "confirm_value"  # ... the same config's value on the fresh split and seed,
-CONFIRM_GAP = "confirm_gap"  # ... confirmed - selected,
-CONFIRM_BASELINE_VALUE = "confirm_baseline_value"  # ... and the base config's value on that split
-CONFIRM_REPORT_ARTIFACT = "confirm.txt"  # study run: the confirmation as tune.py printed it
-
-
-def confirm_metric(name: str) -> str:
-    """The study run's metric of the best-versus-base comparison on the fresh split, e.g. confirm_paired_difference."""
-    return f"confirm_{name}"
 
 
 # Optuna trial user attributes that more than one module reads or writes

@@ -8,7 +8,7 @@ with the training fold's statistics, so the input is just the uint8 image scaled
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -34,9 +34,25 @@ def load_fold_models(config: TrainConfig, weights_paths: Sequence[Path | str]) -
     ]
 
 
+def _hflip(batch: np.ndarray) -> np.ndarray:
+    """A batch ``(b, h, w[, c])`` mirrored left-right: its own inverse, so it also maps a prediction back."""
+    return batch[:, :, ::-1]
+
+
+# a test-time view: its name (as the CV table and the run record give it), and the transform of a batch, which is
+# its own inverse
+View = tuple[str, Callable[[np.ndarray], np.ndarray]]
+VIEWS: tuple[View, ...] = (("identity", lambda batch: batch), ("hflip", _hflip))  # the nerve's
+
+
+def views(tta: bool) -> tuple[View, ...]:
+    """Every view with ``tta``, else the image as it is."""
+    return VIEWS if tta else VIEWS[:1]
+
+
 def view_names(tta: bool) -> tuple[str, ...]:
-    """The nerve's test-time views, as the CV table and the run record name them."""
-    return ("identity", "hflip") if tta else ("identity",)
+    """The names of ``views(tta)``."""
+    return tuple(name for name, _ in views(tta))
 
 
 def _split_outputs(outputs: object) -> tuple[np.ndarray, np.ndarray | None]:
@@ -91,20 +107,19 @@ def predict_ensemble(
     probs = np.zeros(images_uint8.shape, dtype=np.float32)
     presence_sum = np.zeros(n, dtype=np.float64)
     all_presence = True
-    passes = len(models) * (2 if tta else 1)
+    transforms = [transform for _, transform in views(tta)]
+    passes = len(models) * len(transforms)
     with progress_bar(total=n, desc="predict", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             x = (images_uint8[start:stop].astype(np.float32) * np.float32(scale))[..., None]
-            views = [(x, False)]
-            if tta:
-                views.append((np.ascontiguousarray(x[:, :, ::-1]), True))
+            inputs = [(np.ascontiguousarray(transform(x)), transform) for transform in transforms]
             for model in models:
-                for view, flipped in views:
+                for view, transform in inputs:
                     # a plain call, not predict_on_batch: Keras traces a predict function per model and batch
                     # shape, and five fold models x a shorter last batch make TensorFlow warn about retracing
                     mask, presence = _split_outputs(model(view, training=False))
-                    probs[start:stop] += mask[:, :, ::-1] if flipped else mask
+                    probs[start:stop] += transform(mask)
                     if presence is None:
                         all_presence = False
                     else:

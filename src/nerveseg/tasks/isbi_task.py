@@ -23,7 +23,7 @@ import numpy as np
 from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.challenge_metrics import challenge_scores
+from nerveseg.evaluate.challenge_metrics import ChallengeScores
 from nerveseg.evaluate.isbi_scoring import (
     MembranePostprocess,
     apply_membrane_postprocess,
@@ -80,12 +80,11 @@ class IsbiDecision:
         return f"{self.settings.describe()}{scores}"
 
 
-def _slice_scores(data: IsbiData, folds: np.ndarray, oof: np.ndarray) -> ImageScores:
-    """Each slice's V_rand error at the stack's best threshold of the challenge's sweep (the score the task ranks
-    by), every slice its own subject: one volume has no patients to group by."""
+def _slice_scores(data: IsbiData, folds: np.ndarray, pooled: ChallengeScores) -> ImageScores:
+    """Each slice's V_rand error at the stack's best threshold of the challenge's sweep (``pooled``, the OOF stack's;
+    the score the task ranks by), every slice its own subject: one volume has no patients to group by."""
     ids = np.asarray(data.ids).astype(str)
-    errors = challenge_scores(oof, data.membranes).v_rand_errors()
-    return ImageScores(ids, ids, np.asarray(folds), errors.astype(np.float64), _POST_KEY)
+    return ImageScores(ids, ids, np.asarray(folds), pooled.v_rand_errors().astype(np.float64), _POST_KEY)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -151,7 +150,7 @@ class IsbiTask:
         """The metrics per fold and over folds (pixel and adapted Rand error at 0.5, V_rand and V_info errors at
         the best threshold of the challenge's sweep), then the threshold and clean-up with the lowest OOF
         V_rand error (decided and scored on the same OOF: optimistic)."""
-        metrics, oof = isbi_oof_summary(data, folds, results)
+        metrics, oof, pooled = isbi_oof_summary(data, folds, results)
         settings = decide_isbi_postprocessing(oof, data.membranes)
         post = postprocessed_v_rand_error(oof, data.membranes, settings)
         decision = IsbiDecision(settings, metrics[_POST_KEY], post)
@@ -165,7 +164,7 @@ class IsbiTask:
         facts = {"metrics": metrics, "model": config.model}
         return CVFinal(
             metrics, table, decision, data.ids, oof, None, facts, {}, description,
-            image_scores=_slice_scores(data, folds, oof),
+            image_scores=_slice_scores(data, folds, pooled),
         )  # fmt: skip
 
     def decision_from_json(self, values: Any, *, source: str) -> IsbiDecision:

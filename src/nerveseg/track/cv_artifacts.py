@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nerveseg import names
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.report.plots import plot_learning_curves
 from nerveseg.run import fold_files
 from nerveseg.tasks.base import Task
-from nerveseg.track import schema
 from nerveseg.track.schema import FOLD_TAG
+from nerveseg.track.store import log_metrics
 from nerveseg.train.fold_result import FoldResult
 
 
@@ -47,11 +47,11 @@ def kept_metrics(result: FoldResult) -> dict[str, float]:
     ``val_*`` history is on the inner split that chose the epoch; ``val_score`` is always the scored fold's.
     """
     epoch = result.kept_epoch
-    metrics = {schema.KEPT_EPOCH: float(epoch), schema.VAL_SCORE: float(result.val_score)}
-    for key in schema.KEPT_HISTORY_KEYS:
+    metrics = {names.KEPT_EPOCH: float(epoch), names.VAL_SCORE: float(result.val_score)}
+    for key in names.KEPT_HISTORY_KEYS:
         values = result.history.get(key) or []
         if 1 <= epoch <= len(values):
-            metrics[schema.kept_metric(key)] = float(values[epoch - 1])
+            metrics[names.kept_metric(key)] = float(values[epoch - 1])
     return metrics
 
 
@@ -59,26 +59,25 @@ def log_fold(client: MlflowClient, run_id: str, ids: np.ndarray, result: FoldRes
     """The fold's kept-epoch metrics and artifacts (weights, OOF, facts, learning curve) on its run."""
     k = result.fold
     work = result.weights_path.parent
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in kept_metrics(result).items()])
+    log_metrics(client, run_id, kept_metrics(result))
     weights = result.weights_path
-    if weights.name != schema.weights_file(k):  # readers find the weights by the schema's name
-        weights = Path(shutil.copyfile(weights, work / schema.weights_file(k)))
-    client.log_artifact(run_id, str(weights), schema.WEIGHTS_DIR)
-    client.log_text(run_id, summary, schema.MODEL_SUMMARY_ARTIFACT)
-    oof_path = fold_files.save_oof(work / schema.oof_fold_file(k), fold_files.fold_oof(ids, result))
-    client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
+    if weights.name != names.weights_file(k):  # readers find the weights by the schema's name
+        weights = Path(shutil.copyfile(weights, work / names.weights_file(k)))
+    client.log_artifact(run_id, str(weights), names.WEIGHTS_DIR)
+    client.log_text(run_id, summary, names.MODEL_SUMMARY_ARTIFACT)
+    oof_path = fold_files.save_oof(work / names.oof_fold_file(k), fold_files.fold_oof(ids, result))
+    client.log_artifact(run_id, str(oof_path), names.OOF_DIR)
     facts = fold_files.fold_facts(ids, result)
-    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", schema.fold_facts_artifact(k))
+    client.log_text(run_id, json.dumps(facts, indent=1) + "\n", names.fold_facts_artifact(k))
     curve_dir = work / f"fold_{k}_plots"
     curve_dir.mkdir(parents=True, exist_ok=True)
     curve = plot_learning_curves(
         result.history,
-        curve_dir / Path(schema.LEARNING_CURVE_ARTIFACT).name,
+        curve_dir / Path(names.LEARNING_CURVE_ARTIFACT).name,
         kept_epoch=result.kept_epoch,
         title=f"fold {k}: kept epoch {result.kept_epoch}, val_score {result.val_score:.4f}",
     )
-    client.log_artifact(run_id, str(curve), schema.PLOTS_DIR)
+    client.log_artifact(run_id, str(curve), names.PLOTS_DIR)
 
 
 def load_fold(client: MlflowClient, run: Run, ids: np.ndarray, folds: np.ndarray, work: Path) -> FoldResult:
@@ -87,12 +86,12 @@ def load_fold(client: MlflowClient, run: Run, ids: np.ndarray, folds: np.ndarray
     run_id = run.info.run_id
     dst = work / f"fold_{k}_{run_id}"
     try:
-        oof_local = client.download_artifacts(run_id, schema.oof_fold_artifact(k), str(dst))
-        facts_local = client.download_artifacts(run_id, schema.fold_facts_artifact(k), str(dst))
+        oof_local = client.download_artifacts(run_id, names.oof_fold_artifact(k), str(dst))
+        facts_local = client.download_artifacts(run_id, names.fold_facts_artifact(k), str(dst))
     except (MlflowException, OSError) as err:
         raise NervesegError(f"fold run {run_id} (fold {k}) lacks its OOF artifacts ({err}); retrain that fold") from err
     facts = json.loads(Path(facts_local).read_text())
-    weights = Path(f"runs:/{run_id}/{schema.weights_artifact(k)}")
+    weights = Path(f"runs:/{run_id}/{names.weights_artifact(k)}")
     return fold_files.fold_result(
         facts, fold_files.load_oof(oof_local), ids, folds, weights, source=f"fold run {run_id}"
     )

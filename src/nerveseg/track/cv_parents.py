@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
+from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml, param_strings
 from nerveseg.errors import NervesegError, is_interruption
 from nerveseg.io_utils import atomic_write_text
@@ -92,9 +93,9 @@ def describe(run: Run) -> str:
 def check_same_data(run: Run, fingerprint: str, folds_sha: str) -> None:
     """Folds of one parent must come from one data set and one split, or the OOF score is meaningless."""
     tags = run.data.tags
-    if tags.get(schema.DATA_FINGERPRINT_TAG) not in (None, fingerprint):
+    if tags.get(names.DATA_FINGERPRINT) not in (None, fingerprint):
         raise NervesegError(
-            f"parent run {run.info.run_id} was trained on data {tags[schema.DATA_FINGERPRINT_TAG][:12]}, but --raw-dir "
+            f"parent run {run.info.run_id} was trained on data {tags[names.DATA_FINGERPRINT][:12]}, but --raw-dir "
             f"now holds data {fingerprint[:12]}; use the same data or start a new run"
         )
     if tags.get(schema.FOLDS_SHA_TAG) not in (None, folds_sha):
@@ -116,10 +117,10 @@ def create_parent(
     run_id = run.info.run_id
     try:  # a full artifact store fails here: the new parent must not stay RUNNING forever
         client.log_batch(run_id, params=[Param(k, v) for k, v in param_strings(config).items()])
-        config_path = work / schema.CONFIG_ARTIFACT
+        config_path = work / names.CONFIG_ARTIFACT
         atomic_write_text(config_path, config_to_yaml(config))
         client.log_artifact(run_id, str(config_path))
-        client.log_artifact(run_id, str(folds_file), schema.FOLDS_DIR)
+        client.log_artifact(run_id, str(folds_file), names.FOLDS_DIR)
     except BaseException as err:
         mark_stopped(client, [run_id], err, on_purpose=is_interruption(err))
         raise

@@ -1,6 +1,6 @@
 """Each epoch's metrics logged to its fold's MLflow run while the fold trains: an observer of ``cross_validate``.
 
-Metrics are logged as ``schema.epoch_metric_name`` says (``train_loss``, ``val_dice``, ``lr``...), so that none
+Metrics are logged as ``names.epoch_metric_name`` says (``train_loss``, ``val_dice``, ``lr``...), so that none
 shares a param's name, with the epoch number from 1 as the step and the epoch's wall time beside them.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from nerveseg import names
 from nerveseg.run.store import CVObserver
-from nerveseg.track import schema
 
 
 class EpochLogger(CVObserver):
@@ -27,8 +27,8 @@ class EpochLogger(CVObserver):
         self._started = time.monotonic()
 
     def on_epoch_end(self, fold: int, epoch: int, logs: Mapping[str, float]) -> None:
-        metrics = {schema.epoch_metric_name(k): v for k, v in logs.items()}  # never a param's name
-        metrics[schema.EPOCH_SECONDS] = time.monotonic() - self._started
+        metrics = {names.epoch_metric_name(k): v for k, v in logs.items()}  # never a param's name
+        metrics[names.EPOCH_SECONDS] = time.monotonic() - self._started
         now = int(time.time() * 1000)
         self._client.log_batch(
             self._run_id_of(fold), metrics=[Metric(k, v, now, epoch + 1) for k, v in metrics.items()]

@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from nerveseg import kaggle_client
+from nerveseg import kaggle_client, names
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.uncertainty import Interval
 from nerveseg.io_utils import atomic_write_bytes, sha256_file
@@ -82,7 +82,7 @@ def submission_run_of_csv(client: MlflowClient, experiment_id: str, csv_path: Pa
     if not Path(csv_path).is_file():
         raise NervesegError(f"--csv {csv_path} does not exist; pass the CSV submit.py wrote (in submissions/)")
     digest = sha256_file(csv_path)
-    runs = _submission_runs(client, experiment_id, f" and tags.`{schema.SUBMISSION_SHA_TAG}` = '{digest}'")
+    runs = _submission_runs(client, experiment_id, f" and tags.`{names.SUBMISSION_SHA_TAG}` = '{digest}'")
     if not runs:
         raise NervesegError(
             f"--csv {csv_path}: no submission run of this experiment recorded a file with these bytes; pass "
@@ -92,7 +92,7 @@ def submission_run_of_csv(client: MlflowClient, experiment_id: str, csv_path: Pa
 
 
 def is_ensemble(run: Run) -> bool:
-    return "," in run.data.params.get(schema.RUN_IDS_PARAM, "")
+    return "," in run.data.params.get(names.RUN_IDS_PARAM, "")
 
 
 def cv_run_id(run: Run) -> str:
@@ -105,7 +105,7 @@ def test_set_interval(client: MlflowClient, uri: str, run: Run, new_subjects: in
     if is_ensemble(run):
         return None
     scores = MlflowRunReader(client, cv_run_id(run), uri, unfinished="warn").image_scores()
-    test_images = int(run.data.metrics.get(schema.N_TEST_IMAGES, KAGGLE_TEST_IMAGES))
+    test_images = int(run.data.metrics.get(names.N_TEST_IMAGES, KAGGLE_TEST_IMAGES))
     return interval_for_test_set(scores.scores, scores.subjects, test_images, new_subjects)
 
 
@@ -182,21 +182,21 @@ def record_scores(
 
 def _label(client: MlflowClient, run: Run) -> str:
     """The submission's name in tables: its CV run's name (``a+b`` for an ensemble)."""
-    ids = run.data.params.get(schema.RUN_IDS_PARAM) or run.data.tags.get(schema.PARENT_TAG, "")
-    names = []
+    ids = run.data.params.get(names.RUN_IDS_PARAM) or run.data.tags.get(schema.PARENT_TAG, "")
+    labels = []
     for run_id in filter(None, ids.split(",")):
         try:
-            names.append(run_name(client.get_run(run_id)))
+            labels.append(run_name(client.get_run(run_id)))
         except MlflowException:  # a deleted CV run: its id still names it
-            names.append(run_id[:8])
-    return "+".join(names) or run.info.run_id[:8]
+            labels.append(run_id[:8])
+    return "+".join(labels) or run.info.run_id[:8]
 
 
 def match_kaggle_rows(run: Run, rows: list[kaggle_client.KaggleSubmission]) -> kaggle_client.KaggleSubmission | None:
     """The newest row of Kaggle's submissions list that is this run's upload (same file name, or the message it
     was uploaded with) and has a score; None when there is none (not uploaded, not scored yet, or older than the
     20 rows the client lists)."""
-    file_name = run.data.tags.get(schema.SUBMISSION_FILE_TAG)
+    file_name = run.data.tags.get(names.SUBMISSION_FILE_TAG)
     message = run.data.tags.get(schema.KAGGLE_MESSAGE_TAG)
     for row in rows:  # newest first
         same = row.file_name == file_name or (message is not None and row.description == message)
@@ -212,7 +212,7 @@ def scores_from_kaggle(client: MlflowClient, uri: str, runs: list[Run], new_subj
     for run in runs:
         row = match_kaggle_rows(run, rows)
         if row is None:
-            file_name = run.data.tags.get(schema.SUBMISSION_FILE_TAG, "?")
+            file_name = run.data.tags.get(names.SUBMISSION_FILE_TAG, "?")
             lines.append(f"{file_name}: not among Kaggle's listed submissions with a score (pending, or not uploaded)")
             continue
         lines.append(record_scores(client, uri, run, row.public_score, row.private_score, source=FROM_KAGGLE,
@@ -313,7 +313,7 @@ def _recorded_interval(client: MlflowClient, run: Run) -> Interval | None:
     if is_ensemble(run) or not all(key in metrics for key in keys):
         return None
     try:
-        estimate = client.get_run(cv_run_id(run)).data.metrics.get(schema.OOF_SCORE_POSTPROCESSED)
+        estimate = client.get_run(cv_run_id(run)).data.metrics.get(names.OOF_SCORE_POSTPROCESSED)
     except MlflowException:  # the CV run was deleted: no estimate to draw
         return None
     if estimate is None:

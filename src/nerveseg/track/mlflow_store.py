@@ -11,15 +11,15 @@ tune's own study run and several folds in one process cannot get mixed up. A FIN
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlflow.entities import Metric, Run
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
+from nerveseg import names
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import sha256_file
@@ -32,7 +32,7 @@ from nerveseg.track import cv_artifacts, cv_parents, schema
 from nerveseg.track.fold_logging import EpochLogger
 from nerveseg.track.provenance import environment_tags
 from nerveseg.track.schema import FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG
-from nerveseg.track.store import MlflowSettings, load_mlflow_settings, setup_mlflow
+from nerveseg.track.store import MlflowSettings, load_mlflow_settings, log_metrics, setup_mlflow
 from nerveseg.train.fold_result import FoldResult
 
 
@@ -130,21 +130,20 @@ class MlflowStore:
     def finalise(self, final: CVFinal, facts: Mapping[str, Any]) -> None:
         """The task's summary of a complete cross-validation logged on the parent, which is then FINISHED."""
         client, run_id, work = self.client, self.parent_id, self._cv.work
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.metrics.items()])
+        log_metrics(client, run_id, final.metrics)
         for key, value in final.tags.items():
             client.set_tag(run_id, key, value)
         oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
-        oof_path = fold_files.save_oof(work / schema.OOF_PROBS_FILE, oof)
-        client.log_artifact(run_id, str(oof_path), schema.OOF_DIR)
+        oof_path = fold_files.save_oof(work / names.OOF_PROBS_FILE, oof)
+        client.log_artifact(run_id, str(oof_path), names.OOF_DIR)
         if final.image_scores is not None:
-            scores_path = fold_files.save_image_scores(work / schema.IMAGE_SCORES_FILE, final.image_scores)
-            client.log_artifact(run_id, str(scores_path), schema.OOF_DIR)
-        client.log_text(run_id, fold_files.json_text(facts), schema.SUMMARY_ARTIFACT)
-        client.log_text(run_id, fold_files.json_text(final.decision.to_json()), schema.POSTPROCESSING_ARTIFACT)
+            scores_path = fold_files.save_image_scores(work / names.IMAGE_SCORES_FILE, final.image_scores)
+            client.log_artifact(run_id, str(scores_path), names.OOF_DIR)
+        client.log_text(run_id, fold_files.json_text(facts), names.SUMMARY_ARTIFACT)
+        client.log_text(run_id, fold_files.json_text(final.decision.to_json()), names.POSTPROCESSING_ARTIFACT)
         client.set_tag(run_id, schema.DESCRIPTION_TAG, final.description)
         for figure in final.figures:
-            client.log_artifact(run_id, str(figure), schema.PLOTS_DIR)
+            client.log_artifact(run_id, str(figure), names.PLOTS_DIR)
         client.set_terminated(run_id, "FINISHED")
 
     def stop(self, err: BaseException, *, on_purpose: bool) -> None:
@@ -171,7 +170,7 @@ class MlflowStore:
     def _create_parent(self, cv: OpenedCV, folds_sha: str) -> Run:
         tags = {
             RUN_TYPE_TAG: schema.CV_RUN,
-            schema.DATA_FINGERPRINT_TAG: cv.data.fingerprint,
+            names.DATA_FINGERPRINT: cv.data.fingerprint,
             schema.FOLDS_SHA_TAG: folds_sha,
             **self._env_tags,
             **({PARENT_TAG: self._nested_under} if self._nested_under else {}),

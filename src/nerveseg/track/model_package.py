@@ -43,6 +43,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROJ_ROOT
 from nerveseg.run.fold_files import check_weights_file
@@ -137,7 +138,7 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
         for k, path in enumerate(weights):
             what = f"the model's artifact {schema.model_weights_key(k)} ({path.name})"
             check_weights_file(path, what, f"restore the artifact, or package the CV run again ({REPACKAGE})")
-        source = f"the model's {schema.POSTPROCESSING_ARTIFACT}"
+        source = f"the model's {names.POSTPROCESSING_ARTIFACT}"
         values = json.loads(Path(artifacts[schema.MODEL_POSTPROCESSING_ARTIFACT]).read_text())
         decision = get_task(config.task).decision_from_json(values, source=source)
         runs, tta = [TrainedModels(config, weights)], bool(options.get(schema.TTA_CONFIG, True))
@@ -273,12 +274,12 @@ def log_cv_model(
     run = client.get_run(run_id)
     files = model_files(MlflowRunReader(client, run_id, tracking_uri), sources)
     if files.decision_source == DECIDED:
-        client.log_dict(run_id, files.decision.to_json(), schema.POSTPROCESSING_ARTIFACT)
+        client.log_dict(run_id, files.decision.to_json(), names.POSTPROCESSING_ARTIFACT)
     model = client.create_logged_model(
         run.info.experiment_id,
         name=schema.MODEL_NAME,
         source_run_id=run_id,
-        params={k: str(v)[: schema.MAX_PARAM_LENGTH] for k, v in run.data.params.items()},
+        params={k: str(v)[: names.MAX_PARAM_LENGTH] for k, v in run.data.params.items()},
         tags={schema.TASK_CONFIG: files.task, schema.TTA_CONFIG: str(tta).lower()},
     )
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])

@@ -91,7 +91,7 @@ def version_description(run: Run) -> str:
 
 def version_tags(run: Run, model_id: str) -> dict[str, str]:
     tags = {
-        schema.DATA_FINGERPRINT_TAG: run.data.tags.get(schema.DATA_FINGERPRINT_TAG, ""),
+        names.DATA_FINGERPRINT: run.data.tags.get(names.DATA_FINGERPRINT, ""),
         schema.GIT_COMMIT_TAG: run.data.tags.get(schema.GIT_COMMIT_TAG, ""),
         schema.MODEL_VERSION_RUN_TAG: run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name,
         schema.TASK_CONFIG: run.data.params.get("task", "nerve"),
@@ -112,8 +112,8 @@ def register_run(
     tracking_uri: str,
     run_id: str,
     *,
-    name: str = schema.REGISTERED_MODEL,
-    alias: str = schema.CHAMPION_ALIAS,
+    name: str = names.REGISTERED_MODEL,
+    alias: str = names.CHAMPION_ALIAS,
     tta: bool = True,
     raw_dir: Path = RAW_DIR,
     cache_dir: Path = PROCESSED_DIR,

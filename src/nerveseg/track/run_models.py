@@ -9,6 +9,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.run.choice import CandidateRun
 from nerveseg.run.fold_files import check_weights_file
@@ -54,10 +55,10 @@ def cv_candidates(experiment_name: str | None = None, *, tracking_uri: str | Non
             CandidateRun(
                 run_id=str(row["run_id"]),
                 name=_text(row, f"tags.{RUN_NAME_TAG}") or str(row["run_id"]),
-                task=_text(row, f"params.{schema.TASK_PARAM}") or "nerve",
-                config=_text(row, f"params.{schema.CONFIG_NAME_PARAM}"),
+                task=_text(row, f"params.{names.TASK_PARAM}") or "nerve",
+                config=_text(row, f"params.{names.CONFIG_NAME_PARAM}"),
                 started=None if started is None or pd.isna(started) else started.to_pydatetime(),
-                fingerprint=_text(row, f"tags.{schema.DATA_FINGERPRINT_TAG}"),
+                fingerprint=_text(row, f"tags.{names.DATA_FINGERPRINT}"),
                 metrics=metrics,
             )
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from nerveseg import names
 from nerveseg.config import TrainConfig, load_config
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
@@ -51,25 +52,25 @@ class MlflowRunReader:
 
     @property
     def task(self) -> str:
-        return self._run.data.params.get(schema.TASK_PARAM, "nerve")  # runs from before the field: nerve
+        return self._run.data.params.get(names.TASK_PARAM, "nerve")  # runs from before the field: nerve
 
     @property
     def data_fingerprint(self) -> str:
-        return self._run.data.tags.get(schema.DATA_FINGERPRINT_TAG, "")
+        return self._run.data.tags.get(names.DATA_FINGERPRINT, "")
 
     def metrics(self) -> dict[str, float]:
         return dict(self._run.data.metrics)
 
     def image_scores(self) -> ImageScores:
-        source = f"{schema.IMAGE_SCORES_ARTIFACT} of run {self.run_id} ({self.name})"
+        source = f"{names.IMAGE_SCORES_ARTIFACT} of run {self.run_id} ({self.name})"
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = download_artifacts(
-                    self.run_id, schema.IMAGE_SCORES_ARTIFACT, tmp, tracking_uri=self._tracking_uri
+                    self.run_id, names.IMAGE_SCORES_ARTIFACT, tmp, tracking_uri=self._tracking_uri
                 )
             except TrackingError as err:
                 raise NervesegError(
-                    f"run {self.run_id} ({self.name}) has no {schema.IMAGE_SCORES_ARTIFACT} (finished before "
+                    f"run {self.run_id} ({self.name}) has no {names.IMAGE_SCORES_ARTIFACT} (finished before "
                     "per-image scores were kept, or its artifacts are out of reach); train it again to compare it"
                 ) from err
             return load_image_scores(path, source=source)
@@ -77,10 +78,10 @@ class MlflowRunReader:
     def config(self) -> TrainConfig:
         if self._config is None:
             with tempfile.TemporaryDirectory() as tmp:
-                path = self.file(schema.CONFIG_ARTIFACT, Path(tmp))
+                path = self.file(names.CONFIG_ARTIFACT, Path(tmp))
                 if path is None:
                     raise NervesegError(
-                        f"run {self.run_id} ({self.name}) has no {schema.CONFIG_ARTIFACT} artifact; "
+                        f"run {self.run_id} ({self.name}) has no {names.CONFIG_ARTIFACT} artifact; "
                         "is it a CV parent run?"
                     )
                 self._config = load_config(path).replace(name=self.name)
@@ -104,7 +105,7 @@ class MlflowRunReader:
             )
         weights = []
         for k in range(folds):
-            artifact, fold_run = schema.weights_artifact(k), runs[k].info.run_id
+            artifact, fold_run = names.weights_artifact(k), runs[k].info.run_id
             try:
                 path = download_artifacts(
                     fold_run, artifact, workdir / run_id / f"fold_{k}", tracking_uri=self._tracking_uri

@@ -1,7 +1,10 @@
-"""The run schema: every MLflow tag, metric and artifact path that one part writes and another reads.
+"""The MLflow run schema: the tags, run types and model-package keys that only MLflow runs have.
 
 ``track.mlflow_store`` writes cross-validation runs; ``track.submission_run``, ``tune.study`` and the tests
-read them. They agree because both sides take the names from here, never from string literals.
+read them. They agree because both sides take the names from here, never from string literals. The names every
+store writes (the CV summary's metrics and tags, a fold's params and metrics, the artifact layout) are written by
+core code too, so they live in ``nerveseg.names``, and the OOF file format in ``nerveseg.run.fold_files``; each
+name has that one home and is imported from it.
 
 A cross-validation is one parent run (``RUN_TYPE_TAG = "cv"``) with one child run per fold
 (``"fold"``, tagged ``FOLD_TAG``) and, later, child runs ``"submission"``::
@@ -22,13 +25,7 @@ from __future__ import annotations
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from nerveseg import names as _names
-
-# The names every store writes (the CV summary's metrics and tags, a fold's params and metrics, the artifact
-# layout) are written by core code too, so they live in nerveseg.names; the OOF file format lives in
-# nerveseg.run.fold_files. Both are re-exported here: this module is the one place readers import names from.
-from nerveseg.names import *  # noqa: F403
-from nerveseg.run.fold_files import OofArrays, load_oof, save_oof
+from nerveseg import names
 
 # ------------------------------------------------------------------------------------------- tags
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
@@ -38,7 +35,6 @@ STOPPED_TAG = "nerveseg.stopped"  # exception class that stopped a KILLED run (K
 ERROR_TAG = "nerveseg.error"  # first line of the error that FAILED a run
 FOLD_TAG = "fold"
 DESCRIPTION_TAG = "mlflow.note.content"  # MLflow shows it as the run's description (Markdown)
-DATA_FINGERPRINT_TAG = DATA_FINGERPRINT  # noqa: F405
 FOLDS_SHA_TAG = "folds_file_sha256"
 GIT_COMMIT_TAG = "git_commit"
 
@@ -46,6 +42,42 @@ GIT_COMMIT_TAG = "git_commit"
 CV_RUN = "cv"
 FOLD_RUN = "fold"
 SUBMISSION_RUN = "submission"
+COMPARISON_RUN = "comparison"  # linked to the runs it compares
+
+
+# ----------------------------------- a comparison run (compare.py, tune.py --confirm), linked to the runs it compares
+COMPARED_RUNS_TAG = "nerveseg.compared_runs"  # the runs compared, the baseline first (MLflow ids or folders)
+COMPARISON_BASELINE_TAG = "nerveseg.comparison_baseline"  # the run the others are compared with
+COMPARISON_PAIRING_TAG = "nerveseg.comparison_pairing"  # "image" (same data and folds) or "subject"
+COMPARISON_METRIC_TAG = "nerveseg.comparison_metric"  # the per-image score compared (its CV metric's name)
+COMPARISON_PLOT_ARTIFACT = f"{names.PLOTS_DIR}/paired_differences.png"
+COMPARISON_TABLE_ARTIFACT = "comparison.txt"
+SUBJECT_TABLE_ARTIFACT = "subject_scores.csv"
+PAIRED_DIFFERENCE = "paired_difference"  # B - A, and with _ci_low / _ci_high its interval
+SHARE_BETTER = "share_better"  # share of the bootstrap draws in which B is better
+MIN_DETECTABLE_DIFFERENCE = "min_detectable_difference"
+VERDICT_TAG = "nerveseg.verdict"
+
+
+def comparison_key(name: str, position: int) -> str:
+    """The comparison run's metric or tag ``name`` for the run at ``position`` (1 = the first compared with A)."""
+    return f"{name}_{position}"
+
+
+# tune.py --confirm: the best trial's config and the study's base config re-trained on a fresh split and seed
+CONFIRM_ROLE_TAG = "optuna.confirm_role"  # on those CV runs: "best" or "baseline"
+CONFIRM_SEED_TAG = "optuna.confirm_seed"  # on them and on the study run: the fresh seed
+CONFIRM_RUN_TAG_PREFIX = "optuna.confirm_run."  # study run: + "selected", "best", "baseline", "comparison" -> run id
+CONFIRM_SELECTED = "confirm_selected_value"  # study run metrics: the best trial's value as the study selected it,
+CONFIRM_VALUE = "confirm_value"  # ... the same config's value on the fresh split and seed,
+CONFIRM_GAP = "confirm_gap"  # ... confirmed - selected,
+CONFIRM_BASELINE_VALUE = "confirm_baseline_value"  # ... and the base config's value on that split
+CONFIRM_REPORT_ARTIFACT = "confirm.txt"  # study run: the confirmation as tune.py printed it
+
+
+def confirm_metric(name: str) -> str:
+    """The study run's metric of the best-versus-base comparison on the fresh split, e.g. confirm_paired_difference."""
+    return f"confirm_{name}"
 
 
 # --------------------------------------------------------------- the MLflow Model of a CV run (issue 15)
@@ -71,7 +103,7 @@ RLE_COLUMN = "rle"
 MASK_COLUMN = "mask_png"  # only with params {"return_mask": true}
 MEMBRANE_COLUMN = "membrane_tiff"  # output (isbi2012): float32 TIFF of membrane probabilities
 RETURN_MASK_PARAM = "return_mask"
-MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides DATA_FINGERPRINT_TAG, GIT_COMMIT_TAG
+MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides names.DATA_FINGERPRINT, GIT_COMMIT_TAG
 
 
 # ------------------------------------------------- Kaggle: the upload and the leaderboard (issue 29, track.leaderboard)
@@ -88,7 +120,7 @@ TEST_SET_PI_HIGH = "kaggle_test_pi_high"
 TEST_SET_PI_SUBJECTS = "kaggle_test_pi_subjects"  # the new subjects that interval is for
 # the experiment's one "leaderboard" run (its RUN_TYPE_TAG value), which keeps the current plot and table
 LEADERBOARD_RUN = "leaderboard"
-TRUST_PLOT_ARTIFACT = f"{PLOTS_DIR}/trust_your_cv.png"  # noqa: F405
+TRUST_PLOT_ARTIFACT = f"{names.PLOTS_DIR}/trust_your_cv.png"
 LEADERBOARD_TABLE_ARTIFACT = "leaderboard.txt"
 
 
@@ -130,14 +162,28 @@ def children_filter(parent_run_id: str, run_type: str | None = None) -> str:
 
 
 __all__ = [
-    *(name for name in dir(_names) if not name.startswith("_")),
+    "COMPARED_RUNS_TAG",
+    "COMPARISON_BASELINE_TAG",
+    "COMPARISON_METRIC_TAG",
+    "COMPARISON_PAIRING_TAG",
+    "COMPARISON_PLOT_ARTIFACT",
+    "COMPARISON_RUN",
+    "COMPARISON_TABLE_ARTIFACT",
+    "CONFIRM_BASELINE_VALUE",
+    "CONFIRM_GAP",
+    "CONFIRM_REPORT_ARTIFACT",
+    "CONFIRM_ROLE_TAG",
+    "CONFIRM_RUN_TAG_PREFIX",
+    "CONFIRM_SEED_TAG",
+    "CONFIRM_SELECTED",
+    "CONFIRM_VALUE",
     "CV_RUN",
-    "DATA_FINGERPRINT_TAG",
     "DESCRIPTION_TAG",
     "ERROR_TAG",
     "FOLDS_SHA_TAG",
     "FOLD_RUN",
     "FOLD_TAG",
+    "GIT_COMMIT_TAG",
     "KAGGLE_MESSAGE_TAG",
     "KAGGLE_UPLOADED_TAG",
     "LEADERBOARD_PRIVATE",
@@ -145,20 +191,23 @@ __all__ = [
     "LEADERBOARD_RUN",
     "LEADERBOARD_SOURCE_TAG",
     "LEADERBOARD_TABLE_ARTIFACT",
+    "MIN_DETECTABLE_DIFFERENCE",
+    "PAIRED_DIFFERENCE",
+    "PARENT_TAG",
+    "RUN_NAME_TAG",
+    "RUN_TYPE_TAG",
+    "SHARE_BETTER",
+    "STOPPED_TAG",
+    "SUBJECT_TABLE_ARTIFACT",
+    "SUBMISSION_RUN",
     "TEST_SET_PI_HIGH",
     "TEST_SET_PI_LOW",
     "TEST_SET_PI_SUBJECTS",
     "TRUST_PLOT_ARTIFACT",
-    "GIT_COMMIT_TAG",
-    "PARENT_TAG",
-    "RUN_NAME_TAG",
-    "RUN_TYPE_TAG",
-    "STOPPED_TAG",
-    "SUBMISSION_RUN",
-    "OofArrays",
+    "VERDICT_TAG",
     "children_filter",
+    "comparison_key",
+    "confirm_metric",
     "fold_runs",
-    "load_oof",
     "newest_finished_fold_runs",
-    "save_oof",
 ]

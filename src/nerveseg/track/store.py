@@ -14,12 +14,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -282,6 +284,12 @@ def retire_experiment(name: str, settings: MlflowSettings | None = None) -> tupl
 def get_client(tracking_uri: str | None = None) -> MlflowClient:
     """A client bound to ``tracking_uri`` (default: the one from mlflow.yml / MLFLOW_TRACKING_URI)."""
     return MlflowClient(tracking_uri or load_mlflow_settings().tracking_uri)
+
+
+def log_metrics(client: MlflowClient, run_id: str, values: Mapping[str, float]) -> None:
+    """Log ``values`` on ``run_id`` in one call, at step 0 with one timestamp (a summary's metrics, not a curve)."""
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in values.items()])
 
 
 def download_artifacts(run_id: str, artifact_path: str, dst: Path | str, *, tracking_uri: str | None = None) -> Path:

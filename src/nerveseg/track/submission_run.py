@@ -17,7 +17,9 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from nerveseg import names
 from nerveseg.errors import NervesegError
+from nerveseg.names import POSTPROCESSING_ARTIFACT
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 from nerveseg.run.choice import SHORT, CandidateRun, RunChoice, candidates_table, choose_run, default_task
 from nerveseg.run.resolved_run import DECIDED, decide_for_runs, resolve
@@ -36,11 +38,10 @@ from nerveseg.run.submit import (
 )
 from nerveseg.tasks import get_task
 from nerveseg.tasks.base import Task
-from nerveseg.track import schema
 from nerveseg.track.registry import run_of_model
 from nerveseg.track.run_models import cv_candidates
 from nerveseg.track.run_reader import MlflowRunReader
-from nerveseg.track.schema import PARENT_TAG, POSTPROCESSING_ARTIFACT, RUN_TYPE_TAG, SUBMISSION_RUN
+from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG, SUBMISSION_RUN
 from nerveseg.track.store import check_store_to_read, get_client, load_mlflow_settings
 
 SUBMISSION_RUN_NAME = "submission"
@@ -56,9 +57,9 @@ def _log_submission_run(client: MlflowClient, sub: Written, experiment_id: str) 
         client.log_batch(
             run_id,
             metrics=[Metric(k, v, now, 0) for k, v in submission_metrics(sub).items()],
-            params=[Param(k, str(v)[: schema.MAX_PARAM_LENGTH]) for k, v in submission_params(sub).items()],
+            params=[Param(k, str(v)[: names.MAX_PARAM_LENGTH]) for k, v in submission_params(sub).items()],
         )
-        client.log_artifact(run_id, str(path), schema.SUBMISSION_DIR)
+        client.log_artifact(run_id, str(path), names.SUBMISSION_DIR)
         client.log_dict(run_id, sub.decision.to_json(), POSTPROCESSING_ARTIFACT)
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))

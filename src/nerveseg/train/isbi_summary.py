@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nerveseg.data.isbi import IsbiData
+from nerveseg.evaluate.challenge_metrics import ChallengeScores
 from nerveseg.evaluate.membrane_metrics import DEFAULT_THRESHOLD, membrane_scores
 from nerveseg.names import ADAPTED_RAND_ERROR, PIXEL_ERROR, V_INFO_ERROR, V_RAND_ERROR
 from nerveseg.train.fold_result import FoldResult
@@ -38,9 +39,10 @@ def assemble_oof(n_slices: int, results: Sequence[FoldResult]) -> np.ndarray:
 
 def isbi_oof_summary(
     data: IsbiData, folds: np.ndarray, results: Sequence[FoldResult], threshold: float = DEFAULT_THRESHOLD
-) -> tuple[dict[str, float], np.ndarray]:
+) -> tuple[dict[str, float], np.ndarray, ChallengeScores]:
     """Per-fold and CV-mean metrics (pixel and adapted Rand error at ``threshold``, V_rand and V_info
-    errors at each fold's best threshold of the challenge's sweep), and the OOF stack.
+    errors at each fold's best threshold of the challenge's sweep), the OOF stack, and the pooled stack's
+    sweep (each slice's V_rand at each threshold: the task's per-slice scores, without sweeping again).
 
     Keys: ``fold_<k>_<metric>``, ``cv_<metric>_mean``/``_std`` (over folds), ``oof_<metric>`` (over
     all slices pooled) and ``baseline_all_cell_<metric>`` (predicting no membrane at all).
@@ -59,11 +61,11 @@ def isbi_oof_summary(
     for name in METRICS:
         metrics[f"cv_{name}_mean"] = float(np.mean(per_fold[name]))
         metrics[f"cv_{name}_std"] = float(np.std(per_fold[name]))
-    for name, value in membrane_scores(oof, data.membranes, threshold).as_dict().items():
-        metrics[f"oof_{name}"] = value
+    pooled = membrane_scores(oof, data.membranes, threshold)
+    metrics.update({f"oof_{name}": value for name, value in pooled.as_dict().items()})
     baseline = membrane_scores(np.zeros_like(oof), data.membranes, threshold).as_dict()
     metrics.update({f"baseline_all_cell_{name}": value for name, value in baseline.items()})
-    return metrics, oof
+    return metrics, oof, pooled.challenge
 
 
 def format_isbi_table(metrics: dict[str, float]) -> str:

@@ -16,7 +16,6 @@ nothing.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,20 +23,21 @@ from typing import Any
 
 import mlflow
 import optuna
-from mlflow.entities import Metric
 
 from nerveseg.config import TrainConfig, load_config, param_strings
 from nerveseg.errors import NervesegError
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 from nerveseg.report.markdown import aligned_columns
 from nerveseg.run.comparison import Comparison, compare_runs
+from nerveseg.run.cross_validate import cross_validate
+from nerveseg.run.store import CVPaths
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
-from nerveseg.track.comparison_run import log_comparison
+from nerveseg.track.comparison_run import interval_metrics, log_comparison
 from nerveseg.track.cv_parents import params_differ
-from nerveseg.track.cv_run import run_cv
+from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.run_reader import MlflowRunReader
-from nerveseg.track.store import MlflowSettings, download_artifacts, load_mlflow_settings, setup_mlflow
+from nerveseg.track.store import MlflowSettings, download_artifacts, load_mlflow_settings, log_metrics, setup_mlflow
 from nerveseg.tune.storage import check_storage, make_storage, with_installed_driver
 from nerveseg.tune.study_tracker import BASE_CONFIG_ARTIFACT, STUDY_NAME_TAG, STUDY_RUN_ATTR, best_trial
 
@@ -160,12 +160,13 @@ def _confirmation_run(ctx: _Context, role: str, config: TrainConfig) -> str:
     ctx.out(f"confirm: {'resuming' if matching else 'training'} {config.name} (seed {config.seed})")
     tags = {STUDY_NAME_TAG: ctx.settings.study_name, schema.CONFIRM_ROLE_TAG: role}
     tags[schema.CONFIRM_SEED_TAG] = str(ctx.seed)
-    dirs = {"raw_dir": ctx.settings.raw_dir, "cache_dir": ctx.settings.cache_dir, "folds_dir": ctx.settings.folds_dir}
-    result = run_cv(config, **dirs, resume=bool(matching), parent_tags=tags, nested_under=ctx.study_run_id,
-                    progress=ctx.settings.progress, settings=ctx.mlflow_settings)  # fmt: skip
+    store = MlflowStore(ctx.mlflow_settings, resume=bool(matching), nested_under=ctx.study_run_id, parent_tags=tags,
+                        progress=ctx.settings.progress)  # fmt: skip
+    paths = CVPaths(ctx.settings.raw_dir, ctx.settings.cache_dir, ctx.settings.folds_dir)
+    result = cross_validate(config, paths, store, progress=ctx.settings.progress)
     if result.final is None:
-        raise RuntimeError(f"run_cv returned no CV summary for the {role} confirmation run {result.parent_run_id}")
-    return result.parent_run_id
+        raise RuntimeError(f"the CV returned no summary for the {role} confirmation run {result.parent_id}")
+    return result.parent_id
 
 
 def _log_on_study_run(ctx: _Context, result: ConfirmResult) -> None:
@@ -175,12 +176,9 @@ def _log_on_study_run(ctx: _Context, result: ConfirmResult) -> None:
         schema.CONFIRM_VALUE: result.confirmed[result.objective],
         schema.CONFIRM_GAP: result.gap,
         schema.CONFIRM_BASELINE_VALUE: result.baseline[result.objective],
-        schema.confirm_metric(schema.PAIRED_DIFFERENCE): difference.difference,
-        schema.confirm_metric(f"{schema.PAIRED_DIFFERENCE}_ci_low"): difference.low,
-        schema.confirm_metric(f"{schema.PAIRED_DIFFERENCE}_ci_high"): difference.high,
+        **{schema.confirm_metric(name): value for name, value in interval_metrics(difference).items()},
     }
-    now = int(time.time() * 1000)
-    ctx.client.log_batch(ctx.study_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+    log_metrics(ctx.client, ctx.study_run_id, values)
     tags = {schema.CONFIRM_SEED_TAG: str(result.seed), schema.VERDICT_TAG: difference.verdict}
     tags.update({f"{schema.CONFIRM_RUN_TAG_PREFIX}{role}": run_id for role, run_id in result.run_ids.items()})
     for key, value in tags.items():

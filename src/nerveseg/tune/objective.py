@@ -88,8 +88,8 @@ def describe_failure(err: BaseException) -> str:
 class CVObjective:
     """The study's objective (optuna-examples style: gets everything once, then ``__call__(trial)``).
 
-    A trial = base config with sampled overrides, run through ``experiment.run_cv`` nested
-    under the study's MLflow run; the value is the CV mean competition score (maximised).
+    A trial = base config with sampled overrides, cross-validated into an ``MlflowStore`` whose parent run is
+    nested under the study's MLflow run; the value is the task's ranking metric (the study's direction).
     """
 
     base_config: TrainConfig
@@ -102,7 +102,7 @@ class CVObjective:
     mlflow_settings: Any = None  # nerveseg.track.store.MlflowSettings; None: mlflow.yml / environment
     report_mode: ReportMode = "running_mean"
     progress: bool = True
-    locate_run: Callable[[int], str | None] | None = None  # trial number -> its MLflow run, when run_cv raised
+    locate_run: Callable[[int], str | None] | None = None  # trial number -> its MLflow run, when the CV raised
 
     def trial_config(self, trial: optuna.Trial) -> TrainConfig:
         params = self.space.suggest(trial)
@@ -111,7 +111,9 @@ class CVObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         import keras
 
-        from nerveseg.track.cv_run import run_cv
+        from nerveseg.run.cross_validate import cross_validate
+        from nerveseg.run.store import CVPaths
+        from nerveseg.track.mlflow_store import MlflowStore
 
         keras.backend.clear_session()
         tags = {
@@ -122,12 +124,13 @@ class CVObjective:
         try:
             config = self.trial_config(trial)
             listener = PruningListener(trial, n_folds=config.folds, mode=self.report_mode)
-            dirs = {"raw_dir": self.raw_dir, "cache_dir": self.cache_dir, "folds_dir": self.folds_dir}
-            result = run_cv(config, **dirs, observers=[listener], parent_tags=tags, nested_under=self.study_run_id,
-                            progress=self.progress, settings=self.mlflow_settings)  # fmt: skip
-            trial.set_user_attr(STUDY_RUN_ATTR, result.parent_run_id)
+            store = MlflowStore(self.mlflow_settings, parent_tags=tags, nested_under=self.study_run_id,
+                                progress=self.progress)  # fmt: skip
+            paths = CVPaths(self.raw_dir, self.cache_dir, self.folds_dir)
+            result = cross_validate(config, paths, store, [listener], progress=self.progress)
+            trial.set_user_attr(STUDY_RUN_ATTR, result.parent_id)
             if result.final is None:
-                raise RuntimeError(f"run_cv returned no CV summary for trial {trial.number} (only some folds ran?)")
+                raise RuntimeError(f"the CV returned no summary for trial {trial.number} (only some folds ran?)")
             ranking = get_task(config.task).ranking_metric  # the study's direction follows the task
             value = float(result.final.metrics[ranking])
             if not math.isfinite(value):

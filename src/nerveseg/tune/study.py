@@ -32,12 +32,12 @@ import mlflow
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
 from nerveseg.tasks import get_task
-from nerveseg.track import schema
 from nerveseg.tune.objective import (
     CVObjective,
     PrunerName,
@@ -110,7 +110,7 @@ class TuneSettings:
     seed: int | None = 42
     experiments_dir: Path = EXPERIMENTS_DIR
     max_consecutive_failures: int = 5  # a worker whose trials keep failing stops (a broken setup, not bad luck)
-    progress: bool = True  # run_cv's per-fold/per-epoch lines on stderr
+    progress: bool = True  # the CV's per-fold/per-epoch lines on stderr
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -192,7 +192,7 @@ def _join_study(
         tags={
             "optuna.storage": redact_uri(storage_url),
             "optuna.direction": direction,
-            schema.TASK_PARAM: settings.base_config.task,
+            names.TASK_PARAM: settings.base_config.task,
             "optuna.pruner": type(pruner).__name__,
             "optuna.sampler": "TPESampler",
             "base_config": settings.base_config.name,

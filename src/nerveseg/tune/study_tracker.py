@@ -49,7 +49,7 @@ _STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", Tr
 
 
 def find_trial_run_id(client: mlflow.MlflowClient, experiment_id: str, study_run_id: str, number: int) -> str | None:
-    """The MLflow run of one trial (run_cv creates it; when run_cv raises we only know it by its tags)."""
+    """The MLflow run of one trial (the CV creates it; when the CV raises we only know it by its tags)."""
     runs = client.search_runs(
         [experiment_id],
         filter_string=(f"{children_filter(study_run_id, CV_RUN)} and tags.`{TRIAL_NUMBER_TAG}` = '{number}'"),

@@ -19,7 +19,7 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from nerveseg.track.schema import CV_SCORE_MEAN
+from nerveseg.names import CV_SCORE_MEAN
 
 OBJECTIVE_NAME = CV_SCORE_MEAN  # what CVObjective returns for the nerve task (others: their ranking_metric)
 MIN_TRIALS_FOR_IMPORTANCE = 8  # completed trials before parameter importances are plotted
