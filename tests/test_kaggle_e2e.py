@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def competitor(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Iterator[dict]:
     """get_data.py through the stand-in client into an empty raw folder, then one tiny finished CV run on it
     (2 folds x 1 epoch) in an SQLite store of the module's own."""
-    from nerveseg.track.cv_run import run_cv
-
     from nerveseg.config import TrainConfig
+    from nerveseg.run.cross_validate import cross_validate
+    from nerveseg.run.store import CVPaths
+    from nerveseg.track.mlflow_store import MlflowStore
 
     tmp = tmp_path_factory.mktemp("kaggle_e2e")
     with pytest.MonkeyPatch.context() as patch:
@@ -41,8 +42,9 @@ def competitor(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -
             name="tiny", height=32, width=40, depth=3, base_filters=4, learning_rate=1e-3, batch_size=8, epochs=1,
             folds=2, seed=1,
         )  # fmt: skip
-        result = run_cv(config, raw_dir=raw, cache_dir=tmp / "cache", folds_dir=tmp / "folds", progress=False)
-        yield {"tmp": tmp, "raw": raw, "run_id": result.parent_run_id, "kaggle": kaggle, "patch": patch}
+        paths = CVPaths(raw_dir=raw, cache_dir=tmp / "cache", folds_dir=tmp / "folds")
+        result = cross_validate(config, paths, MlflowStore(progress=False), progress=False)
+        yield {"tmp": tmp, "raw": raw, "run_id": result.parent_id, "kaggle": kaggle, "patch": patch}
 
 
 def _submit_args(competitor: dict, out: Path) -> list[str]:
