@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 WORK=$(mktemp -d -t competitor-XXXX)
-step() { printf '\n$ %s\n' "$*"; "$@"; }
+step() { local start=$SECONDS; printf '\n$ %s\n' "$*"; "$@"; echo "($((SECONDS - start)) s)"; }
 
 step make demo
 
