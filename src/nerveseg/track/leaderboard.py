@@ -14,12 +14,11 @@ in one place, while each submission run keeps only its own scores.
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlflow.entities import Metric, Run
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -41,6 +40,7 @@ from nerveseg.run.submit import SubmissionResult
 from nerveseg.track import schema
 from nerveseg.track.run_models import get_run, run_name
 from nerveseg.track.run_reader import MlflowRunReader
+from nerveseg.track.store import log_metrics
 from nerveseg.track.submission_run import tracking
 
 TYPED, FROM_KAGGLE = "typed", "kaggle client"
@@ -109,15 +109,10 @@ def test_set_interval(client: MlflowClient, uri: str, run: Run, new_subjects: in
     return interval_for_test_set(scores.scores, scores.subjects, test_images, new_subjects)
 
 
-def _log_metrics(client: MlflowClient, run_id: str, values: dict[str, float]) -> None:
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in values.items()])
-
-
 def record_interval(client: MlflowClient, run_id: str, interval: Interval | None) -> None:
     if interval is not None:
         values = {schema.TEST_SET_PI_LOW: interval.low, schema.TEST_SET_PI_HIGH: interval.high}
-        _log_metrics(client, run_id, {**values, schema.TEST_SET_PI_SUBJECTS: interval.new_groups})
+        log_metrics(client, run_id, {**values, schema.TEST_SET_PI_SUBJECTS: interval.new_groups})
 
 
 # ---------------------------------------------------------------------------------------------- the upload
@@ -130,8 +125,7 @@ def upload_and_record(result: SubmissionResult, message: str | None = None) -> s
     client, uri, _ = tracking()
     run = submission_run(client, result.submission_run_id)
     interval = _interval_or_none(client, uri, run)
-    names = "+".join(run_name(get_run(client, run_id)) for run_id in result.run_ids)
-    text = message if message is not None else submission_message(names, interval)
+    text = message if message is not None else submission_message(_label(client, run), interval)
     line = kaggle_client.submit(result.csv_path, text)
     client.set_tag(run.info.run_id, schema.KAGGLE_UPLOADED_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
     client.set_tag(run.info.run_id, schema.KAGGLE_MESSAGE_TAG, text)
@@ -170,7 +164,7 @@ def record_scores(
     values = {key: value for key, value in values.items() if value is not None}
     if not values:
         raise NervesegError("no score to record: pass --public and/or --private, or --from-kaggle")
-    _log_metrics(client, run.info.run_id, values)
+    log_metrics(client, run.info.run_id, values)
     client.set_tag(run.info.run_id, schema.LEADERBOARD_SOURCE_TAG, source)
     if new_subjects:
         record_interval(client, run.info.run_id, test_set_interval(client, uri, run, new_subjects))
@@ -256,8 +250,9 @@ def record_leaderboard(
     elif chosen is not None and test_subjects:
         record_interval(client, chosen.info.run_id, test_set_interval(client, uri, chosen, test_subjects))
     found = entries(client, experiment_id)
-    run_id, written = publish(client, experiment_id, found, plot_path)
-    return LeaderboardReport(recorded, found, leaderboard_table(found) if found else "", written, run_id)
+    table = leaderboard_table(found) if found else ""
+    run_id, written = publish(client, experiment_id, found, table, plot_path)
+    return LeaderboardReport(recorded, found, table, written, run_id)
 
 
 def _chosen_run(client: MlflowClient, experiment_name: str, run_id: str | None, csv_path: Path | None) -> Run | None:
@@ -336,13 +331,13 @@ def leaderboard_run(client: MlflowClient, experiment_id: str) -> str:
 
 
 def publish(
-    client: MlflowClient, experiment_id: str, found: list[LeaderboardEntry], plot_path: Path | None
+    client: MlflowClient, experiment_id: str, found: list[LeaderboardEntry], table: str, plot_path: Path | None
 ) -> tuple[str | None, Path | None]:
-    """Log the table and the plot (when something can be drawn) on the experiment's leaderboard run and write the
-    plot to ``plot_path``; (that run's id, the plot written), or (None, None) when no score is recorded."""
+    """Log ``table`` (``found`` tabulated) and the plot (when something can be drawn) on the experiment's leaderboard
+    run and write the plot to ``plot_path``; (that run's id, the plot written), or (None, None) when no score is
+    recorded."""
     if not found:
         return None, None
-    table = leaderboard_table(found)
     run_id = leaderboard_run(client, experiment_id)
     with tempfile.TemporaryDirectory(prefix="nerveseg-leaderboard-") as tmp:
         table_file = Path(tmp) / schema.LEADERBOARD_TABLE_ARTIFACT
