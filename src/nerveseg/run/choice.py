@@ -21,6 +21,7 @@ from datetime import datetime
 
 from nerveseg import names
 from nerveseg.errors import NervesegError
+from nerveseg.report.markdown import aligned_columns
 from nerveseg.run.submit import cv_prediction_interval
 from nerveseg.tasks.base import Task
 
@@ -184,12 +185,11 @@ def candidates_table(candidates: Sequence[CandidateRun], choice: RunChoice) -> s
     (``*`` marks the one it takes), then the others newest first, each with its estimate and data."""
     rank = {r.run.run_id: r for r in choice.ranked}
     ordered = [r.run for r in choice.ranked] + [run for run in candidates if run.run_id not in rank]
-    header = ("", "name", "config", "task", "started (UTC)", "estimate", "data", "run id")
-    rows = [header]
+    rows = [["", "name", "config", "task", "started (UTC)", "estimate", "data", "run id"]]
     for run in ordered:
         scored = (rank.get(run.run_id) or _ranked(run, choice.task)) if run.task == choice.task.name else None
         rows.append(
-            (
+            [
                 "*" if choice.best is not None and run.run_id == choice.best.run.run_id else "",
                 run.name,
                 run.config or "-",
@@ -198,10 +198,9 @@ def candidates_table(candidates: Sequence[CandidateRun], choice: RunChoice) -> s
                 estimate_text(scored) if scored is not None else "-",
                 _data_text(run, choice),
                 run.run_id,
-            )
+            ]
         )
-    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(aligned_columns(rows))
 
 
 def _data_text(run: CandidateRun, choice: RunChoice) -> str:
