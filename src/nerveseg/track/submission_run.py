@@ -132,8 +132,8 @@ def chosen_runs(
     """The run ids given, or the best finished CV run (``choose_cv_run``), printed with why and what was skipped."""
     if run_id is None and not run_ids:
         _, choice = choose_cv_run(experiment_name, uri, task, data)
-        if choice.skipped_line():
-            print(choice.skipped_line())
+        if skipped := choice.skipped_line():
+            print(skipped)
         if choice.best is None:
             raise choice.no_match(experiment_name, None if data is None else data.raw_dir)
         print(choice.chosen_line())
@@ -152,8 +152,9 @@ def list_candidates(*, raw_dir: Path, cache_dir: Path, task: str | None, progres
         f"fingerprint {choice.fingerprint[:SHORT]}",
         candidates_table(candidates, choice),
         f"submit.py takes the run marked *: {choice.chosen_line()}" if choice.best else "no run was trained on it",
+        choice.skipped_line(),
     ]
-    return "\n".join([*lines, *([choice.skipped_line()] if choice.skipped_line() else [])])
+    return "\n".join(line for line in lines if line)
 
 
 def keep_decision(client: MlflowClient, written: Written) -> None:
