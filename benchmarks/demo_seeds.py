@@ -45,8 +45,13 @@ from protocol import cpu_model, cv_then_submit
 
 DEMO_CONFIG = PROJ_ROOT / "experiments" / "demo.yaml"
 MAKEFILE = PROJ_ROOT / "Makefile"
-DEMO_FOLDS = 5  # make demo's --folds
-MAKEFILE_KEYS = {"subjects": "DEMO_SUBJECTS", "images": "DEMO_IMAGES", "test": "DEMO_TEST", "data_seed": "DEMO_SEED"}
+MAKEFILE_KEYS = {
+    "subjects": "DEMO_SUBJECTS",
+    "images": "DEMO_IMAGES",
+    "test": "DEMO_TEST",
+    "data_seed": "DEMO_SEED",
+    "folds": "DEMO_FOLDS",
+}
 
 
 def makefile_demo_sizes(makefile: Path = MAKEFILE) -> dict[str, int]:
@@ -90,6 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", type=int, help="test images (default: DEMO_TEST)")
     parser.add_argument("--data-seed", type=int, help="generator seed (default: DEMO_SEED)")
     parser.add_argument("--style", choices=sorted(STYLES), help="generator style (default: DEMO_STYLE)")
+    parser.add_argument("--folds", type=int, help="folds (default: DEMO_FOLDS)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument(
@@ -98,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.work is not None and args.work.exists():
         parser.error(f"--work {args.work} already exists; name a new folder")
-    return finish_demo_args(parser, args, tuple(MAKEFILE_KEYS), positive=("subjects", "images", "test"))
+    return finish_demo_args(parser, args, tuple(MAKEFILE_KEYS), positive=("subjects", "images", "test", "folds"))
 
 
 def finish_demo_args(
@@ -190,7 +196,7 @@ def summary_lines(rows: list[SeedRow]) -> list[str]:
 
 def run_seed(root: Path, seed: int, args: argparse.Namespace, test_subjects: int) -> SeedRow:
     config = load_config(
-        args.config, folds=DEMO_FOLDS, seed=seed, predict_subjects=test_subjects, **args.overrides
+        args.config, folds=args.folds, seed=seed, predict_subjects=test_subjects, **args.overrides
     ).replace(name=f"{args.config.stem}_seed{seed}")
     outcome = cv_then_submit(root, config, experiment="demo_seeds")
     m, sub = outcome.metrics, outcome.submission
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         f"demo protocol over seeds {args.seeds}: {args.config.name} {' '.join(args.set)}, {args.subjects} subjects "
         f"x {args.images} images ({args.style}), {args.test} test images ({test_subjects} subjects), "
         f"data seed {args.data_seed}, "
-        f"{DEMO_FOLDS} folds; machine: {cpu_model()}",
+        f"{args.folds} folds; machine: {cpu_model()}",
         flush=True,
     )
     rows: list[SeedRow] = []

@@ -54,7 +54,10 @@ def test_demo_seeds_finds_a_missing_makefile_variable(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="DEMO_SEED"):
         demo.makefile_demo_sizes(makefile)
     makefile.write_text(makefile.read_text() + "DEMO_SEED ?= 9\n")
-    assert demo.makefile_demo_sizes(makefile) == {"subjects": 3, "images": 4, "test": 40, "data_seed": 9}
+    with pytest.raises(SystemExit, match="DEMO_FOLDS"):
+        demo.makefile_demo_sizes(makefile)
+    makefile.write_text(makefile.read_text() + "DEMO_FOLDS ?= 4\n")
+    assert demo.makefile_demo_sizes(makefile) == {"subjects": 3, "images": 4, "test": 40, "data_seed": 9, "folds": 4}
     assert demo.makefile_demo_style(makefile) == "realistic"  # the generator's default when none is named
     makefile.write_text(makefile.read_text() + "DEMO_STYLE ?= clear\n")
     assert demo.makefile_demo_style(makefile) == "clear"

@@ -46,7 +46,7 @@ def test_the_first_estimate_counts_every_epoch_of_every_fold_left() -> None:
     clock.epoch_ended(40.0)  # one 30 s epoch
     # this fold: 3 epochs; two more folds of 4 epochs and the 10 s set-up seen so far
     assert clock.remaining(40.0) == pytest.approx(3 * 30 + 2 * (4 * 30 + 10))
-    assert clock.epoch_line(40.0) == "fold 0 (1/3) epoch 1/4 took 30 s; CV 10 % done, about 6 min left"
+    assert clock.epoch_line(40.0) == "fold 0 (1/3) epoch 1/4 took 30 s; CV 8 % done, about 6 min left"
 
 
 def test_the_estimate_improves_as_epochs_and_folds_finish() -> None:
@@ -54,7 +54,7 @@ def test_the_estimate_improves_as_epochs_and_folds_finish() -> None:
     end = run_fold(clock, 0, start=0.0, setup=5.0, epochs=[60.0, 20.0, 20.0], after=15.0)
     assert clock.epoch_seconds() == 20.0  # the median: the first epoch's compile time is not taken for the rate
     line = clock.fold_ended(end)
-    assert line == "fold 0 (1/2) done in 2 min 0 s; CV 60 % done, about 1 min left"
+    assert line == "fold 0 (1/2) done in 2 min 0 s; CV 50 % done, about 1 min left"
     # one fold left: 3 epochs at 20 s and the 20 s the finished fold spent outside its epochs
     assert clock.remaining(end) == pytest.approx(3 * 20 + 20)
     clock.fold_started(1, end)
@@ -86,8 +86,19 @@ def test_a_resumed_run_counts_only_the_folds_it_trains() -> None:
 def test_a_fold_stopped_early_leaves_no_epochs_behind() -> None:
     clock = CVClock([0, 1], epochs=10)
     end = run_fold(clock, 0, start=0.0, setup=0.0, epochs=[10.0, 10.0], after=0.0)  # early stopping after 2
-    clock.fold_ended(end)
+    assert clock.fold_ended(end).endswith("CV 50 % done, about 2 min left")  # the stopped fold counts whole
     assert clock.remaining(end) == pytest.approx(10 * 10)  # the next fold may run all 10 epochs
+
+
+def test_the_share_done_never_goes_back_when_an_epoch_runs_slow() -> None:
+    clock = CVClock([0], epochs=4)
+    clock.fold_started(0, 0.0)
+    shares = []
+    for start, seconds in [(0.0, 10.0), (10.0, 10.0), (20.0, 60.0)]:  # the third epoch six times slower
+        clock.epoch_started(start)
+        clock.epoch_ended(start + seconds)
+        shares.append(int(clock.outlook(start + seconds).split()[1]))
+    assert shares == [25, 50, 75]
 
 
 def test_ending_a_fold_that_never_started_is_a_bug() -> None:

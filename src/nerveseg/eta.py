@@ -10,7 +10,8 @@ times. Nothing here reads a clock, so the estimate is a pure function of what wa
 
 Only the folds this call trains count: ``--fold k`` is one fold, ``--resume`` the folds still missing. A fold
 stopped early (``checkpoint: inner``) makes the estimate for the folds after it a little pessimistic. The CV's
-summary after the last fold (post-processing, bootstrap, plots) is not part of the estimate.
+summary after the last fold (post-processing, bootstrap, plots) is not part of the estimate. The share done is
+that of the epochs, so it only grows (a share of the estimated time went back whenever an epoch ran slower).
 """
 
 from __future__ import annotations
@@ -142,7 +143,10 @@ class CVClock:
         left = self.remaining(now)
         if left is None:
             return "time left known after the first epoch"
-        done = self.elapsed(now) / max(self.elapsed(now) + left, 1e-9)
+        # the share of epochs done (a finished fold counts whole, stopped early or not), not of the estimated
+        # time: it never goes back when an epoch runs slow
+        running = 0 if self._running is None else self._running.epochs_done
+        done = (self._finished * self.epochs + running) / max(len(self.folds) * self.epochs, 1)
         return f"CV {100 * done:.0f} % done, {format_estimate(left)} left"
 
     def epoch_line(self, now: float) -> str | None:
