@@ -103,5 +103,4 @@ for i, run in enumerate(runs):
     numbers = {k: v for k, v in run.data.metrics.items() if not any(w in k for w in ("second", "minute", "time"))}
     print(f"mlflow run {i} {run.info.run_name}:", " ".join(f"{k}={v:.10g}" for k, v in sorted(numbers.items())))
 EOF
-grep -v "^mlflow run" digest.txt | sed 's/ .*//' | sed 's|/[^/]*$||' | sort | uniq -c
 echo "digest: $out/digest.txt ($(wc -l < digest.txt) lines)"
