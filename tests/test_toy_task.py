@@ -8,16 +8,15 @@ store, the better one submitted by ``submit.py`` (a CSV of RLE masks), the two c
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import quiet_main
 from nerveseg.config import TrainConfig, config_to_yaml, load_config, task_names
 from nerveseg.errors import ConfigError, NervesegError
 from nerveseg.tasks import get_task
@@ -84,13 +83,6 @@ class Tracked:
     submitted: str  # submit.py's output
 
 
-def _main(function: Callable[[list[str]], int], argv: list[str]) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert function(argv) == 0
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracked]:
     import cv_train
@@ -107,9 +99,11 @@ def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         parents = {}
         for config in CONFIGS:
             (root / f"{config.name}.yaml").write_text(config_to_yaml(config))
-            out = _main(cv_train.main, [f"--config={root / config.name}.yaml", f"--folds-dir={root / 'folds'}", *data])
+            out = quiet_main(
+                cv_train.main, [f"--config={root / config.name}.yaml", f"--folds-dir={root / 'folds'}", *data]
+            )
             parents[config.name] = out.split("parent run: ")[1].split()[0]
-        submitted = _main(submit.main, ["--task=toy", f"--out-dir={root / 'sub'}", *data])
+        submitted = quiet_main(submit.main, ["--task=toy", f"--out-dir={root / 'sub'}", *data])
         yield Tracked(root, raw_dir, parents, submitted)
 
 
@@ -152,6 +146,6 @@ def test_compare_pairs_the_two_toy_runs_by_image(tracked: Tracked) -> None:
     import compare
 
     a, b = tracked.parents["toy_a"], tracked.parents["toy_b"]
-    out = _main(compare.main, [a, b, "--resamples", "200"])
+    out = quiet_main(compare.main, [a, b, "--resamples", "200"])
     assert "per-image oof_iou (higher is better)" in out and "paired by" in out and "comparison run: " in out
     assert any(line.split()[:2] == ["B", "toy_b"] for line in out.splitlines())
