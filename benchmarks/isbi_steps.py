@@ -74,7 +74,7 @@ def main() -> None:
     from nerveseg.run.cross_validate import cross_validate
     from nerveseg.run.local_store import LocalStore
     from nerveseg.run.store import CVObserver, CVPaths
-    from nerveseg.tasks.isbi_task import isbi_root
+    from nerveseg.tasks.isbi2012 import isbi_root
     from nerveseg.train.isbi_fold import training_steps
 
     overrides = dict(item.split("=", 1) for item in args.set)

@@ -37,7 +37,7 @@ def expected_output_bytes(raw_dir: Path) -> int:
 
     from nerveseg.submit.submission_file import expected_csv_bytes
     from nerveseg.submit.tiff_stack import expected_stack_bytes
-    from nerveseg.tasks.isbi_task import isbi_root
+    from nerveseg.tasks.isbi2012 import isbi_root
 
     sizes = [expected_csv_bytes(len(list((raw_dir / "test").glob("*.tif"))))]
     root = isbi_root(raw_dir)

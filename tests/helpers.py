@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -196,6 +197,14 @@ def run_script(script: str, *args: object, env: dict[str, str] | None = None, ti
         timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
     )
+
+
+def quiet_main(function: Callable[[list[str]], int], argv: list[str], err: io.StringIO | None = None) -> str:
+    """A script's ``main(argv)`` in this process, which must return 0; its stdout (stderr goes to ``err``)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err or io.StringIO()):
+        assert function(argv) == 0
+    return out.getvalue()
 
 
 def tree_digest(folder: Path) -> str:

@@ -363,3 +363,57 @@ def test_model_families_are_asked_not_tested() -> None:
                  if str(path.relative_to(PACKAGE)) not in allowed for line in model_family_tests(path)]  # fmt: skip
     assert not offenders, f"use model.families.family_of(config) instead of testing config.model: {offenders}"
     assert model_family_tests(PACKAGE / "config.py")  # the scan sees the comparisons it allows there
+
+
+# ---------------------------------------------------------------------------- task names stay home
+
+TASK_NAMES = ("nerve", "isbi2012", "toy")
+FAMILY_NAMES = ("patch_cnn",)
+NAME_HOMES_EVERYWHERE = {"config.py", "model/families.py"}  # the config's validation, the families' registry
+# (module, literal) -> why it is still there: today's offenders, to be emptied as the generic stages stop testing
+# task names (issue 31); a new literal outside its home fails, and an entry whose literal is gone must be removed
+TASK_NAME_OFFENDERS = {
+    ("data/isbi.py", "isbi2012"): "ISBI_DIR, the default folder of load_isbi",
+    ("inference/segmenter.py", "nerve"): "Segmenter checks its runs' task",
+    ("inference/segmenter.py", "isbi2012"): "MembraneSegmenter checks its runs' task",
+    ("model/patch_cnn.py", "patch_cnn"): "the Keras model's own name, inside its saved weights files",
+    ("run/choice.py", "nerve"): "the task to submit for when the experiment holds no run",
+    ("run/local_store.py", "nerve"): "folders from before the task param read as nerve",
+    ("run/submit.py", "nerve"): "SubmissionResult.task's default",
+    ("track/model_package.py", "isbi2012"): "the pyfunc model's signature and inputs per task",
+    ("track/predict_files.py", "nerve"): "predict.py serves the nerve task's models only",
+    ("track/registry.py", "nerve"): "runs from before the task param read as nerve",
+    ("track/run_models.py", "nerve"): "runs from before the task param read as nerve",
+    ("track/run_reader.py", "nerve"): "runs from before the task param read as nerve",
+    ("train/isbi_fold.py", "isbi2012"): "the ISBI trainer refuses another task's config",
+}
+
+
+def task_name_literals(path: Path) -> set[str]:
+    """The task and family names a module spells as plain string literals (docstrings excluded)."""
+    return {value for _, value in string_literals(path) if value in TASK_NAMES + FAMILY_NAMES}
+
+
+def at_home(relative: str, name: str) -> bool:
+    """A task's name in its own package (``tasks/<name>/``), or any name in the config's validation and families."""
+    return relative in NAME_HOMES_EVERYWHERE or relative.startswith(f"tasks/{name}/")
+
+
+def test_task_and_family_names_are_spelled_only_at_home() -> None:
+    found = {(str(p.relative_to(PACKAGE)), name) for p in MODULES for name in task_name_literals(p)}
+    assert ("tasks/toy/__init__.py", "toy") in found and ("config.py", "isbi2012") in found  # the scan reads them
+    outside = {(module, name) for module, name in found if not at_home(module, name)}
+    assert not outside - TASK_NAME_OFFENDERS.keys(), (
+        f"task or family names tested outside their homes (ask the task or model.families instead): "
+        f"{sorted(outside - TASK_NAME_OFFENDERS.keys())}"
+    )
+    assert not TASK_NAME_OFFENDERS.keys() - outside, (
+        f"gone from the code, remove from TASK_NAME_OFFENDERS: {sorted(TASK_NAME_OFFENDERS.keys() - outside)}"
+    )
+
+
+def test_the_task_name_scan_sees_a_literal_but_not_a_docstring(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text('"""the nerve task"""\nif task == "isbi2012":\n    model = f"{x}_patch_cnn"\n')
+    assert task_name_literals(module) == {"isbi2012"}
+    assert at_home("tasks/toy/blobs.py", "toy") and not at_home("tasks/toy/blobs.py", "nerve")

@@ -23,7 +23,7 @@ from nerveseg.evaluate.isbi_scoring import (
 )
 from nerveseg.evaluate.membrane_postprocess import close_membrane_gaps
 from nerveseg.submit.tiff_stack import read_probability_stack, write_submission_stack
-from nerveseg.tasks.isbi_task import IsbiDecision, IsbiTask
+from nerveseg.tasks.isbi2012 import IsbiDecision, IsbiTask
 from nerveseg.train.border_weights import (
     border_weight_map,
     class_balance_weights,

@@ -28,9 +28,14 @@ def listed_layout(readme: str) -> dict[str, set[str]]:
 
 
 def actual_layout() -> dict[str, set[str]]:
+    """stage -> its modules and its sub-packages (``toy/``); a sub-package with modules is a stage of its own
+    (``tasks/toy``)."""
     layout: dict[str, set[str]] = {TOP: {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}}
-    for folder in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()):
-        layout[folder.name] = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+    for folder in sorted(p.parent for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE):
+        modules = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+        packages = {f"{p.name}/" for p in folder.iterdir() if (p / "__init__.py").is_file()}
+        if modules or packages or folder.parent == PACKAGE:
+            layout[folder.relative_to(PACKAGE).as_posix()] = modules | packages
     return layout
 
 
@@ -49,3 +54,5 @@ def test_every_linked_doc_exists() -> None:
 def test_the_parser_reads_continuation_lines() -> None:
     text = "<!-- layout:start -->\n```\nsrc/nerveseg/\n  data/   a, b,\n          c\n```\n<!-- layout:end -->"
     assert listed_layout(text) == {"data": {"a", "b", "c"}}
+    nested = "<!-- layout:start -->\n```\n  tasks/      base, toy/\n  tasks/toy/  blobs\n```\n<!-- layout:end -->"
+    assert listed_layout(nested) == {"tasks": {"base", "toy/"}, "tasks/toy": {"blobs"}}

@@ -14,7 +14,7 @@ import io
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import pytest
 
 import cv_train
 import submit
+from helpers import quiet_main
 from nerveseg import names
 from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
@@ -58,13 +59,6 @@ class Tracked:
     folds_dir: Path
 
 
-def _quiet(function: Callable[[list[str]], int], argv: list[str], err: io.StringIO | None = None) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err or io.StringIO()):
-        assert function(argv) == 0
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracked]:
     from nerveseg.data.synthetic_em import generate_em
@@ -81,7 +75,7 @@ def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         patch.setenv("MLFLOW_EXPERIMENT_NAME", "nerveseg")
         err = io.StringIO()
-        out = _quiet(cv_train.main, argv, err)
+        out = quiet_main(cv_train.main, argv, err)
         parent_id = out.split("parent run: ")[1].split()[0]
         yield Tracked(parent_id, out, err.getvalue(), root, raw_dir, root / "folds")
 
@@ -170,7 +164,7 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     assert best(None, data) == best("isbi2012", data) == tracked.parent_id != worse  # the newest run on this data
     out_dir = tracked.root / "subs"
     argv = ["--task", "isbi2012", "--raw-dir", str(tracked.raw_dir), "--out-dir", str(out_dir), "--no-progress"]
-    out = _quiet(submit.main, argv)
+    out = quiet_main(submit.main, argv)
     (path,) = out_dir.glob("*.tif")
     assert path.name.endswith("_tiny_isbi.tif") and f"wrote {path}" in out
     pngs = path.with_suffix("")  # beside the stack: each slice's thresholded membrane map

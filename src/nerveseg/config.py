@@ -8,7 +8,9 @@ params whose names never change (``learning_rate``, ``base_filters``...). YAML f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import pkgutil
 import sys
 import typing
 from dataclasses import dataclass, fields
@@ -25,7 +27,6 @@ LrSchedule = Literal["constant", "cosine", "plateau"]
 # Which weights a fold keeps; only "best_val" looks at the fold it is scored on (an optimistic score).
 CheckpointRule = Literal["last", "inner", "best_val"]
 CHECKPOINT_RULES: tuple[str, ...] = typing.get_args(CheckpointRule)
-TaskName = Literal["nerve", "isbi2012"]
 ModelFamily = Literal["unet", "patch_cnn"]
 
 
@@ -76,7 +77,7 @@ class TrainConfig:
     # TensorFlow op determinism: same config, seed, data and machine give identical weights (a little slower)
     deterministic: bool = True
     # task and model family (issue 10): "isbi2012" is the EM membrane task, "patch_cnn" its sliding-window model
-    task: TaskName = "nerve"
+    task: str = "nerve"  # one of task_names(): a package under nerveseg/tasks/
     model: ModelFamily = "unet"  # "patch_cnn" needs task "isbi2012"
     crop_size: int = 256  # ISBI U-Net: side of the random training crops; 0 = whole images
     window: int = 65  # patch CNN: odd side of the window whose centre pixel is classified
@@ -185,11 +186,27 @@ def _coerce_all(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if k == "name" else _coerce(k, v)) for k, v in values.items()}
 
 
+@functools.cache
+def task_names() -> tuple[str, ...]:
+    """The tasks there are, the default first: the packages under ``nerveseg/tasks/``, each named as the ``task``
+    field names it. Read from the folder, not imported (config sits below the tasks), so a new package is a new
+    task with nothing else to register."""
+    found = {m.name for m in pkgutil.iter_modules([str(Path(__file__).with_name("tasks"))]) if m.ispkg}
+    return (TrainConfig.task, *sorted(found - {TrainConfig.task}))
+
+
+def _choices(key: str, expected: Any) -> tuple[Any, ...] | None:
+    """The values a field may take, where they are a closed list (its ``Literal``; ``task``: the task packages)."""
+    if key == "task":
+        return task_names()
+    return typing.get_args(expected) if typing.get_origin(expected) is Literal else None
+
+
 def _validate(config: TrainConfig) -> None:
     for key, expected in _field_types().items():
         value = getattr(config, key)
-        if typing.get_origin(expected) is Literal:
-            choices = typing.get_args(expected)
+        choices = _choices(key, expected)
+        if choices is not None:
             if value not in choices:
                 raise ConfigError(f"config {key}={shown(value)} is not allowed; expected one of {list(choices)}")
             continue

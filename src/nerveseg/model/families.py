@@ -131,11 +131,14 @@ PATCH_CNN = ModelFamily(
     size_divisor=lambda config: 1,
 )
 FAMILIES = {(family.task, family.name): family for family in (NERVE_UNET, ISBI_UNET, PATCH_CNN)}
+# a task with no family of that name trains these (whole images in, masks out: the nerve's U-Net, as the toy does)
+ANY_TASK = {NERVE_UNET.name: NERVE_UNET}
 
 
 def family_of(config: TrainConfig) -> ModelFamily:
-    """The family of ``config.model`` for ``config.task``; a pair with none is a one-line error."""
-    family = FAMILIES.get((config.task, config.model))
+    """The family of ``config.model`` for ``config.task`` (else ``ANY_TASK``'s); a pair with none is a one-line
+    error."""
+    family = FAMILIES.get((config.task, config.model)) or ANY_TASK.get(config.model)
     if family is None:
         known = ", ".join(f"{task}/{name}" for task, name in FAMILIES)
         raise NervesegError(

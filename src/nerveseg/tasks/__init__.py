@@ -1,40 +1,27 @@
-"""The tasks the pipeline runs, one object each behind ``tasks.base.Task``: ``nerve`` (the Kaggle
-ultrasound nerve set, the default) and ``isbi2012`` (EM membrane segmentation, issue 10).
+"""The tasks the pipeline runs: each one package here, named as the config's ``task`` field names it, whose
+``TASK`` is its object behind ``tasks.base.Task``: ``nerve`` (the Kaggle ultrasound nerve set, the default),
+``isbi2012`` (EM membrane segmentation, issue 10) and ``toy`` (bright blobs on noise: what a task costs).
 
-``get_task(config.task)`` is the only place that maps a task name to its code; ``cv_train.py``,
-``submit.py`` and ``tune.py`` ask the returned object and never test the name themselves.
+Adding a task is adding its package: ``config.task_names()`` lists the packages (the config's ``task`` field is
+checked against them) and ``get_task`` imports the one named, so no list of tasks exists to edit.
+``cv_train.py``, ``submit.py`` and ``tune.py`` ask the returned object and never test the name themselves.
 """
 
 from __future__ import annotations
 
+import importlib
+
+from nerveseg.config import task_names
 from nerveseg.errors import NervesegError
 from nerveseg.tasks.base import Task
 
 
-def _nerve() -> Task:
-    from nerveseg.tasks.nerve import NerveTask
-
-    return NerveTask()
-
-
-def _isbi2012() -> Task:
-    from nerveseg.tasks.isbi_task import IsbiTask
-
-    return IsbiTask()
-
-
-TASKS = {"nerve": _nerve, "isbi2012": _isbi2012}
-
-
 def get_task(name: str) -> Task:
     """The task called ``name``; an unknown name is a one-line ``NervesegError`` listing the known ones."""
-    try:
-        factory = TASKS[name]
-    except (KeyError, TypeError):
-        raise NervesegError(
-            f"task {name!r} is unknown; expected one of {', '.join(TASKS)} (config field task)"
-        ) from None
-    return factory()
+    known = task_names()
+    if name not in known:
+        raise NervesegError(f"task {name!r} is unknown; expected one of {', '.join(known)} (config field task)")
+    return importlib.import_module(f"{__name__}.{name}").TASK
 
 
-__all__ = ["TASKS", "Task", "get_task"]
+__all__ = ["Task", "get_task"]

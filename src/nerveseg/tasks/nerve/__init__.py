@@ -184,3 +184,6 @@ class NerveTask:
         seconds.update(stats.seconds)
         metrics = {names.N_TEST_IMAGES: float(stats.n_images), "predicted_empty_share": float(stats.empty_share)}
         return SubmissionFile(stats.path, stats.n_images, test.fingerprint, metrics, seconds, test.ids)
+
+
+TASK = NerveTask()

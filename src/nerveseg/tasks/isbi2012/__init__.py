@@ -240,3 +240,6 @@ def _test_fingerprint(data: IsbiData) -> str:
     from nerveseg.data.isbi import fingerprint
 
     return fingerprint(data.test_images)
+
+
+TASK = IsbiTask()
