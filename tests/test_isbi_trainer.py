@@ -12,9 +12,10 @@ from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import IsbiData, block_folds
 from nerveseg.data.synthetic_em import generate_em, render_stack
 from nerveseg.errors import NervesegError
+from nerveseg.inference.membranes import build_isbi_model, predict_isbi_ensemble
 from nerveseg.names import weights_file
-from nerveseg.train import isbi_fold
-from nerveseg.train.isbi_fold import build_isbi_model, predict_isbi_ensemble, train_isbi_fold
+from nerveseg.train import fold as training
+from nerveseg.train.isbi_fold import train_isbi_fold
 
 SIZE, N_SLICES = 48, 4
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -69,7 +70,7 @@ def test_the_trainer_sets_op_determinism_as_the_config_says(
         seen.append(enabled)
         raise KeyboardInterrupt  # stop before the model is built
 
-    monkeypatch.setattr(isbi_fold, "set_op_determinism", record)
+    monkeypatch.setattr(training, "set_op_determinism", record)
     for deterministic in (True, False):
         with pytest.raises(KeyboardInterrupt):
             train_isbi_fold(_config(deterministic=deterministic), em_data, block_folds(N_SLICES, 2), 0, tmp_path)
