@@ -363,3 +363,15 @@ def test_model_families_are_asked_not_tested() -> None:
                  if str(path.relative_to(PACKAGE)) not in allowed for line in model_family_tests(path)]  # fmt: skip
     assert not offenders, f"use model.families.family_of(config) instead of testing config.model: {offenders}"
     assert model_family_tests(PACKAGE / "config.py")  # the scan sees the comparisons it allows there
+
+
+def fit_calls(path: Path) -> list[int]:
+    """Lines calling a ``.fit(...)`` method (``model.fit`` and the like)."""
+    calls = (node for node in ast.walk(ast.parse(path.read_text(), filename=str(path))) if isinstance(node, ast.Call))
+    return [call.lineno for call in calls if isinstance(call.func, ast.Attribute) and call.func.attr == "fit"]
+
+
+def test_one_fold_trainer_fits_every_task_and_family() -> None:
+    """A change to training is made once: the package's only ``fit`` is ``train.fold.fit_fold``'s."""
+    calls = [f"{path.relative_to(PACKAGE)}:{line}" for path in MODULES for line in fit_calls(path)]
+    assert len(calls) == 1 and calls[0].startswith("train/fold.py:"), f"one model.fit, in train/fold.py: {calls}"

@@ -144,6 +144,20 @@ class FoldInputs:
     callbacks: tuple[keras.callbacks.Callback, ...] = ()
 
 
+def check_fold(config: TrainConfig, images: np.ndarray, folds: np.ndarray, fold: int, *, item: str) -> None:
+    """The user's images, folds and config fit together, else one line naming what to change (before any work)."""
+    if images.shape[1:] != (config.height, config.width):
+        raise NervesegError(
+            f"the {item}s are {images.shape[1:]} but the config says height={config.height}, width={config.width}; "
+            f"prepare the data at the config's size or set them to the {item} size"
+        )
+    if folds.shape != (len(images),):
+        raise NervesegError(f"folds must have one entry per {item} ({len(images)}), got shape {folds.shape}")
+    present = sorted(set(folds.tolist()))
+    if fold not in present or present == [fold]:
+        raise NervesegError(f"fold={fold} must be in the folds array and leave {item}s to train on (folds: {present})")
+
+
 def fold_model(config: TrainConfig, fold: int, train_images: np.ndarray) -> tuple[keras.Model, tuple[float, float]]:
     """A fresh session seeded from ``config.seed + fold`` and the family's network as trained, standardised by
     the statistics of ``train_images`` (the fold's training images only); returns (model, (mean, std))."""
@@ -290,18 +304,6 @@ def fold_datasets(
     )
 
 
-def _check_inputs(config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int) -> None:
-    if folds.shape != (len(data),):
-        raise NervesegError(f"folds must have one entry per image ({len(data)}), got shape {folds.shape}")
-    if fold not in set(folds.tolist()):
-        raise NervesegError(f"fold={fold} is not in the folds array (folds present: {sorted(set(folds.tolist()))})")
-    if data.images.shape[1:] != (config.height, config.width):
-        raise NervesegError(
-            f"data is at {data.images.shape[1:]} but config wants height={config.height}, width={config.width}; "
-            "prepare the data at the config's size"
-        )
-
-
 def fold_indices(
     config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -332,7 +334,7 @@ def train_fold(
     the loss becomes NaN/inf.
     """
     folds = np.asarray(folds)
-    _check_inputs(config, data, folds, fold)
+    check_fold(config, data.images, folds, fold, item="image")
     val_index, train_index, monitor_index = fold_indices(config, data, folds, fold)
     model, (norm_mean, norm_std) = fold_model(config, fold, data.images[train_index])
     inputs = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)

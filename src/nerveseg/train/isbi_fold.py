@@ -36,7 +36,7 @@ from nerveseg.model.families import family_of
 from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.train import elastic
 from nerveseg.train.border_weights import training_weight_maps
-from nerveseg.train.fold import FoldInputs, FoldResult, fit_fold, fold_model
+from nerveseg.train.fold import FoldInputs, FoldResult, check_fold, fit_fold, fold_model
 from nerveseg.train.windows import window_dataset
 
 PATCH_STEPS_DEFAULT = 500  # patch CNN batches per epoch when steps_per_epoch is 0 (a pixel pass is ~10^4)
@@ -188,21 +188,6 @@ class HeldOutRandError(keras.callbacks.Callback):
         logs[VAL_V_RAND_ERROR] = challenge_scores(probs, self._membranes).v_rand_error
 
 
-def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> None:
-    """The user's inputs (config, data, folds) fit together, else one line naming what to change."""
-    if config.task != "isbi2012":
-        raise NervesegError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
-    if data.images.shape[1:] != (config.height, config.width):
-        raise NervesegError(
-            f"the slices are {data.images.shape[1:]} but the config says height={config.height}, "
-            f"width={config.width}; set them to the slice size"
-        )
-    if folds.shape != (len(data.images),):
-        raise NervesegError(f"folds must have one entry per slice ({len(data.images)}), got shape {folds.shape}")
-    if fold not in set(folds.tolist()) or (folds != fold).sum() == 0:
-        raise NervesegError(f"fold={fold} must be in the folds array and leave training slices: {sorted(set(folds))}")
-
-
 def train_isbi_fold(
     config: TrainConfig,
     data: IsbiData,
@@ -220,8 +205,10 @@ def train_isbi_fold(
     (the challenge's; LOWER is better, unlike the nerve task's Dice); ``history["dice"]`` is
     the membrane Dice (U-Net: per crop; patch CNN: over the epoch's windows).
     """
+    if config.task != "isbi2012":
+        raise NervesegError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
     folds = np.asarray(folds)
-    _check_fold(config, data, folds, fold)
+    check_fold(config, data.images, folds, fold, item="slice")
     val_index, train_index = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
     model, (norm_mean, norm_std) = fold_model(config, fold, data.images[train_index])
     inputs = _fit_inputs(config, data, train_index, val_index, config.seed + fold)
