@@ -118,6 +118,22 @@ def test_deterministic_isbi_folds_give_identical_weights(em_data: IsbiData, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("family", [dict(), dict(model="patch_cnn", window=25, patch_filters=4, dense_units=8)])
+def test_one_trainer_keeps_ema_weights_for_each_isbi_family(em_data: IsbiData, tmp_path: Path, family: dict) -> None:
+    """``use_ema`` reaches both families through the one trainer (the patch CNN once ignored it): the kept weights
+    are the moving average, validated on it each epoch (``SwapEMAWeights`` needs an optimizer that keeps one)."""
+
+    def kept(use_ema: bool) -> list[np.ndarray]:
+        config = _config(use_ema=use_ema, ema_momentum=0.5, **family)
+        result = train_isbi_fold(config, em_data, block_folds(N_SLICES, 2), 0, tmp_path / str(use_ema), verbose=0)
+        model = build_isbi_model(config, SIZE, SIZE)
+        model.load_weights(result.weights_path)
+        return model.get_weights()
+
+    assert not all(np.array_equal(a, b) for a, b in zip(kept(True), kept(False), strict=True))
+
+
+@pytest.mark.slow
 def test_cv_train_refuses_isbi_data_of_another_size_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
