@@ -417,3 +417,15 @@ def test_the_task_name_scan_sees_a_literal_but_not_a_docstring(tmp_path: Path) -
     module.write_text('"""the nerve task"""\nif task == "isbi2012":\n    model = f"{x}_patch_cnn"\n')
     assert task_name_literals(module) == {"isbi2012"}
     assert at_home("tasks/toy/blobs.py", "toy") and not at_home("tasks/toy/blobs.py", "nerve")
+
+
+def fit_calls(path: Path) -> list[int]:
+    """Lines calling a ``.fit(...)`` method (``model.fit`` and the like)."""
+    calls = (node for node in ast.walk(ast.parse(path.read_text(), filename=str(path))) if isinstance(node, ast.Call))
+    return [call.lineno for call in calls if isinstance(call.func, ast.Attribute) and call.func.attr == "fit"]
+
+
+def test_one_fold_trainer_fits_every_task_and_family() -> None:
+    """A change to training is made once: the package's only ``fit`` is ``train.fold.fit_fold``'s."""
+    calls = [f"{path.relative_to(PACKAGE)}:{line}" for path in MODULES for line in fit_calls(path)]
+    assert len(calls) == 1 and calls[0].startswith("train/fold.py:"), f"one model.fit, in train/fold.py: {calls}"

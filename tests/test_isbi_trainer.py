@@ -12,9 +12,10 @@ from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import IsbiData, block_folds
 from nerveseg.data.synthetic_em import generate_em, render_stack
 from nerveseg.errors import NervesegError
+from nerveseg.inference.membranes import build_isbi_model, predict_isbi_ensemble
 from nerveseg.names import weights_file
-from nerveseg.train import isbi_fold
-from nerveseg.train.isbi_fold import build_isbi_model, predict_isbi_ensemble, train_isbi_fold
+from nerveseg.train import fold as training
+from nerveseg.train.isbi_fold import train_isbi_fold
 
 SIZE, N_SLICES = 48, 4
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -69,7 +70,7 @@ def test_the_trainer_sets_op_determinism_as_the_config_says(
         seen.append(enabled)
         raise KeyboardInterrupt  # stop before the model is built
 
-    monkeypatch.setattr(isbi_fold, "set_op_determinism", record)
+    monkeypatch.setattr(training, "set_op_determinism", record)
     for deterministic in (True, False):
         with pytest.raises(KeyboardInterrupt):
             train_isbi_fold(_config(deterministic=deterministic), em_data, block_folds(N_SLICES, 2), 0, tmp_path)
@@ -114,6 +115,22 @@ def test_deterministic_isbi_folds_give_identical_weights(em_data: IsbiData, tmp_
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     other = weights(config.replace(seed=config.seed + 1), "c")  # the test can fail: a seed changes the weights
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", [dict(), dict(model="patch_cnn", window=25, patch_filters=4, dense_units=8)])
+def test_one_trainer_keeps_ema_weights_for_each_isbi_family(em_data: IsbiData, tmp_path: Path, family: dict) -> None:
+    """``use_ema`` reaches both families through the one trainer (the patch CNN once ignored it): the kept weights
+    are the moving average, validated on it each epoch (``SwapEMAWeights`` needs an optimizer that keeps one)."""
+
+    def kept(use_ema: bool) -> list[np.ndarray]:
+        config = _config(use_ema=use_ema, ema_momentum=0.5, **family)
+        result = train_isbi_fold(config, em_data, block_folds(N_SLICES, 2), 0, tmp_path / str(use_ema), verbose=0)
+        model = build_isbi_model(config, SIZE, SIZE)
+        model.load_weights(result.weights_path)
+        return model.get_weights()
+
+    assert not all(np.array_equal(a, b) for a, b in zip(kept(True), kept(False), strict=True))
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
 """The model families a config can name (``config.task`` with ``config.model``), each one object.
 
-A family says how to build its network for an input size, what its training inputs are (whole images,
-random crops or centre-pixel windows, and their side), how one trained model predicts whole slices, which
-config fields decide whether a weights file fits it, and which slice sides it can take. Trainers, predictors
-and tasks ask ``family_of(config)`` instead of testing ``config.model``. The training streams themselves are
-training code (``train.isbi_fold`` maps ``training_inputs`` to its tf.data pipelines): they sit above this
-module in the package's layer order. ``config`` validates the field's values itself (it sits below).
+A family says how to build its network for an input size and compile it for training, what its training
+inputs are (whole images, random crops or centre-pixel windows, and their side), how one trained model predicts
+whole slices, which config fields decide whether a weights file fits it, and which slice sides it can take.
+Trainers, predictors and tasks ask ``family_of(config)`` instead of testing ``config.model``. The training
+streams themselves are training code (``train.isbi_fold`` maps ``training_inputs`` to its tf.data pipelines):
+they sit above this module in the package's layer order. ``config`` validates the field's values itself (it sits below).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
+from nerveseg.model.losses import compile_model, learning_rate_for
 from nerveseg.model.patch_cnn import build_patch_cnn, dense_predict, dense_twin
 from nerveseg.model.unet import build_model_from_config, build_unet, unet_options
 
@@ -32,6 +33,8 @@ class ModelFamily:
 
     - ``build(config, height, width)``: the uncompiled network for ``(height, width)`` inputs (the patch
       classifier's input is its window whatever the size; the nerve U-Net's is the config's size).
+    - ``compile(model, config, steps_per_epoch)``: the optimizer, loss and metrics it trains with (the metric
+      logged as ``dice``; a learning-rate schedule needs the steps per epoch).
     - ``training_side(config, height, width)``: the side of the training network's inputs for slices of
       that size (0: the network's own, a window).
     - ``predict_slices(config, model, images)``: one trained model, no test-time views: (n, h, w) float32
@@ -45,6 +48,7 @@ class ModelFamily:
     label: str  # for messages: "U-Net", "patch CNN"
     training_inputs: TrainingInputs
     build: Callable[[TrainConfig, int, int], keras.Model]
+    compile: Callable[[keras.Model, TrainConfig, int], None]
     training_side: Callable[[TrainConfig, int, int], int]
     predict_slices: Callable[[TrainConfig, keras.Model, np.ndarray], np.ndarray] | None
     architecture: Callable[[TrainConfig], str]
@@ -60,6 +64,21 @@ def crop_side(config: TrainConfig, height: int, width: int) -> int:
     if config.crop_size > min(height, width):
         raise NervesegError(f"crop_size={config.crop_size} is larger than the {height}x{width} slices; lower it")
     return config.crop_size
+
+
+def _compile_unet(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
+    compile_model(model, config, steps_per_epoch=steps_per_epoch)
+
+
+def _compile_patch_cnn(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
+    """Plain BCE on the centre pixels; its Dice is the F1 score over the epoch's windows."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate_for(config, steps_per_epoch), use_ema=config.use_ema, ema_momentum=config.ema_momentum
+        ),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.F1Score(average="micro", threshold=0.5, name="dice")],
+    )
 
 
 def _isbi_unet(config: TrainConfig, height: int, width: int) -> keras.Model:
@@ -98,6 +117,7 @@ NERVE_UNET = ModelFamily(
     label="U-Net",
     training_inputs="images",
     build=lambda config, height, width: build_model_from_config(config),
+    compile=_compile_unet,
     training_side=lambda config, height, width: height,
     predict_slices=None,  # the nerve task predicts through inference.ensemble (mirror views, presence head)
     architecture=lambda config: f"{_unet_architecture(config)}, presence_head={config.presence_head}",
@@ -109,6 +129,7 @@ ISBI_UNET = ModelFamily(
     label="U-Net",
     training_inputs="crops",
     build=_isbi_unet,
+    compile=_compile_unet,
     training_side=crop_side,
     predict_slices=_unet_slices,
     architecture=_unet_architecture,
@@ -122,6 +143,7 @@ PATCH_CNN = ModelFamily(
     build=lambda config, height, width: build_patch_cnn(
         config.window, (config.patch_filters,) * 3, dense_units=config.dense_units
     ),
+    compile=_compile_patch_cnn,
     training_side=lambda config, height, width: 0,
     predict_slices=_patch_slices,
     architecture=lambda config: (

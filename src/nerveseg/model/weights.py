@@ -1,6 +1,6 @@
 """A fold's weights file: its name, its atomic write and its checked read, for every task and model family.
 
-Both trainers (``train.fold``, ``train.isbi_fold``) write ``<workdir>/fold_<k>.weights.h5`` (the name is
+The one trainer (``train.fold.fit_fold``) writes ``<workdir>/fold_<k>.weights.h5`` (the name is
 ``names.weights_file``'s) through a partial file renamed at the end, so a crash never leaves a half-written
 file under the final name; every predictor loads one through ``load_checked_weights``, which turns a file
 that does not fit the model built from the config into one line instead of a Keras traceback or, worse, a
@@ -37,17 +37,6 @@ def publish_weights(weights_path: Path) -> Path:
     """Rename the finished partial file to ``weights_path`` in one step (same folder: atomic)."""
     os.replace(partial_weights_path(weights_path), weights_path)
     return weights_path
-
-
-def save_weights_atomically(model: keras.Model, weights_path: Path) -> Path:
-    """Write ``model``'s weights to ``weights_path`` via its partial file: never a half-written file there."""
-    partial = partial_weights_path(weights_path)
-    try:
-        model.save_weights(partial)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return publish_weights(weights_path)
 
 
 def load_checked_weights(model: keras.Model, path: Path | str, built_from: str) -> keras.Model:

@@ -1,4 +1,4 @@
-"""The checkpoint rules of ``train_fold``: which weights a fold keeps, and on what data they are chosen.
+"""The checkpoint rules of ``train.fold.fit_fold``: which weights a fold keeps, and on what data they are chosen.
 
 Only ``best_val`` looks at the fold that is then scored; ``inner`` holds out whole training
 subjects instead; ``last`` chooses nothing (a fixed schedule, the weights after its last epoch).
@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from nerveseg.config import TrainConfig
+from nerveseg.config import CheckpointRule, TrainConfig
 from nerveseg.data.cache import PreparedData
 from nerveseg.data.folds import make_folds
 
@@ -37,19 +37,19 @@ def inner_split(
 
 
 def selection_callbacks(
-    config: TrainConfig, partial_path: Path
+    config: TrainConfig, rule: CheckpointRule, partial_path: Path
 ) -> tuple[list[keras.callbacks.Callback], keras.callbacks.Callback | None]:
-    """Callbacks that implement ``config.checkpoint`` (after EpochLogs), and the one that picks the epoch.
+    """Callbacks that implement the checkpoint ``rule`` (after EpochLogs), and the one that picks the epoch.
 
     With EMA weights, ``SwapEMAWeights`` puts them in the model for validation and at each epoch's end,
     so the epoch chosen by val_dice and the weights kept are the EMA ones.
     """
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.use_ema else []
-    if config.checkpoint == "best_val":
+    if rule == "best_val":
         chooser: keras.callbacks.Callback = keras.callbacks.ModelCheckpoint(
             partial_path, monitor="val_dice", mode="max", save_best_only=True, save_weights_only=True
         )
-    elif config.checkpoint == "inner":
+    elif rule == "inner":
         chooser = keras.callbacks.EarlyStopping(
             monitor="val_dice",
             mode="max",
@@ -63,15 +63,15 @@ def selection_callbacks(
 
 
 def kept_epoch(
-    config: TrainConfig, history: dict[str, list[float]], chooser: keras.callbacks.Callback | None, partial_path: Path
+    rule: CheckpointRule, history: dict[str, list[float]], chooser: keras.callbacks.Callback | None, partial_path: Path
 ) -> int | None:
-    """The 1-based epoch whose weights are kept (``best_val``: those saved at ``partial_path``).
+    """The 1-based epoch whose weights ``rule`` keeps (``best_val``: those saved at ``partial_path``).
 
     None when the rule found no epoch with a finite val_dice (the caller reports divergence).
     """
-    if config.checkpoint == "last":
+    if rule == "last":
         return len(history["loss"])
-    if config.checkpoint == "inner":
+    if rule == "inner":
         if not isinstance(chooser, keras.callbacks.EarlyStopping) or chooser.best_weights is None:
             return None
         return int(chooser.best_epoch) + 1

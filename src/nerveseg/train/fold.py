@@ -1,9 +1,12 @@
-"""Training one cross-validation fold: the single code path used by cv_train, tune and tests.
+"""Training one cross-validation fold: the one trainer of every task and model family, and the nerve task's fold.
 
-``train_fold`` seeds everything from ``config.seed + fold`` (with TensorFlow op determinism on by
-default, so one machine gives identical weights run after run), standardises with statistics of
-the training images only, keeps weights by ``config.checkpoint``, and then scores that model's
-out-of-fold predictions at the competition's 580x420 resolution, the number to compare runs by.
+``fold_model`` seeds everything from ``config.seed + fold`` (with TensorFlow op determinism on by default, so
+one machine gives identical weights run after run) and builds the family's network, standardised with
+statistics of the training images only. The task then makes its streams (``FoldInputs``: after the seeding,
+since they draw from it) and ``fit_fold`` compiles the network as its family says, runs the package's one
+``model.fit``, keeps weights by the checkpoint rule and writes them atomically. The nerve task's
+``train_fold`` then scores that model's out-of-fold predictions at the competition's 580x420 resolution,
+the number to compare runs by; ``train.isbi_fold`` is the ISBI task's fold.
 
 Checkpoint rules (which weights a fold keeps):
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +30,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nerveseg.config import TrainConfig
+from nerveseg.config import CheckpointRule, TrainConfig
 from nerveseg.data.audit import contradictory_ids
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.inference.ensemble import predict_ensemble
 from nerveseg.model.families import family_of
-from nerveseg.model.losses import compile_model
 from nerveseg.model.unet import set_standardization
 from nerveseg.model.weights import fold_weights_path, partial_weights_path, publish_weights
 from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
@@ -70,7 +73,7 @@ class EpochLogs(keras.callbacks.Callback):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Like ``keras.callbacks.TerminateOnNaN``, but remembers where, so ``train_fold`` can raise."""
+    """Like ``keras.callbacks.TerminateOnNaN``, but remembers where, so ``fit_fold`` can raise."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -108,6 +111,135 @@ def standardization_stats(images: np.ndarray) -> tuple[float, float]:
     return mean, max(std, 1e-6)
 
 
+def set_op_determinism(enabled: bool) -> None:
+    """Switch TensorFlow op determinism on or off for this process (a global setting).
+
+    On, the same seed, data and machine give bit-identical weights; different CPU models still
+    differ (kernels and instruction sets). TensorFlow exports only the switch-on; switching off
+    uses its framework function of the same module, so a deterministic=False run after a
+    deterministic one in one process (tests, tuning) is not silently deterministic.
+    """
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+        return
+    from tensorflow.python.framework import config as tf_framework_config
+
+    tf_framework_config.disable_op_determinism()
+
+
+@dataclass(frozen=True)
+class FoldInputs:
+    """What a task gives ``fit_fold`` for one fold, made after ``fold_model`` (its streams draw from the seed).
+
+    ``train`` is endless: ``steps`` batches make an epoch. ``validation`` is evaluated after each epoch
+    (``validation_steps`` batches; None: all of a finite one). ``checkpoint`` is the rule that keeps the weights;
+    ``callbacks`` are the task's own, seeing the logs after the trainer's and before the caller's.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    steps: int
+    validation_steps: int | None
+    checkpoint: CheckpointRule
+    callbacks: tuple[keras.callbacks.Callback, ...] = ()
+
+
+def check_fold(config: TrainConfig, images: np.ndarray, folds: np.ndarray, fold: int, *, item: str) -> None:
+    """The user's images, folds and config fit together, else one line naming what to change (before any work)."""
+    if images.shape[1:] != (config.height, config.width):
+        raise NervesegError(
+            f"the {item}s are {images.shape[1:]} but the config says height={config.height}, width={config.width}; "
+            f"prepare the data at the config's size or set them to the {item} size"
+        )
+    if folds.shape != (len(images),):
+        raise NervesegError(f"folds must have one entry per {item} ({len(images)}), got shape {folds.shape}")
+    present = sorted(set(folds.tolist()))
+    if fold not in present or present == [fold]:
+        raise NervesegError(f"fold={fold} must be in the folds array and leave {item}s to train on (folds: {present})")
+
+
+def fold_model(config: TrainConfig, fold: int, train_images: np.ndarray) -> tuple[keras.Model, tuple[float, float]]:
+    """A fresh session seeded from ``config.seed + fold`` and the family's network as trained, standardised by
+    the statistics of ``train_images`` (the fold's training images only); returns (model, (mean, std))."""
+    keras.backend.clear_session()
+    set_op_determinism(config.deterministic)
+    keras.utils.set_random_seed(config.seed + fold)
+    norm = standardization_stats(train_images)
+    family = family_of(config)
+    side = family.training_side(config, config.height, config.width)  # the patch CNN's input is its window
+    model = family.build(config, side, side)
+    set_standardization(model, *norm)
+    return model, norm
+
+
+def _history(model: keras.Model) -> dict[str, list[float]]:
+    """The fit's history under HISTORY_KEYS (a key missing is a bug: EpochLogs names them)."""
+    logged = model.history.history
+    missing = [key for key in HISTORY_KEYS if key not in logged]
+    if missing:
+        raise RuntimeError(f"Keras did not log {missing} (logged: {sorted(logged)}); EpochLogs must run first")
+    return {key: [float(v) for v in logged[key]] for key in HISTORY_KEYS}
+
+
+def fit_fold(
+    model: keras.Model,
+    config: TrainConfig,
+    inputs: FoldInputs,
+    fold: int,
+    workdir: Path,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> tuple[dict[str, list[float]], int, Path]:
+    """Compile ``model`` as its family says, fit it for ``config.epochs`` epochs, keep the epoch that
+    ``inputs.checkpoint`` chooses (left in ``model``) and write it to ``workdir/fold_<fold>.weights.h5``.
+
+    Returns (history under HISTORY_KEYS, the kept 1-based epoch, the weights file). The file is written as a
+    partial file renamed at the end: any failure (divergence, or e.g. a pruning callback stopping a trial)
+    leaves none. Raises ``TrainingDivergedError`` when the loss becomes NaN/inf.
+    """
+    family_of(config).compile(model, config, inputs.steps)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)  # before training: an unusable folder fails at once
+    weights_path = fold_weights_path(workdir, fold)
+    partial_path = partial_weights_path(weights_path)
+    partial_path.unlink(missing_ok=True)
+    nan_guard = StopOnNaN()
+    selection, chooser = selection_callbacks(config, inputs.checkpoint, partial_path)
+    trainer_callbacks = [EpochLogs(), nan_guard, *selection, *schedule_callbacks(config)]
+    try:
+        model.fit(
+            inputs.train,
+            validation_data=inputs.validation,
+            epochs=config.epochs,
+            steps_per_epoch=inputs.steps,  # the streams repeat: one iterator per fit, no pause per epoch
+            validation_steps=inputs.validation_steps,
+            callbacks=[*trainer_callbacks, *inputs.callbacks, *callbacks],
+            shuffle=False,  # the streams shuffle or draw at random themselves (seeded)
+            verbose=verbose,
+        )
+        history = _history(model)
+        if nan_guard.failure:
+            raise TrainingDivergedError(
+                f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate "
+                f"(now {config.learning_rate}) or check the data"
+            )
+        kept = kept_epoch(inputs.checkpoint, history, chooser, partial_path)
+        if kept is None:
+            raise TrainingDivergedError(f"fold {fold}: no epoch gave a finite val_dice ({history['val_dice']})")
+        if inputs.checkpoint == "best_val":
+            model.load_weights(partial_path)
+        else:
+            model.save_weights(partial_path)
+    except BaseException:
+        partial_path.unlink(missing_ok=True)
+        raise
+    return history, kept, publish_weights(weights_path)
+
+
+# ---------------------------------------------------------------------------------------- the nerve task's fold
+
+
 def training_index(data: PreparedData, folds: np.ndarray, fold: int, *, drop_contradictory: bool) -> np.ndarray:
     """Positions of the training images of ``fold``; contradictory pairs leave training, never validation."""
     index = np.flatnonzero(folds != fold)
@@ -138,8 +270,8 @@ def full_resolution_dice(
 
 def fold_datasets(
     config: TrainConfig, data: PreparedData, train_index: np.ndarray, val_index: np.ndarray, *, seed: int
-) -> tuple[tf.data.Dataset, tf.data.Dataset, int, int]:
-    """Endless training (shuffled, augmented) and validation (fixed order) datasets and their steps per pass.
+) -> FoldInputs:
+    """Endless training (shuffled, augmented) and validation (fixed order) datasets, kept by ``config.checkpoint``.
 
     Both repeat so that Keras keeps one iterator per fit; the steps make each epoch exactly one pass.
     """
@@ -163,66 +295,13 @@ def fold_datasets(
         presence=config.presence_head,
         repeat=True,
     )
-    return (
+    return FoldInputs(
         train_ds,
         val_ds,
         steps_per_epoch(len(train_index), config.batch_size),
         steps_per_epoch(len(val_index), config.batch_size),
+        config.checkpoint,
     )
-
-
-def set_op_determinism(enabled: bool) -> None:
-    """Switch TensorFlow op determinism on or off for this process (a global setting).
-
-    On, the same seed, data and machine give bit-identical weights; different CPU models still
-    differ (kernels and instruction sets). TensorFlow exports only the switch-on; switching off
-    uses its framework function of the same module, so a deterministic=False run after a
-    deterministic one in one process (tests, tuning) is not silently deterministic.
-    """
-    if enabled:
-        tf.config.experimental.enable_op_determinism()
-        return
-    from tensorflow.python.framework import config as tf_framework_config
-
-    tf_framework_config.disable_op_determinism()
-
-
-def _fit(
-    model: keras.Model,
-    config: TrainConfig,
-    datasets: tuple[tf.data.Dataset, tf.data.Dataset, int, int],
-    callbacks: list[keras.callbacks.Callback],
-    verbose: int,
-) -> dict[str, list[float]]:
-    """``model.fit`` for ``config.epochs`` and the history under HISTORY_KEYS."""
-    train_ds, val_ds, train_steps, val_steps = datasets
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        steps_per_epoch=train_steps,  # the datasets repeat: one iterator per fit, no pause per epoch
-        validation_steps=val_steps,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself (seeded)
-        verbose=verbose,
-    )
-    logged = model.history.history
-    missing = [key for key in HISTORY_KEYS if key not in logged]
-    if missing:
-        raise RuntimeError(f"Keras did not log {missing} (logged: {sorted(logged)}); EpochLogs must run first")
-    return {key: [float(v) for v in logged[key]] for key in HISTORY_KEYS}
-
-
-def _check_inputs(config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int) -> None:
-    if folds.shape != (len(data),):
-        raise NervesegError(f"folds must have one entry per image ({len(data)}), got shape {folds.shape}")
-    if fold not in set(folds.tolist()):
-        raise NervesegError(f"fold={fold} is not in the folds array (folds present: {sorted(set(folds.tolist()))})")
-    if data.images.shape[1:] != (config.height, config.width):
-        raise NervesegError(
-            f"data is at {data.images.shape[1:]} but config wants height={config.height}, width={config.width}; "
-            "prepare the data at the config's size"
-        )
 
 
 def fold_indices(
@@ -236,48 +315,6 @@ def fold_indices(
     if config.checkpoint == "inner":
         train_index, monitor_index = inner_split(data, train_index, config.inner_val_fraction, config.seed + fold)
     return val_index, train_index, monitor_index
-
-
-def _fit_and_keep(
-    model: keras.Model,
-    config: TrainConfig,
-    datasets: tuple[tf.data.Dataset, tf.data.Dataset, int, int],
-    fold: int,
-    partial_path: Path,
-    callbacks: Sequence[keras.callbacks.Callback],
-    verbose: int,
-) -> tuple[dict[str, list[float]], int]:
-    """Fit, then leave the kept epoch's weights in ``model`` and in ``partial_path``; returns (history, kept epoch).
-
-    Any failure (divergence, or e.g. a pruning callback stopping the trial) removes the partial file.
-    """
-    partial_path.unlink(missing_ok=True)
-    nan_guard = StopOnNaN()
-    selection, chooser = selection_callbacks(config, partial_path)
-    try:
-        history = _fit(
-            model,
-            config,
-            datasets,
-            [EpochLogs(), nan_guard, *selection, *schedule_callbacks(config), *callbacks],
-            verbose,
-        )
-        if nan_guard.failure:
-            raise TrainingDivergedError(
-                f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate "
-                f"(now {config.learning_rate}) or check the data"
-            )
-        kept = kept_epoch(config, history, chooser, partial_path)
-        if kept is None:
-            raise TrainingDivergedError(f"fold {fold}: no epoch gave a finite val_dice ({history['val_dice']})")
-        if config.checkpoint == "best_val":
-            model.load_weights(partial_path)
-        else:
-            model.save_weights(partial_path)
-    except BaseException:
-        partial_path.unlink(missing_ok=True)
-        raise
-    return history, kept
 
 
 def train_fold(
@@ -297,24 +334,11 @@ def train_fold(
     the loss becomes NaN/inf.
     """
     folds = np.asarray(folds)
-    _check_inputs(config, data, folds, fold)
-    keras.backend.clear_session()
-    set_op_determinism(config.deterministic)
-    keras.utils.set_random_seed(config.seed + fold)
+    check_fold(config, data.images, folds, fold, item="image")
     val_index, train_index, monitor_index = fold_indices(config, data, folds, fold)
-    norm_mean, norm_std = standardization_stats(data.images[train_index])
-
-    model = family_of(config).build(config, config.height, config.width)
-    set_standardization(model, norm_mean, norm_std)
-    datasets = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)
-    compile_model(model, config, steps_per_epoch=datasets[2])
-
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    weights_path = fold_weights_path(workdir, fold)
-    # written to the partial file, renamed at the end: no half-written file
-    history, kept = _fit_and_keep(model, config, datasets, fold, partial_weights_path(weights_path), callbacks, verbose)
-    publish_weights(weights_path)
+    model, (norm_mean, norm_std) = fold_model(config, fold, data.images[train_index])
+    inputs = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)
+    history, kept, weights_path = fit_fold(model, config, inputs, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     # the submission's views (config.tta), so post-processing is decided on what ships
     oof_probs, oof_presence = predict_ensemble(

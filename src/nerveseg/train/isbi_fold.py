@@ -11,8 +11,9 @@ to pick an epoch. Validation numbers are logged only.
 - ``patch_cnn``: trained on centre-pixel windows (``train.windows``), applied to whole slices by its
   exact dense twin (``model.patch_cnn.dense_predict``).
 
-Whole-slice prediction lives in ``inference.membranes``, the folds' scores in ``train.isbi_summary`` and
-post-processing in ``evaluate.isbi_scoring``; they are re-exported here.
+The streams go to the one trainer (``train.fold.fit_fold``). Whole-slice prediction lives in
+``inference.membranes``, the folds' scores in ``train.isbi_summary`` and post-processing in
+``evaluate.isbi_scoring``.
 """
 
 from __future__ import annotations
@@ -30,41 +31,13 @@ from nerveseg.config import TrainConfig
 from nerveseg.data.isbi import IsbiData
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.challenge_metrics import challenge_scores
-from nerveseg.evaluate.isbi_scoring import (
-    MembranePostprocess,
-    apply_membrane_postprocess,
-    decide_isbi_postprocessing,
-)
-from nerveseg.inference.membranes import build_isbi_model, predict_isbi_ensemble, predict_slices
+from nerveseg.inference.membranes import predict_slices
 from nerveseg.model.families import family_of
-from nerveseg.model.losses import compile_model, learning_rate_for
-from nerveseg.model.unet import set_standardization
-from nerveseg.model.weights import fold_weights_path, save_weights_atomically
 from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.train import elastic
 from nerveseg.train.border_weights import training_weight_maps
-from nerveseg.train.fold import (
-    HISTORY_KEYS,
-    EpochLogs,
-    FoldResult,
-    StopOnNaN,
-    TrainingDivergedError,
-    set_op_determinism,
-    standardization_stats,
-)
-from nerveseg.train.isbi_summary import format_isbi_table, isbi_oof_summary
+from nerveseg.train.fold import FoldInputs, FoldResult, check_fold, fit_fold, fold_model
 from nerveseg.train.windows import window_dataset
-
-__all__ = [
-    "MembranePostprocess",
-    "apply_membrane_postprocess",
-    "build_isbi_model",
-    "decide_isbi_postprocessing",
-    "format_isbi_table",
-    "isbi_oof_summary",
-    "predict_isbi_ensemble",
-    "train_isbi_fold",
-]
 
 PATCH_STEPS_DEFAULT = 500  # patch CNN batches per epoch when steps_per_epoch is 0 (a pixel pass is ~10^4)
 PATCH_VAL_STEPS = 20  # held-out window batches per validation (logged only)
@@ -155,54 +128,43 @@ def tile_dataset(images: np.ndarray, membranes: np.ndarray, crop: int, batch_siz
     return tf.data.Dataset.from_tensor_slices((x, {"mask": y})).batch(batch_size)
 
 
-FitInputs = tuple[tf.data.Dataset, tf.data.Dataset, int | None, int]
+Streams = tuple[tf.data.Dataset, tf.data.Dataset, int, int | None]  # train, validation, steps, validation steps
 
 
-def _window_inputs(
-    config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
-) -> FitInputs:
-    """The patch CNN: plain BCE on centre-pixel windows (``train.windows``), validated on 20 window batches."""
-    steps = training_steps(config, len(train), *data.images.shape[1:])
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate_for(config, steps)),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.F1Score(average="micro", threshold=0.5, name="dice")],
-    )
+def _window_streams(config: TrainConfig, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int) -> Streams:
+    """The patch CNN: centre-pixel windows (``train.windows``), validated on 20 window batches."""
     windows = dict(window=config.window, batch_size=config.batch_size)
     train_ds = window_dataset(data.images[train], data.membranes[train], **windows, seed=seed)
     val_ds = window_dataset(data.images[val], data.membranes[val], **windows, balanced=False, augment=False, seed=0)
-    return train_ds, val_ds, PATCH_VAL_STEPS, steps
+    return train_ds, val_ds, training_steps(config, len(train), *data.images.shape[1:]), PATCH_VAL_STEPS
 
 
-def _crop_inputs(
-    config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
-) -> FitInputs:
-    """The U-Net: the config's loss on random crops (border weights, elastic deformation as options),
-    validated on the held-out slices' non-overlapping tiles."""
+def _crop_streams(config: TrainConfig, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int) -> Streams:
+    """The U-Net: random crops (border weights, elastic deformation as options), validated on the held-out
+    slices' non-overlapping tiles."""
     height, width = data.images.shape[1:]
-    steps = training_steps(config, len(train), height, width)
-    compile_model(model, config, steps_per_epoch=steps)
     crop = family_of(config).training_side(config, height, width)
     weights = None
     if config.border_w0 > 0:
         weights = training_weight_maps(data.membranes[train], w0=config.border_w0, sigma=config.border_sigma)
     stream = dict(batch_size=config.batch_size, seed=seed, weights=weights, elastic_sigma=config.elastic_sigma)
     train_ds = crop_dataset(data.images[train], data.membranes[train], crop, **stream)
-    return train_ds, tile_dataset(data.images[val], data.membranes[val], crop, config.batch_size), None, steps
+    val_ds = tile_dataset(data.images[val], data.membranes[val], crop, config.batch_size)
+    return train_ds, val_ds, training_steps(config, len(train), height, width), None
 
 
 # the training stream of each kind of training input a family declares (model.families.ModelFamily)
-_FIT_INPUTS = {"crops": _crop_inputs, "windows": _window_inputs}
+_STREAMS = {"crops": _crop_streams, "windows": _window_streams}
 
 
-def _fit_inputs(
-    config: TrainConfig, model: keras.Model, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int
-) -> FitInputs:
-    """Compile ``model`` and return (train stream, validation data, validation steps, train steps)."""
+def _fit_inputs(config: TrainConfig, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int) -> FoldInputs:
+    """The family's streams, the LAST epoch kept (a fixed schedule), and with ``epoch_rand_error`` the held-out
+    V_rand error after every epoch."""
     inputs = family_of(config).training_inputs
-    if inputs not in _FIT_INPUTS:
+    if inputs not in _STREAMS:
         raise NervesegError(f"the ISBI trainer has no training stream of {inputs}; use model unet or patch_cnn")
-    return _FIT_INPUTS[inputs](config, model, data, train, val, seed)
+    rand_error = (HeldOutRandError(config, data.images[val], data.membranes[val]),) if config.epoch_rand_error else ()
+    return FoldInputs(*_STREAMS[inputs](config, data, train, val, seed), checkpoint="last", callbacks=rand_error)
 
 
 class HeldOutRandError(keras.callbacks.Callback):
@@ -226,52 +188,6 @@ class HeldOutRandError(keras.callbacks.Callback):
         logs[VAL_V_RAND_ERROR] = challenge_scores(probs, self._membranes).v_rand_error
 
 
-def _check_fold(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> None:
-    """The user's inputs (config, data, folds) fit together, else one line naming what to change."""
-    if config.task != "isbi2012":
-        raise NervesegError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
-    if data.images.shape[1:] != (config.height, config.width):
-        raise NervesegError(
-            f"the slices are {data.images.shape[1:]} but the config says height={config.height}, "
-            f"width={config.width}; set them to the slice size"
-        )
-    if folds.shape != (len(data.images),):
-        raise NervesegError(f"folds must have one entry per slice ({len(data.images)}), got shape {folds.shape}")
-    if fold not in set(folds.tolist()) or (folds != fold).sum() == 0:
-        raise NervesegError(f"fold={fold} must be in the folds array and leave training slices: {sorted(set(folds))}")
-
-
-def _fit_fixed_schedule(
-    model: keras.Model,
-    config: TrainConfig,
-    inputs: tuple[tf.data.Dataset, tf.data.Dataset, int, int],
-    fold: int,
-    callbacks: Sequence[keras.callbacks.Callback],
-    verbose: int,
-) -> dict[str, list[float]]:
-    """``model.fit`` for ``config.epochs`` x ``steps`` batches; the history under HISTORY_KEYS.
-
-    Raises ``TrainingDivergedError`` when the loss becomes NaN/inf.
-    """
-    train_ds, val_ds, val_steps, steps = inputs
-    nan_guard = StopOnNaN()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        validation_steps=val_steps,
-        callbacks=[EpochLogs(), nan_guard, *callbacks],
-        shuffle=False,  # the streams draw at random themselves (seeded)
-        verbose=verbose,
-    )
-    if nan_guard.failure:
-        raise TrainingDivergedError(
-            f"fold {fold}: training diverged ({nan_guard.failure}); lower learning_rate (now {config.learning_rate})"
-        )
-    return {key: [float(v) for v in model.history.history[key]] for key in HISTORY_KEYS}
-
-
 def train_isbi_fold(
     config: TrainConfig,
     data: IsbiData,
@@ -289,26 +205,14 @@ def train_isbi_fold(
     (the challenge's; LOWER is better, unlike the nerve task's Dice); ``history["dice"]`` is
     the membrane Dice (U-Net: per crop; patch CNN: over the epoch's windows).
     """
+    if config.task != "isbi2012":
+        raise NervesegError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
     folds = np.asarray(folds)
-    _check_fold(config, data, folds, fold)
-    keras.backend.clear_session()
-    set_op_determinism(config.deterministic)
-    keras.utils.set_random_seed(config.seed + fold)
+    check_fold(config, data.images, folds, fold, item="slice")
     val_index, train_index = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
-    norm_mean, norm_std = standardization_stats(data.images[train_index])
-    height, width = data.images.shape[1:]
-    family = family_of(config)
-    side = family.training_side(config, height, width)  # the patch CNN's input is its window whatever the side
-    model = family.build(config, side, side)
-    set_standardization(model, norm_mean, norm_std)
-    train_ds, val_ds, val_steps, steps = _fit_inputs(config, model, data, train_index, val_index, config.seed + fold)
-
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)  # before training: an unusable folder fails at once
-    if config.epoch_rand_error:
-        callbacks = [HeldOutRandError(config, data.images[val_index], data.membranes[val_index]), *callbacks]
-    history = _fit_fixed_schedule(model, config, (train_ds, val_ds, val_steps, steps), fold, callbacks, verbose)
-    weights_path = save_weights_atomically(model, fold_weights_path(workdir, fold))
+    model, (norm_mean, norm_std) = fold_model(config, fold, data.images[train_index])
+    inputs = _fit_inputs(config, data, train_index, val_index, config.seed + fold)
+    history, kept, weights_path = fit_fold(model, config, inputs, fold, workdir, callbacks=callbacks, verbose=verbose)
     oof_probs = predict_slices(config, [model], data.images[val_index], tta=config.tta)  # the submission's views
     return FoldResult(
         fold=fold,
@@ -316,8 +220,8 @@ def train_isbi_fold(
         oof_probs=oof_probs,
         oof_presence=None,
         history=history,
-        kept_epoch=len(history["loss"]),
-        checkpoint="last",  # a fixed schedule: the last epoch, never chosen on the scored fold
+        kept_epoch=kept,
+        checkpoint=inputs.checkpoint,  # a fixed schedule: the last epoch, never chosen on the scored fold
         weights_path=weights_path,
         val_score=challenge_scores(oof_probs, data.membranes[val_index]).v_rand_error,
         norm_mean=norm_mean,
