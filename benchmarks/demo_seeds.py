@@ -144,6 +144,8 @@ class SeedRow:
     test_empty: float
     predicted_empty: float
     worst_drop: float
+    worst_drop_gated: float | None  # None: the config has no presence head
+    silent_folds: int
     minutes: float
 
     @property
@@ -158,8 +160,12 @@ class SeedRow:
 HEADER = (
     f"{'seed':>4} {'raw OOF':>7} {'empty':>6} {'OOF+pp':>7} {'95 % CI':>11} {'95 % PI':>11} "
     f"{'test':>6} {'test CI':>11} {'empty':>6} {'t-empty':>7} {'gap':>7} {'in PI':>5} {'pred0':>5} "
-    f"{'drop':>5} {'min':>5}"
+    f"{'drop':>5} {'gated':>5} {'silent':>6} {'min':>5}"
 )
+
+
+def _optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def row(r: SeedRow) -> str:
@@ -167,7 +173,8 @@ def row(r: SeedRow) -> str:
         f"{r.seed:>4} {r.raw_oof:7.4f} {r.cv_empty:6.4f} {r.cv_pp:7.4f} {r.ci_low:5.3f}-{r.ci_high:5.3f} "
         f"{r.pi_low:5.3f}-{r.pi_high:5.3f} {r.test:6.4f} {r.test_ci_low:5.3f}-{r.test_ci_high:5.3f} "
         f"{r.test_empty:6.4f} {r.test - r.test_empty:+7.4f} {r.gap:+7.4f} {'yes' if r.inside_pi else 'NO':>5} "
-        f"{r.predicted_empty:5.1%} {r.worst_drop:5.3f} {r.minutes:5.1f}"
+        f"{r.predicted_empty:5.1%} {r.worst_drop:5.3f} {_optional(r.worst_drop_gated):>5} {r.silent_folds:>6} "
+        f"{r.minutes:5.1f}"
     )
 
 
@@ -178,7 +185,7 @@ def summary_lines(rows: list[SeedRow]) -> list[str]:
         return f"median {fmt.format(np.median(values))}, range {fmt.format(min(values))} to {fmt.format(max(values))}"
 
     n = len(rows)
-    return [
+    lines = [
         f"raw OOF - all-empty   {spread([r.raw_oof - r.cv_empty for r in rows], '{:+.4f}')}   "
         f"beats all-empty in {sum(r.raw_oof > r.cv_empty for r in rows)}/{n}",
         f"OOF + pp              {spread([r.cv_pp for r in rows])}",
@@ -189,9 +196,16 @@ def summary_lines(rows: list[SeedRow]) -> list[str]:
         f"test inside the 95 % PI in {sum(r.inside_pi for r in rows)}/{n}",
         f"predicted empty       {spread([r.predicted_empty for r in rows], '{:.1%}')}",
         f"worst fold late drop  {spread([r.worst_drop for r in rows], '{:.3f}')}   "
-        f"<= 0.10 in {sum(r.worst_drop <= 0.10 for r in rows)}/{n}",
+        f"<= 0.10 in {sum(r.worst_drop <= 0.10 for r in rows)}/{n}   (val_dice: the mask head alone)",
+        f"silent folds          {sum(r.silent_folds for r in rows)} in {n} seeds   (val_dice never moved)",
         f"minutes               {spread([r.minutes for r in rows], '{:.1f}')}",
     ]
+    gated = [r.worst_drop_gated for r in rows if r.worst_drop_gated is not None]
+    if gated:  # a presence head: the curve of the model as it ships
+        lines.insert(
+            -2, f"  gated by presence   {spread(gated, '{:.3f}')}   <= 0.10 in {sum(d <= 0.10 for d in gated)}/{n}"
+        )
+    return lines
 
 
 def run_seed(root: Path, seed: int, args: argparse.Namespace, test_subjects: int) -> SeedRow:
@@ -199,7 +213,7 @@ def run_seed(root: Path, seed: int, args: argparse.Namespace, test_subjects: int
         args.config, folds=args.folds, seed=seed, predict_subjects=test_subjects, **args.overrides
     ).replace(name=f"{args.config.stem}_seed{seed}")
     outcome = cv_then_submit(root, config, experiment="demo_seeds")
-    m, sub = outcome.metrics, outcome.submission
+    m, sub, curves = outcome.metrics, outcome.submission, list(outcome.fold_curves.values())
     return SeedRow(
         seed=seed,
         raw_oof=m[names.OOF_SCORE],
@@ -214,7 +228,9 @@ def run_seed(root: Path, seed: int, args: argparse.Namespace, test_subjects: int
         test_ci_high=sub.test_interval.high,
         test_empty=outcome.test_empty,
         predicted_empty=sub.empty_share,
-        worst_drop=max(outcome.fold_drops.values()),
+        worst_drop=max(c.drop for c in curves),
+        worst_drop_gated=max((c.drop_gated for c in curves if c.drop_gated is not None), default=None),
+        silent_folds=sum(c.silent for c in curves),
         minutes=outcome.minutes,
     )
 

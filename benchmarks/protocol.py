@@ -33,8 +33,17 @@ class Outcome:
     metrics: dict[str, float]  # the parent run's metrics (names in nerveseg.names)
     submission: SubmissionResult
     test_empty: float  # the all-empty score on the test masks
-    fold_drops: dict[int, float]  # per fold: best val_dice of the second half of training minus the last
+    fold_curves: dict[int, FoldCurve]  # per fold: how its validation curves ended
     minutes: float
+
+
+@dataclass(frozen=True)
+class FoldCurve:
+    """How one fold's per-epoch validation curves ended."""
+
+    drop: float  # val_dice (the mask head alone): best of the second half of training minus the last
+    drop_gated: float | None  # the same for val_dice_gated (the mask gated by the presence head, as shipped)
+    silent: bool  # val_dice never moved: the mask head predicted the same, in practice nothing, at every epoch
 
 
 def empty_test_score(masks_dir: Path) -> float:
@@ -50,17 +59,22 @@ def late_drop(val_dice: list[float]) -> float:
     return float(max(half) - val_dice[-1]) if half else 0.0
 
 
-def _fold_drops(uri: str, parent_run_id: str) -> dict[int, float]:
+def _fold_curves(uri: str, parent_run_id: str) -> dict[int, FoldCurve]:
+    from nerveseg import names
     from nerveseg.track import schema
     from nerveseg.track.store import get_client
 
     client = get_client(uri)
-    parent = client.get_run(parent_run_id)
-    drops = {}
-    for fold, run in sorted(schema.newest_finished_fold_runs(client, parent).items()):
-        history = sorted(client.get_metric_history(run.info.run_id, "val_dice"), key=lambda m: m.step)
-        drops[fold] = late_drop([m.value for m in history])
-    return drops
+
+    def curve(run_id: str, key: str) -> list[float]:
+        return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+    curves = {}
+    for fold, run in sorted(schema.newest_finished_fold_runs(client, client.get_run(parent_run_id)).items()):
+        dice, gated = curve(run.info.run_id, "val_dice"), curve(run.info.run_id, names.VAL_DICE_GATED)
+        silent = bool(dice) and max(dice) - min(dice) < 1e-9
+        curves[fold] = FoldCurve(late_drop(dice), late_drop(gated) if gated else None, silent)
+    return curves
 
 
 def cv_then_submit(root: Path, config: TrainConfig, *, experiment: str) -> Outcome:
@@ -87,7 +101,7 @@ def cv_then_submit(root: Path, config: TrainConfig, *, experiment: str) -> Outco
         metrics=cv.final.metrics,
         submission=submission,
         test_empty=empty_test_score(root / "masks"),
-        fold_drops=_fold_drops(uri, cv.parent_id),
+        fold_curves=_fold_curves(uri, cv.parent_id),
         minutes=(time.perf_counter() - started) / 60,
     )
 

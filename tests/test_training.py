@@ -28,6 +28,7 @@ from nerveseg.train.cv_summary import (
 from nerveseg.train.fold import (
     HISTORY_KEYS,
     FoldResult,
+    GatedValDice,
     TrainingDivergedError,
     standardization_stats,
     train_fold,
@@ -157,8 +158,24 @@ def test_extra_callbacks_see_stable_names_and_may_stop_the_fold(data, tiny_confi
     with pytest.raises(Prune):
         train_fold(config, data, make_folds(data), 0, tmp_path, callbacks=[recorder], verbose=0)
     assert set(HISTORY_KEYS) <= recorder.keys
+    assert names.VAL_DICE_GATED in recorder.keys  # a presence head: the curve of the model as it ships too
     assert not {"mask_dice", "val_mask_dice"} & recorder.keys
     assert not list(tmp_path.glob("*.h5"))
+
+
+@pytest.mark.slow
+def test_the_gated_val_dice_empties_the_frames_the_presence_head_calls_empty(trained, data) -> None:
+    """val_dice_gated scores what ships: the mask where the presence head says nerve, nothing elsewhere."""
+    config, result = trained
+    model = build_model_from_config(config)
+    model.load_weights(result.weights_path)
+    images, masks = data.images[result.val_index], data.masks[result.val_index]
+    gate, logs = GatedValDice(images, masks), {}
+    gate.set_model(model)
+    gate.on_epoch_end(0, logs)
+    probs, presence = predict_ensemble([model], images, tta=False, progress=False)
+    shipped = (probs > 0.5) & (presence > 0.5)[:, None, None]
+    assert logs[names.VAL_DICE_GATED] == pytest.approx(dice_per_image(masks > 0.5, shipped).mean())
 
 
 @pytest.mark.slow

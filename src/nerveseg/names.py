@@ -74,6 +74,9 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 # a fold run's metrics: its score and the kept epoch's history values
 VAL_SCORE = "val_score"  # a fold's full-resolution score of its kept weights
+# the monitored fold's Dice at the model's size with the mask emptied where the presence head says no nerve (< 0.5):
+# the model as it ships, beside val_dice (the mask head alone), for models with a presence head
+VAL_DICE_GATED = "val_dice_gated"
 EPOCH_SECONDS = "epoch_seconds"
 KEPT_EPOCH = "kept_epoch"  # a fold run's kept (checkpointed) epoch, 1-based
 LR_METRIC = "lr"

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nerveseg import names
 from nerveseg.config import CheckpointRule, TrainConfig
 from nerveseg.data.audit import contradictory_ids
 from nerveseg.data.cache import PreparedData
@@ -268,6 +269,28 @@ def full_resolution_dice(
     return scores
 
 
+class GatedValDice(keras.callbacks.Callback):
+    """``val_dice_gated`` after each epoch: the monitored images' Dice at the model's size and threshold 0.5, the
+    mask emptied where the presence head says no nerve (< 0.5), i.e. the model as it ships.
+
+    Why beside ``val_dice``: that scores the mask head alone, where one fired pixel on an empty frame scores 0, so
+    with a presence head its curve can slide while the model gets no worse (the demo's seed 5: a fold's val_dice
+    ended at 0.55, 0.23 below its best, while its OOF gated by the presence head scored 0.89). Predicting the
+    images costs well under a second per epoch at 64x80 and changes no weight.
+    """
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray) -> None:
+        super().__init__()
+        self._images, self._truth = images, masks > 0.5
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None:
+            return
+        probs, presence = predict_ensemble([self.model], self._images, tta=False, progress=False)
+        gated = (probs > 0.5) & (presence > 0.5)[:, None, None]
+        logs[names.VAL_DICE_GATED] = float(dice_per_image(self._truth, gated).mean())
+
+
 def fold_datasets(
     config: TrainConfig, data: PreparedData, train_index: np.ndarray, val_index: np.ndarray, *, seed: int
 ) -> FoldInputs:
@@ -301,6 +324,7 @@ def fold_datasets(
         steps_per_epoch(len(train_index), config.batch_size),
         steps_per_epoch(len(val_index), config.batch_size),
         config.checkpoint,
+        (GatedValDice(data.images[val_index], data.masks[val_index]),) if config.presence_head else (),
     )
 
 
