@@ -81,3 +81,16 @@ def test_mixed_precision_keeps_outputs_float32(tiny_config) -> None:
     finally:
         build_model_from_config(tiny_config)  # back to float32 for the other tests
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("head_before_relu", [False, True])
+def test_a_head_before_the_relu_can_fire_with_every_weight_negative(head_before_relu: bool) -> None:
+    """The silent fold: behind a ReLU, all-negative head weights cap every pixel at sigmoid(bias) = 0.5."""
+    keras.utils.set_random_seed(0)
+    model = build_unet(32, 40, depth=2, base_filters=4, batch_norm=True, head_before_relu=head_before_relu)
+    head = model.get_layer("mask")
+    kernel, _ = head.get_weights()
+    head.set_weights([-np.abs(kernel) - 0.1, np.zeros(1, np.float32)])
+    images = np.random.default_rng(0).random((4, 32, 40, 1), dtype=np.float32)
+    top = float(model.predict_on_batch(images)["mask"].max())
+    assert (top > 0.5) == head_before_relu

@@ -46,6 +46,7 @@ class TrainConfig:
     dropout: float = 0.0  # on the two deepest levels
     upsampling: Upsampling = "transpose"
     presence_head: bool = False  # auxiliary "nerve present" output on the bottleneck
+    head_before_relu: bool = False  # the mask head reads features before the last ReLU (no silent folds)
     # loss
     loss: LossName = "dice"
     dice_smooth: float = 1.0

@@ -52,15 +52,17 @@ def get_standardization(model: keras.Model) -> tuple[float, float]:
     return float(keras.ops.convert_to_numpy(layer.mean)), float(keras.ops.convert_to_numpy(layer.std))
 
 
-def conv_block(x: Any, filters: int, *, batch_norm: bool, dropout: float, name: str) -> Any:
-    """Two 3x3 same-padded ReLU convolutions (BatchNorm before each ReLU when asked), then dropout."""
+def conv_block(x: Any, filters: int, *, batch_norm: bool, dropout: float, name: str, last_relu: bool = True) -> Any:
+    """Two 3x3 same-padded ReLU convolutions (BatchNorm before each ReLU when asked), then dropout;
+    ``last_relu=False`` leaves out the second ReLU (the features a linear head reads)."""
     for i in (1, 2):
         x = layers.Conv2D(
             filters, 3, padding="same", kernel_initializer="he_normal", use_bias=not batch_norm, name=f"{name}_conv{i}"
         )(x)
         if batch_norm:
             x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
-        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+        if i == 1 or last_relu:
+            x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
     return x
@@ -87,12 +89,18 @@ def build_unet(
     dropout: float = 0.0,
     upsampling: str = "transpose",
     presence_head: bool = False,
+    head_before_relu: bool = False,
 ) -> keras.Model:
     """An uncompiled U-Net on (height, width, 1) float32 inputs in [0, 1].
 
     ``depth`` counts levels including the bottleneck; level ``i`` has ``base_filters * 2**i``
     filters. Dropout (if any) follows the two deepest levels' convolutions. Output layers are
     float32 so that losses stay stable under mixed precision.
+
+    ``head_before_relu``: the 1x1 mask head reads the last block's (batch-normalised) features before their
+    ReLU. Behind a ReLU every feature is >= 0, so once the head's few weights are all negative (8 of them
+    at base_filters 8; the early push of the many background pixels does that on an unlucky seed) no pixel
+    can score above sigmoid(bias) < 0.5 and the model never fires again: a "silent fold".
     """
     if depth < 2:
         raise ValueError(f"depth={depth} must be at least 2 (one pooling level and the bottleneck)")
@@ -120,7 +128,8 @@ def build_unet(
         filters = base_filters * 2**level
         x = upsample(x, filters, mode=upsampling, name=f"up{level}")
         x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-        x = conv_block(x, filters, batch_norm=batch_norm, dropout=0.0, name=f"up{level}")
+        last_relu = level > 0 or not head_before_relu
+        x = conv_block(x, filters, batch_norm=batch_norm, dropout=0.0, name=f"up{level}", last_relu=last_relu)
     outputs = {"mask": layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)}
     if presence_head:
         pooled = layers.GlobalAveragePooling2D(name="presence_pool")(bottleneck)
@@ -141,6 +150,7 @@ def unet_options(config: TrainConfig) -> dict[str, Any]:
         "batch_norm": config.batch_norm,
         "dropout": config.dropout,
         "upsampling": config.upsampling,
+        "head_before_relu": config.head_before_relu,
     }
 
 
