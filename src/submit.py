@@ -31,25 +31,11 @@ if TYPE_CHECKING:
 
 
 def expected_output_bytes(raw_dir: Path) -> int:
-    """The largest submission the test data under ``raw_dir`` can give: the nerve CSV for ``test/*.tif``,
-    the ISBI float32 stack for ``test-volume.tif`` or its ``test/*.png`` slices (the task is known only later)."""
-    import tifffile
+    """The largest submission any task can write of the test data under ``raw_dir`` (the task is known only later)."""
+    from nerveseg.config import task_names
+    from nerveseg.tasks import get_task
 
-    from nerveseg.submit.submission_file import expected_csv_bytes
-    from nerveseg.submit.tiff_stack import expected_stack_bytes
-    from nerveseg.tasks.isbi2012 import isbi_root
-
-    sizes = [expected_csv_bytes(len(list((raw_dir / "test").glob("*.tif"))))]
-    root = isbi_root(raw_dir)
-    stack = root / "test-volume.tif"
-    if stack.is_file():
-        try:
-            with tifffile.TiffFile(stack) as tif:
-                sizes.append(expected_stack_bytes(len(tif.pages), tuple(tif.pages.first.shape[:2])))
-        except Exception as err:  # tifffile raises many types for a damaged file
-            raise NervesegError(f"{stack}: cannot be read as a TIFF stack ({type(err).__name__}); replace it") from None
-    sizes.append(expected_stack_bytes(len(list((root / "test").glob("*.png")))))
-    return max(sizes)
+    return max(get_task(name).submission_bytes(raw_dir) for name in task_names())
 
 
 @one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line

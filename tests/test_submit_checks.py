@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -35,3 +36,24 @@ def test_read_only_out_dir_is_named_before_anything_else(
         assert submit.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out-dir {locked} is not writable") and err.count("\n") == 1
+
+
+def test_the_free_space_asked_for_is_the_largest_any_task_could_write(synthetic_root: Path, tmp_path: Path) -> None:
+    """Each task sizes its own file (the script knows no task); the nerve CSV grows with test/*.tif, the ISBI
+    stack with its slices, and a folder without a task's test data asks nothing for it."""
+    import tifffile
+
+    from nerveseg.submit.submission_file import expected_csv_bytes
+    from nerveseg.submit.tiff_stack import expected_stack_bytes
+    from nerveseg.tasks import get_task
+    from submit import expected_output_bytes
+
+    raw = synthetic_root / "raw"
+    n_test = len(list((raw / "test").glob("*.tif")))
+    assert get_task("nerve").submission_bytes(raw) == expected_csv_bytes(n_test) > expected_csv_bytes(0)
+    assert get_task("isbi2012").submission_bytes(raw) == 0 and get_task("toy").submission_bytes(raw) == 0
+    assert expected_output_bytes(raw) == expected_csv_bytes(n_test)
+    isbi = tmp_path / "raw" / "isbi2012"
+    isbi.mkdir(parents=True)
+    tifffile.imwrite(isbi / "test-volume.tif", np.zeros((30, 512, 512), np.uint8))
+    assert expected_output_bytes(tmp_path / "raw") == expected_stack_bytes(30) > expected_csv_bytes(n_test)

@@ -148,6 +148,10 @@ class Task(Protocol):
     def check_test_data(self, raw_dir: Path) -> None:
         """One-line error before any work when ``raw_dir`` holds no test data for this task."""
 
+    def submission_bytes(self, raw_dir: Path) -> int:
+        """A generous size of the file this task's submission of ``raw_dir``'s test data writes (0 when it holds
+        none), so that ``submit.py`` checks the free space before any prediction, before it knows the task."""
+
     def write_submission(
         self,
         runs: Sequence[TrainedModels],

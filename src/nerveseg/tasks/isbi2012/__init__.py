@@ -192,6 +192,22 @@ class IsbiTask:
                 f"no ISBI 2012 data at {root}; put the TIFF stacks or PNG folders there or pass --raw-dir"
             )
 
+    def submission_bytes(self, raw_dir: Path) -> int:
+        """The float32 stack of ``test-volume.tif``'s pages, or of the ``test/*.png`` slices."""
+        import tifffile
+
+        from nerveseg.submit.tiff_stack import expected_stack_bytes
+
+        root = isbi_root(raw_dir)
+        stack = root / "test-volume.tif"
+        if not stack.is_file():
+            return expected_stack_bytes(len(list((root / "test").glob("*.png"))))
+        try:
+            with tifffile.TiffFile(stack) as tif:
+                return expected_stack_bytes(len(tif.pages), tuple(tif.pages.first.shape[:2]))
+        except Exception as err:  # tifffile raises many types for a damaged file
+            raise NervesegError(f"{stack}: cannot be read as a TIFF stack ({type(err).__name__}); replace it") from None
+
     def write_submission(
         self,
         runs: Sequence[TrainedModels],

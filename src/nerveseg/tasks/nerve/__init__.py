@@ -150,6 +150,11 @@ class NerveTask:
                 f"test folder {test_dir} does not exist; put Kaggle's test/*.tif under --raw-dir {raw_dir}"
             )
 
+    def submission_bytes(self, raw_dir: Path) -> int:
+        from nerveseg.submit.submission_file import expected_csv_bytes
+
+        return expected_csv_bytes(len(list((Path(raw_dir) / "test").glob("*.tif"))))
+
     def write_submission(
         self,
         runs: Sequence[TrainedModels],

@@ -146,6 +146,11 @@ class ToyTask:
         if not (Path(raw_dir) / TEST).is_file():
             raise NervesegError(f"no {Path(raw_dir) / TEST}; write the toy data with tasks.toy.blobs.write_blobs")
 
+    def submission_bytes(self, raw_dir: Path) -> int:
+        """The test file's own size: an RLE row is shorter than the image it encodes."""
+        test = Path(raw_dir) / TEST
+        return test.stat().st_size if test.is_file() else 0
+
     def write_submission(
         self, runs, decision, path, *, raw_dir, cache_dir, tta, batch_size, progress
     ) -> SubmissionFile:
