@@ -33,6 +33,7 @@ SUBMISSION_FILE_TAG = "submission_file"  # the file's name
 SUBMISSION_SHA_TAG = "submission_sha256"  # its bytes' hash, which finds the record of a CSV even after a rename
 RUN_IDS_PARAM = "run_ids"  # the CV runs it ensembles, a comma list
 N_TEST_IMAGES = "n_test_images"  # a submission's metric: the test images it predicts
+PREDICTED_EMPTY_SHARE = "predicted_empty_share"  # a submission run's share of test images predicted empty
 
 # the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
 # named apart from the param so that no name is both a tag and a param

@@ -93,7 +93,7 @@ class SubmissionResult:
             csv_path=written.file.path,
             run_ids=[r.run_id for r in written.runs],
             n_images=written.file.n_images,
-            empty_share=written.file.metrics.get("predicted_empty_share", float("nan")),
+            empty_share=written.file.metrics.get(names.PREDICTED_EMPTY_SHARE, float("nan")),
             postprocessing=written.decision,
             postprocessing_source=written.source,
             test_score=written.test_score,

@@ -187,7 +187,7 @@ class NerveTask:
         test = tests[segmenter.input_shape]
         stats = postprocess_and_write(test.ids, probs, decision.settings, path, presence)
         seconds.update(stats.seconds)
-        metrics = {names.N_TEST_IMAGES: float(stats.n_images), "predicted_empty_share": float(stats.empty_share)}
+        metrics = {names.N_TEST_IMAGES: float(stats.n_images), names.PREDICTED_EMPTY_SHARE: float(stats.empty_share)}
         return SubmissionFile(stats.path, stats.n_images, test.fingerprint, metrics, seconds, test.ids)
 
 

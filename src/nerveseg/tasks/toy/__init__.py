@@ -168,7 +168,7 @@ class ToyTask:
         if [k for k, _ in rows] != [str(k) for k in range(len(masks))] or not np.array_equal(decoded, masks):
             raise RuntimeError(f"{path} does not read back as the masks written")
         empty = float(np.mean(~masks.any(axis=(1, 2))))
-        metrics = {names.N_TEST_IMAGES: float(len(masks)), "predicted_empty_share": empty}
+        metrics = {names.N_TEST_IMAGES: float(len(masks)), names.PREDICTED_EMPTY_SHARE: empty}
         seconds = {"predict_and_write": time.perf_counter() - started}
         return SubmissionFile(Path(path), len(masks), fingerprint(images), metrics, seconds, np.arange(len(masks)))
 
