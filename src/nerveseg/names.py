@@ -158,6 +158,18 @@ def truncated_list(values: list[str], limit: int = MAX_PARAM_LENGTH) -> str:
     raise ValueError(f"limit={limit} is too small for even the note of a cut list; pass at least 20")
 
 
+# the served model's request and answer (issue 15): the pyfunc model (``track.model_package``) reads the input
+# column and writes the outputs, ``run.predict`` sends the one and reads the others, as an HTTP client would
+IMAGE_COLUMN = "image"  # input: one encoded image file (TIFF/PNG/JPEG) per row; base64 in JSON
+PRESENT_COLUMN = "present"  # outputs (nerve task)
+PROBABILITY_COLUMN = "probability"
+AREA_COLUMN = "area"
+RLE_COLUMN = "rle"
+MASK_COLUMN = "mask_png"  # only with params {"return_mask": true}
+MEMBRANE_COLUMN = "membrane_tiff"  # output (isbi2012): float32 TIFF of membrane probabilities
+RETURN_MASK_PARAM = "return_mask"
+TASK_CONFIG = "task"  # the model config's key naming the model's task
+
 # the model registry (issue 15): register.py's and cv_train.py --register's defaults, read by track.registry
 REGISTERED_MODEL = "nerveseg"
 CHAMPION_ALIAS = "champion"

@@ -88,12 +88,12 @@ def _images_from(model_input: Any) -> list[np.ndarray]:
     from nerveseg.inference.images import decode_all
 
     if isinstance(model_input, pd.DataFrame):
-        if schema.IMAGE_COLUMN not in model_input.columns:
+        if names.IMAGE_COLUMN not in model_input.columns:
             raise NervesegError(
-                f"the input has columns {list(model_input.columns)}; expected a column {schema.IMAGE_COLUMN!r} "
+                f"the input has columns {list(model_input.columns)}; expected a column {names.IMAGE_COLUMN!r} "
                 "of base64-encoded TIFF, PNG or JPEG files"
             )
-        cells = model_input[schema.IMAGE_COLUMN].tolist()
+        cells = model_input[names.IMAGE_COLUMN].tolist()
         for row, value in enumerate(cells):
             if not isinstance(value, bytes | bytearray):
                 raise NervesegError(
@@ -110,7 +110,7 @@ def _images_from(model_input: Any) -> list[np.ndarray]:
     if isinstance(model_input, np.ndarray | list | tuple):
         return [np.asarray(image) for image in model_input]
     raise NervesegError(
-        f"the input is a {type(model_input).__name__}; expected a DataFrame with column {schema.IMAGE_COLUMN!r} "
+        f"the input is a {type(model_input).__name__}; expected a DataFrame with column {names.IMAGE_COLUMN!r} "
         "or a batch of uint8 images"
     )
 
@@ -153,12 +153,12 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:  # MLflow reads the hint: a DataFrame hint adds no validation of its own
         """One output row per input image; a malformed input raises ``BadInput`` (HTTP 400 when served)."""
-        return_mask = bool((params or {}).get(schema.RETURN_MASK_PARAM, False))
+        return_mask = bool((params or {}).get(names.RETURN_MASK_PARAM, False))
         try:
             images = _images_from(model_input)
             if self.task == "isbi2012":
                 maps = self.segmenter.probabilities(images)
-                return pd.DataFrame({schema.MEMBRANE_COLUMN: [_float32_tiff(m) for m in maps]})
+                return pd.DataFrame({names.MEMBRANE_COLUMN: [_float32_tiff(m) for m in maps]})
             return segmentations_frame(self.segmenter.segment(images, masks=return_mask), return_mask)
         except NervesegError as err:
             raise BadInput(str(err)) from err
@@ -170,14 +170,14 @@ def segmentations_frame(results: Sequence[Any], with_masks: bool) -> pd.DataFram
 
     frame = pd.DataFrame(
         {
-            schema.PRESENT_COLUMN: [r.present for r in results],
-            schema.PROBABILITY_COLUMN: [r.probability for r in results],
-            schema.AREA_COLUMN: [r.area for r in results],
-            schema.RLE_COLUMN: [r.rle for r in results],
+            names.PRESENT_COLUMN: [r.present for r in results],
+            names.PROBABILITY_COLUMN: [r.probability for r in results],
+            names.AREA_COLUMN: [r.area for r in results],
+            names.RLE_COLUMN: [r.rle for r in results],
         }
     )
     if with_masks:
-        frame[schema.MASK_COLUMN] = [encode_mask_png(r.mask) for r in results]
+        frame[names.MASK_COLUMN] = [encode_mask_png(r.mask) for r in results]
     return frame
 
 
@@ -186,19 +186,19 @@ def segmentations_frame(results: Sequence[Any], with_masks: bool) -> pd.DataFram
 
 def signature(task: str) -> ModelSignature:
     """Input: the ``image`` column (bytes); output: the task's columns; param ``return_mask``."""
-    inputs = Schema([ColSpec(DataType.binary, schema.IMAGE_COLUMN)])
+    inputs = Schema([ColSpec(DataType.binary, names.IMAGE_COLUMN)])
     if task == "isbi2012":
-        return ModelSignature(inputs, Schema([ColSpec(DataType.binary, schema.MEMBRANE_COLUMN)]))
+        return ModelSignature(inputs, Schema([ColSpec(DataType.binary, names.MEMBRANE_COLUMN)]))
     outputs = Schema(
         [
-            ColSpec(DataType.boolean, schema.PRESENT_COLUMN),
-            ColSpec(DataType.double, schema.PROBABILITY_COLUMN),
-            ColSpec(DataType.long, schema.AREA_COLUMN),
-            ColSpec(DataType.string, schema.RLE_COLUMN),
-            ColSpec(DataType.binary, schema.MASK_COLUMN, required=False),
+            ColSpec(DataType.boolean, names.PRESENT_COLUMN),
+            ColSpec(DataType.double, names.PROBABILITY_COLUMN),
+            ColSpec(DataType.long, names.AREA_COLUMN),
+            ColSpec(DataType.string, names.RLE_COLUMN),
+            ColSpec(DataType.binary, names.MASK_COLUMN, required=False),
         ]
     )
-    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec(schema.RETURN_MASK_PARAM, DataType.boolean, False)]))
+    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec(names.RETURN_MASK_PARAM, DataType.boolean, False)]))
 
 
 def input_example() -> pd.DataFrame:
@@ -207,7 +207,7 @@ def input_example() -> pd.DataFrame:
 
     height, width = EXAMPLE_SHAPE
     gradient = (np.add.outer(np.arange(height), np.arange(width)) * 2).astype(np.uint8)
-    return pd.DataFrame({schema.IMAGE_COLUMN: [encode_png(gradient)]})
+    return pd.DataFrame({names.IMAGE_COLUMN: [encode_png(gradient)]})
 
 
 def pip_requirements(path: Path = REQUIREMENTS) -> list[str]:
@@ -245,7 +245,7 @@ def _pyfunc_arguments(files: ModelFiles, tta: bool, batch_size: int) -> dict[str
         "python_model": NervesegModel(),
         "artifacts": artifacts,
         "code_paths": [str(PACKAGE_DIR)],
-        "model_config": {schema.TTA_CONFIG: tta, schema.BATCH_SIZE_CONFIG: batch_size, schema.TASK_CONFIG: files.task},
+        "model_config": {schema.TTA_CONFIG: tta, schema.BATCH_SIZE_CONFIG: batch_size, names.TASK_CONFIG: files.task},
         "signature": signature(files.task),
         "input_example": input_example(),
         "pip_requirements": pip_requirements(),
@@ -280,7 +280,7 @@ def log_cv_model(
         name=schema.MODEL_NAME,
         source_run_id=run_id,
         params={k: str(v)[: names.MAX_PARAM_LENGTH] for k, v in run.data.params.items()},
-        tags={schema.TASK_CONFIG: files.task, schema.TTA_CONFIG: str(tta).lower()},
+        tags={names.TASK_CONFIG: files.task, schema.TTA_CONFIG: str(tta).lower()},
     )
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     mlflow.set_tracking_uri(tracking_uri)  # log_model writes to MLflow's current store

@@ -5,7 +5,8 @@ version whose description is the run's CV table with its honest (cross-fitted, p
 and interval, and whose tags hold the data fingerprint and git commit, then moves the alias to it. Without
 a run id it takes the best finished CV run by the task's ranking metric, as ``submit.py`` does.
 ``run_of_model`` goes the other way, from ``models:/name@alias`` (or ``/version``, or ``models:/<model
-id>``) to the CV run that produced it, which is how ``submit.py --model`` reuses the run-based path.
+id>``) to the CV run that produced it, which is how ``submit.py --model`` reuses the run-based path, and
+``load_model`` loads a registered model, or a model folder, for ``predict.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -31,9 +33,10 @@ from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.model_package import log_cv_model
 from nerveseg.track.run_models import get_run
-from nerveseg.track.store import TrackingError
+from nerveseg.track.store import TrackingError, check_store_to_read, load_mlflow_settings
 from nerveseg.uris import redact_uri
 
+TRACKED_MODEL_SCHEMES = ("models:", "runs:", "mlflow-artifacts:")  # URIs MLflow resolves through its tracking store
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?")
 MODEL_HINT = (  # what makes a model, from either store
     "register an MLflow CV run with src/register.py [--run-id ID], or write a model folder from a LocalStore "
@@ -94,7 +97,7 @@ def version_tags(run: Run, model_id: str) -> dict[str, str]:
         names.DATA_FINGERPRINT: run.data.tags.get(names.DATA_FINGERPRINT, ""),
         schema.GIT_COMMIT_TAG: run.data.tags.get(schema.GIT_COMMIT_TAG, ""),
         schema.MODEL_VERSION_RUN_TAG: run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name,
-        schema.TASK_CONFIG: run.data.params.get("task", "nerve"),
+        names.TASK_CONFIG: run.data.params.get("task", "nerve"),
     }
     return {k: v for k, v in tags.items() if v}
 
@@ -222,8 +225,30 @@ def run_of_model(client: MlflowClient, uri: str) -> str:
     return run_id
 
 
+def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """``mlflow.pyfunc.load_model(uri)`` (``models:/nerveseg@champion``, ``models:/<model id>``, ``runs:/...``, or a
+    model folder written by ``register.py --out``, which needs no tracking store) with a one-line error naming it.
+
+    A URI resolved through the tracking store (``models:/``, ``runs:/``) first checks that store as every
+    command does: a server that does not answer within seconds, or a SQLite store that does not exist, is one
+    line, not minutes of MLflow's retries or a new empty ``mlflow.db``.
+    """
+    if uri.startswith(TRACKED_MODEL_SCHEMES):
+        settings = load_mlflow_settings()
+        check_store_to_read(settings.tracking_uri)
+        mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise NervesegError(f"--model {uri}: {first[:300]}; {MODEL_HINT}") from err
+    except NervesegError as err:  # the package's own check of its files (a truncated weights artifact, say)
+        raise NervesegError(f"--model {uri}: {err}") from err
+
+
 __all__ = [
     "Registered",
+    "load_model",
     "model_version",
     "package_run",
     "register_best",

@@ -81,7 +81,7 @@ def confirm_metric(name: str) -> str:
 
 
 # --------------------------------------------------------------- the MLflow Model of a CV run (issue 15)
-# ``track.model_package`` writes it, ``track.registry`` / ``predict.py`` / the served model read it
+# ``track.model_package`` writes it, ``track.registry`` and the served model read it
 MODEL_NAME = "model"  # the LoggedModel's name on the CV parent run (log_model(name=...))
 MODEL_CONFIG_ARTIFACT = "config"  # pyfunc artifact keys: the run's config.yaml ...
 MODEL_POSTPROCESSING_ARTIFACT = "postprocessing"  # ... its postprocessing.json ...
@@ -92,17 +92,10 @@ def model_weights_key(fold: int) -> str:
     return f"fold_{fold}"
 
 
-TTA_CONFIG = "tta"  # model_config keys: test-time augmentation on/off, images per forward batch, the task
+# model_config keys: test-time augmentation on/off, images per forward batch; the task's key and the model's input
+# and output columns, which predict.py reads too, are in nerveseg.names
+TTA_CONFIG = "tta"
 BATCH_SIZE_CONFIG = "predict_batch_size"
-TASK_CONFIG = "task"
-IMAGE_COLUMN = "image"  # input: one encoded image file (TIFF/PNG/JPEG) per row; base64 in JSON
-PRESENT_COLUMN = "present"  # outputs (nerve task)
-PROBABILITY_COLUMN = "probability"
-AREA_COLUMN = "area"
-RLE_COLUMN = "rle"
-MASK_COLUMN = "mask_png"  # only with params {"return_mask": true}
-MEMBRANE_COLUMN = "membrane_tiff"  # output (isbi2012): float32 TIFF of membrane probabilities
-RETURN_MASK_PARAM = "return_mask"
 MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides names.DATA_FINGERPRINT, GIT_COMMIT_TAG
 
 
