@@ -383,7 +383,6 @@ TASK_NAME_OFFENDERS = {
     ("run/submit.py", "nerve"): "SubmissionResult.task's default",
     ("track/model_package.py", "isbi2012"): "the pyfunc model's signature and inputs per task",
     ("track/registry.py", "nerve"): "runs from before the task param read as nerve",
-    ("track/run_models.py", "nerve"): "runs from before the task param read as nerve",
     ("track/run_reader.py", "nerve"): "runs from before the task param read as nerve",
     ("train/isbi_fold.py", "isbi2012"): "the ISBI trainer refuses another task's config",
 }

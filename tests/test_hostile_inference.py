@@ -210,7 +210,7 @@ def test_reading_commands_refuse_a_store_that_does_not_exist_instead_of_creating
 def test_a_truncated_weights_file_is_named_as_the_caller_describes_it(tmp_path: Path) -> None:
     import h5py
 
-    from nerveseg.track.run_models import check_weights_file
+    from nerveseg.run.fold_files import check_weights_file
 
     path = tmp_path / "fold_0.weights.h5"
     with h5py.File(path, "w") as file:

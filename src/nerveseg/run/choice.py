@@ -7,7 +7,7 @@ predicted; every other run is counted as skipped, with its reason. They are rank
 submission's score (nerve: ``oof_score_postprocessed``, the CV table's "OOF + pp", whose post-processing was
 decided on the other folds); runs that lack it (made before it was recorded) come after them, ranked by the task's
 ranking metric (two different measures are never compared), and the choice says so. No store is read here:
-``track.run_models.cv_candidates`` turns MLflow runs into ``CandidateRun`` records, so the rule is tested on plain
+``track.run_reader.cv_candidates`` turns MLflow runs into ``CandidateRun`` records, so the rule is tested on plain
 values.
 """
 

@@ -38,8 +38,7 @@ from nerveseg.report.leaderboard import (
 from nerveseg.report.plots import figure_png
 from nerveseg.run.submit import SubmissionResult
 from nerveseg.track import schema
-from nerveseg.track.run_models import get_run, run_name
-from nerveseg.track.run_reader import MlflowRunReader
+from nerveseg.track.run_reader import MlflowRunReader, get_run, run_name
 from nerveseg.track.store import log_metrics
 from nerveseg.track.submission_run import tracking
 

@@ -32,7 +32,7 @@ from nerveseg.run.store import RunReader
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.model_package import log_cv_model
-from nerveseg.track.run_models import get_run
+from nerveseg.track.run_reader import get_run
 from nerveseg.track.store import TrackingError, check_store_to_read, load_mlflow_settings
 from nerveseg.uris import redact_uri
 

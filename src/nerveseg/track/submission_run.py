@@ -39,8 +39,7 @@ from nerveseg.run.submit import (
 from nerveseg.tasks import get_task
 from nerveseg.tasks.base import Task
 from nerveseg.track.registry import run_of_model
-from nerveseg.track.run_models import cv_candidates
-from nerveseg.track.run_reader import MlflowRunReader
+from nerveseg.track.run_reader import MlflowRunReader, cv_candidates
 from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG, SUBMISSION_RUN
 from nerveseg.track.store import check_store_to_read, get_client, load_mlflow_settings
 
