@@ -33,6 +33,17 @@ SUBMISSION_FILE_TAG = "submission_file"  # the file's name
 SUBMISSION_SHA_TAG = "submission_sha256"  # its bytes' hash, which finds the record of a CSV even after a rename
 RUN_IDS_PARAM = "run_ids"  # the CV runs it ensembles, a comma list
 N_TEST_IMAGES = "n_test_images"  # a submission's metric: the test images it predicts
+# Kaggle's side of a submission (issue 29, run.leaderboard): its tags once submit.py --kaggle uploaded its file,
+KAGGLE_UPLOADED_TAG = "nerveseg.kaggle_uploaded"  # UTC time of the upload (ISO 8601)
+KAGGLE_MESSAGE_TAG = "nerveseg.kaggle_message"  # the submission's description on Kaggle
+# its leaderboard scores (leaderboard.py) and where they came from ("typed" or "kaggle client"),
+LEADERBOARD_PUBLIC = "leaderboard_public_score"
+LEADERBOARD_PRIVATE = "leaderboard_private_score"
+LEADERBOARD_SOURCE_TAG = "nerveseg.leaderboard_source"
+# and the CV estimate's 95 % prediction interval sized for Kaggle's test set (report.leaderboard) beside them
+TEST_SET_PI_LOW = "kaggle_test_pi_low"
+TEST_SET_PI_HIGH = "kaggle_test_pi_high"
+TEST_SET_PI_SUBJECTS = "kaggle_test_pi_subjects"  # the new subjects that interval is for
 
 # the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
 # named apart from the param so that no name is both a tag and a param

@@ -26,13 +26,14 @@ from mlflow.tracking import MlflowClient
 from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
+from nerveseg.run.choice import chosen_runs
 from nerveseg.run.package import check_new_model_dir
 from nerveseg.run.resolved_run import Sources
 from nerveseg.run.store import RunReader
 from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.model_package import log_cv_model
-from nerveseg.track.run_reader import get_run
+from nerveseg.track.run_reader import MlflowRuns, get_run
 from nerveseg.track.store import TrackingError, check_store_to_read, load_mlflow_settings
 from nerveseg.uris import redact_uri
 
@@ -151,12 +152,10 @@ def register_run(
 
 def register_best(run_id: str | None = None, *, task: str | None = None, **options: object) -> Registered:
     """``register_run`` on ``run_id``, or on the best finished CV run of ``task`` (None: the newest run's
-    task) by its estimate, ranked as ``submit.py`` ranks (``submission_run.chosen_runs``), any data."""
-    from nerveseg.track.submission_run import chosen_runs, tracking
-
-    client, uri, experiment_name = tracking()
-    (chosen,) = chosen_runs(run_id, None, experiment_name, uri, task)
-    return register_run(client, uri, chosen, **options)  # type: ignore[arg-type]
+    task) by its estimate, ranked as ``submit.py`` ranks (``run.choice.chosen_runs``), any data."""
+    runs = MlflowRuns.open()
+    (chosen,) = chosen_runs(runs, run_id, None, task)
+    return register_run(runs.client, runs.tracking_uri, chosen, **options)  # type: ignore[arg-type]
 
 
 def package_run(
@@ -174,16 +173,14 @@ def package_run(
     ``run_dir`` (no tracking store is read or created), else MLflow run ``run_id`` or the best finished one."""
     from nerveseg.run.local_store import LocalRunReader
     from nerveseg.track.model_package import save_model_folder
-    from nerveseg.track.run_reader import MlflowRunReader
-    from nerveseg.track.submission_run import chosen_runs, tracking
 
     check_new_model_dir(out)
     if run_dir is not None:
         reader: RunReader = LocalRunReader(run_dir)
     else:
-        client, uri, experiment_name = tracking()
-        (chosen,) = chosen_runs(run_id, None, experiment_name, uri, task)
-        reader = MlflowRunReader(client, chosen, uri)
+        runs = MlflowRuns.open()
+        (chosen,) = chosen_runs(runs, run_id, None, task)
+        reader = runs.reader(chosen)
     with tempfile.TemporaryDirectory(prefix="nerveseg-package-") as tmp:
         sources = Sources(Path(tmp), Path(raw_dir), Path(cache_dir), progress)
         return save_model_folder(reader, Path(out), sources, tta=tta)

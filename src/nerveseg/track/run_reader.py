@@ -1,6 +1,6 @@
 """Tracked cross-validation runs read back: ``MlflowRunReader``, a finished parent run (``run.store.RunReader``) with
-its files downloaded on demand; ``cv_candidates``, every finished one as a record for ``run.choice``; and
-``open_run``, which turns what a user typed (an MLflow run id or a LocalStore folder) into a reader."""
+its files downloaded on demand; ``MlflowRuns``, the configured store's finished ones as records for ``run.choice``;
+and ``open_run``, which turns what a user typed (an MLflow run id or a LocalStore folder) into a reader."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Self
 
 import mlflow
 import pandas as pd
@@ -24,7 +25,13 @@ from nerveseg.run.fold_files import check_weights_file, load_image_scores
 from nerveseg.run.local_store import LocalRunReader
 from nerveseg.run.store import RunReader
 from nerveseg.track import schema
-from nerveseg.track.store import TrackingError, download_artifacts, load_mlflow_settings
+from nerveseg.track.store import (
+    MlflowSettings,
+    TrackingError,
+    check_store_to_read,
+    download_artifacts,
+    load_mlflow_settings,
+)
 from nerveseg.uris import redact_uri
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow's run ids look like
@@ -66,12 +73,11 @@ def _text(row: pd.Series, column: str) -> str:
     return "" if value is None or pd.isna(value) else str(value)
 
 
-def cv_candidates(experiment_name: str | None = None, *, tracking_uri: str | None = None) -> list[CandidateRun]:
+def cv_candidates(experiment_name: str, tracking_uri: str) -> list[CandidateRun]:
     """Every FINISHED cross-validation run of the experiment, newest first, as the plain records ``run.choice``
     chooses among (runs from before the task param existed are nerve runs). A missing experiment is one line:
     nothing was trained there."""
-    settings = load_mlflow_settings()
-    uri, experiment_name = tracking_uri or settings.tracking_uri, experiment_name or settings.experiment_name
+    uri = tracking_uri
     mlflow.set_tracking_uri(uri)
     if MlflowClient(uri).get_experiment_by_name(experiment_name) is None:
         raise TrackingError(
@@ -202,6 +208,26 @@ class MlflowRunReader:
         return weights
 
 
+class MlflowRuns:
+    """The configured tracking store's finished CV runs (``run.choice.RunCatalog``) and a reader for any of them;
+    ``open`` checks the store answers (and exists) within seconds, as every command that only reads does."""
+
+    def __init__(self, client: MlflowClient, tracking_uri: str, experiment: str) -> None:
+        self.client, self.tracking_uri, self.experiment = client, tracking_uri, experiment
+
+    @classmethod
+    def open(cls, settings: MlflowSettings | None = None) -> Self:
+        settings = settings or load_mlflow_settings()
+        check_store_to_read(settings.tracking_uri)
+        return cls(MlflowClient(settings.tracking_uri), settings.tracking_uri, settings.experiment_name)
+
+    def candidates(self) -> list[CandidateRun]:
+        return cv_candidates(self.experiment, self.tracking_uri)
+
+    def reader(self, run_id: str, *, unfinished: str = "refuse") -> MlflowRunReader:
+        return MlflowRunReader(self.client, run_id, self.tracking_uri, unfinished=unfinished)
+
+
 def open_run(name: str, tracking_uri: str) -> RunReader:
     """A LocalStore folder when ``name`` is an existing folder, else the MLflow run with that id."""
     if Path(name).is_dir():
@@ -214,4 +240,4 @@ def open_run(name: str, tracking_uri: str) -> RunReader:
     )
 
 
-__all__ = ["MlflowRunReader", "cv_candidates", "cv_parent_run", "get_run", "open_run", "run_name"]
+__all__ = ["MlflowRunReader", "MlflowRuns", "cv_candidates", "cv_parent_run", "get_run", "open_run", "run_name"]
