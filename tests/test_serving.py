@@ -398,13 +398,16 @@ def test_an_mlflow_run_exports_as_a_model_folder_that_predicts_as_its_registered
     import mlflow
 
     from nerveseg.errors import NervesegError
-    from nerveseg.track.registry import package_run
+    from nerveseg.run.package import package_run
+    from nerveseg.track.model_package import save_model_folder
+    from nerveseg.track.run_reader import MlflowRuns
 
     common = {"raw_dir": registered["root"] / "raw", "cache_dir": registered["tmp"] / "cache", "progress": False}
-    out = package_run(tmp_path / "model", run_id=registered["run_id"], **common)
+    reader = MlflowRuns.open().reader(registered["run_id"])
+    out = package_run(reader, tmp_path / "model", save_model_folder, **common)
     frame = pd.DataFrame({"image": [p.read_bytes() for p in sorted(images.glob("*.tif"))[:2]]})
     exported = mlflow.pyfunc.load_model(str(out)).predict(frame)
     champion = mlflow.pyfunc.load_model("models:/nerveseg@champion").predict(frame)
     pd.testing.assert_frame_equal(exported, champion)
     with pytest.raises(NervesegError, match="already exists; a model folder is never overwritten"):
-        package_run(out, run_id=registered["run_id"], **common)
+        package_run(reader, out, save_model_folder, **common)

@@ -1,9 +1,9 @@
 """A CV run's fold ensemble as one MLflow Model (pyfunc), logged on the CV parent run or saved as a model folder.
 
 ``log_cv_model`` logs it on an MLflow CV run (what ``register.py`` registers); ``save_model_folder`` writes it as
-a plain folder from a run of either store (``register.py --run-dir DIR --out MODEL_DIR``), which
-``mlflow.pyfunc.load_model``, ``predict.py --model MODEL_DIR`` and ``mlflow models serve -m MODEL_DIR`` load
-with no tracking store. The files come from ``run.package.model_files``.
+a plain folder from a run of either store (``run.package.package_run``: ``register.py --run-dir DIR --out
+MODEL_DIR``), which ``mlflow.pyfunc.load_model``, ``predict.py --model MODEL_DIR`` and ``mlflow models serve -m
+MODEL_DIR`` load with no tracking store. The files come from ``run.package.model_files``.
 
 The package holds everything a prediction needs: every fold's ``.weights.h5``, the run's ``config.yaml``
 and ``postprocessing.json`` as artifacts, the task and the TTA switch in the model config, the
@@ -49,7 +49,6 @@ from nerveseg.paths import PROJ_ROOT
 from nerveseg.run.fold_files import check_weights_file
 from nerveseg.run.package import ModelFiles, check_new_model_dir, model_files
 from nerveseg.run.resolved_run import DECIDED, Sources
-from nerveseg.run.store import RunReader
 from nerveseg.track import schema
 from nerveseg.track.run_reader import MlflowRunReader
 
@@ -254,25 +253,26 @@ def _pyfunc_arguments(files: ModelFiles, tta: bool, batch_size: int) -> dict[str
 
 def log_cv_model(
     client: MlflowClient,
-    run_id: str,
+    reader: MlflowRunReader,
     sources: Sources,
     *,
     tracking_uri: str,
     tta: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> LoggedModel:
-    """Log CV run ``run_id``'s fold ensemble as the pyfunc ``model`` on that run; the existing one if logged.
+    """Log CV run ``reader``'s fold ensemble as the pyfunc ``model`` on that run; the existing one if logged.
 
     The LoggedModel is created with the client in the run's experiment and linked to the run as its
     output, then ``mlflow.pyfunc.log_model(name="model", model_id=...)`` fills it, so nothing relies on
     MLflow's global active run. Post-processing is the run's ``postprocessing.json`` (decided now and kept on
     the run when missing, as ``submit.py`` does).
     """
+    run_id = reader.run_id
     existing = logged_model_of_run(client, run_id)
     if existing is not None:
         return existing
     run = client.get_run(run_id)
-    files = model_files(MlflowRunReader(client, run_id, tracking_uri), sources)
+    files = model_files(reader, sources)
     if files.decision_source == DECIDED:
         client.log_dict(run_id, files.decision.to_json(), names.POSTPROCESSING_ARTIFACT)
     model = client.create_logged_model(
@@ -290,14 +290,11 @@ def log_cv_model(
     return client.get_logged_model(model.model_id)
 
 
-def save_model_folder(
-    reader: RunReader, out: Path, sources: Sources, *, tta: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
-) -> Path:
-    """The run's fold ensemble as a NEW MLflow model folder ``out`` (``mlflow.pyfunc.save_model``), from either
-    store; no tracking store is read or written for a LocalStore run. Written beside ``out`` and renamed into
-    place, so an interrupted save leaves no half model under that name."""
+def save_model_folder(files: ModelFiles, out: Path, *, tta: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
+    """A run's model ``files`` as a NEW MLflow model folder ``out`` (``mlflow.pyfunc.save_model``), from either
+    store; no tracking store is read or written. Written beside ``out`` and renamed into place, so an interrupted
+    save leaves no half model under that name."""
     out = check_new_model_dir(out)
-    files = model_files(reader, sources)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

@@ -2,8 +2,9 @@
 
 ``register_run`` logs the run's pyfunc model if it has none (``track.model_package``), registers a new
 version whose description is the run's CV table with its honest (cross-fitted, post-processed) estimate
-and interval, and whose tags hold the data fingerprint and git commit, then moves the alias to it. Without
-a run id it takes the best finished CV run by the task's ranking metric, as ``submit.py`` does.
+and interval (``run.package.version_description``), and whose tags hold the data fingerprint and git commit, then
+moves the alias to it. ``register_best`` without a run id takes the best finished CV run by the task's estimate,
+as ``submit.py`` ranks them (``run.choice``).
 ``run_of_model`` goes the other way, from ``models:/name@alias`` (or ``/version``, or ``models:/<model
 id>``) to the CV run that produced it, which is how ``submit.py --model`` reuses the run-based path, and
 ``load_model`` loads a registered model, or a model folder, for ``predict.py``.
@@ -27,10 +28,8 @@ from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
 from nerveseg.run.choice import chosen_runs
-from nerveseg.run.package import check_new_model_dir
+from nerveseg.run.package import version_description
 from nerveseg.run.resolved_run import Sources
-from nerveseg.run.store import RunReader
-from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.model_package import log_cv_model
 from nerveseg.track.run_reader import MlflowRuns, get_run
@@ -71,28 +70,6 @@ class Registered:
         )
 
 
-def _estimate_line(run: Run) -> str:
-    """The run's ranking metric and, for the nerve task, the honest estimate with its 95 % interval."""
-    metrics, task = run.data.metrics, get_task(run.data.params.get("task", "nerve"))
-    parts = []
-    if task.ranking_metric in metrics:
-        parts.append(f"{task.ranking_metric} {metrics[task.ranking_metric]:.4f}")
-    honest = metrics.get(names.OOF_SCORE_POSTPROCESSED)
-    if honest is not None:
-        low = metrics.get(names.OOF_SCORE_POSTPROCESSED_CI_LOW)
-        high = metrics.get(names.OOF_SCORE_POSTPROCESSED_CI_HIGH)
-        interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None and high is not None else ""
-        parts.append(f"honest estimate: cross-fitted post-processed OOF score {honest:.4f}{interval}")
-    return "; ".join(parts) or "no CV metrics on the run"
-
-
-def version_description(run: Run) -> str:
-    """Markdown: which run, its estimate line, then the run's own description (the CV table)."""
-    name = run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name
-    table = run.data.tags.get(schema.DESCRIPTION_TAG, "").strip()
-    return f"CV run **{name}** (`{run.info.run_id}`): {_estimate_line(run)}\n\n{table}".strip()
-
-
 def version_tags(run: Run, model_id: str) -> dict[str, str]:
     tags = {
         names.DATA_FINGERPRINT: run.data.tags.get(names.DATA_FINGERPRINT, ""),
@@ -112,8 +89,7 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
 
 
 def register_run(
-    client: MlflowClient,
-    tracking_uri: str,
+    runs: MlflowRuns,
     run_id: str,
     *,
     name: str = names.REGISTERED_MODEL,
@@ -124,15 +100,16 @@ def register_run(
     progress: bool = True,
 ) -> Registered:
     """Log the run's model if missing, register a new version of ``name`` from it, point ``alias`` at it."""
+    client, uri = runs.client, runs.tracking_uri
     run = get_run(client, run_id)
     if run.data.tags.get(schema.RUN_TYPE_TAG) != schema.CV_RUN:
         raise NervesegError(f"run {run_id} is not a cross-validation parent run; register the CV run itself")
     if run.info.status != "FINISHED":
         raise NervesegError(f"run {run_id} is {run.info.status}; only FINISHED cross-validation runs are registered")
-    uri = tracking_uri
+    reader = runs.reader(run_id)
     with tempfile.TemporaryDirectory(prefix="nerveseg-register-") as tmp:
         sources = Sources(Path(tmp), Path(raw_dir), Path(cache_dir), progress)
-        model = log_cv_model(client, run_id, sources, tracking_uri=uri, tta=tta)
+        model = log_cv_model(client, reader, sources, tracking_uri=uri, tta=tta)
     try:
         _ensure_registered_model(client, name)
         version = client.create_model_version(
@@ -140,7 +117,7 @@ def register_run(
             source=f"models:/{model.model_id}",
             run_id=run_id,
             tags=version_tags(run, model.model_id),
-            description=version_description(run),
+            description=version_description(reader, run.data.tags.get(schema.DESCRIPTION_TAG, "")),
             model_id=model.model_id,
         )
         client.set_registered_model_alias(name, alias, version.version)
@@ -155,35 +132,7 @@ def register_best(run_id: str | None = None, *, task: str | None = None, **optio
     task) by its estimate, ranked as ``submit.py`` ranks (``run.choice.chosen_runs``), any data."""
     runs = MlflowRuns.open()
     (chosen,) = chosen_runs(runs, run_id, None, task)
-    return register_run(runs.client, runs.tracking_uri, chosen, **options)  # type: ignore[arg-type]
-
-
-def package_run(
-    out: Path,
-    *,
-    run_dir: Path | None = None,
-    run_id: str | None = None,
-    task: str | None = None,
-    tta: bool = True,
-    raw_dir: Path = RAW_DIR,
-    cache_dir: Path = PROCESSED_DIR,
-    progress: bool = True,
-) -> Path:
-    """A CV run's fold ensemble as a NEW model folder ``out`` instead of a registry version: the LocalStore folder
-    ``run_dir`` (no tracking store is read or created), else MLflow run ``run_id`` or the best finished one."""
-    from nerveseg.run.local_store import LocalRunReader
-    from nerveseg.track.model_package import save_model_folder
-
-    check_new_model_dir(out)
-    if run_dir is not None:
-        reader: RunReader = LocalRunReader(run_dir)
-    else:
-        runs = MlflowRuns.open()
-        (chosen,) = chosen_runs(runs, run_id, None, task)
-        reader = runs.reader(chosen)
-    with tempfile.TemporaryDirectory(prefix="nerveseg-package-") as tmp:
-        sources = Sources(Path(tmp), Path(raw_dir), Path(cache_dir), progress)
-        return save_model_folder(reader, Path(out), sources, tta=tta)
+    return register_run(runs, chosen, **options)  # type: ignore[arg-type]
 
 
 def model_version(client: MlflowClient, uri: str) -> ModelVersion:
@@ -247,10 +196,8 @@ __all__ = [
     "Registered",
     "load_model",
     "model_version",
-    "package_run",
     "register_best",
     "register_run",
     "run_of_model",
-    "version_description",
     "version_tags",
 ]
