@@ -4,10 +4,11 @@
 record with the upload's time and message. ``leaderboard.py`` records the public and private leaderboard scores on
 that record (typed in, or read back through the client and matched by file name or message), beside the CV
 estimate's prediction interval sized for Kaggle's test set (``report.leaderboard``), and draws every recorded
-submission in one trust-your-CV plot, which the log publishes too.
+submission in one trust-your-CV plot, which is published beside them.
 
-The records are a ``SubmissionLog``'s: ``track.submission_run.MlflowSubmissions`` keeps them as MLflow submission
-runs (and the plot and table on the experiment's one "leaderboard" run); nothing here knows the store.
+Where the records are kept is a ``SubmissionRecords``' business: ``track.submission_run.MlflowSubmissions`` keeps
+them as MLflow submission runs (and the plot and table on the experiment's one "leaderboard" run); nothing here
+knows the store.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nerveseg.errors import NervesegError
 from nerveseg.evaluate.uncertainty import Interval
 from nerveseg.io_utils import atomic_write_bytes
 from nerveseg.report.leaderboard import (
+    DPI,
     KAGGLE_TEST_IMAGES,
     LeaderboardEntry,
     interval_for_test_set,
@@ -35,12 +37,11 @@ from nerveseg.report.plots import figure_png
 from nerveseg.run.store import RunReader
 from nerveseg.run.submit import SubmissionResult
 
-TYPED, FROM_KAGGLE = "typed", "kaggle client"
-PLOT_DPI = 110
+TYPED, FROM_KAGGLE = "typed", "kaggle client"  # where recorded scores came from (names.LEADERBOARD_SOURCE_TAG)
 
 
 @dataclass(frozen=True)
-class Recorded:
+class SubmissionRecord:
     """A recorded submission: its id, the CV runs it was made of (the first is the one it is recorded under), where
     it belongs (the MLflow experiment whose other submissions are listed beside it) and its metrics and tags."""
 
@@ -55,16 +56,16 @@ class Recorded:
         return len(self.cv_runs) > 1
 
 
-class SubmissionLog(Protocol):
+class SubmissionRecords(Protocol):
     """The recorded submissions and their CV runs, as the leaderboard reads and writes them."""
 
-    def submission(self, run_id: str) -> Recorded:
+    def submission(self, run_id: str) -> SubmissionRecord:
         """The submission recorded as ``run_id`` (one line when it is no submission's record)."""
 
-    def submission_of_file(self, path: Path) -> Recorded:
+    def submission_of_file(self, path: Path) -> SubmissionRecord:
         """The submission that wrote ``path``, found by the file's hash (so a renamed copy is found too)."""
 
-    def submissions(self, experiment: str | None = None) -> list[Recorded]:
+    def submissions(self, experiment: str | None = None) -> list[SubmissionRecord]:
         """Every finished submission of ``experiment`` (None: the configured one), newest first."""
 
     def cv_run(self, run_id: str) -> tuple[str, Mapping[str, float]] | None:
@@ -73,7 +74,7 @@ class SubmissionLog(Protocol):
     def reader(self, run_id: str, *, unfinished: str = "refuse") -> RunReader:
         """CV run ``run_id`` read back (its per-image scores)."""
 
-    def log(self, sub: Recorded, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+    def log(self, sub: SubmissionRecord, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
         """Add ``metrics`` and ``tags`` to the submission's record."""
 
     def publish(self, experiment: str | None, table: str, plot_png: bytes | None) -> str:
@@ -95,12 +96,12 @@ class LeaderboardReport:
 # ------------------------------------------------------------------------------------------ the interval
 
 
-def test_set_interval(log: SubmissionLog, sub: Recorded, new_subjects: int = 0) -> Interval | None:
+def test_set_interval(records: SubmissionRecords, sub: SubmissionRecord, new_subjects: int = 0) -> Interval | None:
     """The submission's CV estimate with its 95 % PI for Kaggle's test set (``report.leaderboard``), computed from
     the CV run's per-image OOF scores; None for an ensemble of runs (no single estimate)."""
     if sub.is_ensemble:
         return None
-    scores = log.reader(sub.cv_runs[0], unfinished="warn").image_scores()
+    scores = records.reader(sub.cv_runs[0], unfinished="warn").image_scores()
     test_images = int(sub.metrics.get(names.N_TEST_IMAGES, KAGGLE_TEST_IMAGES))
     return interval_for_test_set(scores.scores, scores.subjects, test_images, new_subjects)
 
@@ -113,10 +114,10 @@ def interval_metrics(interval: Interval | None) -> dict[str, float]:
             names.TEST_SET_PI_SUBJECTS: interval.new_groups}  # fmt: skip
 
 
-def _interval_or_none(log: SubmissionLog, sub: Recorded) -> Interval | None:
+def _interval_or_none(records: SubmissionRecords, sub: SubmissionRecord) -> Interval | None:
     """The test-set interval, or None (with a note) when the CV run keeps no per-image scores."""
     try:
-        return test_set_interval(log, sub)
+        return test_set_interval(records, sub)
     except NervesegError as err:
         print(f"note: no prediction interval for Kaggle's test set ({err})")
         return None
@@ -125,16 +126,16 @@ def _interval_or_none(log: SubmissionLog, sub: Recorded) -> Interval | None:
 # ---------------------------------------------------------------------------------------------- the upload
 
 
-def upload_and_record(log: SubmissionLog, result: SubmissionResult, message: str | None = None) -> str:
+def upload_and_record(records: SubmissionRecords, result: SubmissionResult, message: str | None = None) -> str:
     """Upload ``result``'s file through the Kaggle client (default message: the run and its CV estimate with the
     interval for Kaggle's test set) and tag its record; one line for the user. A failure leaves the file and the
     record as they are and says how to upload by hand (``kaggle_client.submit``)."""
-    sub = log.submission(result.submission_run_id)
-    interval = _interval_or_none(log, sub)
-    text = message if message is not None else submission_message(_label(log, sub), interval)
+    sub = records.submission(result.submission_run_id)
+    interval = _interval_or_none(records, sub)
+    text = message if message is not None else submission_message(_label(records, sub), interval)
     line = kaggle_client.submit(result.csv_path, text)
     uploaded = {names.KAGGLE_UPLOADED_TAG: datetime.now(UTC).isoformat(timespec="seconds")}
-    log.log(sub, interval_metrics(interval), {**uploaded, names.KAGGLE_MESSAGE_TAG: text})
+    records.log(sub, interval_metrics(interval), {**uploaded, names.KAGGLE_MESSAGE_TAG: text})
     return line
 
 
@@ -151,7 +152,7 @@ def check_score(value: float | None, option: str) -> float | None:
 
 
 def record_scores(
-    log: SubmissionLog, sub: Recorded, public: float | None, private: float | None, *, source: str,
+    records: SubmissionRecords, sub: SubmissionRecord, public: float | None, private: float | None, *, source: str,
     new_subjects: int = 0,
 ) -> str:  # fmt: skip
     """Log the leaderboard scores on the submission (and the test-set interval, when not there yet or when
@@ -160,26 +161,26 @@ def record_scores(
     values = {key: value for key, value in values.items() if value is not None}
     if not values:
         raise NervesegError("no score to record: pass --public and/or --private, or --from-kaggle")
-    log.log(sub, values, {names.LEADERBOARD_SOURCE_TAG: source})
+    records.log(sub, values, {names.LEADERBOARD_SOURCE_TAG: source})
     if new_subjects:
-        log.log(sub, interval_metrics(test_set_interval(log, sub, new_subjects)), {})
+        records.log(sub, interval_metrics(test_set_interval(records, sub, new_subjects)), {})
     elif names.TEST_SET_PI_LOW not in sub.metrics:
-        log.log(sub, interval_metrics(_interval_or_none(log, sub)), {})
+        records.log(sub, interval_metrics(_interval_or_none(records, sub)), {})
     shown = ", ".join(f"{key} {value:.4f}" for key, value in values.items())
-    return f"recorded on submission run {sub.run_id} ({_label(log, sub)}): {shown} ({source})"
+    return f"recorded on submission run {sub.run_id} ({_label(records, sub)}): {shown} ({source})"
 
 
-def _label(log: SubmissionLog, sub: Recorded) -> str:
+def _label(records: SubmissionRecords, sub: SubmissionRecord) -> str:
     """The submission's name in tables: its CV run's name (``a+b`` for an ensemble)."""
     labels = []
     for run_id in sub.cv_runs:
-        found = log.cv_run(run_id)
+        found = records.cv_run(run_id)
         labels.append(found[0] if found is not None else run_id[:8])  # a deleted CV run: its id still names it
     return "+".join(labels) or sub.run_id[:8]
 
 
 def match_kaggle_rows(
-    sub: Recorded, rows: list[kaggle_client.KaggleSubmission]
+    sub: SubmissionRecord, rows: list[kaggle_client.KaggleSubmission]
 ) -> kaggle_client.KaggleSubmission | None:
     """The newest row of Kaggle's submissions list that is this submission's upload (same file name, or the message
     it was uploaded with) and has a score; None when there is none (not uploaded, not scored yet, or older than the
@@ -193,7 +194,7 @@ def match_kaggle_rows(
     return None
 
 
-def scores_from_kaggle(log: SubmissionLog, subs: list[Recorded], new_subjects: int = 0) -> list[str]:
+def scores_from_kaggle(records: SubmissionRecords, subs: list[SubmissionRecord], new_subjects: int = 0) -> list[str]:
     """Read one's submissions back through the Kaggle client and record the scores of every one found there."""
     rows = kaggle_client.list_submissions()
     lines = []
@@ -203,7 +204,7 @@ def scores_from_kaggle(log: SubmissionLog, subs: list[Recorded], new_subjects: i
             file_name = sub.tags.get(names.SUBMISSION_FILE_TAG, "?")
             lines.append(f"{file_name}: not among Kaggle's listed submissions with a score (pending, or not uploaded)")
             continue
-        lines.append(record_scores(log, sub, row.public_score, row.private_score, source=FROM_KAGGLE,
+        lines.append(record_scores(records, sub, row.public_score, row.private_score, source=FROM_KAGGLE,
                                    new_subjects=new_subjects))  # fmt: skip
     return lines
 
@@ -212,7 +213,7 @@ def scores_from_kaggle(log: SubmissionLog, subs: list[Recorded], new_subjects: i
 
 
 def record_leaderboard(
-    open_log: Callable[[], SubmissionLog],
+    open_records: Callable[[], SubmissionRecords],
     *,
     submission_run_id: str | None = None,
     csv_path: Path | None = None,
@@ -225,7 +226,7 @@ def record_leaderboard(
     """Record a submission's leaderboard scores (typed in, or ``from_kaggle``: read back through the client for
     the chosen submission, or for every one uploaded with ``submit.py --kaggle``), then tabulate and plot every
     recorded submission beside it. Without scores it only tabulates and plots (``test_subjects`` re-sizes the
-    chosen submission's interval). Bad input is a one-line ``NervesegError``, before ``open_log()`` is called."""
+    chosen submission's interval). Bad input is a one-line ``NervesegError``, before ``open_records()`` is called."""
     typed = check_score(public, "--public") is not None or check_score(private, "--private") is not None
     if typed and from_kaggle:
         raise NervesegError("pass either the scores (--public/--private) or --from-kaggle, not both")
@@ -233,31 +234,31 @@ def record_leaderboard(
         raise NervesegError(f"--test-subjects {test_subjects}: pass a count >= 1 (or leave it out: 46 for Kaggle)")
     if submission_run_id is not None and csv_path is not None:
         raise NervesegError("pass either --submission-run-id or --csv, not both")
-    log = open_log()
+    records = open_records()
     chosen = None
     if submission_run_id is not None:
-        chosen = log.submission(submission_run_id)
+        chosen = records.submission(submission_run_id)
     elif csv_path is not None:
-        chosen = log.submission_of_file(csv_path)
+        chosen = records.submission_of_file(csv_path)
     if typed and chosen is None:
         raise NervesegError("--public/--private need the submission: --submission-run-id ID or --csv PATH")
     experiment = chosen.experiment if chosen is not None else None
     recorded = []
     if typed:
-        recorded.append(record_scores(log, chosen, public, private, source=TYPED, new_subjects=test_subjects))
+        recorded.append(record_scores(records, chosen, public, private, source=TYPED, new_subjects=test_subjects))
     elif from_kaggle:
-        subs = [chosen] if chosen is not None else _uploaded(log)
-        recorded += scores_from_kaggle(log, subs, test_subjects)
+        subs = [chosen] if chosen is not None else _uploaded(records)
+        recorded += scores_from_kaggle(records, subs, test_subjects)
     elif chosen is not None and test_subjects:
-        log.log(chosen, interval_metrics(test_set_interval(log, chosen, test_subjects)), {})
-    found = entries(log, experiment)
+        records.log(chosen, interval_metrics(test_set_interval(records, chosen, test_subjects)), {})
+    found = entries(records, experiment)
     table = leaderboard_table(found) if found else ""
-    run_id, written = publish(log, experiment, found, table, plot_path)
+    run_id, written = publish(records, experiment, found, table, plot_path)
     return LeaderboardReport(recorded, found, table, written, run_id)
 
 
-def _uploaded(log: SubmissionLog) -> list[Recorded]:
-    subs = [sub for sub in log.submissions() if names.KAGGLE_UPLOADED_TAG in sub.tags]
+def _uploaded(records: SubmissionRecords) -> list[SubmissionRecord]:
+    subs = [sub for sub in records.submissions() if names.KAGGLE_UPLOADED_TAG in sub.tags]
     if not subs:
         raise NervesegError(
             "no submission of this experiment was uploaded with submit.py --kaggle; name the one you uploaded "
@@ -269,25 +270,26 @@ def _uploaded(log: SubmissionLog) -> list[Recorded]:
 # ------------------------------------------------------------------------------------------ table and plot
 
 
-def entries(log: SubmissionLog, experiment: str | None) -> list[LeaderboardEntry]:
+def entries(records: SubmissionRecords, experiment: str | None) -> list[LeaderboardEntry]:
     """Every finished submission of ``experiment`` (None: the configured one) with a leaderboard score, oldest
     first."""
     found = []
-    for sub in reversed(log.submissions(experiment)):
+    for sub in reversed(records.submissions(experiment)):
         public, private = sub.metrics.get(names.LEADERBOARD_PUBLIC), sub.metrics.get(names.LEADERBOARD_PRIVATE)
         if public is None and private is None:
             continue
-        found.append(LeaderboardEntry(_label(log, sub), sub.run_id, _recorded_interval(log, sub), public, private))
+        interval = _recorded_interval(records, sub)
+        found.append(LeaderboardEntry(_label(records, sub), sub.run_id, interval, public, private))
     return found
 
 
-def _recorded_interval(log: SubmissionLog, sub: Recorded) -> Interval | None:
+def _recorded_interval(records: SubmissionRecords, sub: SubmissionRecord) -> Interval | None:
     """The test-set interval recorded with the submission, around its CV run's estimate; None when either is
     missing."""
     keys = (names.TEST_SET_PI_LOW, names.TEST_SET_PI_HIGH, names.TEST_SET_PI_SUBJECTS)
     if sub.is_ensemble or not all(key in sub.metrics for key in keys):
         return None
-    cv_run = log.cv_run(sub.cv_runs[0])
+    cv_run = records.cv_run(sub.cv_runs[0])
     estimate = None if cv_run is None else cv_run[1].get(names.OOF_SCORE_POSTPROCESSED)  # deleted: nothing to draw
     if estimate is None:
         return None
@@ -296,15 +298,19 @@ def _recorded_interval(log: SubmissionLog, sub: Recorded) -> Interval | None:
 
 
 def publish(
-    log: SubmissionLog, experiment: str | None, found: list[LeaderboardEntry], table: str, plot_path: Path | None
+    records: SubmissionRecords,
+    experiment: str | None,
+    found: list[LeaderboardEntry],
+    table: str,
+    plot_path: Path | None,
 ) -> tuple[str | None, Path | None]:
-    """Publish ``table`` (``found`` tabulated) and the plot (when something can be drawn) through the log and write
-    the plot to ``plot_path``; (where the log keeps them, the plot written), or (None, None) when no score is
+    """Publish ``table`` (``found`` tabulated) and the plot (when something can be drawn) beside the records and
+    write the plot to ``plot_path``; (where they are kept, the plot written), or (None, None) when no score is
     recorded."""
     if not found:
         return None, None
-    png = figure_png(trust_your_cv_figure(found), PLOT_DPI) if plottable(found) else None
-    run_id = log.publish(experiment, table, png)
+    png = figure_png(trust_your_cv_figure(found), DPI) if plottable(found) else None
+    run_id = records.publish(experiment, table, png)
     if png is None:
         return run_id, None
     if plot_path is not None:
@@ -316,8 +322,8 @@ __all__ = [
     "FROM_KAGGLE",
     "TYPED",
     "LeaderboardReport",
-    "Recorded",
-    "SubmissionLog",
+    "SubmissionRecord",
+    "SubmissionRecords",
     "entries",
     "match_kaggle_rows",
     "publish",

@@ -1,7 +1,7 @@
 """Submissions kept in MLflow: a child run "submission" of the CV run, and the experiment's one "leaderboard" run.
 
 ``MlflowSubmissions`` is the MLflow side of ``run.submit.make_submission`` (``TrackedRuns``: the runs to choose
-from, a registered model's run, the record) and of ``run.leaderboard`` (``SubmissionLog``: the submission runs
+from, a registered model's run, the record) and of ``run.leaderboard`` (``SubmissionRecords``: the submission runs
 found by id or by their file's hash, their Kaggle tags and scores, the table and plot). A submission run holds the
 submission's params, metrics and tags (``run.submit.submission_params`` and the like), the file and the
 post-processing applied; a post-processing decided now for one run is also logged on that run, so the next
@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import sha256_file
-from nerveseg.run.leaderboard import Recorded
+from nerveseg.run.leaderboard import SubmissionRecord
 from nerveseg.run.resolved_run import DECIDED
 from nerveseg.run.submit import SubmissionResult, Written, submission_metrics, submission_params, submission_tags
 from nerveseg.track import schema
@@ -31,12 +31,10 @@ from nerveseg.track.registry import run_of_model
 from nerveseg.track.run_reader import MlflowRuns, get_run, run_name
 from nerveseg.track.store import log_metrics
 
-SUBMISSION_RUN_NAME = "submission"
-
 
 class MlflowSubmissions(MlflowRuns):
     """The configured store's CV runs and their submission runs (``run.submit.TrackedRuns``,
-    ``run.leaderboard.SubmissionLog``)."""
+    ``run.leaderboard.SubmissionRecords``)."""
 
     # ---------------------------------------------------------------------------------------- submitting
 
@@ -51,7 +49,7 @@ class MlflowSubmissions(MlflowRuns):
             client.log_dict(cv_run, written.decision.to_json(), names.POSTPROCESSING_ARTIFACT)
         tags = {schema.PARENT_TAG: cv_run, schema.RUN_TYPE_TAG: schema.SUBMISSION_RUN, **submission_tags(written)}
         experiment_id = client.get_run(cv_run).info.experiment_id
-        run_id = client.create_run(experiment_id, run_name=SUBMISSION_RUN_NAME, tags=tags).info.run_id
+        run_id = client.create_run(experiment_id, run_name=schema.SUBMISSION_RUN, tags=tags).info.run_id
         try:
             now = int(time.time() * 1000)
             client.log_batch(
@@ -69,7 +67,7 @@ class MlflowSubmissions(MlflowRuns):
 
     # ----------------------------------------------------------------------------------- the leaderboard
 
-    def submission(self, run_id: str) -> Recorded:
+    def submission(self, run_id: str) -> SubmissionRecord:
         run = get_run(self.client, run_id)
         if run.data.tags.get(schema.RUN_TYPE_TAG) != schema.SUBMISSION_RUN:
             raise NervesegError(
@@ -78,7 +76,7 @@ class MlflowSubmissions(MlflowRuns):
             )
         return _recorded(run)
 
-    def submission_of_file(self, path: Path) -> Recorded:
+    def submission_of_file(self, path: Path) -> SubmissionRecord:
         experiment_id = self._experiment_id()
         if not Path(path).is_file():
             raise NervesegError(f"--csv {path} does not exist; pass the CSV submit.py wrote (in submissions/)")
@@ -91,7 +89,7 @@ class MlflowSubmissions(MlflowRuns):
             )
         return _recorded(runs[0])
 
-    def submissions(self, experiment: str | None = None) -> list[Recorded]:
+    def submissions(self, experiment: str | None = None) -> list[SubmissionRecord]:
         return [_recorded(run) for run in self._submission_runs(experiment or self._experiment_id())]
 
     def cv_run(self, run_id: str) -> tuple[str, Mapping[str, float]] | None:
@@ -101,7 +99,7 @@ class MlflowSubmissions(MlflowRuns):
             return None
         return run_name(run), run.data.metrics
 
-    def log(self, sub: Recorded, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+    def log(self, sub: SubmissionRecord, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
         if metrics:
             log_metrics(self.client, sub.run_id, metrics)
         for key, value in tags.items():
@@ -149,12 +147,12 @@ class MlflowSubmissions(MlflowRuns):
         return run.info.run_id
 
 
-def _recorded(run: Run) -> Recorded:
+def _recorded(run: Run) -> SubmissionRecord:
     """A submission run as ``run.leaderboard`` reads it: its CV runs are its ``run_ids`` param (the first is its
     parent), or its parent for runs logged without that param."""
     ids = run.data.params.get(names.RUN_IDS_PARAM) or run.data.tags.get(schema.PARENT_TAG, "")
     cv_runs = tuple(filter(None, ids.split(",")))
-    return Recorded(run.info.run_id, cv_runs, run.info.experiment_id, run.data.metrics, run.data.tags)
+    return SubmissionRecord(run.info.run_id, cv_runs, run.info.experiment_id, run.data.metrics, run.data.tags)
 
 
 __all__ = ["MlflowSubmissions"]
