@@ -136,12 +136,12 @@ def test_a_file_larger_than_any_image_is_refused_unread(tmp_path: Path) -> None:
 
 
 def test_the_served_model_names_an_empty_cell_and_a_lying_header() -> None:
-    from nerveseg.track.model_package import _images_from
+    from nerveseg.inference.served import request_images
 
     with pytest.raises(NervesegError, match=r"image 0: holds no bytes .*base64"):
-        _images_from(pd.DataFrame({"image": [b""]}))
+        request_images(pd.DataFrame({"image": [b""]}))
     with pytest.raises(NervesegError, match="image 1: its TIFF header says 100000x100000"):
-        _images_from(pd.DataFrame({"image": [_png(SMALL), crafted_tiff_header(100_000, 100_000)]}))
+        request_images(pd.DataFrame({"image": [_png(SMALL), crafted_tiff_header(100_000, 100_000)]}))
 
 
 # ------------------------------------------------------------------------------------- predict.py inputs

@@ -9,27 +9,24 @@ The package holds everything a prediction needs: every fold's ``.weights.h5``, t
 and ``postprocessing.json`` as artifacts, the task and the TTA switch in the model config, the
 ``nerveseg`` package itself as code (so ``mlflow models serve --env-manager local`` needs nothing but the
 pinned libraries), a signature, an input example and exact pip requirements. Predictions go through
-``inference.segmenter``, the path ``submit.py`` writes the Kaggle CSV with: this module imports the
-core, never the reverse.
+``inference.segmenter``, the path ``submit.py`` writes the Kaggle CSV with, and the request and answer are
+``inference.served``'s: this module imports the core, never the reverse.
 
-Input: a DataFrame with a column ``image`` of encoded image files (TIFF, PNG, JPEG; gray or RGB; any
-size), which is what MLflow's scoring server builds from a ``dataframe_split`` request whose cells are
-base64 strings (the signature's ``binary`` type decodes them). In process a list or array of uint8 images
-is accepted too (``NervesegModel.predict`` on the unwrapped model: MLflow's schema check only lets the
-DataFrame through ``PyFuncModel.predict``). Output: one row per image, ``present``, ``probability``,
-``area`` (pixels) and ``rle`` at the image's own size, plus ``mask_png`` with params
+MLflow's scoring server builds the input DataFrame (a column ``image`` of encoded image files) from a
+``dataframe_split`` request whose cells are base64 strings (the signature's ``binary`` type decodes them). A list
+or array of uint8 images is accepted in process only (``NervesegModel.predict`` on the unwrapped model: MLflow's
+schema check only lets the DataFrame through ``PyFuncModel.predict``). The answer has ``present``,
+``probability``, ``area`` (pixels) and ``rle`` at the image's own size, plus ``mask_png`` with params
 ``{"return_mask": true}``; for ISBI 2012, ``membrane_tiff`` (a float32 probability map).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,46 +79,6 @@ class BadInput(MlflowException):
         return json.dumps({"error_code": self.error_code, "message": self.one_line})
 
 
-def _images_from(model_input: Any) -> list[np.ndarray]:
-    """Gray uint8 images from a DataFrame ``image`` column of file bytes, or from uint8 arrays."""
-    from nerveseg.inference.images import decode_all
-
-    if isinstance(model_input, pd.DataFrame):
-        if names.IMAGE_COLUMN not in model_input.columns:
-            raise NervesegError(
-                f"the input has columns {list(model_input.columns)}; expected a column {names.IMAGE_COLUMN!r} "
-                "of base64-encoded TIFF, PNG or JPEG files"
-            )
-        cells = model_input[names.IMAGE_COLUMN].tolist()
-        for row, value in enumerate(cells):
-            if not isinstance(value, bytes | bytearray):
-                raise NervesegError(
-                    f"image {row}: is a {type(value).__name__}; expected the bytes of an image file (base64 in JSON)"
-                )
-            if not value:  # MLflow's base64 decoding drops every character outside the alphabet
-                raise NervesegError(
-                    f"image {row}: holds no bytes (an empty string, or base64 without one valid character); "
-                    "send the base64 of a TIFF, PNG or JPEG file"
-                )
-        return decode_all([(bytes(value), f"image {row}") for row, value in enumerate(cells)])
-    if isinstance(model_input, np.ndarray) and model_input.ndim in (2, 3) and model_input.dtype != object:
-        model_input = model_input[None] if model_input.ndim == 2 else model_input
-    if isinstance(model_input, np.ndarray | list | tuple):
-        return [np.asarray(image) for image in model_input]
-    raise NervesegError(
-        f"the input is a {type(model_input).__name__}; expected a DataFrame with column {names.IMAGE_COLUMN!r} "
-        "or a batch of uint8 images"
-    )
-
-
-def _float32_tiff(probs: np.ndarray) -> bytes:
-    import tifffile
-
-    buffer = io.BytesIO()
-    tifffile.imwrite(buffer, probs.astype(np.float32))
-    return buffer.getvalue()
-
-
 class NervesegModel(mlflow.pyfunc.PythonModel):
     """The fold ensemble of one CV run behind MLflow's pyfunc interface (see the module docstring)."""
 
@@ -152,32 +109,16 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:  # MLflow reads the hint: a DataFrame hint adds no validation of its own
         """One output row per input image; a malformed input raises ``BadInput`` (HTTP 400 when served)."""
+        from nerveseg.inference.served import membranes_frame, request_images, segmentations_frame
+
         return_mask = bool((params or {}).get(names.RETURN_MASK_PARAM, False))
         try:
-            images = _images_from(model_input)
+            images = request_images(model_input)
             if self.task == "isbi2012":
-                maps = self.segmenter.probabilities(images)
-                return pd.DataFrame({names.MEMBRANE_COLUMN: [_float32_tiff(m) for m in maps]})
+                return membranes_frame(self.segmenter.probabilities(images))
             return segmentations_frame(self.segmenter.segment(images, masks=return_mask), return_mask)
         except NervesegError as err:
             raise BadInput(str(err)) from err
-
-
-def segmentations_frame(results: Sequence[Any], with_masks: bool) -> pd.DataFrame:
-    """The output columns from ``Segmenter.segment``'s results (``mask_png`` only ``with_masks``)."""
-    from nerveseg.inference.images import encode_mask_png
-
-    frame = pd.DataFrame(
-        {
-            names.PRESENT_COLUMN: [r.present for r in results],
-            names.PROBABILITY_COLUMN: [r.probability for r in results],
-            names.AREA_COLUMN: [r.area for r in results],
-            names.RLE_COLUMN: [r.rle for r in results],
-        }
-    )
-    if with_masks:
-        frame[names.MASK_COLUMN] = [encode_mask_png(r.mask) for r in results]
-    return frame
 
 
 # ----------------------------------------------------------------------------------- how it is logged
@@ -313,6 +254,5 @@ __all__ = [
     "logged_model_of_run",
     "pip_requirements",
     "save_model_folder",
-    "segmentations_frame",
     "signature",
 ]
