@@ -23,7 +23,7 @@ import numpy as np
 from nerveseg.config import TrainConfig
 
 if TYPE_CHECKING:
-    from nerveseg.track.submission_run import SubmissionResult
+    from nerveseg.run.submit import SubmissionResult
 
 
 @dataclass
@@ -82,9 +82,10 @@ def cv_then_submit(root: Path, config: TrainConfig, *, experiment: str) -> Outco
     ``root/mlflow.db``."""
     from nerveseg.run.cross_validate import cross_validate
     from nerveseg.run.store import CVPaths
+    from nerveseg.run.submit import make_submission
     from nerveseg.track.mlflow_store import MlflowStore
     from nerveseg.track.store import MlflowSettings
-    from nerveseg.track.submission_run import make_submission
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     started = time.perf_counter()
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -95,7 +96,12 @@ def cv_then_submit(root: Path, config: TrainConfig, *, experiment: str) -> Outco
     paths = CVPaths(root / "raw", root / "cache", root / "folds")
     cv = cross_validate(config, paths, MlflowStore(settings, progress=False), progress=False)
     submission = make_submission(
-        run_id=cv.parent_id, out_dir=root / "submissions", test_masks_dir=root / "masks", progress=False, **common
+        MlflowSubmissions.open,
+        run_id=cv.parent_id,
+        out_dir=root / "submissions",
+        test_masks_dir=root / "masks",
+        progress=False,
+        **common,
     )
     return Outcome(
         metrics=cv.final.metrics,

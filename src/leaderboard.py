@@ -49,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_outside(args.plot, RAW_DIR, "--plot")
     check_writable_dir(args.plot.parent, "--plot folder")
-    from nerveseg.track.leaderboard import record_leaderboard
+    from nerveseg.run.leaderboard import record_leaderboard
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     report = record_leaderboard(
+        MlflowSubmissions.open,
         submission_run_id=args.submission_run_id,
         csv_path=args.csv,
         public=args.public,

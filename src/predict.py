@@ -36,9 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     args = parser.parse_args(argv)
     quiet_tensorflow(args.verbose)
-    from nerveseg.track.predict_files import PREDICTIONS_FILE, predict_files
+    from nerveseg.run.predict import PREDICTIONS_FILE, predict_files
+    from nerveseg.track.registry import load_model
 
-    report = predict_files(args.inputs, args.model, args.out, batch_size=args.batch_size, progress=not args.no_progress)
+    report = predict_files(
+        args.inputs, args.model, args.out, load_model=load_model, batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )  # fmt: skip
     found = sum(row["present"] for row in report.rows)
     print(f"{len(report.rows)} images segmented ({found} with a nerve) into {report.out_dir}")
     if report.rows:

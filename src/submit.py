@@ -88,13 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_dir is not None and args.task is not None:
         raise NervesegError("--task picks among MLflow runs; --run-dir names the run itself, drop --task")
     if args.list:
-        from nerveseg.track.submission_run import list_candidates
+        from nerveseg.run.choice import DataToMatch, list_candidates
+        from nerveseg.track.submission_run import MlflowSubmissions
 
-        print(
-            list_candidates(
-                raw_dir=args.raw_dir, cache_dir=args.cache_dir, task=args.task, progress=not args.no_progress
-            )
-        )
+        data = DataToMatch(args.raw_dir, args.cache_dir, not args.no_progress)
+        print(list_candidates(MlflowSubmissions.open(), data, args.task))
         return 0
     for option in ("--out-dir", "--cache-dir"):
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
@@ -114,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_dir is not None:
         result = _submit_local(args)
     else:
-        from nerveseg.track.submission_run import make_submission
+        from nerveseg.run.submit import make_submission
+        from nerveseg.track.submission_run import MlflowSubmissions
 
         result = make_submission(
+            MlflowSubmissions.open,
             run_id=args.run_id,
             run_ids=run_ids,
             tta=False if args.no_tta else None,  # None: the views the run's out-of-fold predictions used
@@ -142,9 +142,10 @@ def _upload(result: SubmissionResult, message: str | None, *, tracked: bool) -> 
     if result.task != "nerve":
         raise NervesegError(f"--kaggle uploads nerve CSVs to Kaggle; {result.csv_path} is a {result.task} submission")
     if tracked:
-        from nerveseg.track.leaderboard import upload_and_record
+        from nerveseg.run.leaderboard import upload_and_record
+        from nerveseg.track.submission_run import MlflowSubmissions
 
-        print(upload_and_record(result, message))
+        print(upload_and_record(MlflowSubmissions.open(), result, message))
         return
     from nerveseg.kaggle_client import submit
     from nerveseg.report.leaderboard import submission_message

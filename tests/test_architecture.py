@@ -88,6 +88,61 @@ def test_stages_import_only_downwards(stage: str, prefixes: tuple[str, ...], why
     assert not offenders, f"{why}: {offenders}"
 
 
+# ---------------------------------------------------------------------------- stores keep the protocols' signatures
+
+# (protocol, implementation) as "module path:class": the run/ use cases are passed these stores as their protocol
+IMPLEMENTATIONS = [
+    ("run/store.py:RunStore", "run/local_store.py:LocalStore"),
+    ("run/store.py:RunStore", "track/mlflow_store.py:MlflowStore"),
+    ("run/store.py:RunReader", "run/local_store.py:LocalRunReader"),
+    ("run/store.py:RunReader", "track/run_reader.py:MlflowRunReader"),
+    ("run/choice.py:RunCatalog", "track/run_reader.py:MlflowRuns"),
+    ("run/submit.py:SubmissionLog", "run/submit.py:JsonRecord"),
+    ("run/submit.py:TrackedRuns", "track/submission_run.py:MlflowSubmissions"),
+    ("run/leaderboard.py:SubmissionRecords", "track/submission_run.py:MlflowSubmissions"),
+]
+
+
+def class_members(spec: str) -> dict[str, list[str] | None]:
+    """name -> parameter names (None for a property or an attribute ``__init__`` sets) of the class ``spec``
+    (``module path:class``) and of its bases defined in the package, read from the source."""
+    path, name = spec.split(":")
+    tree = ast.parse((PACKAGE / path).read_text())
+    imported = {a.asname or a.name: f"{n.module.removeprefix('nerveseg.').replace('.', '/')}.py"
+                for n in tree.body if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("nerveseg.")
+                for a in n.names}  # fmt: skip
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+    members: dict[str, list[str] | None] = {}
+    for base in (b.id for b in cls.bases if isinstance(b, ast.Name) and b.id != "Protocol"):
+        members |= class_members(f"{imported.get(base, path)}:{base}")
+    for node in cls.body:
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            decorators = {ast.unparse(d) for d in node.decorator_list}
+            arguments = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+            members[node.name] = None if "property" in decorators else arguments[1:]
+        elif isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            members |= {t.attr: None for t in ast.walk(node) if isinstance(t, ast.Attribute)
+                        and isinstance(t.ctx, ast.Store) and ast.unparse(t.value) == "self"}  # fmt: skip
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            members[node.target.id] = None  # a dataclass field
+    return members
+
+
+@pytest.mark.parametrize(("protocol", "implementation"), IMPLEMENTATIONS, ids=[f"{i}-{p}" for p, i in IMPLEMENTATIONS])
+def test_each_store_has_what_its_protocol_asks_with_the_same_parameters(protocol: str, implementation: str) -> None:
+    asked, offered = class_members(protocol), class_members(implementation)
+    missing = sorted(set(asked) - set(offered))
+    assert not missing, f"{implementation} lacks {missing} of {protocol}"
+    differ = [f"{k}{offered[k]} vs {asked[k]}" for k in asked if asked[k] is not None and offered[k] != asked[k]]
+    assert not differ, f"{implementation} has other parameters than {protocol}: {differ}"
+
+
+def test_the_protocol_check_reads_bases_and_attributes() -> None:
+    catalog = class_members("track/submission_run.py:MlflowSubmissions")
+    assert catalog["experiment"] is None and catalog["reader"] == ["run_id", "unfinished"]  # from MlflowRuns
+    assert class_members("run/submit.py:TrackedRuns")["candidates"] == []  # from RunCatalog, in run/choice.py
+
+
 # ---------------------------------------------------------------------------- every name has one home
 
 NAME_HOMES = ("names.py", "track/schema.py")
@@ -379,11 +434,10 @@ TASK_NAME_OFFENDERS = {
     ("model/patch_cnn.py", "patch_cnn"): "the Keras model's own name, inside its saved weights files",
     ("run/choice.py", "nerve"): "the task to submit for when the experiment holds no run",
     ("run/local_store.py", "nerve"): "folders from before the task param read as nerve",
+    ("run/predict.py", "nerve"): "predict.py serves the nerve task's models only",
     ("run/submit.py", "nerve"): "SubmissionResult.task's default",
     ("track/model_package.py", "isbi2012"): "the pyfunc model's signature and inputs per task",
-    ("track/predict_files.py", "nerve"): "predict.py serves the nerve task's models only",
     ("track/registry.py", "nerve"): "runs from before the task param read as nerve",
-    ("track/run_models.py", "nerve"): "runs from before the task param read as nerve",
     ("track/run_reader.py", "nerve"): "runs from before the task param read as nerve",
     ("train/isbi_fold.py", "isbi2012"): "the ISBI trainer refuses another task's config",
 }

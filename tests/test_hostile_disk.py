@@ -237,7 +237,7 @@ def test_submit_name_refuses_an_existing_file_at_once(tmp_path: Path) -> None:
 def test_submit_name_must_be_a_plain_file_name(tmp_path: Path, name: str) -> None:
     """Checked by ``submission_path`` directly (through submit.py it needs a tracked run to get there)."""
     from nerveseg.errors import NervesegError
-    from nerveseg.track.submission_run import submission_path
+    from nerveseg.run.submit import submission_path
 
     assert submission_path(tmp_path, "run", file_name="final") == tmp_path / "final.csv"
     assert submission_path(tmp_path, "run", suffix=".tif", file_name="final.tif") == tmp_path / "final.tif"

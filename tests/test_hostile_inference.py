@@ -136,19 +136,19 @@ def test_a_file_larger_than_any_image_is_refused_unread(tmp_path: Path) -> None:
 
 
 def test_the_served_model_names_an_empty_cell_and_a_lying_header() -> None:
-    from nerveseg.track.model_package import _images_from
+    from nerveseg.inference.served import request_images
 
     with pytest.raises(NervesegError, match=r"image 0: holds no bytes .*base64"):
-        _images_from(pd.DataFrame({"image": [b""]}))
+        request_images(pd.DataFrame({"image": [b""]}))
     with pytest.raises(NervesegError, match="image 1: its TIFF header says 100000x100000"):
-        _images_from(pd.DataFrame({"image": [_png(SMALL), crafted_tiff_header(100_000, 100_000)]}))
+        request_images(pd.DataFrame({"image": [_png(SMALL), crafted_tiff_header(100_000, 100_000)]}))
 
 
 # ------------------------------------------------------------------------------------- predict.py inputs
 
 
 def test_an_input_named_twice_is_predicted_once(tmp_path: Path) -> None:
-    from nerveseg.track.predict_files import image_files
+    from nerveseg.run.predict import image_files
 
     folder = tmp_path / "frames"
     first, second = write_tif(folder / "1.tif", SMALL), write_tif(folder / "2.tif", SMALL)
@@ -161,7 +161,8 @@ def test_an_input_named_twice_is_predicted_once(tmp_path: Path) -> None:
 def test_predict_refuses_an_out_inside_the_raw_data_before_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nerveseg.track.predict_files import predict_files
+    from nerveseg.run.predict import predict_files
+    from nerveseg.track.registry import load_model
 
     raw = write_set(tmp_path / "raw", subjects=(1,), images=(1,))
     store = tmp_path / "store" / "mlflow.db"
@@ -169,14 +170,17 @@ def test_predict_refuses_an_out_inside_the_raw_data_before_anything(
     before = tree_digest(raw)
     for out in (raw / "train", raw / "new", raw):
         with pytest.raises(NervesegError, match=r"--out .* lies inside the raw data folder"):
-            predict_files([raw / "test" / "1.tif"], "models:/nerveseg@champion", out, raw_dir=raw)
+            predict_files(
+                [raw / "test" / "1.tif"], "models:/nerveseg@champion", out, load_model=load_model, raw_dir=raw
+            )
     assert tree_digest(raw) == before and not (raw / "new").exists() and not store.parent.exists()
 
 
 def test_predict_refuses_a_finished_run_s_folder_before_loading_a_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nerveseg.track.predict_files import PREDICTIONS_FILE, predict_files
+    from nerveseg.run.predict import PREDICTIONS_FILE, predict_files
+    from nerveseg.track.registry import load_model
 
     image = write_tif(tmp_path / "1.tif", SMALL)
     out = tmp_path / "out"
@@ -184,7 +188,7 @@ def test_predict_refuses_a_finished_run_s_folder_before_loading_a_model(
     (out / PREDICTIONS_FILE).write_text("file,present\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
     with pytest.raises(NervesegError, match=r"predictions.csv already exists; outputs are never overwritten"):
-        predict_files([image], "models:/nerveseg@champion", out, raw_dir=tmp_path / "raw")
+        predict_files([image], "models:/nerveseg@champion", out, load_model=load_model, raw_dir=tmp_path / "raw")
     assert (out / PREDICTIONS_FILE).read_text() == "file,present\n"
 
 
@@ -206,7 +210,7 @@ def test_reading_commands_refuse_a_store_that_does_not_exist_instead_of_creating
 def test_a_truncated_weights_file_is_named_as_the_caller_describes_it(tmp_path: Path) -> None:
     import h5py
 
-    from nerveseg.track.run_models import check_weights_file
+    from nerveseg.run.fold_files import check_weights_file
 
     path = tmp_path / "fold_0.weights.h5"
     with h5py.File(path, "w") as file:

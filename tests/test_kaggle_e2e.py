@@ -13,7 +13,6 @@ import pytest
 from kaggle_fake import FakeKaggle, competition_zip, install
 from nerveseg import names
 from nerveseg.kaggle_client import COMPETITION
-from nerveseg.track import schema
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +74,9 @@ def test_submit_uploads_and_the_leaderboard_comes_back_beside_the_estimate(
         [client.get_run(competitor["run_id"]).info.experiment_id],
         f"tags.`{names.SUBMISSION_FILE_TAG}` = '{csv.name}'",
     )
-    assert run.data.tags[schema.KAGGLE_MESSAGE_TAG] == message and schema.KAGGLE_UPLOADED_TAG in run.data.tags
+    assert run.data.tags[names.KAGGLE_MESSAGE_TAG] == message and names.KAGGLE_UPLOADED_TAG in run.data.tags
     # the synthetic test set: 6 images at 8 frames per training subject -> an interval for 1 subject
-    assert run.data.metrics[schema.TEST_SET_PI_SUBJECTS] == 1
+    assert run.data.metrics[names.TEST_SET_PI_SUBJECTS] == 1
 
     kaggle.serve_submissions([(csv.name, "2026-01-01 10:00:00", message, "COMPLETE", "0.5123", "0.5345")])
     leaderboard = runpy.run_path(str(ROOT / "src" / "leaderboard.py"))["main"]
@@ -86,7 +85,7 @@ def test_submit_uploads_and_the_leaderboard_comes_back_beside_the_estimate(
     out = capsys.readouterr().out
     assert "(kaggle client)" in out and "0.5123" in out and "0.5345" in out and f"wrote {plot}" in out
     metrics = client.get_run(run.info.run_id).data.metrics
-    assert metrics[schema.LEADERBOARD_PUBLIC] == 0.5123 and metrics[schema.LEADERBOARD_PRIVATE] == 0.5345
+    assert metrics[names.LEADERBOARD_PUBLIC] == 0.5123 and metrics[names.LEADERBOARD_PRIVATE] == 0.5345
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 

@@ -197,11 +197,11 @@ def test_typed_scores_land_on_the_submission_run_with_the_test_set_interval_and_
     plot = tracked.tmp / "plots" / "trust.png"
     assert leaderboard_main(["--csv", str(csv), "--public", "0.68", "--private", "0.69", "--plot", str(plot)]) == 0
     metrics = tracked.client.get_run(first).data.metrics
-    assert metrics[schema.LEADERBOARD_PUBLIC] == 0.68 and metrics[schema.LEADERBOARD_PRIVATE] == 0.69
+    assert metrics[names.LEADERBOARD_PUBLIC] == 0.68 and metrics[names.LEADERBOARD_PRIVATE] == 0.69
     expected = prediction_interval(tracked.scores, tracked.groups, 46)
-    assert metrics[schema.TEST_SET_PI_SUBJECTS] == 46
-    assert (metrics[schema.TEST_SET_PI_LOW], metrics[schema.TEST_SET_PI_HIGH]) == (expected.low, expected.high)
-    assert tracked.client.get_run(first).data.tags[schema.LEADERBOARD_SOURCE_TAG] == "typed"
+    assert metrics[names.TEST_SET_PI_SUBJECTS] == 46
+    assert (metrics[names.TEST_SET_PI_LOW], metrics[names.TEST_SET_PI_HIGH]) == (expected.low, expected.high)
+    assert tracked.client.get_run(first).data.tags[names.LEADERBOARD_SOURCE_TAG] == "typed"
     out = capsys.readouterr().out
     assert f"recorded on submission run {first} (strong)" in out and "(46 subj.)" in out
     assert plot.read_bytes().startswith(b"\x89PNG") and f"wrote {plot}" in out
@@ -223,10 +223,10 @@ def test_scores_are_read_back_through_the_client_and_matched_by_file_or_message(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     kaggle = install(tmp_path, monkeypatch)
-    uploaded = {schema.KAGGLE_UPLOADED_TAG: "2026-01-01T10:00:00+00:00"}
-    by_file, _ = tracked.submission("a.csv", tags={**uploaded, schema.KAGGLE_MESSAGE_TAG: "first"})
-    by_message, _ = tracked.submission("b.csv", tags={**uploaded, schema.KAGGLE_MESSAGE_TAG: "strong, second try"})
-    pending, _ = tracked.submission("c.csv", tags={**uploaded, schema.KAGGLE_MESSAGE_TAG: "third"})
+    uploaded = {names.KAGGLE_UPLOADED_TAG: "2026-01-01T10:00:00+00:00"}
+    by_file, _ = tracked.submission("a.csv", tags={**uploaded, names.KAGGLE_MESSAGE_TAG: "first"})
+    by_message, _ = tracked.submission("b.csv", tags={**uploaded, names.KAGGLE_MESSAGE_TAG: "strong, second try"})
+    pending, _ = tracked.submission("c.csv", tags={**uploaded, names.KAGGLE_MESSAGE_TAG: "third"})
     tracked.submission("d.csv")  # never uploaded: not asked about
     kaggle.serve_submissions(
         [
@@ -238,10 +238,10 @@ def test_scores_are_read_back_through_the_client_and_matched_by_file_or_message(
     )
     assert leaderboard_main(["--from-kaggle", "--plot", str(tmp_path / "p.png")]) == 0
     assert kaggle.calls() == [["competitions", "submissions", "-c", COMPETITION, "--csv"]]
-    assert tracked.client.get_run(by_file).data.metrics[schema.LEADERBOARD_PRIVATE] == 0.71
-    assert tracked.client.get_run(by_message).data.metrics[schema.LEADERBOARD_PUBLIC] == 0.61
-    assert schema.LEADERBOARD_PUBLIC not in tracked.client.get_run(pending).data.metrics
-    assert tracked.client.get_run(by_file).data.tags[schema.LEADERBOARD_SOURCE_TAG] == "kaggle client"
+    assert tracked.client.get_run(by_file).data.metrics[names.LEADERBOARD_PRIVATE] == 0.71
+    assert tracked.client.get_run(by_message).data.metrics[names.LEADERBOARD_PUBLIC] == 0.61
+    assert names.LEADERBOARD_PUBLIC not in tracked.client.get_run(pending).data.metrics
+    assert tracked.client.get_run(by_file).data.tags[names.LEADERBOARD_SOURCE_TAG] == "kaggle client"
     out = capsys.readouterr().out
     assert "c.csv: not among Kaggle's listed submissions with a score" in out and out.count("(kaggle client)") == 2
 
@@ -254,11 +254,12 @@ def _result(tracked: Tracked, submission_run_id: str, csv: Path) -> SubmissionRe
 def test_an_upload_sends_the_file_and_message_and_tags_the_run(
     tracked: Tracked, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nerveseg.track.leaderboard import upload_and_record
+    from nerveseg.run.leaderboard import upload_and_record
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     kaggle = install(tmp_path, monkeypatch)
     run_id, csv = tracked.submission("a.csv")
-    line = upload_and_record(_result(tracked, run_id, csv))
+    line = upload_and_record(MlflowSubmissions.open(), _result(tracked, run_id, csv))
     ((command, *sent),) = kaggle.calls()
     message = sent[-1]
     assert [command, *sent[:-1]] == ["competitions", "submit", "-c", COMPETITION, "-f", str(csv), "-m"]
@@ -269,10 +270,10 @@ def test_an_upload_sends_the_file_and_message_and_tags_the_run(
         == f"uploaded a.csv to Kaggle: Successfully submitted to Ultrasound Nerve Segmentation (message: {message})"
     )
     run = tracked.client.get_run(run_id)
-    assert run.data.tags[schema.KAGGLE_MESSAGE_TAG] == message and schema.KAGGLE_UPLOADED_TAG in run.data.tags
-    assert run.data.metrics[schema.TEST_SET_PI_SUBJECTS] == 46
+    assert run.data.tags[names.KAGGLE_MESSAGE_TAG] == message and names.KAGGLE_UPLOADED_TAG in run.data.tags
+    assert run.data.metrics[names.TEST_SET_PI_SUBJECTS] == 46
 
-    upload_and_record(_result(tracked, run_id, csv), "my own words")
+    upload_and_record(MlflowSubmissions.open(), _result(tracked, run_id, csv), "my own words")
     assert kaggle.calls()[-1][-1] == "my own words"
 
 
@@ -280,7 +281,8 @@ def test_an_upload_sends_the_file_and_message_and_tags_the_run(
 def test_a_failed_upload_keeps_the_file_and_says_how_to_upload_by_hand(
     failure: str, tracked: Tracked, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nerveseg.track.leaderboard import upload_and_record
+    from nerveseg.run.leaderboard import upload_and_record
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     kaggle = install(tmp_path, monkeypatch)
     if failure == "exit":
@@ -291,11 +293,11 @@ def test_a_failed_upload_keeps_the_file_and_says_how_to_upload_by_hand(
         monkeypatch.setenv("PATH", str(tmp_path / "home"))
     run_id, csv = tracked.submission("a.csv")
     with pytest.raises(KaggleError) as caught:
-        upload_and_record(_result(tracked, run_id, csv), "msg")
+        upload_and_record(MlflowSubmissions.open(), _result(tracked, run_id, csv), "msg")
     text = str(caught.value)
     assert "\n" not in text and "The file is kept: upload it by hand with `kaggle competitions submit" in text
     assert f"-f {csv} -m msg`" in text and "ultrasound-nerve-segmentation/submit" in text
-    assert csv.is_file() and schema.KAGGLE_UPLOADED_TAG not in tracked.client.get_run(run_id).data.tags
+    assert csv.is_file() and names.KAGGLE_UPLOADED_TAG not in tracked.client.get_run(run_id).data.tags
 
 
 def test_an_ensemble_is_listed_without_an_estimate_and_not_drawn(
@@ -330,15 +332,16 @@ def test_bad_input_is_one_line(
     assert leaderboard_main([values.get(a, a) for a in args] + ["--plot", str(tracked.tmp / "p.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and all(word in err[0] for word in words), err
-    assert schema.LEADERBOARD_PUBLIC not in tracked.client.get_run(run_id).data.metrics
+    assert names.LEADERBOARD_PUBLIC not in tracked.client.get_run(run_id).data.metrics
 
 
 def test_from_kaggle_without_any_upload_says_what_to_pass(tracked: Tracked) -> None:
-    from nerveseg.track.leaderboard import record_leaderboard
+    from nerveseg.run.leaderboard import record_leaderboard
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     tracked.submission("a.csv")
     with pytest.raises(NervesegError, match="no submission of this experiment was uploaded"):
-        record_leaderboard(from_kaggle=True)
+        record_leaderboard(MlflowSubmissions.open, from_kaggle=True)
 
 
 def test_a_run_dir_submission_is_uploaded_with_no_tracking_store(

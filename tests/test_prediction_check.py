@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from nerveseg import names
 from nerveseg.evaluate.uncertainty import Interval
-from nerveseg.track.submission_run import cv_prediction_interval, prediction_check
+from nerveseg.run.choice import cv_prediction_interval
+from nerveseg.run.submit import prediction_check
 
 
 def logged(low: float = 0.6, high: float = 0.8, m: float = 8.0) -> dict[str, float]:

@@ -200,8 +200,9 @@ def test_a_truncated_weights_artifact_is_named_not_its_temporary_copy(
     registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from nerveseg.errors import NervesegError
+    from nerveseg.run.submit import make_submission
     from nerveseg.track.store import get_client
-    from nerveseg.track.submission_run import make_submission
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     client, version = get_client(), registered["version"]
     fold_runs = schema.newest_finished_fold_runs(client, client.get_run(registered["run_id"]))
@@ -215,8 +216,8 @@ def test_a_truncated_weights_artifact_is_named_not_its_temporary_copy(
             path.write_bytes(data[:3000])
         with pytest.raises(NervesegError) as caught:
             make_submission(
-                run_id=registered["run_id"], out_dir=tmp_path / "sub", raw_dir=registered["root"] / "raw",
-                cache_dir=registered["tmp"] / "cache", progress=False,
+                MlflowSubmissions.open, run_id=registered["run_id"], out_dir=tmp_path / "sub",
+                raw_dir=registered["root"] / "raw", cache_dir=registered["tmp"] / "cache", progress=False,
             )  # fmt: skip
         message = str(caught.value)
         assert f"artifact weights/fold_0.weights.h5 of fold run {fold_runs[0].info.run_id}" in message
@@ -332,11 +333,14 @@ def test_served_model_answers_a_lying_header_and_bad_base64_with_one_line(server
 
 
 def test_submit_from_the_registered_model_writes_the_run_s_csv(registered: dict, tmp_path: Path) -> None:
-    from nerveseg.track.submission_run import make_submission
+    from nerveseg.run.submit import make_submission
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     common = {"raw_dir": registered["root"] / "raw", "cache_dir": registered["tmp"] / "cache", "progress": False}
-    by_model = make_submission(model="models:/nerveseg@champion", out_dir=tmp_path / "a", **common)
-    by_run = make_submission(run_id=registered["run_id"], out_dir=tmp_path / "b", **common)
+    by_model = make_submission(
+        MlflowSubmissions.open, model="models:/nerveseg@champion", out_dir=tmp_path / "a", **common
+    )
+    by_run = make_submission(MlflowSubmissions.open, run_id=registered["run_id"], out_dir=tmp_path / "b", **common)
     assert by_model.run_ids == [registered["run_id"]]
     assert by_model.csv_path.read_bytes() == by_run.csv_path.read_bytes()
 
@@ -394,13 +398,16 @@ def test_an_mlflow_run_exports_as_a_model_folder_that_predicts_as_its_registered
     import mlflow
 
     from nerveseg.errors import NervesegError
-    from nerveseg.track.registry import package_run
+    from nerveseg.run.package import package_run
+    from nerveseg.track.model_package import save_model_folder
+    from nerveseg.track.run_reader import MlflowRuns
 
     common = {"raw_dir": registered["root"] / "raw", "cache_dir": registered["tmp"] / "cache", "progress": False}
-    out = package_run(tmp_path / "model", run_id=registered["run_id"], **common)
+    reader = MlflowRuns.open().reader(registered["run_id"])
+    out = package_run(reader, tmp_path / "model", save_model_folder, **common)
     frame = pd.DataFrame({"image": [p.read_bytes() for p in sorted(images.glob("*.tif"))[:2]]})
     exported = mlflow.pyfunc.load_model(str(out)).predict(frame)
     champion = mlflow.pyfunc.load_model("models:/nerveseg@champion").predict(frame)
     pd.testing.assert_frame_equal(exported, champion)
     with pytest.raises(NervesegError, match="already exists; a model folder is never overwritten"):
-        package_run(out, run_id=registered["run_id"], **common)
+        package_run(reader, out, save_model_folder, **common)

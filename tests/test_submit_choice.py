@@ -64,12 +64,13 @@ def test_the_fingerprint_of_raw_dir_is_the_one_training_records(tmp_path: Path) 
 
 
 def test_the_default_choice_takes_the_best_estimate_among_runs_trained_on_this_data(runs: dict) -> None:
-    from nerveseg.track.submission_run import DataToMatch, chosen_runs
+    from nerveseg.run.choice import DataToMatch, chosen_runs
+    from nerveseg.track.run_reader import MlflowRuns
 
-    settings = get_client().tracking_uri
+    tracked = MlflowRuns.open()
     data = DataToMatch(runs["raw"], runs["cache"], progress=False)
-    assert chosen_runs(None, None, "nerveseg", settings, None, data) == [runs["ids"]["strong"]]
-    assert chosen_runs(None, None, "nerveseg", settings, "nerve", None) == [runs["ids"]["demo"]]  # data not compared
+    assert chosen_runs(tracked, None, None, None, data) == [runs["ids"]["strong"]]
+    assert chosen_runs(tracked, None, None, "nerve", None) == [runs["ids"]["demo"]]  # data not compared
 
 
 def test_submit_says_which_run_it_chose_and_why_and_what_it_skipped(

@@ -55,11 +55,13 @@ def _children(parent_id: str, run_type: str) -> list:
 
 def test_best_run_to_valid_scored_submission(tracked: dict, tmp_path: Path) -> None:
     from nerveseg.data.raw import index_test
+    from nerveseg.run.submit import make_submission
     from nerveseg.submit.submission_file import score_submission, validate_submission
-    from nerveseg.track.submission_run import make_submission
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     root = tracked["root"]
     result = make_submission(
+        MlflowSubmissions.open,
         raw_dir=root / "raw",
         out_dir=tmp_path / "subs",
         cache_dir=tracked["cache"],
@@ -116,16 +118,17 @@ def test_cli_decides_postprocessing_when_missing(
 
 def test_clear_errors(tracked: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import submit
-    from nerveseg.track.submission_run import make_submission
+    from nerveseg.run.submit import make_submission
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     root = tracked["root"]
     common = {"out_dir": tmp_path, "cache_dir": tracked["cache"], "progress": False}
     no_test = tmp_path / "raw_without_test"
     shutil.copytree(root / "raw" / "train", no_test / "train")
     with pytest.raises(ValueError, match=r"test folder .* does not exist"):
-        make_submission(run_id=tracked["run_id"], raw_dir=no_test, **common)
+        make_submission(MlflowSubmissions.open, run_id=tracked["run_id"], raw_dir=no_test, **common)
     with pytest.raises(ValueError, match="unknown MLflow run id 'nope'"):
-        make_submission(run_id="nope", raw_dir=root / "raw", **common)
+        make_submission(MlflowSubmissions.open, run_id="nope", raw_dir=root / "raw", **common)
 
     # a CV run whose folds never finished: no weights
     client = _client()
@@ -134,7 +137,7 @@ def test_clear_errors(tracked: dict, tmp_path: Path, capsys: pytest.CaptureFixtu
     client.log_text(empty.info.run_id, "folds: 3\nheight: 32\nwidth: 40\ndepth: 3\nbase_filters: 4\n", "config.yaml")
     client.set_terminated(empty.info.run_id, "FAILED")
     with pytest.raises(ValueError, match=r"no finished fold run .* no weights"):
-        make_submission(run_id=empty.info.run_id, raw_dir=root / "raw", **common)
+        make_submission(MlflowSubmissions.open, run_id=empty.info.run_id, raw_dir=root / "raw", **common)
 
     # the CLI: one line on stderr, exit 2
     capsys.readouterr()
@@ -148,13 +151,20 @@ def test_clear_errors(tracked: dict, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_no_finished_cv_run(tracked: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nerveseg.run.submit import make_submission
     from nerveseg.track.store import get_client
-    from nerveseg.track.submission_run import make_submission
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "empty-experiment")
     get_client().create_experiment("empty-experiment")
     with pytest.raises(ValueError, match="no finished cross-validation run"):
-        make_submission(raw_dir=tracked["root"] / "raw", out_dir=tmp_path, cache_dir=tracked["cache"], progress=False)
+        make_submission(
+            MlflowSubmissions.open,
+            raw_dir=tracked["root"] / "raw",
+            out_dir=tmp_path,
+            cache_dir=tracked["cache"],
+            progress=False,
+        )
 
 
 def _clone_run(source_id: str, name: str, fingerprint: str) -> str:
@@ -183,13 +193,16 @@ def _clone_run(source_id: str, name: str, fingerprint: str) -> str:
 def test_ensemble_of_runs(tracked: dict, tmp_path: Path) -> None:
     """Ensembling a run with an identical copy gives exactly the single run's submission;
     runs trained on other data are refused (their OOF cannot share one post-processing decision)."""
-    from nerveseg.track.submission_run import make_submission
+    from nerveseg.run.submit import make_submission
+    from nerveseg.track.submission_run import MlflowSubmissions
 
     source = _client().get_run(tracked["run_id"])
     common = {"raw_dir": tracked["root"] / "raw", "cache_dir": tracked["cache"], "progress": False}
     twin = _clone_run(tracked["run_id"], "twin", source.data.tags["data_fingerprint"])
-    single = make_submission(run_id=tracked["run_id"], out_dir=tmp_path / "single", **common)
-    both = make_submission(run_ids=[tracked["run_id"], twin], out_dir=tmp_path / "both", **common)
+    single = make_submission(MlflowSubmissions.open, run_id=tracked["run_id"], out_dir=tmp_path / "single", **common)
+    both = make_submission(
+        MlflowSubmissions.open, run_ids=[tracked["run_id"], twin], out_dir=tmp_path / "both", **common
+    )
     assert both.postprocessing_source == "decided_ensemble"
     assert both.csv_path.name.endswith("_ensemble_tiny+twin.csv")
     assert both.postprocessing.settings == single.postprocessing.settings
@@ -199,7 +212,9 @@ def test_ensemble_of_runs(tracked: dict, tmp_path: Path) -> None:
 
     other = _clone_run(tracked["run_id"], "other", "0" * 64)
     with pytest.raises(ValueError, match="different data"):
-        make_submission(run_ids=[tracked["run_id"], other], out_dir=tmp_path / "refused", **common)
+        make_submission(
+            MlflowSubmissions.open, run_ids=[tracked["run_id"], other], out_dir=tmp_path / "refused", **common
+        )
     assert not (tmp_path / "refused").exists()
 
 

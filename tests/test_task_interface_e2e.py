@@ -146,8 +146,9 @@ def _fake_cv_run(task: str, metrics: dict[str, float], fingerprint: str = "") ->
 
 
 def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tracked: Tracked) -> None:
+    from nerveseg.run.choice import DataToMatch, choose_cv_run
     from nerveseg.submit.tiff_stack import read_probability_stack
-    from nerveseg.track.submission_run import DataToMatch, choose_cv_run
+    from nerveseg.track.run_reader import MlflowRuns
 
     client = get_client()
     fingerprint = client.get_run(tracked.parent_id).data.tags[names.DATA_FINGERPRINT]
@@ -156,7 +157,7 @@ def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tr
     uri, data = client.tracking_uri, DataToMatch(tracked.raw_dir, tracked.root / "cache", progress=False)
 
     def best(task: str | None, data: DataToMatch | None) -> str:
-        choice = choose_cv_run("nerveseg", uri, task, data)[1]
+        choice = choose_cv_run(MlflowRuns(client, uri, "nerveseg"), task, data)[1]
         assert choice.best is not None
         return choice.best.run.run_id
 

@@ -34,6 +34,17 @@ SUBMISSION_SHA_TAG = "submission_sha256"  # its bytes' hash, which finds the rec
 RUN_IDS_PARAM = "run_ids"  # the CV runs it ensembles, a comma list
 N_TEST_IMAGES = "n_test_images"  # a submission's metric: the test images it predicts
 PREDICTED_EMPTY_SHARE = "predicted_empty_share"  # a submission run's share of test images predicted empty
+# Kaggle's side of a submission (issue 29, run.leaderboard): its tags once submit.py --kaggle uploaded its file,
+KAGGLE_UPLOADED_TAG = "nerveseg.kaggle_uploaded"  # UTC time of the upload (ISO 8601)
+KAGGLE_MESSAGE_TAG = "nerveseg.kaggle_message"  # the submission's description on Kaggle
+# its leaderboard scores (leaderboard.py) and where they came from ("typed" or "kaggle client"),
+LEADERBOARD_PUBLIC = "leaderboard_public_score"
+LEADERBOARD_PRIVATE = "leaderboard_private_score"
+LEADERBOARD_SOURCE_TAG = "nerveseg.leaderboard_source"
+# and the CV estimate's 95 % prediction interval sized for Kaggle's test set (report.leaderboard) beside them
+TEST_SET_PI_LOW = "kaggle_test_pi_low"
+TEST_SET_PI_HIGH = "kaggle_test_pi_high"
+TEST_SET_PI_SUBJECTS = "kaggle_test_pi_subjects"  # the new subjects that interval is for
 
 # the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
 # named apart from the param so that no name is both a tag and a param
@@ -158,6 +169,18 @@ def truncated_list(values: list[str], limit: int = MAX_PARAM_LENGTH) -> str:
             return shortened
     raise ValueError(f"limit={limit} is too small for even the note of a cut list; pass at least 20")
 
+
+# the served model's request and answer (issue 15): the pyfunc model (``track.model_package``) reads the input
+# column and writes the outputs, ``run.predict`` sends the one and reads the others, as an HTTP client would
+IMAGE_COLUMN = "image"  # input: one encoded image file (TIFF/PNG/JPEG) per row; base64 in JSON
+PRESENT_COLUMN = "present"  # outputs (nerve task)
+PROBABILITY_COLUMN = "probability"
+AREA_COLUMN = "area"
+RLE_COLUMN = "rle"
+MASK_COLUMN = "mask_png"  # only with params {"return_mask": true}
+MEMBRANE_COLUMN = "membrane_tiff"  # output (isbi2012): float32 TIFF of membrane probabilities
+RETURN_MASK_PARAM = "return_mask"
+TASK_CONFIG = "task"  # the model config's key naming the model's task
 
 # the model registry (issue 15): register.py's and cv_train.py --register's defaults, read by track.registry
 REGISTERED_MODEL = "nerveseg"

@@ -6,9 +6,9 @@ are the finished CV runs of the task whose data fingerprint is that of the train
 predicted; every other run is counted as skipped, with its reason. They are ranked by the task's estimate of a
 submission's score (nerve: ``oof_score_postprocessed``, the CV table's "OOF + pp", whose post-processing was
 decided on the other folds); runs that lack it (made before it was recorded) come after them, ranked by the task's
-ranking metric (two different measures are never compared), and the choice says so. No store is read here:
-``track.run_models.cv_candidates`` turns MLflow runs into ``CandidateRun`` records, so the rule is tested on plain
-values.
+ranking metric (two different measures are never compared), and the choice says so. No store is read here: the
+store is a ``RunCatalog`` (``track.run_reader.MlflowRuns`` turns MLflow runs into ``CandidateRun`` records), so the
+rule is tested on plain values.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Protocol
 
 from nerveseg import names
 from nerveseg.errors import NervesegError
+from nerveseg.evaluate.uncertainty import Interval
 from nerveseg.report.markdown import aligned_columns
-from nerveseg.run.submit import cv_prediction_interval
+from nerveseg.tasks import get_task
 from nerveseg.tasks.base import Task
 
 SHORT = 12  # characters of a data fingerprint shown
@@ -46,6 +49,17 @@ class CandidateRun:
     def value(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
         return float(value) if value is not None and math.isfinite(value) else None
+
+
+class RunCatalog(Protocol):
+    """The finished CV runs of a tracking store, for the verbs that choose one when none is named."""
+
+    @property
+    def experiment(self) -> str:
+        """The experiment's name, as the messages name where the runs were looked for."""
+
+    def candidates(self) -> list[CandidateRun]:
+        """Every finished CV run of the experiment, newest first."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +141,20 @@ def _listed(items: Sequence[str]) -> str:
     return shown + (f" and {len(items) - NAMED} more" if len(items) > NAMED else "")
 
 
+def cv_prediction_interval(metrics: Mapping[str, float]) -> Interval | None:
+    """The CV run's prediction interval (``summarize_cv``) as an Interval, or None for runs without one."""
+    keys = (names.OOF_SCORE_POSTPROCESSED, names.OOF_SCORE_POSTPROCESSED_PI_LOW, names.OOF_SCORE_POSTPROCESSED_PI_HIGH)
+    if not all(key in metrics for key in keys) or names.PI_SUBJECTS not in metrics:
+        return None
+    estimate, low, high = (metrics[key] for key in keys)
+    return Interval(estimate, low, high, 0, "subject", new_groups=int(metrics[names.PI_SUBJECTS]))
+
+
 def estimate_text(ranked: Ranked) -> str:
     """``oof_score_postprocessed 0.6755 (95 % PI 0.5628-0.7810 for 10 new subjects)``: the number a run is ranked
     by, with the prediction interval its CV recorded for that estimate."""
     text = f"{ranked.metric} {ranked.value:.4f}"
-    interval = cv_prediction_interval(dict(ranked.run.metrics))
+    interval = cv_prediction_interval(ranked.run.metrics)
     if interval is not None and ranked.metric == names.OOF_SCORE_POSTPROCESSED:  # the estimate the PI is about
         text += f" (95 % PI {interval.low:.4f}-{interval.high:.4f} for {interval.new_groups} new subjects)"
     return text
@@ -209,3 +232,77 @@ def _data_text(run: CandidateRun, choice: RunChoice) -> str:
     if choice.fingerprint is None or run.task != choice.task.name:
         return run.fingerprint[:SHORT]
     return f"{run.fingerprint[:SHORT]} {'this data' if run.fingerprint == choice.fingerprint else 'other data'}"
+
+
+@dataclass(frozen=True)
+class DataToMatch:
+    """The training data a submission's run must have been trained on: its folder and the cache to read its
+    fingerprint from (``Task.data_fingerprint``)."""
+
+    raw_dir: Path
+    cache_dir: Path
+    progress: bool = True
+
+    def fingerprint(self, task: Task) -> str:
+        """``task``'s fingerprint of the training data, once the images to predict are known to be there."""
+        task.check_test_data(self.raw_dir)  # seconds of hashing would come first otherwise
+        try:
+            return task.data_fingerprint(self.raw_dir, self.cache_dir, progress=self.progress)
+        except NervesegError as err:
+            raise NervesegError(
+                f"cannot tell which runs were trained on the data in --raw-dir {self.raw_dir} ({err}); "
+                "pass --raw-dir the data the run was trained on, or --run-id"
+            ) from err
+
+    def fingerprints(self, tasks: Iterable[str]) -> dict[str, str]:
+        """task -> fingerprint, for the tasks whose data (training and test) ``raw_dir`` holds."""
+        found = {}
+        for name in dict.fromkeys(tasks):
+            try:
+                found[name] = self.fingerprint(get_task(name))
+            except NervesegError:
+                continue  # no data of that task here
+        return found
+
+
+def choose_cv_run(runs: RunCatalog, task: str | None, data: DataToMatch | None) -> tuple[list[CandidateRun], RunChoice]:
+    """The catalog's finished CV runs and ``choose_run`` over them: of ``task`` (None: the task of the newest run
+    trained on ``data``, else of the newest run), trained on ``data`` (None: any data)."""
+    candidates = runs.candidates()
+    fingerprints: dict[str, str] = {}
+    if task is None:
+        fingerprints = {} if data is None else data.fingerprints(run.task for run in candidates)
+        task = default_task(candidates, fingerprints)
+    chosen = get_task(task)
+    fingerprint = None if data is None else fingerprints.get(chosen.name) or data.fingerprint(chosen)
+    return candidates, choose_run(candidates, chosen, fingerprint)
+
+
+def chosen_runs(
+    runs: RunCatalog, run_id: str | None, run_ids: list[str] | None, task: str | None, data: DataToMatch | None = None
+) -> list[str]:
+    """The run ids given, or the best finished CV run (``choose_cv_run``), printed with why and what was skipped."""
+    if run_id is None and not run_ids:
+        _, choice = choose_cv_run(runs, task, data)
+        if skipped := choice.skipped_line():
+            print(skipped)
+        if choice.best is None:
+            raise choice.no_match(runs.experiment, None if data is None else data.raw_dir)
+        print(choice.chosen_line())
+        run_id = choice.best.run.run_id
+    return [run_id] if run_id is not None else list(run_ids or [])
+
+
+def list_candidates(runs: RunCatalog, data: DataToMatch, task: str | None) -> str:
+    """``submit.py --list``: the catalog's finished CV runs, which of them were trained on ``data`` and the one a
+    submission would take, as lines."""
+    candidates, choice = choose_cv_run(runs, task, data)
+    assert choice.fingerprint is not None, "choose_cv_run compares the data when it is given"
+    lines = [
+        f"finished CV runs in MLflow experiment {runs.experiment!r}; task {choice.task.name}, data in "
+        f"{data.raw_dir}: fingerprint {choice.fingerprint[:SHORT]}",
+        candidates_table(candidates, choice),
+        f"submit.py takes the run marked *: {choice.chosen_line()}" if choice.best else "no run was trained on it",
+        choice.skipped_line(),
+    ]
+    return "\n".join(line for line in lines if line)

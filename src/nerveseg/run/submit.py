@@ -4,10 +4,12 @@
 resolves each to its config and fold weights, reuses a single run's ``postprocessing.json`` (or lets the task
 decide it on the runs' out-of-fold predictions), lets the runs' task predict the test data with every fold model
 and write its file (nerve: the Kaggle CSV; isbi2012: the float32 TIFF stack) as ``<out>/<UTC time>_<run
-name><suffix>``, never overwritten. Where the submission is recorded is the store's business:
-``track.submission_run`` logs an MLflow child run; ``submit_local`` (a LocalStore folder, no tracking store)
-writes the same params and metrics as ``<submission file>.json`` beside the file, since a finished LocalStore
-folder is never modified.
+name><suffix>``, never overwritten. Where the submission is recorded is a ``SubmissionLog``'s business: a tracking
+store (``track.submission_run.MlflowSubmissions``) logs an MLflow child run of the CV run, and keeps there a
+post-processing decided now; ``submit_local`` (a LocalStore folder, no tracking store) writes the same params and
+metrics as ``<submission file>.json`` beside the file, since a finished LocalStore folder is never modified.
+``make_submission`` takes the runs from a tracking store: named by id, by a registered model, or the best one
+trained on the data to predict (``run.choice``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from __future__ import annotations
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nerveseg import names
 from nerveseg.data.synthetic import read_test_subjects
@@ -27,7 +29,9 @@ from nerveseg.errors import NervesegError
 from nerveseg.evaluate.uncertainty import Interval, interval_for_ids
 from nerveseg.io_utils import atomic_create_text, check_writable_dir, sha256_file
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
+from nerveseg.run.choice import DataToMatch, RunCatalog, chosen_runs, cv_prediction_interval
 from nerveseg.run.fold_files import json_text
+from nerveseg.run.local_store import LocalRunReader
 from nerveseg.run.resolved_run import ResolvedRun, Sources, postprocessing_for_runs, resolve
 from nerveseg.run.store import RunReader
 from nerveseg.tasks import get_task
@@ -246,30 +250,91 @@ def submission_tags(sub: Written) -> dict[str, str]:
     }
 
 
+class SubmissionLog(Protocol):
+    """Where a written submission is recorded."""
+
+    def record(self, written: Written) -> SubmissionResult:
+        """Record ``written`` (its params, metrics, tags and post-processing) and say where."""
+
+
+class TrackedRuns(RunCatalog, SubmissionLog, Protocol):
+    """A tracking store as ``make_submission`` uses it: its runs, chosen or named, and their submissions' record."""
+
+    def reader(self, run_id: str, *, unfinished: str = "refuse") -> RunReader:
+        """CV run ``run_id``; ``unfinished="warn"`` takes one whose summary did not finish, with a warning."""
+
+    def run_of_model(self, uri: str) -> str:
+        """The CV run a registered model (``models:/nerveseg@champion``) was made of."""
+
+
+@dataclass(frozen=True)
+class JsonRecord:
+    """A ``SubmissionLog`` with no tracking store: ``<submission file>.json`` beside the file, naming the LocalStore
+    folders ``run_dirs`` it was made from."""
+
+    run_dirs: Sequence[Path]
+
+    def record(self, written: Written) -> SubmissionResult:
+        record = {
+            "runs": [str(Path(d).resolve()) for d in self.run_dirs],
+            "params": submission_params(written),
+            "metrics": submission_metrics(written),
+            "tags": submission_tags(written),
+            names.POSTPROCESSING_ARTIFACT: written.decision.to_json(),
+        }
+        record_path = written.file.path.with_name(written.file.path.name + RECORD_SUFFIX)
+        atomic_create_text(record_path, json_text(record))
+        return SubmissionResult.of(written, record_path=record_path)
+
+
 def submit_local(run_dirs: Sequence[Path], options: SubmitOptions) -> SubmissionResult:
     """A submission from LocalStore folders, recorded as ``<file>.json`` beside it: no tracking store is used."""
-    from nerveseg.run.local_store import LocalRunReader
-
-    written = write_submission([LocalRunReader(d) for d in run_dirs], options)
-    record = {
-        "runs": [str(Path(d).resolve()) for d in run_dirs],
-        "params": submission_params(written),
-        "metrics": submission_metrics(written),
-        "tags": submission_tags(written),
-        names.POSTPROCESSING_ARTIFACT: written.decision.to_json(),
-    }
-    record_path = written.file.path.with_name(written.file.path.name + RECORD_SUFFIX)
-    atomic_create_text(record_path, json_text(record))
-    return SubmissionResult.of(written, record_path=record_path)
+    return JsonRecord(run_dirs).record(write_submission([LocalRunReader(d) for d in run_dirs], options))
 
 
-def cv_prediction_interval(metrics: dict[str, float]) -> Interval | None:
-    """The CV run's prediction interval (``summarize_cv``) as an Interval, or None for runs without one."""
-    keys = (names.OOF_SCORE_POSTPROCESSED, names.OOF_SCORE_POSTPROCESSED_PI_LOW, names.OOF_SCORE_POSTPROCESSED_PI_HIGH)
-    if not all(key in metrics for key in keys) or names.PI_SUBJECTS not in metrics:
-        return None
-    estimate, low, high = (metrics[key] for key in keys)
-    return Interval(estimate, low, high, 0, "subject", new_groups=int(metrics[names.PI_SUBJECTS]))
+def make_submission(
+    open_runs: Callable[[], TrackedRuns],
+    *,
+    run_id: str | None = None,
+    run_ids: list[str] | None = None,
+    tta: bool | None = None,
+    raw_dir: Path = RAW_DIR,
+    out_dir: Path = SUBMISSIONS_DIR,
+    cache_dir: Path = PROCESSED_DIR,
+    batch_size: int = 256,
+    test_masks_dir: Path | None = None,
+    progress: bool = True,
+    task: str | None = None,
+    file_name: str | None = None,
+    model: str | None = None,
+) -> SubmissionResult:
+    """Predict the test data with the chosen CV run(s) of the store ``open_runs()`` opens, write and validate a new
+    file, record it there.
+
+    ``run_id`` picks one run, ``run_ids`` ensembles several (equal weight per run), neither picks the best
+    finished CV run of ``task`` trained on the data in ``raw_dir`` (its data fingerprint), by that task's estimate
+    (``run.choice.choose_cv_run``; ``task`` None: that of the newest run on this data, else of the newest run).
+    ``model`` (``models:/nerveseg@champion``) picks the CV run a registered model was made of instead, so its
+    submission is the run's. The other options are ``SubmitOptions``'. Bad input raises ``NervesegError`` naming
+    it; the output and cache folders are checked writable before the store is opened.
+    """
+    if model is not None and (run_id is not None or run_ids):
+        raise NervesegError("pass either --model or --run-id/--runs, not both")
+    if run_id is not None and run_ids:
+        raise NervesegError("pass either one run id (--run-id) or several (--runs), not both")
+    if run_ids is not None and len(set(run_ids)) != len(run_ids):
+        raise NervesegError(f"--runs lists a run twice: {run_ids}")
+    options = SubmitOptions(
+        Path(raw_dir), Path(out_dir), Path(cache_dir), tta, batch_size, test_masks_dir, progress, file_name
+    )
+    check_options(options)
+    runs = open_runs()
+    if model is not None:  # a registered model: submit from the CV run it was made of
+        run_id = runs.run_of_model(model)
+    data = DataToMatch(options.raw_dir, options.cache_dir, progress)
+    chosen = chosen_runs(runs, run_id, run_ids, task, data)
+    readers = [runs.reader(rid, unfinished="warn") for rid in chosen]
+    return runs.record(write_submission(readers, options))
 
 
 def prediction_check(test_score: float, test_interval: Interval | None, prediction: Interval) -> str:

@@ -2,7 +2,7 @@
 
 ``cv_train.py``, ``submit.py`` and ``tune.py`` run any task through this interface: the cross-validation
 (``run.cross_validate``) reads the data, splits it, trains each fold and finalises by asking the task; the
-submission (``track.submission_run``) asks it for the post-processing and the file. A task object is
+submission (``run.submit``) asks it for the post-processing and the file. A task object is
 stateless and thin: it wires the stages (data, train, evaluate, inference, report, submit) for one data set.
 ``nerveseg.tasks.get_task`` returns the one named by the config's ``task`` field. The core stays free of
 MLflow and Optuna: a task returns plain values and the store records them.

@@ -1,35 +1,32 @@
 """A CV run's fold ensemble as one MLflow Model (pyfunc), logged on the CV parent run or saved as a model folder.
 
 ``log_cv_model`` logs it on an MLflow CV run (what ``register.py`` registers); ``save_model_folder`` writes it as
-a plain folder from a run of either store (``register.py --run-dir DIR --out MODEL_DIR``), which
-``mlflow.pyfunc.load_model``, ``predict.py --model MODEL_DIR`` and ``mlflow models serve -m MODEL_DIR`` load
-with no tracking store. The files come from ``run.package.model_files``.
+a plain folder from a run of either store (``run.package.package_run``: ``register.py --run-dir DIR --out
+MODEL_DIR``), which ``mlflow.pyfunc.load_model``, ``predict.py --model MODEL_DIR`` and ``mlflow models serve -m
+MODEL_DIR`` load with no tracking store. The files come from ``run.package.model_files``.
 
 The package holds everything a prediction needs: every fold's ``.weights.h5``, the run's ``config.yaml``
 and ``postprocessing.json`` as artifacts, the task and the TTA switch in the model config, the
 ``nerveseg`` package itself as code (so ``mlflow models serve --env-manager local`` needs nothing but the
 pinned libraries), a signature, an input example and exact pip requirements. Predictions go through
-``inference.segmenter``, the path ``submit.py`` writes the Kaggle CSV with: this module imports the
-core, never the reverse.
+``inference.segmenter``, the path ``submit.py`` writes the Kaggle CSV with, and the request and answer are
+``inference.served``'s: this module imports the core, never the reverse.
 
-Input: a DataFrame with a column ``image`` of encoded image files (TIFF, PNG, JPEG; gray or RGB; any
-size), which is what MLflow's scoring server builds from a ``dataframe_split`` request whose cells are
-base64 strings (the signature's ``binary`` type decodes them). In process a list or array of uint8 images
-is accepted too (``NervesegModel.predict`` on the unwrapped model: MLflow's schema check only lets the
-DataFrame through ``PyFuncModel.predict``). Output: one row per image, ``present``, ``probability``,
-``area`` (pixels) and ``rle`` at the image's own size, plus ``mask_png`` with params
+MLflow's scoring server builds the input DataFrame (a column ``image`` of encoded image files) from a
+``dataframe_split`` request whose cells are base64 strings (the signature's ``binary`` type decodes them). A list
+or array of uint8 images is accepted in process only (``NervesegModel.predict`` on the unwrapped model: MLflow's
+schema check only lets the DataFrame through ``PyFuncModel.predict``). The answer has ``present``,
+``probability``, ``area`` (pixels) and ``rle`` at the image's own size, plus ``mask_png`` with params
 ``{"return_mask": true}``; for ISBI 2012, ``membrane_tiff`` (a float32 probability map).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +46,6 @@ from nerveseg.paths import PROJ_ROOT
 from nerveseg.run.fold_files import check_weights_file
 from nerveseg.run.package import ModelFiles, check_new_model_dir, model_files
 from nerveseg.run.resolved_run import DECIDED, Sources
-from nerveseg.run.store import RunReader
 from nerveseg.track import schema
 from nerveseg.track.run_reader import MlflowRunReader
 
@@ -83,46 +79,6 @@ class BadInput(MlflowException):
         return json.dumps({"error_code": self.error_code, "message": self.one_line})
 
 
-def _images_from(model_input: Any) -> list[np.ndarray]:
-    """Gray uint8 images from a DataFrame ``image`` column of file bytes, or from uint8 arrays."""
-    from nerveseg.inference.images import decode_all
-
-    if isinstance(model_input, pd.DataFrame):
-        if schema.IMAGE_COLUMN not in model_input.columns:
-            raise NervesegError(
-                f"the input has columns {list(model_input.columns)}; expected a column {schema.IMAGE_COLUMN!r} "
-                "of base64-encoded TIFF, PNG or JPEG files"
-            )
-        cells = model_input[schema.IMAGE_COLUMN].tolist()
-        for row, value in enumerate(cells):
-            if not isinstance(value, bytes | bytearray):
-                raise NervesegError(
-                    f"image {row}: is a {type(value).__name__}; expected the bytes of an image file (base64 in JSON)"
-                )
-            if not value:  # MLflow's base64 decoding drops every character outside the alphabet
-                raise NervesegError(
-                    f"image {row}: holds no bytes (an empty string, or base64 without one valid character); "
-                    "send the base64 of a TIFF, PNG or JPEG file"
-                )
-        return decode_all([(bytes(value), f"image {row}") for row, value in enumerate(cells)])
-    if isinstance(model_input, np.ndarray) and model_input.ndim in (2, 3) and model_input.dtype != object:
-        model_input = model_input[None] if model_input.ndim == 2 else model_input
-    if isinstance(model_input, np.ndarray | list | tuple):
-        return [np.asarray(image) for image in model_input]
-    raise NervesegError(
-        f"the input is a {type(model_input).__name__}; expected a DataFrame with column {schema.IMAGE_COLUMN!r} "
-        "or a batch of uint8 images"
-    )
-
-
-def _float32_tiff(probs: np.ndarray) -> bytes:
-    import tifffile
-
-    buffer = io.BytesIO()
-    tifffile.imwrite(buffer, probs.astype(np.float32))
-    return buffer.getvalue()
-
-
 class NervesegModel(mlflow.pyfunc.PythonModel):
     """The fold ensemble of one CV run behind MLflow's pyfunc interface (see the module docstring)."""
 
@@ -153,32 +109,16 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:  # MLflow reads the hint: a DataFrame hint adds no validation of its own
         """One output row per input image; a malformed input raises ``BadInput`` (HTTP 400 when served)."""
-        return_mask = bool((params or {}).get(schema.RETURN_MASK_PARAM, False))
+        from nerveseg.inference.served import membranes_frame, request_images, segmentations_frame
+
+        return_mask = bool((params or {}).get(names.RETURN_MASK_PARAM, False))
         try:
-            images = _images_from(model_input)
+            images = request_images(model_input)
             if self.task == "isbi2012":
-                maps = self.segmenter.probabilities(images)
-                return pd.DataFrame({schema.MEMBRANE_COLUMN: [_float32_tiff(m) for m in maps]})
+                return membranes_frame(self.segmenter.probabilities(images))
             return segmentations_frame(self.segmenter.segment(images, masks=return_mask), return_mask)
         except NervesegError as err:
             raise BadInput(str(err)) from err
-
-
-def segmentations_frame(results: Sequence[Any], with_masks: bool) -> pd.DataFrame:
-    """The output columns from ``Segmenter.segment``'s results (``mask_png`` only ``with_masks``)."""
-    from nerveseg.inference.images import encode_mask_png
-
-    frame = pd.DataFrame(
-        {
-            schema.PRESENT_COLUMN: [r.present for r in results],
-            schema.PROBABILITY_COLUMN: [r.probability for r in results],
-            schema.AREA_COLUMN: [r.area for r in results],
-            schema.RLE_COLUMN: [r.rle for r in results],
-        }
-    )
-    if with_masks:
-        frame[schema.MASK_COLUMN] = [encode_mask_png(r.mask) for r in results]
-    return frame
 
 
 # ----------------------------------------------------------------------------------- how it is logged
@@ -186,19 +126,19 @@ def segmentations_frame(results: Sequence[Any], with_masks: bool) -> pd.DataFram
 
 def signature(task: str) -> ModelSignature:
     """Input: the ``image`` column (bytes); output: the task's columns; param ``return_mask``."""
-    inputs = Schema([ColSpec(DataType.binary, schema.IMAGE_COLUMN)])
+    inputs = Schema([ColSpec(DataType.binary, names.IMAGE_COLUMN)])
     if task == "isbi2012":
-        return ModelSignature(inputs, Schema([ColSpec(DataType.binary, schema.MEMBRANE_COLUMN)]))
+        return ModelSignature(inputs, Schema([ColSpec(DataType.binary, names.MEMBRANE_COLUMN)]))
     outputs = Schema(
         [
-            ColSpec(DataType.boolean, schema.PRESENT_COLUMN),
-            ColSpec(DataType.double, schema.PROBABILITY_COLUMN),
-            ColSpec(DataType.long, schema.AREA_COLUMN),
-            ColSpec(DataType.string, schema.RLE_COLUMN),
-            ColSpec(DataType.binary, schema.MASK_COLUMN, required=False),
+            ColSpec(DataType.boolean, names.PRESENT_COLUMN),
+            ColSpec(DataType.double, names.PROBABILITY_COLUMN),
+            ColSpec(DataType.long, names.AREA_COLUMN),
+            ColSpec(DataType.string, names.RLE_COLUMN),
+            ColSpec(DataType.binary, names.MASK_COLUMN, required=False),
         ]
     )
-    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec(schema.RETURN_MASK_PARAM, DataType.boolean, False)]))
+    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec(names.RETURN_MASK_PARAM, DataType.boolean, False)]))
 
 
 def input_example() -> pd.DataFrame:
@@ -207,7 +147,7 @@ def input_example() -> pd.DataFrame:
 
     height, width = EXAMPLE_SHAPE
     gradient = (np.add.outer(np.arange(height), np.arange(width)) * 2).astype(np.uint8)
-    return pd.DataFrame({schema.IMAGE_COLUMN: [encode_png(gradient)]})
+    return pd.DataFrame({names.IMAGE_COLUMN: [encode_png(gradient)]})
 
 
 def pip_requirements(path: Path = REQUIREMENTS) -> list[str]:
@@ -245,7 +185,7 @@ def _pyfunc_arguments(files: ModelFiles, tta: bool, batch_size: int) -> dict[str
         "python_model": NervesegModel(),
         "artifacts": artifacts,
         "code_paths": [str(PACKAGE_DIR)],
-        "model_config": {schema.TTA_CONFIG: tta, schema.BATCH_SIZE_CONFIG: batch_size, schema.TASK_CONFIG: files.task},
+        "model_config": {schema.TTA_CONFIG: tta, schema.BATCH_SIZE_CONFIG: batch_size, names.TASK_CONFIG: files.task},
         "signature": signature(files.task),
         "input_example": input_example(),
         "pip_requirements": pip_requirements(),
@@ -254,25 +194,26 @@ def _pyfunc_arguments(files: ModelFiles, tta: bool, batch_size: int) -> dict[str
 
 def log_cv_model(
     client: MlflowClient,
-    run_id: str,
+    reader: MlflowRunReader,
     sources: Sources,
     *,
     tracking_uri: str,
     tta: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> LoggedModel:
-    """Log CV run ``run_id``'s fold ensemble as the pyfunc ``model`` on that run; the existing one if logged.
+    """Log CV run ``reader``'s fold ensemble as the pyfunc ``model`` on that run; the existing one if logged.
 
     The LoggedModel is created with the client in the run's experiment and linked to the run as its
     output, then ``mlflow.pyfunc.log_model(name="model", model_id=...)`` fills it, so nothing relies on
     MLflow's global active run. Post-processing is the run's ``postprocessing.json`` (decided now and kept on
     the run when missing, as ``submit.py`` does).
     """
+    run_id = reader.run_id
     existing = logged_model_of_run(client, run_id)
     if existing is not None:
         return existing
     run = client.get_run(run_id)
-    files = model_files(MlflowRunReader(client, run_id, tracking_uri), sources)
+    files = model_files(reader, sources)
     if files.decision_source == DECIDED:
         client.log_dict(run_id, files.decision.to_json(), names.POSTPROCESSING_ARTIFACT)
     model = client.create_logged_model(
@@ -280,7 +221,7 @@ def log_cv_model(
         name=schema.MODEL_NAME,
         source_run_id=run_id,
         params={k: str(v)[: names.MAX_PARAM_LENGTH] for k, v in run.data.params.items()},
-        tags={schema.TASK_CONFIG: files.task, schema.TTA_CONFIG: str(tta).lower()},
+        tags={names.TASK_CONFIG: files.task, schema.TTA_CONFIG: str(tta).lower()},
     )
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     mlflow.set_tracking_uri(tracking_uri)  # log_model writes to MLflow's current store
@@ -290,14 +231,11 @@ def log_cv_model(
     return client.get_logged_model(model.model_id)
 
 
-def save_model_folder(
-    reader: RunReader, out: Path, sources: Sources, *, tta: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
-) -> Path:
-    """The run's fold ensemble as a NEW MLflow model folder ``out`` (``mlflow.pyfunc.save_model``), from either
-    store; no tracking store is read or written for a LocalStore run. Written beside ``out`` and renamed into
-    place, so an interrupted save leaves no half model under that name."""
+def save_model_folder(files: ModelFiles, out: Path, *, tta: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
+    """A run's model ``files`` as a NEW MLflow model folder ``out`` (``mlflow.pyfunc.save_model``), from either
+    store; no tracking store is read or written. Written beside ``out`` and renamed into place, so an interrupted
+    save leaves no half model under that name."""
     out = check_new_model_dir(out)
-    files = model_files(reader, sources)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -316,6 +254,5 @@ __all__ = [
     "logged_model_of_run",
     "pip_requirements",
     "save_model_folder",
-    "segmentations_frame",
     "signature",
 ]

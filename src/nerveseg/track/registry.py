@@ -2,10 +2,12 @@
 
 ``register_run`` logs the run's pyfunc model if it has none (``track.model_package``), registers a new
 version whose description is the run's CV table with its honest (cross-fitted, post-processed) estimate
-and interval, and whose tags hold the data fingerprint and git commit, then moves the alias to it. Without
-a run id it takes the best finished CV run by the task's ranking metric, as ``submit.py`` does.
+and interval (``run.package.version_description``), and whose tags hold the data fingerprint and git commit, then
+moves the alias to it. ``register_best`` without a run id takes the best finished CV run by the task's estimate,
+as ``submit.py`` ranks them (``run.choice``).
 ``run_of_model`` goes the other way, from ``models:/name@alias`` (or ``/version``, or ``models:/<model
-id>``) to the CV run that produced it, which is how ``submit.py --model`` reuses the run-based path.
+id>``) to the CV run that produced it, which is how ``submit.py --model`` reuses the run-based path, and
+``load_model`` loads a registered model, or a model folder, for ``predict.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -24,16 +27,16 @@ from mlflow.tracking import MlflowClient
 from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
-from nerveseg.run.package import check_new_model_dir
+from nerveseg.run.choice import chosen_runs
+from nerveseg.run.package import version_description
 from nerveseg.run.resolved_run import Sources
-from nerveseg.run.store import RunReader
-from nerveseg.tasks import get_task
 from nerveseg.track import schema
 from nerveseg.track.model_package import log_cv_model
-from nerveseg.track.run_models import get_run
-from nerveseg.track.store import TrackingError
+from nerveseg.track.run_reader import MlflowRuns, get_run
+from nerveseg.track.store import TrackingError, check_store_to_read, load_mlflow_settings
 from nerveseg.uris import redact_uri
 
+TRACKED_MODEL_SCHEMES = ("models:", "runs:", "mlflow-artifacts:")  # URIs MLflow resolves through its tracking store
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?")
 MODEL_HINT = (  # what makes a model, from either store
     "register an MLflow CV run with src/register.py [--run-id ID], or write a model folder from a LocalStore "
@@ -67,34 +70,12 @@ class Registered:
         )
 
 
-def _estimate_line(run: Run) -> str:
-    """The run's ranking metric and, for the nerve task, the honest estimate with its 95 % interval."""
-    metrics, task = run.data.metrics, get_task(run.data.params.get("task", "nerve"))
-    parts = []
-    if task.ranking_metric in metrics:
-        parts.append(f"{task.ranking_metric} {metrics[task.ranking_metric]:.4f}")
-    honest = metrics.get(names.OOF_SCORE_POSTPROCESSED)
-    if honest is not None:
-        low = metrics.get(names.OOF_SCORE_POSTPROCESSED_CI_LOW)
-        high = metrics.get(names.OOF_SCORE_POSTPROCESSED_CI_HIGH)
-        interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None and high is not None else ""
-        parts.append(f"honest estimate: cross-fitted post-processed OOF score {honest:.4f}{interval}")
-    return "; ".join(parts) or "no CV metrics on the run"
-
-
-def version_description(run: Run) -> str:
-    """Markdown: which run, its estimate line, then the run's own description (the CV table)."""
-    name = run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name
-    table = run.data.tags.get(schema.DESCRIPTION_TAG, "").strip()
-    return f"CV run **{name}** (`{run.info.run_id}`): {_estimate_line(run)}\n\n{table}".strip()
-
-
 def version_tags(run: Run, model_id: str) -> dict[str, str]:
     tags = {
         names.DATA_FINGERPRINT: run.data.tags.get(names.DATA_FINGERPRINT, ""),
         schema.GIT_COMMIT_TAG: run.data.tags.get(schema.GIT_COMMIT_TAG, ""),
         schema.MODEL_VERSION_RUN_TAG: run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name,
-        schema.TASK_CONFIG: run.data.params.get("task", "nerve"),
+        names.TASK_CONFIG: run.data.params.get("task", "nerve"),
     }
     return {k: v for k, v in tags.items() if v}
 
@@ -108,8 +89,7 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
 
 
 def register_run(
-    client: MlflowClient,
-    tracking_uri: str,
+    runs: MlflowRuns,
     run_id: str,
     *,
     name: str = names.REGISTERED_MODEL,
@@ -120,15 +100,16 @@ def register_run(
     progress: bool = True,
 ) -> Registered:
     """Log the run's model if missing, register a new version of ``name`` from it, point ``alias`` at it."""
+    client, uri = runs.client, runs.tracking_uri
     run = get_run(client, run_id)
     if run.data.tags.get(schema.RUN_TYPE_TAG) != schema.CV_RUN:
         raise NervesegError(f"run {run_id} is not a cross-validation parent run; register the CV run itself")
     if run.info.status != "FINISHED":
         raise NervesegError(f"run {run_id} is {run.info.status}; only FINISHED cross-validation runs are registered")
-    uri = tracking_uri
+    reader = runs.reader(run_id)
     with tempfile.TemporaryDirectory(prefix="nerveseg-register-") as tmp:
         sources = Sources(Path(tmp), Path(raw_dir), Path(cache_dir), progress)
-        model = log_cv_model(client, run_id, sources, tracking_uri=uri, tta=tta)
+        model = log_cv_model(client, reader, sources, tracking_uri=uri, tta=tta)
     try:
         _ensure_registered_model(client, name)
         version = client.create_model_version(
@@ -136,7 +117,7 @@ def register_run(
             source=f"models:/{model.model_id}",
             run_id=run_id,
             tags=version_tags(run, model.model_id),
-            description=version_description(run),
+            description=version_description(reader, run.data.tags.get(schema.DESCRIPTION_TAG, "")),
             model_id=model.model_id,
         )
         client.set_registered_model_alias(name, alias, version.version)
@@ -148,42 +129,10 @@ def register_run(
 
 def register_best(run_id: str | None = None, *, task: str | None = None, **options: object) -> Registered:
     """``register_run`` on ``run_id``, or on the best finished CV run of ``task`` (None: the newest run's
-    task) by its estimate, ranked as ``submit.py`` ranks (``submission_run.chosen_runs``), any data."""
-    from nerveseg.track.submission_run import chosen_runs, tracking
-
-    client, uri, experiment_name = tracking()
-    (chosen,) = chosen_runs(run_id, None, experiment_name, uri, task)
-    return register_run(client, uri, chosen, **options)  # type: ignore[arg-type]
-
-
-def package_run(
-    out: Path,
-    *,
-    run_dir: Path | None = None,
-    run_id: str | None = None,
-    task: str | None = None,
-    tta: bool = True,
-    raw_dir: Path = RAW_DIR,
-    cache_dir: Path = PROCESSED_DIR,
-    progress: bool = True,
-) -> Path:
-    """A CV run's fold ensemble as a NEW model folder ``out`` instead of a registry version: the LocalStore folder
-    ``run_dir`` (no tracking store is read or created), else MLflow run ``run_id`` or the best finished one."""
-    from nerveseg.run.local_store import LocalRunReader
-    from nerveseg.track.model_package import save_model_folder
-    from nerveseg.track.run_reader import MlflowRunReader
-    from nerveseg.track.submission_run import chosen_runs, tracking
-
-    check_new_model_dir(out)
-    if run_dir is not None:
-        reader: RunReader = LocalRunReader(run_dir)
-    else:
-        client, uri, experiment_name = tracking()
-        (chosen,) = chosen_runs(run_id, None, experiment_name, uri, task)
-        reader = MlflowRunReader(client, chosen, uri)
-    with tempfile.TemporaryDirectory(prefix="nerveseg-package-") as tmp:
-        sources = Sources(Path(tmp), Path(raw_dir), Path(cache_dir), progress)
-        return save_model_folder(reader, Path(out), sources, tta=tta)
+    task) by its estimate, ranked as ``submit.py`` ranks (``run.choice.chosen_runs``), any data."""
+    runs = MlflowRuns.open()
+    (chosen,) = chosen_runs(runs, run_id, None, task)
+    return register_run(runs, chosen, **options)  # type: ignore[arg-type]
 
 
 def model_version(client: MlflowClient, uri: str) -> ModelVersion:
@@ -222,13 +171,33 @@ def run_of_model(client: MlflowClient, uri: str) -> str:
     return run_id
 
 
+def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """``mlflow.pyfunc.load_model(uri)`` (``models:/nerveseg@champion``, ``models:/<model id>``, ``runs:/...``, or a
+    model folder written by ``register.py --out``, which needs no tracking store) with a one-line error naming it.
+
+    A URI resolved through the tracking store (``models:/``, ``runs:/``) first checks that store as every
+    command does: a server that does not answer within seconds, or a SQLite store that does not exist, is one
+    line, not minutes of MLflow's retries or a new empty ``mlflow.db``.
+    """
+    if uri.startswith(TRACKED_MODEL_SCHEMES):
+        settings = load_mlflow_settings()
+        check_store_to_read(settings.tracking_uri)
+        mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise NervesegError(f"--model {uri}: {first[:300]}; {MODEL_HINT}") from err
+    except NervesegError as err:  # the package's own check of its files (a truncated weights artifact, say)
+        raise NervesegError(f"--model {uri}: {err}") from err
+
+
 __all__ = [
     "Registered",
+    "load_model",
     "model_version",
-    "package_run",
     "register_best",
     "register_run",
     "run_of_model",
-    "version_description",
     "version_tags",
 ]

@@ -1,6 +1,6 @@
-"""``MlflowRunReader``: a finished cross-validation's parent run read back (``run.store.RunReader``), its files
-downloaded on demand, and ``open_run``, which turns what a user typed (an MLflow run id or a LocalStore folder)
-into a reader."""
+"""Tracked cross-validation runs read back: ``MlflowRunReader``, a finished parent run (``run.store.RunReader``) with
+its files downloaded on demand; ``MlflowRuns``, the configured store's finished ones as records for ``run.choice``;
+and ``open_run``, which turns what a user typed (an MLflow run id or a LocalStore folder) into a reader."""
 
 from __future__ import annotations
 
@@ -8,21 +8,108 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Self
 
+import mlflow
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg import names
 from nerveseg.config import TrainConfig, load_config
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
+from nerveseg.run.choice import CandidateRun
 from nerveseg.run.fold_files import check_weights_file, load_image_scores
 from nerveseg.run.local_store import LocalRunReader
 from nerveseg.run.store import RunReader
 from nerveseg.track import schema
-from nerveseg.track.run_models import cv_parent_run, run_name
-from nerveseg.track.store import TrackingError, download_artifacts
+from nerveseg.track.store import (
+    MlflowSettings,
+    TrackingError,
+    check_store_to_read,
+    download_artifacts,
+    load_mlflow_settings,
+)
+from nerveseg.uris import redact_uri
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow's run ids look like
+
+
+def get_run(client: MlflowClient, run_id: str) -> Run:
+    """Run ``run_id``, or one line saying the store has no such run."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise NervesegError(
+            f"unknown MLflow run id {run_id!r} at this tracking store; list runs with `mlflow runs list` "
+            "or pick one in the MLflow UI (the parent cross-validation run)"
+        ) from err
+
+
+def run_name(run: Run) -> str:
+    """The run's name as the runs table shows it (its id when it has none)."""
+    return run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name or run.info.run_id
+
+
+def cv_parent_run(client: MlflowClient, run_id: str) -> Run:
+    """Run ``run_id`` after checking it is a cross-validation's parent run (a fold's run names its parent)."""
+    run = get_run(client, run_id)
+    run_type = run.data.tags.get(schema.RUN_TYPE_TAG)
+    name = run_name(run)
+    if run_type == schema.FOLD_RUN:
+        parent = run.data.tags.get(schema.PARENT_TAG, "?")
+        raise NervesegError(f"run {run_id} ({name}) is one fold's run; pass its cross-validation parent {parent}")
+    if run_type != schema.CV_RUN:
+        raise NervesegError(
+            f"run {run_id} ({name}) has {schema.RUN_TYPE_TAG}={run_type!r}; expected a cross-validation run ('cv')"
+        )
+    return run
+
+
+def _text(row: pd.Series, column: str) -> str:
+    value = row.get(column)
+    return "" if value is None or pd.isna(value) else str(value)
+
+
+def cv_candidates(experiment_name: str, tracking_uri: str) -> list[CandidateRun]:
+    """Every FINISHED cross-validation run of the experiment, newest first, as the plain records ``run.choice``
+    chooses among (runs from before the task param existed are nerve runs). A missing experiment is one line:
+    nothing was trained there."""
+    uri = tracking_uri
+    mlflow.set_tracking_uri(uri)
+    if MlflowClient(uri).get_experiment_by_name(experiment_name) is None:
+        raise TrackingError(
+            f"MLflow experiment {experiment_name!r} does not exist at {redact_uri(uri)}; train first (python "
+            "src/cv_train.py) or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
+        )
+    runs = mlflow.search_runs(
+        experiment_names=[experiment_name],
+        filter_string=f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.CV_RUN}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="pandas",
+    )
+    candidates = []
+    for _, row in runs.iterrows():
+        metrics = {
+            column.removeprefix("metrics."): float(value)
+            for column, value in row.items()
+            if str(column).startswith("metrics.") and pd.notna(value)
+        }
+        started = row.get("start_time")
+        candidates.append(
+            CandidateRun(
+                run_id=str(row["run_id"]),
+                name=_text(row, f"tags.{schema.RUN_NAME_TAG}") or str(row["run_id"]),
+                task=_text(row, f"params.{names.TASK_PARAM}") or "nerve",
+                config=_text(row, f"params.{names.CONFIG_NAME_PARAM}"),
+                started=None if started is None or pd.isna(started) else started.to_pydatetime(),
+                fingerprint=_text(row, f"tags.{names.DATA_FINGERPRINT}"),
+                metrics=metrics,
+            )
+        )
+    return candidates
 
 
 class MlflowRunReader:
@@ -121,6 +208,26 @@ class MlflowRunReader:
         return weights
 
 
+class MlflowRuns:
+    """The configured tracking store's finished CV runs (``run.choice.RunCatalog``) and a reader for any of them;
+    ``open`` checks the store answers (and exists) within seconds, as every command that only reads does."""
+
+    def __init__(self, client: MlflowClient, tracking_uri: str, experiment: str) -> None:
+        self.client, self.tracking_uri, self.experiment = client, tracking_uri, experiment
+
+    @classmethod
+    def open(cls, settings: MlflowSettings | None = None) -> Self:
+        settings = settings or load_mlflow_settings()
+        check_store_to_read(settings.tracking_uri)
+        return cls(MlflowClient(settings.tracking_uri), settings.tracking_uri, settings.experiment_name)
+
+    def candidates(self) -> list[CandidateRun]:
+        return cv_candidates(self.experiment, self.tracking_uri)
+
+    def reader(self, run_id: str, *, unfinished: str = "refuse") -> MlflowRunReader:
+        return MlflowRunReader(self.client, run_id, self.tracking_uri, unfinished=unfinished)
+
+
 def open_run(name: str, tracking_uri: str) -> RunReader:
     """A LocalStore folder when ``name`` is an existing folder, else the MLflow run with that id."""
     if Path(name).is_dir():
@@ -133,4 +240,4 @@ def open_run(name: str, tracking_uri: str) -> RunReader:
     )
 
 
-__all__ = ["MlflowRunReader", "open_run"]
+__all__ = ["MlflowRunReader", "MlflowRuns", "cv_candidates", "cv_parent_run", "get_run", "open_run", "run_name"]

@@ -1,6 +1,6 @@
 """The MLflow run schema: the tags, run types and model-package keys that only MLflow runs have.
 
-``track.mlflow_store`` writes cross-validation runs; ``track.submission_run``, ``tune.study`` and the tests
+``track.mlflow_store`` writes cross-validation runs; ``track.run_reader``, ``tune.study`` and the tests
 read them. They agree because both sides take the names from here, never from string literals. The names every
 store writes (the CV summary's metrics and tags, a fold's params and metrics, the artifact layout) are written by
 core code too, so they live in ``nerveseg.names``, and the OOF file format in ``nerveseg.run.fold_files``; each
@@ -81,7 +81,7 @@ def confirm_metric(name: str) -> str:
 
 
 # --------------------------------------------------------------- the MLflow Model of a CV run (issue 15)
-# ``track.model_package`` writes it, ``track.registry`` / ``predict.py`` / the served model read it
+# ``track.model_package`` writes it, ``track.registry`` and the served model read it
 MODEL_NAME = "model"  # the LoggedModel's name on the CV parent run (log_model(name=...))
 MODEL_CONFIG_ARTIFACT = "config"  # pyfunc artifact keys: the run's config.yaml ...
 MODEL_POSTPROCESSING_ARTIFACT = "postprocessing"  # ... its postprocessing.json ...
@@ -92,32 +92,14 @@ def model_weights_key(fold: int) -> str:
     return f"fold_{fold}"
 
 
-TTA_CONFIG = "tta"  # model_config keys: test-time augmentation on/off, images per forward batch, the task
+# model_config keys: test-time augmentation on/off, images per forward batch; the task's key and the model's input
+# and output columns, which predict.py reads too, are in nerveseg.names
+TTA_CONFIG = "tta"
 BATCH_SIZE_CONFIG = "predict_batch_size"
-TASK_CONFIG = "task"
-IMAGE_COLUMN = "image"  # input: one encoded image file (TIFF/PNG/JPEG) per row; base64 in JSON
-PRESENT_COLUMN = "present"  # outputs (nerve task)
-PROBABILITY_COLUMN = "probability"
-AREA_COLUMN = "area"
-RLE_COLUMN = "rle"
-MASK_COLUMN = "mask_png"  # only with params {"return_mask": true}
-MEMBRANE_COLUMN = "membrane_tiff"  # output (isbi2012): float32 TIFF of membrane probabilities
-RETURN_MASK_PARAM = "return_mask"
 MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides names.DATA_FINGERPRINT, GIT_COMMIT_TAG
 
 
-# ------------------------------------------------- Kaggle: the upload and the leaderboard (issue 29, track.leaderboard)
-# a submission run's tags once submit.py --kaggle uploaded its file
-KAGGLE_UPLOADED_TAG = "nerveseg.kaggle_uploaded"  # UTC time of the upload (ISO 8601)
-KAGGLE_MESSAGE_TAG = "nerveseg.kaggle_message"  # the submission's description on Kaggle
-# its leaderboard scores (leaderboard.py) and where they came from ("typed" or "kaggle client")
-LEADERBOARD_PUBLIC = "leaderboard_public_score"
-LEADERBOARD_PRIVATE = "leaderboard_private_score"
-LEADERBOARD_SOURCE_TAG = "nerveseg.leaderboard_source"
-# the CV estimate's 95 % prediction interval sized for Kaggle's test set (report.leaderboard), logged beside them
-TEST_SET_PI_LOW = "kaggle_test_pi_low"
-TEST_SET_PI_HIGH = "kaggle_test_pi_high"
-TEST_SET_PI_SUBJECTS = "kaggle_test_pi_subjects"  # the new subjects that interval is for
+# ----------------------------------------- Kaggle's leaderboard (issue 29; a submission's own names are in names.py)
 # the experiment's one "leaderboard" run (its RUN_TYPE_TAG value), which keeps the current plot and table
 LEADERBOARD_RUN = "leaderboard"
 TRUST_PLOT_ARTIFACT = f"{names.PLOTS_DIR}/trust_your_cv.png"
@@ -184,12 +166,7 @@ __all__ = [
     "FOLD_RUN",
     "FOLD_TAG",
     "GIT_COMMIT_TAG",
-    "KAGGLE_MESSAGE_TAG",
-    "KAGGLE_UPLOADED_TAG",
-    "LEADERBOARD_PRIVATE",
-    "LEADERBOARD_PUBLIC",
     "LEADERBOARD_RUN",
-    "LEADERBOARD_SOURCE_TAG",
     "LEADERBOARD_TABLE_ARTIFACT",
     "MIN_DETECTABLE_DIFFERENCE",
     "PAIRED_DIFFERENCE",
@@ -200,9 +177,6 @@ __all__ = [
     "STOPPED_TAG",
     "SUBJECT_TABLE_ARTIFACT",
     "SUBMISSION_RUN",
-    "TEST_SET_PI_HIGH",
-    "TEST_SET_PI_LOW",
-    "TEST_SET_PI_SUBJECTS",
     "TRUST_PLOT_ARTIFACT",
     "VERDICT_TAG",
     "children_filter",

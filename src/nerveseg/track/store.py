@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -28,7 +27,6 @@ from mlflow.tracking import MlflowClient
 from nerveseg.config import load_yaml_file
 from nerveseg.errors import NervesegError
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
-from nerveseg.track.schema import RUN_TYPE_TAG
 from nerveseg.uris import redact_uri, sqlite_path, sqlite_schema_lock
 
 HTTP_SCHEMES = ("http", "https")
@@ -306,40 +304,6 @@ def download_artifacts(run_id: str, artifact_path: str, dst: Path | str, *, trac
     except (MlflowException, OSError) as err:
         raise TrackingError(f"could not download artifact {artifact_path!r} of MLflow run {run_id}: {err}") from err
     return Path(local)
-
-
-def find_runs(
-    experiment_name: str | None = None,
-    run_type: str | None = "cv",
-    status: str | None = "FINISHED",
-    *,
-    tracking_uri: str | None = None,
-) -> pd.DataFrame:
-    """Runs of the experiment (newest first) as ``mlflow.search_runs`` returns them, filtered by tags.
-
-    ``run_type`` matches the ``nerveseg.run_type`` tag ("cv", "fold", ...), ``status`` the run status;
-    ``None`` disables either filter. A missing experiment raises ``ValueError`` (nothing was trained there).
-    """
-    settings = load_mlflow_settings()
-    uri = tracking_uri or settings.tracking_uri
-    name = experiment_name or settings.experiment_name
-    mlflow.set_tracking_uri(uri)
-    if MlflowClient(uri).get_experiment_by_name(name) is None:
-        raise TrackingError(
-            f"MLflow experiment {name!r} does not exist at {redact_uri(uri)}; train first (python src/cv_train.py) "
-            "or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
-        )
-    filters = []
-    if run_type is not None:
-        filters.append(f"tags.`{RUN_TYPE_TAG}` = '{run_type}'")
-    if status is not None:
-        filters.append(f"attributes.status = '{status}'")
-    return mlflow.search_runs(
-        experiment_names=[name],
-        filter_string=" and ".join(filters),
-        order_by=["attributes.start_time DESC"],
-        output_format="pandas",
-    )
 
 
 # MLflow 3.17 opens an experiment in its GenAI view (Traces, Detect Issues) unless the link asks for the classic

@@ -1,8 +1,7 @@
-"""Segment new image files with a logged or registered model: the work behind ``src/predict.py``.
+"""Segment new image files with a packaged model: the work behind ``src/predict.py``.
 
-The model is loaded with ``mlflow.pyfunc.load_model(URI)`` (``models:/nerveseg@champion``,
-``models:/<model id>``, ``runs:/...``, or a model folder written by ``register.py --out``, which needs no
-tracking store), which is why this lives in track/: the same object
+The model is whatever ``load_model(uri)`` returns with ``predict(frame, params)`` and ``model_config``: in
+``predict.py`` that is ``track.registry.load_model``, i.e. ``mlflow.pyfunc.load_model``, the same object
 ``mlflow models serve`` runs, fed the same file bytes, so its answers equal the server's. Each image
 gives ``<stem>_mask.png`` (0/255 at the image's own size) and ``<stem>_overlay.png`` (the mask's
 outline on the image); ``predictions.csv`` lists file, present, probability, area and RLE.
@@ -10,8 +9,9 @@ outline on the image); ``predictions.csv`` lists file, present, probability, are
 A file that cannot be used (``inference.images`` checks its header before decoding) is named on one line and
 skipped; the others are still predicted and listed. An input given twice (a folder and a file in it) is
 predicted once. Every output is written atomically as a NEW file and never replaced: a finished run
-(``predictions.csv`` there) is refused up front, while the masks and overlays of a run that stopped half-way
-are kept where this run's are identical, so the same command can be rerun into the same folder to finish it.
+(``predictions.csv`` there) is refused up front, before the model is loaded, while the masks and overlays of a
+run that stopped half-way are kept where this run's are identical, so the same command can be rerun into the
+same folder to finish it.
 """
 
 from __future__ import annotations
@@ -20,26 +20,36 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.inference.images import IMAGE_SUFFIXES, ImageError, decode_gray, overlay_png, read_image_file
 from nerveseg.io_utils import atomic_create_bytes, atomic_create_text, check_outside, check_writable_dir
 from nerveseg.logs import progress_bar
 from nerveseg.paths import RAW_DIR
-from nerveseg.track import schema
 
 PREDICTIONS_FILE = "predictions.csv"
-CSV_COLUMNS = ("file", schema.PRESENT_COLUMN, schema.PROBABILITY_COLUMN, schema.AREA_COLUMN, schema.RLE_COLUMN)
+CSV_COLUMNS = ("file", names.PRESENT_COLUMN, names.PROBABILITY_COLUMN, names.AREA_COLUMN, names.RLE_COLUMN)
 MASK_SUFFIX = "_mask"  # Kaggle's train/<id>_mask.tif are masks, not frames: a folder's are left out
-TRACKED_MODEL_SCHEMES = ("models:", "runs:", "mlflow-artifacts:")  # URIs MLflow resolves through its tracking store
+
+
+class Predictor(Protocol):
+    """What ``predict_files`` asks of a model; an MLflow ``PyFuncModel`` is one."""
+
+    @property
+    def model_config(self) -> Mapping[str, Any] | None:
+        """The model's options; its ``names.TASK_CONFIG`` says which task it segments."""
+
+    def predict(self, data: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """One row of ``names.*_COLUMN`` outputs per ``names.IMAGE_COLUMN`` input row."""
 
 
 @dataclass
@@ -102,33 +112,6 @@ def output_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, tuple[Path,
     return {p: (out_dir / f"{p.stem}_mask.png", out_dir / f"{p.stem}_overlay.png") for p in dict.fromkeys(files)}
 
 
-def load_model(uri: str) -> Any:
-    """``mlflow.pyfunc.load_model(uri)`` with a one-line error naming the URI.
-
-    A URI resolved through the tracking store (``models:/``, ``runs:/``) first checks that store as every
-    command does: a server that does not answer within seconds, or a SQLite store that does not exist, is one
-    line, not minutes of MLflow's retries or a new empty ``mlflow.db``.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from nerveseg.track.store import check_store_to_read, load_mlflow_settings
-
-    if uri.startswith(TRACKED_MODEL_SCHEMES):
-        settings = load_mlflow_settings()
-        check_store_to_read(settings.tracking_uri)
-        mlflow.set_tracking_uri(settings.tracking_uri)
-    try:
-        return mlflow.pyfunc.load_model(uri)
-    except (MlflowException, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        from nerveseg.track.registry import MODEL_HINT
-
-        raise NervesegError(f"--model {uri}: {first[:300]}; {MODEL_HINT}") from err
-    except NervesegError as err:  # the package's own check of its files (a truncated weights artifact, say)
-        raise NervesegError(f"--model {uri}: {err}") from err
-
-
 def _read(path: Path) -> tuple[bytes, np.ndarray]:
     data = read_image_file(path)
     return data, decode_gray(data, str(path))
@@ -151,7 +134,7 @@ def _same_file(path: Path, data: bytes) -> bool:
 def _write_outputs(row: pd.Series, gray: np.ndarray, source: Path, paths: tuple[Path, Path], report: PredictReport):
     """The mask and overlay of image ``source`` as new files; an identical file already there is kept, a
     different one is an ``OutputConflict`` before either is written."""
-    mask_bytes = row[schema.MASK_COLUMN]
+    mask_bytes = row[names.MASK_COLUMN]
     mask = cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
     outputs = dict(zip(paths, (mask_bytes, overlay_png(gray, mask)), strict=True))
     for path, data in outputs.items():
@@ -181,13 +164,15 @@ def predict_files(
     model_uri: str,
     out_dir: Path,
     *,
+    load_model: Callable[[str], Predictor],
     batch_size: int = 32,
     progress: bool = True,
     raw_dir: Path = RAW_DIR,
 ) -> PredictReport:
-    """Segment every image in ``inputs`` with the model at ``model_uri``; write masks, overlays, the CSV.
+    """Segment every image in ``inputs`` with ``load_model(model_uri)``; write masks, overlays, the CSV.
 
-    ``out_dir`` inside ``raw_dir`` (the raw data, never written) is refused before anything is read.
+    ``out_dir`` inside ``raw_dir`` (the raw data, never written) is refused before anything is read, and every
+    check of the inputs and outputs comes before the model is loaded (seconds, or a tracking store's answer).
     """
     if batch_size < 1:
         raise NervesegError(f"--batch-size {batch_size} must be >= 1")
@@ -199,7 +184,7 @@ def predict_files(
             f"{out_dir / PREDICTIONS_FILE} already exists; outputs are never overwritten, pick a new --out"
         )
     model = load_model(model_uri)
-    if (model.model_config or {}).get(schema.TASK_CONFIG, "nerve") != "nerve":
+    if (model.model_config or {}).get(names.TASK_CONFIG, "nerve") != "nerve":
         raise NervesegError(f"--model {model_uri} is not a nerve model; predict.py writes nerve masks only")
     report = PredictReport(out_dir, masks_left_out=found.masks_left_out, duplicates=found.duplicates)
     files = found.files
@@ -218,7 +203,9 @@ def _skip(path: Path, err: NervesegError, report: PredictReport) -> None:
     report.skipped.append((path, str(err)))
 
 
-def _predict_batch(model: Any, batch: Sequence[Path], outputs: dict[Path, tuple[Path, Path]], report: PredictReport):
+def _predict_batch(
+    model: Predictor, batch: Sequence[Path], outputs: dict[Path, tuple[Path, Path]], report: PredictReport
+):
     good: list[tuple[Path, bytes, np.ndarray]] = []
     for path in batch:
         try:
@@ -228,8 +215,8 @@ def _predict_batch(model: Any, batch: Sequence[Path], outputs: dict[Path, tuple[
     if not good:
         return
     # the model decodes the same bytes again: what predict.py writes is what the served model answers
-    frame = pd.DataFrame({schema.IMAGE_COLUMN: [data for _, data, _ in good]})
-    result = model.predict(frame, params={schema.RETURN_MASK_PARAM: True})
+    frame = pd.DataFrame({names.IMAGE_COLUMN: [data for _, data, _ in good]})
+    result = model.predict(frame, params={names.RETURN_MASK_PARAM: True})
     for (path, _, gray), (_, row) in zip(good, result.iterrows(), strict=True):
         try:
             _write_outputs(row, gray, path, outputs[path], report)
@@ -239,10 +226,10 @@ def _predict_batch(model: Any, batch: Sequence[Path], outputs: dict[Path, tuple[
         report.rows.append(
             {
                 "file": path.name,
-                schema.PRESENT_COLUMN: bool(row[schema.PRESENT_COLUMN]),
-                schema.PROBABILITY_COLUMN: repr(float(row[schema.PROBABILITY_COLUMN])),
-                schema.AREA_COLUMN: int(row[schema.AREA_COLUMN]),
-                schema.RLE_COLUMN: row[schema.RLE_COLUMN],
+                names.PRESENT_COLUMN: bool(row[names.PRESENT_COLUMN]),
+                names.PROBABILITY_COLUMN: repr(float(row[names.PROBABILITY_COLUMN])),
+                names.AREA_COLUMN: int(row[names.AREA_COLUMN]),
+                names.RLE_COLUMN: row[names.RLE_COLUMN],
             }
         )
 
@@ -253,6 +240,7 @@ __all__ = [
     "InputFiles",
     "OutputConflict",
     "PredictReport",
+    "Predictor",
     "image_files",
     "predict_files",
     "predictions_csv",
