@@ -36,8 +36,10 @@ def run_arm(name: str, pruner_name: str, args: argparse.Namespace) -> dict[str, 
     import optuna
 
     from nerveseg.config import TrainConfig
+    from nerveseg.tune.objective import make_pruner
     from nerveseg.tune.search_space import parse_search_space
-    from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
+    from nerveseg.tune.study import TuneSettings, run_study
+    from nerveseg.tune.study_output import quiet_optuna
 
     work = Path(args.work)
     arm = work / name

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     from nerveseg.data.synthetic import generate
     from nerveseg.tune.confirm import ConfirmSettings, confirm_study
     from nerveseg.tune.objective import make_pruner
-    from nerveseg.tune.study import TuneSettings, quiet_optuna, run_study
+    from nerveseg.tune.study import TuneSettings, run_study
+    from nerveseg.tune.study_output import quiet_optuna
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     os.environ["MLFLOW_EXPERIMENT_NAME"] = EXPERIMENT

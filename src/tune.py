@@ -143,7 +143,7 @@ def confirm(args: argparse.Namespace) -> None:
     """``--confirm``: the best trial's config and the base config re-trained on a fresh split, compared."""
     quiet_tensorflow(args.verbose)
     from nerveseg.tune.confirm import ConfirmSettings, confirm_study
-    from nerveseg.tune.study import quiet_optuna
+    from nerveseg.tune.study_output import quiet_optuna
 
     settings = ConfirmSettings(
         study_name=args.study, storage=args.storage, raw_dir=args.raw_dir, cache_dir=args.cache_dir,
@@ -157,7 +157,9 @@ def confirm(args: argparse.Namespace) -> None:
 def run_trials(args: argparse.Namespace, base: TrainConfig, space: SearchSpace) -> None:
     """Run the study's trials until it holds ``--trials``; print its best trial and config."""
     quiet_tensorflow(args.verbose)  # after the checks above, which answer without loading TensorFlow
-    from nerveseg.tune.study import TuneSettings, make_pruner, quiet_optuna, run_study
+    from nerveseg.tune.objective import make_pruner
+    from nerveseg.tune.study import TuneSettings, run_study
+    from nerveseg.tune.study_output import quiet_optuna
 
     settings = TuneSettings(
         study_name=args.study,

@@ -17,8 +17,8 @@ optuna = pytest.importorskip("optuna")
 
 from helpers import exact_n_worker  # noqa: E402
 from nerveseg.config import TrainConfig  # noqa: E402
+from nerveseg.tune.objective import PruningListener, describe_failure  # noqa: E402
 from nerveseg.tune.search_space import load_search_space, parse_search_space  # noqa: E402
-from nerveseg.tune.study import PruningListener, describe_failure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAIL_LR = 1.0e-2  # trials with exactly this learning rate get a diverged loss injected

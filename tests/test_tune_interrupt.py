@@ -48,8 +48,8 @@ def test_ctrl_c_stops_the_worker_marks_the_trial_interrupted_and_kills_the_runs(
     from mlflow.tracking import MlflowClient
 
     import tune
+    from nerveseg.tune.objective import PruningListener
     from nerveseg.tune.storage import INTERRUPTED_ATTR, count_counted_trials
-    from nerveseg.tune.study import PruningListener
 
     def interrupt(self, fold, epoch, logs):  # Ctrl-C arriving inside a Keras callback, during the first epoch
         raise make_error()

@@ -122,7 +122,7 @@ def test_trials_complete_prune_and_fail_with_a_reason(tuned: Tuned) -> None:
 
 
 def test_each_trial_is_a_cv_run_nested_under_the_study_run_with_its_state(tuned: Tuned) -> None:
-    from nerveseg.tune.study import STUDY_RUN_ATTR
+    from nerveseg.tune.study_tracker import STUDY_RUN_ATTR
 
     study = tuned.study()
     (study_run,) = tuned.runs(f"tags.`{RUN_TYPE_TAG}` = 'study'")

@@ -40,10 +40,6 @@ from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR,
 from nerveseg.tasks import get_task
 from nerveseg.tune.objective import (
     CVObjective,
-    PrunerName,
-    PruningListener,
-    ReportMode,
-    describe_failure,
     make_pruner,
     report_mode_for,
 )
@@ -56,22 +52,14 @@ from nerveseg.tune.storage import (
     optimize_exactly,
     with_installed_driver,
 )
-from nerveseg.tune.study_output import export_best_config, format_trial_line, quiet_optuna
+from nerveseg.tune.study_output import export_best_config, format_trial_line
 from nerveseg.tune.study_tracker import (
     BASE_CONFIG_ARTIFACT,
-    FAIL_REASON_TAG,
-    INTERRUPTED,
-    STUDY_NAME_TAG,
-    STUDY_RUN_ATTR,
-    STUDY_RUN_TYPE,
-    TRIAL_NUMBER_TAG,
-    TRIAL_STATE_TAG,
     WORKERS_ATTR,
     StudyTracker,
     best_trial,
-    find_trial_run_id,
 )
-from nerveseg.tune.study_views import describe_study, log_study_plots
+from nerveseg.tune.study_views import describe_study
 from nerveseg.uris import redact_uri
 
 DEFAULT_STORAGE = f"sqlite:///{OPTUNA_DB}"
@@ -320,31 +308,3 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
         return _study_result(settings, worker, ran)
     finally:
         lock.close()
-
-
-__all__ = [
-    "DEFAULT_STORAGE",
-    "FAIL_REASON_TAG",
-    "INTERRUPTED",
-    "STUDY_NAME_TAG",
-    "STUDY_RUN_ATTR",
-    "STUDY_RUN_TYPE",
-    "TRIAL_NUMBER_TAG",
-    "TRIAL_STATE_TAG",
-    "WORKERS_ATTR",
-    "CVObjective",
-    "PrunerName",
-    "PruningListener",
-    "ReportMode",
-    "StudyResult",
-    "StudyTracker",
-    "TuneSettings",
-    "describe_failure",
-    "export_best_config",
-    "find_trial_run_id",
-    "log_study_plots",
-    "make_pruner",
-    "quiet_optuna",
-    "report_mode_for",
-    "run_study",
-]
