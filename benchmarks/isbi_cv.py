@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> None:
 def submit(config, store, root: Path, path: Path) -> None:
     """The fold ensemble with 8-view TTA on the test stack, as submit.py predicts it."""
     from nerveseg import names
-    from nerveseg.data.isbi import load_isbi
     from nerveseg.inference.membranes import predict_isbi_ensemble
-    from nerveseg.submit.tiff_stack import write_probability_stack
+    from nerveseg.tasks.isbi2012.data import load_isbi
+    from nerveseg.tasks.isbi2012.submission import write_probability_stack
 
     start = time.perf_counter()
     weights = [store.root / f"fold_{k}" / names.weights_artifact(k) for k in sorted(store.finished_folds())]

@@ -1,6 +1,6 @@
 """The V_rand error against training steps, from one block-fold CV of an ISBI config (``benchmarks/isbi_cv.py``'s
 path: ``run.cross_validate`` with a ``LocalStore``, no MLflow): each fold logs its held-out V_rand error (the
-challenge's: after border thinning, best threshold of 0.0:0.1:1.0; ``evaluate.challenge_metrics``) after every
+challenge's: after border thinning, best threshold of 0.0:0.1:1.0; ``tasks.isbi2012.challenge_metrics``) after every
 epoch (``epoch_rand_error: true``, the per-epoch metric ``val_v_rand_error`` a tracked CV records too),
 and this prints the mean over folds per epoch against the batches and crops seen, then the CV table.
 
@@ -69,13 +69,13 @@ def main() -> None:
         parser.error(f"--csv {args.csv} exists; pick a new name")
 
     from nerveseg.config import load_config
-    from nerveseg.data.isbi import load_isbi
     from nerveseg.names import VAL_V_RAND_ERROR
     from nerveseg.run.cross_validate import cross_validate
     from nerveseg.run.local_store import LocalStore
     from nerveseg.run.store import CVObserver, CVPaths
     from nerveseg.tasks.isbi2012 import isbi_root
-    from nerveseg.train.isbi_fold import training_steps
+    from nerveseg.tasks.isbi2012.data import load_isbi
+    from nerveseg.tasks.isbi2012.trainer import training_steps
 
     overrides = dict(item.split("=", 1) for item in args.set)
     config = load_config(args.config, **{**overrides, "epoch_rand_error": "true"})

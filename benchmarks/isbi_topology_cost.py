@@ -36,7 +36,7 @@ def stand_in_oof(membranes, seed: int = 0):
 
 def time_stream(images, membranes, weights, crop: int, crops: int, elastic_sigma: float) -> float:
     """Crops per second the stream yields (after one warm-up batch), batch 4."""
-    from nerveseg.train.isbi_fold import crop_dataset
+    from nerveseg.tasks.isbi2012.trainer import crop_dataset
 
     stream = iter(
         crop_dataset(images, membranes, crop, batch_size=4, seed=0, weights=weights, elastic_sigma=elastic_sigma)
@@ -58,11 +58,11 @@ def main() -> None:
 
     import numpy as np
 
-    from nerveseg.data.isbi import load_isbi
-    from nerveseg.evaluate.challenge_metrics import cell_regions, challenge_scores
-    from nerveseg.evaluate.isbi_scoring import decide_isbi_postprocessing, postprocessed_v_rand_error
     from nerveseg.evaluate.membrane_postprocess import close_membrane_gaps
-    from nerveseg.train.border_weights import training_weight_maps
+    from nerveseg.tasks.isbi2012.border_weights import training_weight_maps
+    from nerveseg.tasks.isbi2012.challenge_metrics import cell_regions, challenge_scores
+    from nerveseg.tasks.isbi2012.data import load_isbi
+    from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
 
     data = load_isbi(args.root)
     images, membranes = data.images, data.membranes

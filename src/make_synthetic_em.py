@@ -1,4 +1,4 @@
-"""Write synthetic EM slices with membrane labels in the ISBI 2012 PNG layout (see nerveseg.data.synthetic_em).
+"""Write synthetic EM slices with membrane labels in the ISBI 2012 PNG layout (see nerveseg.tasks.isbi2012.synthetic).
 
     python src/make_synthetic_em.py --out data/raw/isbi2012 --train 30 --test 30 --size 512 --seed 0
 
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from nerveseg.cli import one_line_errors
-from nerveseg.data.isbi import ISBI_DIR
-from nerveseg.data.synthetic_em import generate_em
+from nerveseg.tasks.isbi2012.data import ISBI_DIR
+from nerveseg.tasks.isbi2012.synthetic import generate_em
 
 
 def build_parser() -> argparse.ArgumentParser:

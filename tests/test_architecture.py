@@ -154,7 +154,7 @@ ORDINARY = {"fold", "task", "lr", "oof", "plots", "weights", "folds", "submissio
 
 # (module, value): literals that spell a shared name's value but mean something else there
 OTHER_MEANING = {
-    ("data/synthetic_em.py", "n_train"): "the generator's argument, named in its error message",
+    ("tasks/isbi2012/synthetic.py", "n_train"): "the generator's argument, named in its error message",
     ("evaluate/postprocess_settings.py", "oof_score"): "a key of postprocessing.json, whose format that module owns",
     ("evaluate/paired.py", "paired_difference"): "the function's own name in the module's __all__",
     ("run/choice.py", "config"): "a column header of submit.py --list (the config's name)",
@@ -260,7 +260,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evaluate",),
     ("data",),
     ("model",),
-    ("submit",),  # the submission files' formats (RLE, TIFF stack), which serving's segmenter writes too
+    ("submit",),  # the submission files' formats shared by tasks and serving (RLE, the CSV)
     ("inference",),
     ("train",),  # a fold's out-of-fold predictions go through inference's ensemble
     ("report",),
@@ -428,7 +428,6 @@ NAME_HOMES_EVERYWHERE = {"config.py", "model/families.py"}  # the config's valid
 # (module, literal) -> why it is still there: today's offenders, to be emptied as the generic stages stop testing
 # task names (issue 31); a new literal outside its home fails, and an entry whose literal is gone must be removed
 TASK_NAME_OFFENDERS = {
-    ("data/isbi.py", "isbi2012"): "ISBI_DIR, the default folder of load_isbi",
     ("inference/segmenter.py", "nerve"): "Segmenter checks its runs' task",
     ("inference/segmenter.py", "isbi2012"): "MembraneSegmenter checks its runs' task",
     ("model/patch_cnn.py", "patch_cnn"): "the Keras model's own name, inside its saved weights files",
@@ -439,7 +438,6 @@ TASK_NAME_OFFENDERS = {
     ("track/model_package.py", "isbi2012"): "the pyfunc model's signature and inputs per task",
     ("track/registry.py", "nerve"): "runs from before the task param read as nerve",
     ("track/run_reader.py", "nerve"): "runs from before the task param read as nerve",
-    ("train/isbi_fold.py", "isbi2012"): "the ISBI trainer refuses another task's config",
 }
 
 

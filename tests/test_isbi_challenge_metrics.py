@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error, contingency_table
 
-from nerveseg.evaluate.challenge_metrics import (
+from nerveseg.tasks.isbi2012.challenge_metrics import (
     SWEEP_THRESHOLDS,
     cell_regions,
     challenge_scores,
     slice_scores,
     thinned_segments,
 )
-from nerveseg.evaluate.membrane_metrics import membrane_scores
+from nerveseg.tasks.isbi2012.metrics import membrane_scores
 
 ISBI_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "isbi2012"
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from nerveseg.data.isbi import block_folds, load_isbi
 from nerveseg.data.raw import DataError
+from nerveseg.tasks.isbi2012.data import block_folds, load_isbi
 
 ISBI_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "isbi2012"
 

@@ -9,22 +9,18 @@ import pytest
 import tifffile
 
 from nerveseg.config import TrainConfig, load_config
-from nerveseg.data.isbi import IsbiData, block_folds
-from nerveseg.data.synthetic_em import render_stack
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.challenge_metrics import challenge_scores
-from nerveseg.evaluate.isbi_scoring import (
-    MembranePostprocess,
-    apply_membrane_postprocess,
-    decide_isbi_postprocessing,
-    postprocessed_v_rand_error,
-)
-from nerveseg.evaluate.membrane_metrics import membrane_scores
+from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.inference.membranes import predict_isbi_ensemble
-from nerveseg.submit.tiff_stack import read_probability_stack, write_probability_stack
+from nerveseg.tasks.isbi2012.challenge_metrics import challenge_scores
+from nerveseg.tasks.isbi2012.data import IsbiData, block_folds
+from nerveseg.tasks.isbi2012.metrics import membrane_scores
+from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
+from nerveseg.tasks.isbi2012.submission import read_probability_stack, write_probability_stack
+from nerveseg.tasks.isbi2012.summary import format_isbi_table, isbi_oof_summary
+from nerveseg.tasks.isbi2012.synthetic import render_stack
+from nerveseg.tasks.isbi2012.trainer import train_isbi_fold
 from nerveseg.train.fold import HISTORY_KEYS, FoldResult
-from nerveseg.train.isbi_fold import train_isbi_fold
-from nerveseg.train.isbi_summary import format_isbi_table, isbi_oof_summary
 
 SIZE, N_SLICES = 64, 6
 TINY = {

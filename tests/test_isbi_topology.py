@@ -14,23 +14,18 @@ from scipy import ndimage
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.challenge_metrics import cell_regions, challenge_scores
-from nerveseg.evaluate.isbi_scoring import (
-    MembranePostprocess,
-    apply_membrane_postprocess,
-    decide_isbi_postprocessing,
-    postprocessed_v_rand_error,
-)
-from nerveseg.evaluate.membrane_postprocess import close_membrane_gaps
-from nerveseg.submit.tiff_stack import read_probability_stack, write_submission_stack
+from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess, close_membrane_gaps
 from nerveseg.tasks.isbi2012 import IsbiDecision, IsbiTask
-from nerveseg.train.border_weights import (
+from nerveseg.tasks.isbi2012.border_weights import (
     border_weight_map,
     class_balance_weights,
     nearest_two_cell_distances,
     training_weight_maps,
 )
-from nerveseg.train.elastic import IMAGE_ORDER, LABEL_ORDER, deform, elastic_crop, random_displacement
+from nerveseg.tasks.isbi2012.challenge_metrics import cell_regions, challenge_scores
+from nerveseg.tasks.isbi2012.elastic import IMAGE_ORDER, LABEL_ORDER, deform, elastic_crop, random_displacement
+from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
+from nerveseg.tasks.isbi2012.submission import read_probability_stack, write_submission_stack
 
 # ------------------------------------------------------------------------------------ border weight map
 
@@ -250,7 +245,7 @@ def test_topology_options_are_validated() -> None:
 
 
 def _em(n: int = 4, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    from nerveseg.data.synthetic_em import render_stack
+    from nerveseg.tasks.isbi2012.synthetic import render_stack
 
     pairs = list(render_stack(np.random.SeedSequence(5), n, size))
     return np.stack([image for image, _ in pairs]), np.stack([(label == 0).astype(np.uint8) for _, label in pairs])
@@ -258,7 +253,7 @@ def _em(n: int = 4, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("elastic_sigma", [0.0, 6.0])
 def test_weights_travel_with_the_crops_through_flips_rotations_and_deformation(elastic_sigma: float) -> None:
-    from nerveseg.train.isbi_fold import crop_dataset
+    from nerveseg.tasks.isbi2012.trainer import crop_dataset
 
     images, membranes = _em()
     weights = 1.0 + 9.0 * membranes  # a weight map that says where the label is
@@ -281,9 +276,9 @@ def test_weights_travel_with_the_crops_through_flips_rotations_and_deformation(e
 def test_fold_trains_with_border_weights_elastic_and_logs_v_rand_error_per_epoch(tmp_path: Path) -> None:
     import keras
 
-    from nerveseg.data.isbi import IsbiData, block_folds
     from nerveseg.names import VAL_V_RAND_ERROR
-    from nerveseg.train.isbi_fold import train_isbi_fold
+    from nerveseg.tasks.isbi2012.data import IsbiData, block_folds
+    from nerveseg.tasks.isbi2012.trainer import train_isbi_fold
 
     images, membranes = _em(6)
     data = IsbiData(images, membranes, images[:1].copy(), "png", "test")

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from nerveseg.config import TrainConfig
-from nerveseg.data.isbi import IsbiData, block_folds
-from nerveseg.data.synthetic_em import generate_em, render_stack
 from nerveseg.errors import NervesegError
 from nerveseg.inference.membranes import build_isbi_model, predict_isbi_ensemble
 from nerveseg.names import weights_file
+from nerveseg.tasks.isbi2012.data import IsbiData, block_folds
+from nerveseg.tasks.isbi2012.synthetic import generate_em, render_stack
+from nerveseg.tasks.isbi2012.trainer import train_isbi_fold
 from nerveseg.train import fold as training
-from nerveseg.train.isbi_fold import train_isbi_fold
 
 SIZE, N_SLICES = 48, 4
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -7,7 +7,7 @@ import pytest
 from skimage.measure import label
 from skimage.metrics import adapted_rand_error
 
-from nerveseg.evaluate.membrane_metrics import cell_regions, choose_threshold, membrane_scores
+from nerveseg.tasks.isbi2012.metrics import cell_regions, choose_threshold, membrane_scores
 
 
 def _grid(size: int = 40, step: int = 10) -> np.ndarray:

@@ -44,8 +44,8 @@ def test_the_free_space_asked_for_is_the_largest_any_task_could_write(synthetic_
     import tifffile
 
     from nerveseg.submit.submission_file import expected_csv_bytes
-    from nerveseg.submit.tiff_stack import expected_stack_bytes
     from nerveseg.tasks import get_task
+    from nerveseg.tasks.isbi2012.submission import expected_stack_bytes
     from submit import expected_output_bytes
 
     raw = synthetic_root / "raw"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nerveseg.data.isbi import load_isbi
-from nerveseg.data.synthetic_em import generate_em, render_stack
+from nerveseg.tasks.isbi2012.data import load_isbi
+from nerveseg.tasks.isbi2012.synthetic import generate_em, render_stack
 
 # ../shared/isbi2012/README.md: image mean 125.3, std 43.7, membrane share 0.224 (25 real 512x512 slices)
 REAL_MEAN, REAL_STD, REAL_MEMBRANE = 125.3, 43.7, 0.224

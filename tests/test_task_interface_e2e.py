@@ -61,7 +61,7 @@ class Tracked:
 
 @pytest.fixture(scope="module")
 def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracked]:
-    from nerveseg.data.synthetic_em import generate_em
+    from nerveseg.tasks.isbi2012.synthetic import generate_em
 
     root = tmp_path_factory.mktemp("task_e2e")
     shutil.copy(empty_db, root / "mlflow.db")
@@ -147,7 +147,7 @@ def _fake_cv_run(task: str, metrics: dict[str, float], fingerprint: str = "") ->
 
 def test_submit_writes_the_isbi_stack_from_the_isbi_run_not_a_newer_nerve_one(tracked: Tracked) -> None:
     from nerveseg.run.choice import DataToMatch, choose_cv_run
-    from nerveseg.submit.tiff_stack import read_probability_stack
+    from nerveseg.tasks.isbi2012.submission import read_probability_stack
     from nerveseg.track.run_reader import MlflowRuns
 
     client = get_client()

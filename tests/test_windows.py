@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nerveseg.train.windows import window_dataset
+from nerveseg.tasks.isbi2012.windows import window_dataset
 
 
 def _slices(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -78,9 +78,9 @@ def test_windows_train_the_patch_cnn() -> None:
     """The stream has static shapes and a tiny classifier learns from it (loss falls on synthetic EM)."""
     import keras
 
-    from nerveseg.data.synthetic_em import render_stack
     from nerveseg.model.patch_cnn import build_patch_cnn
     from nerveseg.model.unet import set_standardization
+    from nerveseg.tasks.isbi2012.synthetic import render_stack
 
     images, labels = map(np.stack, zip(*render_stack(np.random.SeedSequence(0), 3, 96), strict=True))
     dataset = window_dataset(images, (labels == 0).astype(np.uint8), 23, batch_size=64, seed=0)

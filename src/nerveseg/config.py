@@ -84,7 +84,7 @@ class TrainConfig:
     window: int = 65  # patch CNN: odd side of the window whose centre pixel is classified
     patch_filters: int = 48  # patch CNN: feature maps of each of its three conv + pool blocks
     dense_units: int = 200  # patch CNN: units of its dense layer (a convolution)
-    steps_per_epoch: int = 0  # ISBI trainings: batches per epoch; 0 = one pass over the data (see train/isbi_fold.py)
+    steps_per_epoch: int = 0  # ISBI trainings: batches per epoch; 0 = one pass over the data (tasks/isbi2012/trainer)
     # ISBI U-Net (issue 17), all off by default: the U-Net paper's border weight map as per-pixel loss weights
     # (w0 > 0; the paper: w0 10, sigma 5 px), elastic deformation of the crops (displacement std in px on a
     # 3x3 grid; the paper: 10), and the held-out V_rand error after every epoch (one full-slice prediction each)

@@ -58,7 +58,7 @@ N_VAL_PARAM = "n_val"
 N_INNER_VAL_PARAM = "n_inner_val"  # with checkpoint="inner": training images held out to choose the epoch
 VAL_SUBJECTS_PARAM = "val_subjects"  # held-out subjects, a comma list
 
-# ISBI 2012 metrics of a membrane map (evaluate.membrane_metrics), all lower-is-better; runs log them as
+# ISBI 2012 metrics of a membrane map (tasks.isbi2012.metrics), all lower-is-better; runs log them as
 # fold_<k>_<name>, cv_<name>_mean/_std, oof_<name> and baseline_all_cell_<name>
 V_RAND_ERROR = "v_rand_error"  # the challenge's: 1 - best V_rand after border thinning over the 0.0:0.1:1.0 sweep
 V_INFO_ERROR = "v_info_error"  # likewise, 1 - best V_info

@@ -177,6 +177,16 @@ def _parallel_map(
         cv2.utils.logging.setLogLevel(log_level)
 
 
+def fingerprint(*arrays: np.ndarray) -> str:
+    """SHA-256 of the arrays' shapes, dtypes and bytes: equal data, equal fingerprint, whatever the layout (the
+    fingerprint of data read whole into arrays: the ISBI and toy tasks')."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def _content_fingerprint(paths: Iterable[Path], digests: Iterable[str]) -> str:
     """SHA-256 over "name digest" lines in index order: any changed byte, rename or reordering changes it."""
     lines = "".join(f"{Path(p).name} {d}\n" for p, d in zip(paths, digests, strict=True))

@@ -1,6 +1,8 @@
-"""Closing gaps in predicted membranes before the cells are counted: a seeded watershed.
+"""Membrane probability maps cleaned up as a decision says (``MembranePostprocess``): gaps closed by a seeded
+watershed, then too-small cells made membrane. Here, below the tasks, because serving
+(``inference.segmenter.MembraneSegmenter``) applies it too; the ISBI task decides it (``tasks.isbi2012.postprocess``).
 
-One gap of a few pixels in a membrane merges two cells, which costs the V_rand error far more than
+Why close gaps: one gap of a few pixels in a membrane merges two cells, which costs the V_rand error far more than
 its pixels cost the pixel error. The step here draws a one-pixel membrane line wherever two cell
 CORES meet:
 
@@ -23,10 +25,17 @@ chosen on out-of-fold predictions, kept only when they lower the OOF V_rand erro
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
 import numpy as np
 from skimage.measure import label as connected_components
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
+
+DEFAULT_THRESHOLD = 0.5  # membrane where prob > 0.5 unless the OOF chose another threshold
 
 
 def cell_seeds(prob: np.ndarray, seed_threshold: float, seed_min_area: int) -> np.ndarray:
@@ -62,4 +71,91 @@ def close_membrane_gaps(probs: np.ndarray, seed_threshold: float, seed_min_area:
     flat = out.reshape(-1, *probs.shape[-2:])
     for prob in flat:
         prob[watershed_lines(prob, seed_threshold, seed_min_area)] = 1.0
+    return out
+
+
+@dataclass(frozen=True)
+class MembranePostprocess:
+    """Membrane where ``prob > threshold``, plus the watershed lines between cell cores when
+    ``seed_threshold > 0`` (``close_membrane_gaps``); then cell regions smaller than
+    ``min_cell_area`` pixels become membrane. The defaults change nothing but the threshold."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    min_cell_area: int = 0
+    seed_threshold: float = 0.0  # 0 = no gap closing; else seeds are prob < seed_threshold
+    seed_min_area: int = 0  # seeds (cell cores) smaller than this are dropped
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold < 1.0 or not _count(self.min_cell_area) or not _count(self.seed_min_area):
+            raise ValueError(
+                f"MembranePostprocess needs 0 <= threshold < 1 and integers min_cell_area, seed_min_area >= 0, got "
+                f"threshold={self.threshold}, min_cell_area={self.min_cell_area}, seed_min_area={self.seed_min_area}"
+            )
+        if not 0.0 <= self.seed_threshold <= self.threshold:
+            raise ValueError(
+                f"MembranePostprocess needs 0 <= seed_threshold <= threshold (cell cores are surely cell), "
+                f"got seed_threshold={self.seed_threshold}, threshold={self.threshold}"
+            )
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> MembranePostprocess:
+        """The settings from ``as_dict``'s keys; the gap-closing keys may be missing (files written before
+        they existed load as "no gap closing"). ``KeyError``/``TypeError``/``ValueError`` when malformed."""
+        unknown = set(values) - set(POSTPROCESS_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown membrane post-processing keys {sorted(unknown)}; expected {POSTPROCESS_FIELDS}")
+        return cls(
+            float(values["threshold"]),
+            int(values["min_cell_area"]),
+            float(values.get("seed_threshold", 0.0)),
+            int(values.get("seed_min_area", 0)),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> MembranePostprocess:
+        values = json.loads(text)
+        try:
+            if not isinstance(values, dict):
+                raise TypeError(f"a JSON object, not {type(values).__name__}")
+            return cls.from_dict(values)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"membrane post-processing JSON must hold threshold and min_cell_area ({err}), got {text!r}"
+            ) from err
+
+    def describe(self) -> str:
+        closing = (
+            f", watershed gap closing (seeds prob < {self.seed_threshold}, >= {self.seed_min_area} px)"
+            if self.seed_threshold
+            else ""
+        )
+        return f"threshold {self.threshold}{closing}, min_cell_area {self.min_cell_area}"
+
+
+POSTPROCESS_FIELDS = tuple(field.name for field in fields(MembranePostprocess))
+
+
+def _count(value: Any) -> bool:
+    return int(value) == value and value >= 0
+
+
+def apply_membrane_postprocess(probs: np.ndarray, settings: MembranePostprocess) -> np.ndarray:
+    """``probs`` (n, h, w) with the watershed lines (if on) and too-small cell regions set to 1.0.
+
+    Still a probability map (what the challenge's submission holds): thresholding it at
+    ``settings.threshold`` gives the cleaned segmentation. Cells are 4-connected, as in the metrics.
+    """
+    out = close_membrane_gaps(probs, settings.seed_threshold, settings.seed_min_area)
+    if settings.min_cell_area <= 1:
+        return out
+    for prob in out.reshape(-1, *out.shape[-2:]):
+        cells = prob <= settings.threshold
+        kept = remove_small_objects(cells, max_size=settings.min_cell_area - 1, connectivity=1)
+        prob[cells & ~kept] = 1.0
     return out

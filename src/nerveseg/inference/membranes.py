@@ -2,7 +2,7 @@
 
 The config's model family decides the network: a U-Net, fully convolutional, is rebuilt at the slice size
 with the trained weights (they do not depend on the input size); the patch classifier is applied densely
-by its exact twin (``model.patch_cnn.dense_predict``). Training (``train.isbi_fold``) predicts its held-out
+by its exact twin (``model.patch_cnn.dense_predict``). Training (``tasks.isbi2012.trainer``) predicts its held-out
 slices through the same functions, so out-of-fold and submission predictions are made alike.
 """
 

@@ -185,7 +185,7 @@ class MembraneSegmenter:
 
     def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """(h, w) float32 membrane probabilities in [0, 1] per image, averaged over runs, cleaned up."""
-        from nerveseg.evaluate.isbi_scoring import apply_membrane_postprocess
+        from nerveseg.evaluate.membrane_postprocess import apply_membrane_postprocess
         from nerveseg.inference.membranes import predict_isbi_ensemble
 
         gray = gray_images(images)

@@ -4,7 +4,7 @@ A family says how to build its network for an input size and compile it for trai
 inputs are (whole images, random crops or centre-pixel windows, and their side), how one trained model predicts
 whole slices, which config fields decide whether a weights file fits it, and which slice sides it can take.
 Trainers, predictors and tasks ask ``family_of(config)`` instead of testing ``config.model``. The training
-streams themselves are training code (``train.isbi_fold`` maps ``training_inputs`` to its tf.data pipelines):
+streams themselves are training code (``tasks.isbi2012.trainer`` maps ``training_inputs`` to its tf.data pipelines):
 they sit above this module in the package's layer order. ``config`` validates the field's values itself (it sits below).
 """
 

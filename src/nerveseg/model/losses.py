@@ -167,7 +167,7 @@ def compile_model(model: keras.Model, config: TrainConfig, *, steps_per_epoch: i
     policy set when the model is built (``model.build_model_from_config``); Keras wraps Adam in a
     loss-scale optimizer by itself under "mixed_float16".
     """
-    per_pixel = config.border_w0 > 0  # the ISBI stream then yields per-pixel weights (train.border_weights)
+    per_pixel = config.border_w0 > 0  # the ISBI stream then yields per-pixel weights (tasks.isbi2012.border_weights)
     loss = (pixel_mask_loss if per_pixel else mask_loss)(config.loss, config.dice_smooth)
     losses: dict[str, Any] = {"mask": loss}
     weights = {"mask": 1.0}

@@ -6,7 +6,7 @@ statistics of the training images only. The task then makes its streams (``FoldI
 since they draw from it) and ``fit_fold`` compiles the network as its family says, runs the package's one
 ``model.fit``, keeps weights by the checkpoint rule and writes them atomically. The nerve task's
 ``train_fold`` then scores that model's out-of-fold predictions at the competition's 580x420 resolution,
-the number to compare runs by; ``train.isbi_fold`` is the ISBI task's fold.
+the number to compare runs by; ``tasks.isbi2012.trainer`` is the ISBI task's fold.
 
 Checkpoint rules (which weights a fold keeps):
 

@@ -1,6 +1,6 @@
 """What one trained fold leaves behind, as plain arrays: importing it loads no TensorFlow.
 
-The stores (``run.fold_files``) read and write it; ``train.fold`` and ``train.isbi_fold`` make it.
+The stores (``run.fold_files``) read and write it; ``train.fold`` and ``tasks.isbi2012.trainer`` make it.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 - Data: ``--raw-dir`` itself when it holds the ISBI layout (the TIFF stacks, or ``train/image``),
   otherwise ``<raw-dir>/isbi2012`` (so the default ``data/raw`` finds ``data/raw/isbi2012``).
-- Folds: contiguous blocks of slices (``data.isbi.block_folds``), written once to the same kind of
+- Folds: contiguous blocks of slices (``tasks.isbi2012.data.block_folds``), written once to the same kind of
   folds file as the nerve task's, named by the data fingerprint and K (seed 0: blocks ignore it).
-- Ranking: the CV mean of the challenge's V_rand error (``evaluate.challenge_metrics``), LOWER is better.
+- Ranking: the CV mean of the challenge's V_rand error (``tasks.isbi2012.challenge_metrics``), LOWER is better.
 - Submission: a float32 TIFF stack of membrane probabilities averaged over the fold models with
   flip/rotation TTA, after the OOF-chosen clean-up, written atomically to a new file and read back,
   and beside it a folder of PNGs of the thresholded maps (``submissions/<name>/<k>.png``).
@@ -21,19 +21,15 @@ from typing import Any
 import numpy as np
 
 from nerveseg.config import TrainConfig
-from nerveseg.data.isbi import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.challenge_metrics import ChallengeScores
-from nerveseg.evaluate.isbi_scoring import (
-    MembranePostprocess,
-    apply_membrane_postprocess,
-    decide_isbi_postprocessing,
-    postprocessed_v_rand_error,
-)
+from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
 from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
-from nerveseg.train.isbi_summary import format_isbi_table, isbi_oof_summary
+from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
+from nerveseg.tasks.isbi2012.data import TIFF_NAMES, IsbiData, block_folds, load_isbi
+from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
+from nerveseg.tasks.isbi2012.summary import format_isbi_table, isbi_oof_summary
 
 ISBI_SUBDIR = "isbi2012"
 
@@ -135,7 +131,7 @@ class IsbiTask:
         return {N_TRAIN_PARAM: n_train, N_VAL_PARAM: n_val, "val_slices": f"{val.min()}-{val.max()}"}
 
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
-        from nerveseg.train.isbi_fold import train_isbi_fold
+        from nerveseg.tasks.isbi2012.trainer import train_isbi_fold
 
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
@@ -196,7 +192,7 @@ class IsbiTask:
         """The float32 stack of ``test-volume.tif``'s pages, or of the ``test/*.png`` slices."""
         import tifffile
 
-        from nerveseg.submit.tiff_stack import expected_stack_bytes
+        from nerveseg.tasks.isbi2012.submission import expected_stack_bytes
 
         root = isbi_root(raw_dir)
         stack = root / "test-volume.tif"
@@ -223,7 +219,7 @@ class IsbiTask:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
         and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
         from nerveseg.inference.membranes import predict_isbi_ensemble
-        from nerveseg.submit.tiff_stack import write_submission_stack
+        from nerveseg.tasks.isbi2012.submission import write_submission_stack
 
         seconds: dict[str, float] = {}
         mark = time.perf_counter()
@@ -253,7 +249,7 @@ class IsbiTask:
 
 
 def _test_fingerprint(data: IsbiData) -> str:
-    from nerveseg.data.isbi import fingerprint
+    from nerveseg.data.cache import fingerprint
 
     return fingerprint(data.test_images)
 

@@ -18,8 +18,7 @@ import numpy as np
 
 from nerveseg import names
 from nerveseg.config import TrainConfig
-from nerveseg.data.cache import PreparedData, resize_mask
-from nerveseg.data.isbi import fingerprint
+from nerveseg.data.cache import PreparedData, fingerprint, resize_mask
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.io_utils import atomic_create_text

@@ -13,7 +13,6 @@ blocks of slices (``block_folds``) because adjacent 50 nm sections are near-dupl
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from nerveseg.data.cache import fingerprint
 from nerveseg.data.raw import DataError
 from nerveseg.paths import RAW_DIR
 
@@ -153,15 +153,6 @@ def _membrane_targets(labels: np.ndarray, label_names: list[str]) -> np.ndarray:
             "threshold the label to 0/255"
         )
     return (labels == MEMBRANE_VALUE).astype(np.uint8)
-
-
-def fingerprint(*arrays: np.ndarray) -> str:
-    """SHA-256 of the arrays' shapes, dtypes and bytes: equal data, equal fingerprint, whatever the layout."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
 
 
 def block_folds(n_slices: int, n_folds: int) -> np.ndarray:

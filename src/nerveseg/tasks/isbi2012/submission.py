@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import tifffile
 
-from nerveseg.data.isbi import CELL_VALUE, MEMBRANE_VALUE
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_create_bytes, current_umask
+from nerveseg.tasks.isbi2012.data import CELL_VALUE, MEMBRANE_VALUE
 
 ISBI_SHAPE = (512, 512)
 PAGE_OVERHEAD_BYTES = 1024  # one page's tags, generously

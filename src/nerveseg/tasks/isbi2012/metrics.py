@@ -1,6 +1,6 @@
 """The ISBI 2012 metrics of membrane probability maps, per slice and averaged over slices.
 
-- V_rand error and V_info error: the challenge's final metrics (``evaluate.challenge_metrics``): 1 - the
+- V_rand error and V_info error: the challenge's final metrics (``tasks.isbi2012.challenge_metrics``): 1 - the
   foreground-restricted Rand / information-theoretic score after border thinning, at the best threshold of
   the sweep 0.0, 0.1, ..., 1.0. The V_rand error ranks runs (``RANKING_METRIC``).
 - pixel error: 1 - pixel accuracy of the map thresholded at ``threshold`` (membrane where ``prob > threshold``);
@@ -19,17 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.metrics import adapted_rand_error
 
-from nerveseg.evaluate.challenge_metrics import (
+from nerveseg.evaluate.membrane_postprocess import DEFAULT_THRESHOLD
+from nerveseg.names import ADAPTED_RAND_ERROR, PIXEL_ERROR, V_INFO_ERROR, V_RAND_ERROR
+from nerveseg.tasks.isbi2012.challenge_metrics import (
     SWEEP_THRESHOLDS,
     ChallengeScores,
     as_stack,
     cell_regions,
     challenge_scores,
 )
-from nerveseg.names import ADAPTED_RAND_ERROR, PIXEL_ERROR, V_INFO_ERROR, V_RAND_ERROR
 
 RANKING_METRIC = V_RAND_ERROR  # lower is better
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """ISBI 2012 cross-validation numbers: the block folds' out-of-fold slices scored, per fold and over folds.
 
 ``isbi_oof_summary`` scores each block fold's held-out slices with the metrics of
-``evaluate.membrane_metrics`` (the challenge's V_rand and V_info errors, the pixel error and skimage's
+``tasks.isbi2012.metrics`` (the challenge's V_rand and V_info errors, the pixel error and skimage's
 adapted Rand error) and averages over folds (the CV numbers, ``cv_<metric>_mean``), next to the trivial
 "everything is cell" baseline. The nerve task's counterpart is ``train.cv_summary``; both live above
 ``evaluate`` because they read the trainers' ``FoldResult``.
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nerveseg.data.isbi import IsbiData
-from nerveseg.evaluate.challenge_metrics import ChallengeScores
-from nerveseg.evaluate.membrane_metrics import DEFAULT_THRESHOLD, membrane_scores
 from nerveseg.names import ADAPTED_RAND_ERROR, PIXEL_ERROR, V_INFO_ERROR, V_RAND_ERROR
+from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
+from nerveseg.tasks.isbi2012.data import IsbiData
+from nerveseg.tasks.isbi2012.metrics import DEFAULT_THRESHOLD, membrane_scores
 from nerveseg.train.fold_result import FoldResult
 
 METRICS = (PIXEL_ERROR, V_RAND_ERROR, V_INFO_ERROR, ADAPTED_RAND_ERROR)  # all lower-is-better

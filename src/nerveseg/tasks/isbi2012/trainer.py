@@ -8,12 +8,12 @@ to pick an epoch. Validation numbers are logged only.
   elastic deformation and the U-Net paper's border weight map as per-pixel loss weights, which travel
   with the crops), then applied to whole slices by a twin built at the slice size with the same
   weights (the U-Net is fully convolutional; its weights do not depend on the input size).
-- ``patch_cnn``: trained on centre-pixel windows (``train.windows``), applied to whole slices by its
+- ``patch_cnn``: trained on centre-pixel windows (``tasks.isbi2012.windows``), applied to whole slices by its
   exact dense twin (``model.patch_cnn.dense_predict``).
 
 The streams go to the one trainer (``train.fold.fit_fold``). Whole-slice prediction lives in
-``inference.membranes``, the folds' scores in ``train.isbi_summary`` and post-processing in
-``evaluate.isbi_scoring``.
+``inference.membranes``, the folds' scores in ``tasks.isbi2012.summary`` and post-processing in
+``tasks.isbi2012.postprocess``.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ import numpy as np
 import tensorflow as tf
 
 from nerveseg.config import TrainConfig
-from nerveseg.data.isbi import IsbiData
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.challenge_metrics import challenge_scores
 from nerveseg.inference.membranes import predict_slices
 from nerveseg.model.families import family_of
 from nerveseg.names import VAL_V_RAND_ERROR
-from nerveseg.train import elastic
-from nerveseg.train.border_weights import training_weight_maps
+from nerveseg.tasks.isbi2012 import elastic
+from nerveseg.tasks.isbi2012.border_weights import training_weight_maps
+from nerveseg.tasks.isbi2012.challenge_metrics import challenge_scores
+from nerveseg.tasks.isbi2012.data import IsbiData
+from nerveseg.tasks.isbi2012.windows import window_dataset
 from nerveseg.train.fold import FoldInputs, FoldResult, check_fold, fit_fold, fold_model
-from nerveseg.train.windows import window_dataset
 
 PATCH_STEPS_DEFAULT = 500  # patch CNN batches per epoch when steps_per_epoch is 0 (a pixel pass is ~10^4)
 PATCH_VAL_STEPS = 20  # held-out window batches per validation (logged only)
@@ -76,7 +76,7 @@ def crop_dataset(
     (n, h, w) are given.
 
     Each crop comes from a random slice at a random offset; with ``elastic_sigma > 0`` it is cut with a
-    margin of real context, elastically deformed (``train.elastic``: one field for image, label and
+    margin of real context, elastically deformed (``tasks.isbi2012.elastic``: one field for image, label and
     weights) and cut to size; then it gets one of the 8 flips/rotations. Image, label and weights move
     together in every step.
     """
@@ -132,7 +132,7 @@ Streams = tuple[tf.data.Dataset, tf.data.Dataset, int, int | None]  # train, val
 
 
 def _window_streams(config: TrainConfig, data: IsbiData, train: np.ndarray, val: np.ndarray, seed: int) -> Streams:
-    """The patch CNN: centre-pixel windows (``train.windows``), validated on 20 window batches."""
+    """The patch CNN: centre-pixel windows (``tasks.isbi2012.windows``), validated on 20 window batches."""
     windows = dict(window=config.window, batch_size=config.batch_size)
     train_ds = window_dataset(data.images[train], data.membranes[train], **windows, seed=seed)
     val_ds = window_dataset(data.images[val], data.membranes[val], **windows, balanced=False, augment=False, seed=0)
@@ -169,7 +169,7 @@ def _fit_inputs(config: TrainConfig, data: IsbiData, train: np.ndarray, val: np.
 
 class HeldOutRandError(keras.callbacks.Callback):
     """Adds ``val_v_rand_error`` to each epoch's logs: the held-out slices' V_rand error (the challenge's,
-    ``evaluate.challenge_metrics``: best threshold of its sweep), predicted whole (no TTA) with that epoch's
+    ``tasks.isbi2012.challenge_metrics``: best threshold of its sweep), predicted whole (no TTA) with that epoch's
     weights. Logged only, never used to pick an epoch; it is how a CV reports the V_rand error against
     training steps (``benchmarks/isbi_steps.py``).
 

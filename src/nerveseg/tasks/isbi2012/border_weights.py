@@ -24,7 +24,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from nerveseg.evaluate.membrane_metrics import cell_regions
+from nerveseg.tasks.isbi2012.metrics import cell_regions
 
 REACH_SIGMAS = 4.0  # border term computed within this many sigmas of a cell (the rest is < w0 * exp(-8))
 
