@@ -8,6 +8,13 @@
 - Submission: a float32 TIFF stack of membrane probabilities averaged over the fold models with
   flip/rotation TTA, after the OOF-chosen clean-up, written atomically to a new file and read back,
   and beside it a folder of PNGs of the thresholded maps (``submissions/<name>/<k>.png``).
+
+Everything only this task knows is a module of this package: ``data`` (the two layouts, block folds),
+``synthetic`` (the stand-in data), ``trainer`` (a fold's streams: crops with ``elastic`` deformation and
+``border_weights``, or the patch CNN's ``windows``), ``challenge_metrics`` and ``metrics``, ``summary`` (the
+folds' numbers), ``postprocess`` (the OOF-chosen clean-up) and ``submission`` (the TIFF stack). What serving
+needs too stays below the tasks: whole-slice prediction (``inference.membranes``), the clean-up's settings and
+application (``evaluate.membrane_postprocess``) and the model families (``model.families``).
 """
 
 from __future__ import annotations
