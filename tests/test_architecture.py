@@ -431,13 +431,8 @@ TASK_NAME_OFFENDERS = {
     ("inference/segmenter.py", "nerve"): "Segmenter checks its runs' task",
     ("inference/segmenter.py", "isbi2012"): "MembraneSegmenter checks its runs' task",
     ("model/patch_cnn.py", "patch_cnn"): "the Keras model's own name, inside its saved weights files",
-    ("run/choice.py", "nerve"): "the task to submit for when the experiment holds no run",
-    ("run/local_store.py", "nerve"): "folders from before the task param read as nerve",
     ("run/predict.py", "nerve"): "predict.py serves the nerve task's models only",
-    ("run/submit.py", "nerve"): "SubmissionResult.task's default",
     ("track/model_package.py", "isbi2012"): "the pyfunc model's signature and inputs per task",
-    ("track/registry.py", "nerve"): "runs from before the task param read as nerve",
-    ("track/run_reader.py", "nerve"): "runs from before the task param read as nerve",
 }
 
 

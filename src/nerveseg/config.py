@@ -187,6 +187,9 @@ def _coerce_all(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if k == "name" else _coerce(k, v)) for k, v in values.items()}
 
 
+DEFAULT_TASK = TrainConfig.task  # also the task of runs and folders made before the task field was recorded
+
+
 @functools.cache
 def task_names() -> tuple[str, ...]:
     """The tasks there are, the default first: the packages under ``nerveseg/tasks/``, each named as the ``task``

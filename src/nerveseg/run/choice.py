@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nerveseg import names
+from nerveseg.config import DEFAULT_TASK
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.uncertainty import Interval
 from nerveseg.report.markdown import aligned_columns
@@ -164,11 +165,11 @@ def default_task(candidates: Iterable[CandidateRun], fingerprints: Mapping[str, 
     """The task to submit for when none is named (``candidates`` come newest first; ``fingerprints``: task -> its
     fingerprint of the data to predict, for the tasks whose data is there): that of the newest run trained on that
     data, else of the newest run of a task whose data is there, else of the newest run (what was trained last),
-    else nerve."""
+    else the default task."""
     candidates = list(candidates)
     matching = (run.task for run in candidates if run.fingerprint and fingerprints.get(run.task) == run.fingerprint)
     present = (run.task for run in candidates if run.task in fingerprints)
-    return next(matching, next(present, next((run.task for run in candidates), "nerve")))
+    return next(matching, next(present, next((run.task for run in candidates), DEFAULT_TASK)))
 
 
 def _ranked(run: CandidateRun, task: Task) -> Ranked | None:

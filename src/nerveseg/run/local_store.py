@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nerveseg import names
-from nerveseg.config import TrainConfig, config_to_yaml, load_config, param_strings
+from nerveseg.config import DEFAULT_TASK, TrainConfig, config_to_yaml, load_config, param_strings
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.io_utils import atomic_write_bytes, atomic_write_text, sha256_file
@@ -206,7 +206,7 @@ class LocalRunReader:
 
     @property
     def task(self) -> str:
-        return str(self._parent.get("params", {}).get(names.TASK_PARAM, "nerve"))
+        return str(self._parent.get("params", {}).get(names.TASK_PARAM, DEFAULT_TASK))
 
     @property
     def data_fingerprint(self) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nerveseg import names
+from nerveseg.config import DEFAULT_TASK
 from nerveseg.data.synthetic import read_test_subjects
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.uncertainty import Interval, interval_for_ids
@@ -86,7 +87,7 @@ class SubmissionResult:
     test_score: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     test_interval: Interval | None = None
-    task: str = "nerve"
+    task: str = DEFAULT_TASK
     cv_prediction: Interval | None = None  # the CV run's prediction interval for new subjects (one run only)
     submission_run_id: str = ""  # the MLflow submission run, when recorded in MLflow
     record_path: Path | None = None  # the JSON record, when submitted from a LocalStore folder

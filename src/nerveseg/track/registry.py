@@ -25,6 +25,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from nerveseg import names
+from nerveseg.config import DEFAULT_TASK
 from nerveseg.errors import NervesegError
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
 from nerveseg.run.choice import chosen_runs
@@ -75,7 +76,7 @@ def version_tags(run: Run, model_id: str) -> dict[str, str]:
         names.DATA_FINGERPRINT: run.data.tags.get(names.DATA_FINGERPRINT, ""),
         schema.GIT_COMMIT_TAG: run.data.tags.get(schema.GIT_COMMIT_TAG, ""),
         schema.MODEL_VERSION_RUN_TAG: run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name,
-        names.TASK_CONFIG: run.data.params.get("task", "nerve"),
+        names.TASK_CONFIG: run.data.params.get(names.TASK_PARAM, DEFAULT_TASK),
     }
     return {k: v for k, v in tags.items() if v}
 

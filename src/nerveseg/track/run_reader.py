@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg import names
-from nerveseg.config import TrainConfig, load_config
+from nerveseg.config import DEFAULT_TASK, TrainConfig, load_config
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.run.choice import CandidateRun
@@ -102,7 +102,7 @@ def cv_candidates(experiment_name: str, tracking_uri: str) -> list[CandidateRun]
             CandidateRun(
                 run_id=str(row["run_id"]),
                 name=_text(row, f"tags.{schema.RUN_NAME_TAG}") or str(row["run_id"]),
-                task=_text(row, f"params.{names.TASK_PARAM}") or "nerve",
+                task=_text(row, f"params.{names.TASK_PARAM}") or DEFAULT_TASK,
                 config=_text(row, f"params.{names.CONFIG_NAME_PARAM}"),
                 started=None if started is None or pd.isna(started) else started.to_pydatetime(),
                 fingerprint=_text(row, f"tags.{names.DATA_FINGERPRINT}"),
@@ -139,7 +139,7 @@ class MlflowRunReader:
 
     @property
     def task(self) -> str:
-        return self._run.data.params.get(names.TASK_PARAM, "nerve")  # runs from before the field: nerve
+        return self._run.data.params.get(names.TASK_PARAM, DEFAULT_TASK)
 
     @property
     def data_fingerprint(self) -> str:
