@@ -185,7 +185,7 @@ def main() -> None:
         n, size = len(files), args.batch_size
 
         pyfunc = mlflow.pyfunc.load_model("models:/nerveseg@champion")
-        segmenter = pyfunc.unwrap_python_model().segmenter
+        segmenter = pyfunc.unwrap_python_model().served
         models, config = segmenter.fold_models[0], segmenter.runs[0].config
         small = segmenter.model_inputs(gray)[segmenter.input_shape]
         frame = pd.DataFrame({"image": blobs})

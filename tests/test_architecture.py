@@ -429,10 +429,8 @@ NAME_HOMES_EVERYWHERE = {"config.py", "model/families.py"}  # the config's valid
 # task names (issue 31); a new literal outside its home fails, and an entry whose literal is gone must be removed
 TASK_NAME_OFFENDERS = {
     ("inference/segmenter.py", "nerve"): "Segmenter checks its runs' task",
-    ("inference/segmenter.py", "isbi2012"): "MembraneSegmenter checks its runs' task",
     ("model/patch_cnn.py", "patch_cnn"): "the Keras model's own name, inside its saved weights files",
     ("run/predict.py", "nerve"): "predict.py serves the nerve task's models only",
-    ("track/model_package.py", "isbi2012"): "the pyfunc model's signature and inputs per task",
 }
 
 

@@ -1,6 +1,6 @@
 """Membrane probability maps cleaned up as a decision says (``MembranePostprocess``): gaps closed by a seeded
-watershed, then too-small cells made membrane. Here, below the tasks, because serving
-(``inference.segmenter.MembraneSegmenter``) applies it too; the ISBI task decides it (``tasks.isbi2012.postprocess``).
+watershed, then too-small cells made membrane. Applied when serving (``tasks.isbi2012.serving``) and decided on OOF
+predictions (``tasks.isbi2012.postprocess``).
 
 Why close gaps: one gap of a few pixels in a membrane merges two cells, which costs the V_rand error far more than
 its pixels cost the pixel error. The step here draws a one-pixel membrane line wherever two cell

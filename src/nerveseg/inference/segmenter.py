@@ -8,7 +8,7 @@ the submission. Images are resized to the model input the way the training cache
 the post-processing is applied at 580x420 (where it was decided; ``min_area`` is in those pixels) with
 ``evaluate.postprocess.iter_postprocessed``; the mask is then brought to the input's own size.
 
-``MembraneSegmenter`` is the ISBI 2012 counterpart: a membrane probability map per image.
+The ISBI 2012 counterpart, a membrane probability map per image, is ``tasks.isbi2012.serving``'s.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from nerveseg.data.cache import resize_image
 from nerveseg.errors import NervesegError
@@ -27,7 +28,7 @@ from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
 from nerveseg.inference.images import ImageError, as_gray
-from nerveseg.inference.trained import Decision, TrainedModels
+from nerveseg.inference.trained import TrainedModels
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_encode
 
@@ -50,7 +51,7 @@ class Segmentation:
     mask: np.ndarray | None = None  # uint8 0/1 (h, w), only when asked for
 
 
-def _check_runs(runs: Sequence[TrainedModels], task: str) -> None:
+def check_runs(runs: Sequence[TrainedModels], task: str) -> None:
     if not runs:
         raise NervesegError("a Segmenter needs at least one run's fold models")
     tasks = {run.config.task for run in runs}
@@ -80,7 +81,7 @@ class Segmenter:
         tta: bool = True,
         batch_size: int = 32,
     ) -> None:
-        _check_runs(runs, "nerve")
+        check_runs(runs, "nerve")
         if batch_size < 1:
             raise NervesegError(f"batch_size={batch_size} must be >= 1")
         self.runs = list(runs)
@@ -149,6 +150,12 @@ class Segmenter:
                 )
         return results
 
+    def answer(self, images: list[np.ndarray], *, return_mask: bool) -> pd.DataFrame:
+        """The served model's answer (``inference.served.segmentations_frame``): the nerve task's ``Served``."""
+        from nerveseg.inference.served import segmentations_frame
+
+        return segmentations_frame(self.segment(images, masks=return_mask), return_mask)
+
 
 def _to_size(mask: np.ndarray, shape: Shape) -> np.ndarray:
     """A 580x420 mask at ``shape`` (nearest neighbour; itself when already there)."""
@@ -157,51 +164,4 @@ def _to_size(mask: np.ndarray, shape: Shape) -> np.ndarray:
     return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
-class MembraneSegmenter:
-    """The ISBI 2012 task's fold ensemble plus its clean-up: a membrane probability map per image.
-
-    The ISBI models are fully convolutional (trained on windows), so each image is predicted at its own
-    size; images of one size are predicted together.
-    """
-
-    def __init__(self, runs: Sequence[TrainedModels], decision: Decision, *, tta: bool = True) -> None:
-        _check_runs(runs, "isbi2012")
-        self.runs = list(runs)
-        self.decision = decision
-        self.tta = tta
-
-    def _check_size(self, shape: Shape, name: str) -> None:
-        """The U-Net's skips need sides divisible by 2**(depth-1); say so instead of Keras' ValueError."""
-        from nerveseg.model.families import family_of
-
-        for run in self.runs:
-            family = family_of(run.config)
-            factor = family.size_divisor(run.config)
-            if shape[0] % factor or shape[1] % factor:
-                raise ImageError(
-                    f"{name}: is {shape[1]}x{shape[0]}; this ISBI {family.label} needs width and height "
-                    f"divisible by {factor}"
-                )
-
-    def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-        """(h, w) float32 membrane probabilities in [0, 1] per image, averaged over runs, cleaned up."""
-        from nerveseg.evaluate.membrane_postprocess import apply_membrane_postprocess
-        from nerveseg.inference.membranes import predict_isbi_ensemble
-
-        gray = gray_images(images)
-        for i, image in enumerate(gray):
-            self._check_size(image.shape, f"image {i}")
-        out: list[np.ndarray | None] = [None] * len(gray)
-        for shape in dict.fromkeys(image.shape for image in gray):
-            index = [i for i, image in enumerate(gray) if image.shape == shape]
-            stack = np.stack([gray[i] for i in index])
-            total = np.zeros(stack.shape, np.float64)
-            for run in self.runs:
-                total += predict_isbi_ensemble(run.config, run.weights_paths, stack, tta=self.tta)
-            probs = np.clip(total / len(self.runs), 0.0, 1.0).astype(np.float32)
-            for i, prob in zip(index, apply_membrane_postprocess(probs, self.decision.settings), strict=True):
-                out[i] = prob
-        return [prob for prob in out if prob is not None]
-
-
-__all__ = ["MembraneSegmenter", "Segmentation", "Segmenter", "gray_images"]
+__all__ = ["Segmentation", "Segmenter", "check_runs", "gray_images"]

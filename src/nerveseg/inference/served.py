@@ -1,16 +1,16 @@
 """The served model's request and answer as tables: images from the request, the answer's columns from segmentations.
 
-The pyfunc model (``track.model_package``) wraps a ``Segmenter`` behind MLflow's interface; what it reads and writes
-is decided here, with the column names of ``nerveseg.names``, which ``run.predict`` sends and reads as any HTTP
-client would. A request is a DataFrame with a column ``image`` of encoded image files (TIFF, PNG, JPEG; gray or
-RGB; any size; base64 in JSON); in process a list or array of uint8 images is accepted too. An answer has one row
-per image: ``present``, ``probability``, ``area`` and ``rle`` (plus ``mask_png`` when asked) for the nerve task,
-``membrane_tiff`` for ISBI 2012. A malformed request is a one-line ``NervesegError`` naming the image.
+The pyfunc model (``track.model_package``) wraps a task's ``served`` model behind MLflow's interface; what it reads,
+and the nerve task's answer, are decided here, with the column names of ``nerveseg.names``, which ``run.predict``
+sends and reads as any HTTP client would. A request is a DataFrame with a column ``image`` of encoded image files
+(TIFF, PNG, JPEG; gray or RGB; any size; base64 in JSON); in process a list or array of uint8 images is accepted
+too. The nerve task's answer has one row per image: ``present``, ``probability``, ``area`` and ``rle`` (plus
+``mask_png`` when asked); ISBI 2012's is ``tasks.isbi2012.serving``'s. A malformed request is a one-line
+``NervesegError`` naming the image.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -70,16 +70,4 @@ def segmentations_frame(results: Sequence[Segmentation], with_masks: bool) -> pd
     return frame
 
 
-def membranes_frame(maps: Sequence[np.ndarray]) -> pd.DataFrame:
-    """The ISBI answer: each membrane probability map as a float32 TIFF."""
-    import tifffile
-
-    tiffs = []
-    for probs in maps:
-        buffer = io.BytesIO()
-        tifffile.imwrite(buffer, probs.astype(np.float32))
-        tiffs.append(buffer.getvalue())
-    return pd.DataFrame({names.MEMBRANE_COLUMN: tiffs})
-
-
-__all__ = ["membranes_frame", "request_images", "segmentations_frame"]
+__all__ = ["request_images", "segmentations_frame"]

@@ -24,6 +24,7 @@ from nerveseg.train.fold_result import FoldResult
 
 if TYPE_CHECKING:
     import keras
+    import pandas as pd
 
 
 class TrainData(Protocol):
@@ -73,6 +74,22 @@ class SubmissionFile:
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     ids: np.ndarray | None = None  # the test ids in file order, where the format has ids
+
+
+@dataclass(frozen=True)
+class ServedColumn:
+    """One column of the served model's answer: its name, MLflow's type name for it (``binary``, ``boolean``,
+    ``double``, ``long``, ``string``) and whether every answer has it (an optional one comes with ``return_mask``)."""
+
+    name: str
+    kind: str
+    required: bool = True
+
+
+class Served(Protocol):
+    """A task's fold ensemble as ``mlflow models serve`` and ``predict.py`` use it: one answer row per image."""
+
+    def answer(self, images: list[np.ndarray], *, return_mask: bool) -> pd.DataFrame: ...
 
 
 class Task(Protocol):
@@ -151,6 +168,11 @@ class Task(Protocol):
     def submission_bytes(self, raw_dir: Path) -> int:
         """A generous size of the file this task's submission of ``raw_dir``'s test data writes (0 when it holds
         none), so that ``submit.py`` checks the free space before any prediction, before it knows the task."""
+
+    served_columns: tuple[ServedColumn, ...]  # the served model's answer, in order
+
+    def served(self, runs: Sequence[TrainedModels], decision: Decision, *, tta: bool, batch_size: int) -> Served:
+        """The runs' fold ensemble behind the pyfunc model (``track.model_package``): the task's own answer."""
 
     def write_submission(
         self,

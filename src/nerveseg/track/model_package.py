@@ -84,7 +84,6 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from nerveseg.config import load_config
-        from nerveseg.inference.segmenter import MembraneSegmenter, Segmenter
         from nerveseg.tasks import get_task
         from nerveseg.tasks.base import TrainedModels
 
@@ -96,27 +95,21 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
             check_weights_file(path, what, f"restore the artifact, or package the CV run again ({REPACKAGE})")
         source = f"the model's {names.POSTPROCESSING_ARTIFACT}"
         values = json.loads(Path(artifacts[schema.MODEL_POSTPROCESSING_ARTIFACT]).read_text())
-        decision = get_task(config.task).decision_from_json(values, source=source)
-        runs, tta = [TrainedModels(config, weights)], bool(options.get(schema.TTA_CONFIG, True))
-        self.task = config.task
-        if self.task == "isbi2012":
-            self.segmenter: Any = MembraneSegmenter(runs, decision, tta=tta)
-        else:
-            batch_size = int(options.get(schema.BATCH_SIZE_CONFIG, DEFAULT_BATCH_SIZE))
-            self.segmenter = Segmenter(runs, decision, tta=tta, batch_size=batch_size)
+        task = get_task(config.task)
+        decision = task.decision_from_json(values, source=source)
+        tta = bool(options.get(schema.TTA_CONFIG, True))
+        batch_size = int(options.get(schema.BATCH_SIZE_CONFIG, DEFAULT_BATCH_SIZE))
+        self.served = task.served([TrainedModels(config, weights)], decision, tta=tta, batch_size=batch_size)
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:  # MLflow reads the hint: a DataFrame hint adds no validation of its own
         """One output row per input image; a malformed input raises ``BadInput`` (HTTP 400 when served)."""
-        from nerveseg.inference.served import membranes_frame, request_images, segmentations_frame
+        from nerveseg.inference.served import request_images
 
         return_mask = bool((params or {}).get(names.RETURN_MASK_PARAM, False))
         try:
-            images = request_images(model_input)
-            if self.task == "isbi2012":
-                return membranes_frame(self.segmenter.probabilities(images))
-            return segmentations_frame(self.segmenter.segment(images, masks=return_mask), return_mask)
+            return self.served.answer(request_images(model_input), return_mask=return_mask)
         except NervesegError as err:
             raise BadInput(str(err)) from err
 
@@ -125,19 +118,17 @@ class NervesegModel(mlflow.pyfunc.PythonModel):
 
 
 def signature(task: str) -> ModelSignature:
-    """Input: the ``image`` column (bytes); output: the task's columns; param ``return_mask``."""
+    """Input: the ``image`` column (bytes); output: the task's answer columns; param ``return_mask`` where the answer
+    has an optional column (the nerve task's ``mask_png``)."""
+    from nerveseg.tasks import get_task
+
+    columns = get_task(task).served_columns
+    if not columns:
+        raise NervesegError(f"the {task} task has no served model; its runs are submitted (submit.py), not packaged")
+    outputs = Schema([ColSpec(DataType[c.kind], c.name, required=c.required) for c in columns])
     inputs = Schema([ColSpec(DataType.binary, names.IMAGE_COLUMN)])
-    if task == "isbi2012":
-        return ModelSignature(inputs, Schema([ColSpec(DataType.binary, names.MEMBRANE_COLUMN)]))
-    outputs = Schema(
-        [
-            ColSpec(DataType.boolean, names.PRESENT_COLUMN),
-            ColSpec(DataType.double, names.PROBABILITY_COLUMN),
-            ColSpec(DataType.long, names.AREA_COLUMN),
-            ColSpec(DataType.string, names.RLE_COLUMN),
-            ColSpec(DataType.binary, names.MASK_COLUMN, required=False),
-        ]
-    )
+    if all(c.required for c in columns):
+        return ModelSignature(inputs, outputs)
     return ModelSignature(inputs, outputs, ParamSchema([ParamSpec(names.RETURN_MASK_PARAM, DataType.boolean, False)]))
 
 

@@ -31,8 +31,8 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.evaluate.paired import ImageScores
-from nerveseg.names import N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
-from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
+from nerveseg.names import MEMBRANE_COLUMN, N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
+from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile, TrainedModels
 from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
 from nerveseg.tasks.isbi2012.data import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
@@ -210,6 +210,13 @@ class IsbiTask:
                 return expected_stack_bytes(len(tif.pages), tuple(tif.pages.first.shape[:2]))
         except Exception as err:  # tifffile raises many types for a damaged file
             raise NervesegError(f"{stack}: cannot be read as a TIFF stack ({type(err).__name__}); replace it") from None
+
+    served_columns = (ServedColumn(MEMBRANE_COLUMN, "binary"),)
+
+    def served(self, runs, decision, *, tta, batch_size) -> Any:
+        from nerveseg.tasks.isbi2012.serving import MembraneSegmenter
+
+        return MembraneSegmenter(runs, decision, tta=tta)
 
     def write_submission(
         self,

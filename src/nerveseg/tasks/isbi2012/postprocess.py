@@ -3,7 +3,7 @@
 ``decide_isbi_postprocessing`` picks the threshold with the lowest OOF
 V_rand error, then keeps a watershed gap closing (``evaluate.membrane_postprocess``) and a small-cell
 clean-up each only when it lowers that error (at that threshold) further. The settings and how they are applied
-live in ``evaluate.membrane_postprocess``: serving (``inference.segmenter.MembraneSegmenter``) applies them too.
+live in ``evaluate.membrane_postprocess``: serving (``tasks.isbi2012.serving.MembraneSegmenter``) applies them too.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
-from nerveseg.tasks.base import CVFinal, SubmissionFile, TrainedModels
+from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile, TrainedModels
 
 
 def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | None:
@@ -154,6 +154,20 @@ class NerveTask:
         from nerveseg.submit.submission_file import expected_csv_bytes
 
         return expected_csv_bytes(len(list((Path(raw_dir) / "test").glob("*.tif"))))
+
+    served_columns = (
+        ServedColumn(names.PRESENT_COLUMN, "boolean"),
+        ServedColumn(names.PROBABILITY_COLUMN, "double"),
+        ServedColumn(names.AREA_COLUMN, "long"),
+        ServedColumn(names.RLE_COLUMN, "string"),
+        ServedColumn(names.MASK_COLUMN, "binary", required=False),
+    )
+
+    def served(self, runs, decision, *, tta, batch_size) -> Any:
+        """The ``Segmenter``: ``submit.py``'s path, so a served mask is the submission's."""
+        from nerveseg.inference.segmenter import Segmenter
+
+        return Segmenter(runs, decision, tta=tta, batch_size=batch_size)
 
     def write_submission(
         self,

@@ -25,7 +25,7 @@ from nerveseg.io_utils import atomic_create_text
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.report.markdown import aligned_columns
 from nerveseg.submit.rle import rle_decode, rle_encode
-from nerveseg.tasks.base import CVFinal, SubmissionFile
+from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile
 from nerveseg.tasks.toy.blobs import TEST, TRAIN, iou_per_image, read_blobs
 
 RANKING, OOF_IOU = "cv_iou_mean", "oof_iou"  # IoU at threshold 0.5: the fold mean ranks, the pooled OOF per image
@@ -149,6 +149,11 @@ class ToyTask:
         """The test file's own size: an RLE row is shorter than the image it encodes."""
         test = Path(raw_dir) / TEST
         return test.stat().st_size if test.is_file() else 0
+
+    served_columns: tuple[ServedColumn, ...] = ()
+
+    def served(self, runs, decision, *, tta, batch_size) -> Any:
+        raise NervesegError("the toy task has no served model; submit.py writes its predictions")
 
     def write_submission(
         self, runs, decision, path, *, raw_dir, cache_dir, tta, batch_size, progress
