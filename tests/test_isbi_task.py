@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
+from nerveseg import names
 from nerveseg.config import TrainConfig, load_config
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
@@ -200,3 +202,23 @@ def test_config_task_rules(tmp_path: Path) -> None:
     for name in ("isbi_unet", "isbi_patch_cnn", "isbi_demo", "isbi_unet_topology"):
         config = load_config(Path(__file__).resolve().parents[1] / "experiments" / f"{name}.yaml")
         assert config.task == "isbi2012" and (config.height, config.width) == (512, 512) and config.folds == 5
+
+
+@pytest.mark.slow
+def test_the_served_model_answers_each_slice_with_its_cleaned_up_membrane_map(trained, em_data: IsbiData) -> None:
+    """What the pyfunc model serves for ISBI (``TASK.served``): one float32 TIFF per image, the runs' map cleaned up
+    as the decision says; its signature has that one column and no ``return_mask``."""
+    from nerveseg.inference.trained import TrainedModels
+    from nerveseg.tasks import get_task
+    from nerveseg.track.model_package import signature
+
+    config, _, result = trained
+    task, settings = get_task("isbi2012"), MembranePostprocess(threshold=0.5, min_cell_area=4)
+    decision = task.decision_from_json(settings.as_dict(), source="test")
+    served = task.served([TrainedModels(config, [result.weights_path])], decision, tta=False, batch_size=4)
+    answer = served.answer(list(em_data.images[:2]), return_mask=True)
+    maps = [tifffile.imread(io.BytesIO(cell)) for cell in answer[names.MEMBRANE_COLUMN]]
+    probs = predict_isbi_ensemble(config, [result.weights_path], em_data.images[:2], tta=False)
+    np.testing.assert_allclose(np.stack(maps), apply_membrane_postprocess(probs, settings), atol=1e-6)
+    assert [c.name for c in signature("isbi2012").outputs.inputs] == [names.MEMBRANE_COLUMN]
+    assert signature("isbi2012").params is None and signature("nerve").params is not None
