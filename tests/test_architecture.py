@@ -430,7 +430,6 @@ NAME_HOMES_EVERYWHERE = {"config.py", "model/families.py"}  # the config's valid
 TASK_NAME_OFFENDERS = {
     ("inference/segmenter.py", "nerve"): "Segmenter checks its runs' task",
     ("model/patch_cnn.py", "patch_cnn"): "the Keras model's own name, inside its saved weights files",
-    ("run/predict.py", "nerve"): "predict.py serves the nerve task's models only",
 }
 
 

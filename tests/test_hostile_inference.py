@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -34,6 +35,7 @@ from helpers import (
     write_set,
     write_tif,
 )
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.inference import images
 from nerveseg.inference.images import ImageError, decode_gray, read_image_file
@@ -317,3 +319,19 @@ def test_predict_into_the_raw_data_folder_is_refused_as_typed() -> None:
     done = run_script("predict.py", "docs/real_vs_synthetic.png", "--out", "data/raw/train", "--no-progress")
     assert_one_line_error(done, "--out data/raw/train lies inside the raw data folder")
     assert (tree_digest(raw) if raw.exists() else None) == before
+
+
+@pytest.mark.parametrize("task", ["isbi2012", "toy"])
+def test_predict_refuses_a_model_whose_answer_has_no_masks(synthetic_root: Path, tmp_path: Path, task: str) -> None:
+    """predict.py writes masks: a model of a task whose served answer has no ``rle`` column is one line, before any
+    image is predicted (the model here would fail if it were asked)."""
+    from nerveseg.run.predict import predict_files
+
+    def refuse(data, params=None):
+        raise AssertionError("predicted")
+
+    model = SimpleNamespace(model_config={names.TASK_CONFIG: task}, predict=refuse)
+    raw, out = synthetic_root / "raw", tmp_path / "out"
+    with pytest.raises(NervesegError, match=f"is a {task} model, which answers no masks"):
+        predict_files([raw / "test" / "1.tif"], "models:/m", out, load_model=lambda uri: model, raw_dir=raw)
+    assert not (tmp_path / "out" / "predictions.csv").exists()

@@ -30,11 +30,13 @@ import numpy as np
 import pandas as pd
 
 from nerveseg import names
+from nerveseg.config import DEFAULT_TASK
 from nerveseg.errors import NervesegError
 from nerveseg.inference.images import IMAGE_SUFFIXES, ImageError, decode_gray, overlay_png, read_image_file
 from nerveseg.io_utils import atomic_create_bytes, atomic_create_text, check_outside, check_writable_dir
 from nerveseg.logs import progress_bar
 from nerveseg.paths import RAW_DIR
+from nerveseg.tasks import get_task
 
 PREDICTIONS_FILE = "predictions.csv"
 CSV_COLUMNS = ("file", names.PRESENT_COLUMN, names.PROBABILITY_COLUMN, names.AREA_COLUMN, names.RLE_COLUMN)
@@ -184,8 +186,9 @@ def predict_files(
             f"{out_dir / PREDICTIONS_FILE} already exists; outputs are never overwritten, pick a new --out"
         )
     model = load_model(model_uri)
-    if (model.model_config or {}).get(names.TASK_CONFIG, "nerve") != "nerve":
-        raise NervesegError(f"--model {model_uri} is not a nerve model; predict.py writes nerve masks only")
+    task = (model.model_config or {}).get(names.TASK_CONFIG, DEFAULT_TASK)
+    if names.RLE_COLUMN not in {column.name for column in get_task(task).served_columns}:
+        raise NervesegError(f"--model {model_uri} is a {task} model, which answers no masks; predict.py writes masks")
     report = PredictReport(out_dir, masks_left_out=found.masks_left_out, duplicates=found.duplicates)
     files = found.files
     with progress_bar(total=len(files), desc="predict", unit="img", disable=not progress) as bar:
