@@ -6,7 +6,7 @@ store, then registered as ``nerveseg@champion`` (timing does not depend on how w
 Every mode predicts the same ``--images`` synthetic 580x420 TIFFs with TTA (5 folds x 2 views):
 
 - direct:          ``inference.ensemble.predict_ensemble`` on images already at 64x80 (the models alone);
-- segmenter:       ``inference.segmenter.Segmenter.segment`` on decoded 580x420 arrays (resize, ensemble,
+- segmenter:       ``tasks.nerve.segmenter.Segmenter.segment`` on decoded 580x420 arrays (resize, ensemble,
                    post-processing at 580x420, RLE): the core's end-to-end path, no MLflow;
 - pyfunc:          ``mlflow.pyfunc.load_model(...).predict`` on a DataFrame of TIFF bytes (decode included);
 - pyfunc arrays:   the same model's ``NervesegModel.predict`` on decoded uint8 arrays (unwrapped: MLflow's

@@ -55,7 +55,7 @@ def decision(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
     and TTA: the threshold at the 80th percentile of the test probabilities, the presence gate at the
     median test presence (off with ``gate=False``)."""
     from nerveseg.data.cache import prepare_test
-    from nerveseg.inference.segmenter import Segmenter
+    from nerveseg.tasks.nerve.segmenter import Segmenter
 
     caches = tmp_path_factory.mktemp("decision")
 
@@ -125,8 +125,8 @@ def test_new_images_segment_as_the_submission_does(
 ) -> None:
     """Raw TIFF bytes through decode_gray + Segmenter.segment give the CSV's RLEs; RGB gives the same as gray."""
     from nerveseg.inference.images import decode_gray
-    from nerveseg.inference.segmenter import Segmenter
     from nerveseg.tasks.nerve import NerveTask
+    from nerveseg.tasks.nerve.segmenter import Segmenter
 
     raw = synthetic_root / "raw"
     decision = decision(runs)
@@ -149,7 +149,7 @@ def test_new_images_segment_as_the_submission_does(
 
 def test_any_size_mask_comes_back_at_the_input_size(runs: list[TrainedModels], decision, synthetic_root: Path) -> None:
     from nerveseg.inference.images import ImageError, decode_gray
-    from nerveseg.inference.segmenter import Segmenter
+    from nerveseg.tasks.nerve.segmenter import Segmenter
 
     segmenter = Segmenter(runs[:1], decision(runs[:1], tta=False, gate=False), tta=False)
     image = decode_gray((synthetic_root / "raw" / "test" / "1.tif").read_bytes(), "1.tif")

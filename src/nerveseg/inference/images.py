@@ -228,6 +228,13 @@ def overlay_png(gray: np.ndarray, mask: np.ndarray) -> bytes:
     return encode_png(picture)
 
 
+def gray_images(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    """Every image as (h, w) uint8 gray (RGB converted); an empty batch is a one-line error."""
+    if len(images) == 0:
+        raise ImageError("the batch holds no images; send at least one")
+    return [as_gray(image, f"image {i}") for i, image in enumerate(images)]
+
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_IMAGE_PIXELS",
@@ -238,6 +245,7 @@ __all__ = [
     "decode_gray",
     "encode_mask_png",
     "encode_png",
+    "gray_images",
     "overlay_png",
     "read_header",
     "read_image_file",

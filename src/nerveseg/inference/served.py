@@ -1,28 +1,23 @@
 """The served model's request and answer as tables: images from the request, the answer's columns from segmentations.
 
-The pyfunc model (``track.model_package``) wraps a task's ``served`` model behind MLflow's interface; what it reads,
-and the nerve task's answer, are decided here, with the column names of ``nerveseg.names``, which ``run.predict``
-sends and reads as any HTTP client would. A request is a DataFrame with a column ``image`` of encoded image files
-(TIFF, PNG, JPEG; gray or RGB; any size; base64 in JSON); in process a list or array of uint8 images is accepted
-too. The nerve task's answer has one row per image: ``present``, ``probability``, ``area`` and ``rle`` (plus
-``mask_png`` when asked); ISBI 2012's is ``tasks.isbi2012.serving``'s. A malformed request is a one-line
+The pyfunc model (``track.model_package``) wraps a task's ``served`` model behind MLflow's interface; what it reads
+is decided here, with the column names of ``nerveseg.names``, which ``run.predict`` sends and reads as any HTTP
+client would. A request is a DataFrame with a column ``image`` of encoded image files (TIFF, PNG, JPEG; gray or
+RGB; any size; base64 in JSON); in process a list or array of uint8 images is accepted too. Each task answers
+itself (``tasks.nerve.segmenter``, ``tasks.isbi2012.serving``). A malformed request is a one-line
 ``NervesegError`` naming the image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from nerveseg import names
 from nerveseg.errors import NervesegError
-from nerveseg.inference.images import decode_all, encode_mask_png
-
-if TYPE_CHECKING:
-    from nerveseg.inference.segmenter import Segmentation
+from nerveseg.inference.images import decode_all
 
 
 def request_images(model_input: Any) -> list[np.ndarray]:
@@ -55,19 +50,4 @@ def request_images(model_input: Any) -> list[np.ndarray]:
     )
 
 
-def segmentations_frame(results: Sequence[Segmentation], with_masks: bool) -> pd.DataFrame:
-    """The output columns from ``Segmenter.segment``'s results (``mask_png`` only ``with_masks``)."""
-    frame = pd.DataFrame(
-        {
-            names.PRESENT_COLUMN: [r.present for r in results],
-            names.PROBABILITY_COLUMN: [r.probability for r in results],
-            names.AREA_COLUMN: [r.area for r in results],
-            names.RLE_COLUMN: [r.rle for r in results],
-        }
-    )
-    if with_masks:
-        frame[names.MASK_COLUMN] = [encode_mask_png(r.mask) for r in results]
-    return frame
-
-
-__all__ = ["request_images", "segmentations_frame"]
+__all__ = ["request_images"]

@@ -1,6 +1,6 @@
 """What prediction takes from a finished cross-validation: its fold models and its post-processing decision.
 
-Defined here, below the tasks, so that ``inference.segmenter`` (serving) needs nothing from ``tasks``;
+Defined here, below the tasks, so that the generic stages (serving, the ensemble) need nothing from ``tasks``;
 ``tasks.base`` re-exports both as part of the task interface.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nerveseg.config import TrainConfig
+from nerveseg.errors import NervesegError
 
 
 class Decision(Protocol):
@@ -36,3 +37,12 @@ class TrainedModels:
 
     config: TrainConfig
     weights_paths: Sequence[Path]
+
+
+def check_runs(runs: Sequence[TrainedModels], task: str) -> None:
+    """One-line errors for no runs, or runs of another task than the segmenter's ``task``."""
+    if not runs:
+        raise NervesegError("a Segmenter needs at least one run's fold models")
+    tasks = {run.config.task for run in runs}
+    if tasks != {task}:
+        raise NervesegError(f"these runs belong to task(s) {sorted(tasks)}; this segmenter predicts task {task}")

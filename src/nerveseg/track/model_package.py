@@ -9,7 +9,7 @@ The package holds everything a prediction needs: every fold's ``.weights.h5``, t
 and ``postprocessing.json`` as artifacts, the task and the TTA switch in the model config, the
 ``nerveseg`` package itself as code (so ``mlflow models serve --env-manager local`` needs nothing but the
 pinned libraries), a signature, an input example and exact pip requirements. Predictions go through
-``inference.segmenter``, the path ``submit.py`` writes the Kaggle CSV with, and the request and answer are
+``tasks.nerve.segmenter``, the path ``submit.py`` writes the Kaggle CSV with, and the request and answer are
 ``inference.served``'s: this module imports the core, never the reverse.
 
 MLflow's scoring server builds the input DataFrame (a column ``image`` of encoded image files) from a

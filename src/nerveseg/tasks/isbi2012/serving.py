@@ -15,9 +15,10 @@ import pandas as pd
 import tifffile
 
 from nerveseg import names
-from nerveseg.inference.images import ImageError
-from nerveseg.inference.segmenter import Shape, check_runs, gray_images
-from nerveseg.inference.trained import Decision, TrainedModels
+from nerveseg.inference.images import ImageError, gray_images
+from nerveseg.inference.trained import Decision, TrainedModels, check_runs
+
+Shape = tuple[int, int]
 
 
 class MembraneSegmenter:

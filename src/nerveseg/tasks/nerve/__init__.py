@@ -165,7 +165,7 @@ class NerveTask:
 
     def served(self, runs, decision, *, tta, batch_size) -> Any:
         """The ``Segmenter``: ``submit.py``'s path, so a served mask is the submission's."""
-        from nerveseg.inference.segmenter import Segmenter
+        from nerveseg.tasks.nerve.segmenter import Segmenter
 
         return Segmenter(runs, decision, tta=tta, batch_size=batch_size)
 
@@ -182,11 +182,11 @@ class NerveTask:
         progress: bool,
     ) -> SubmissionFile:
         """Every run's fold ensemble (with its mirror TTA) averaged at the first run's size, post-processed
-        at 580x420 and written as the RLE CSV: predicted through ``inference.segmenter.Segmenter``, the
+        at 580x420 and written as the RLE CSV: predicted through ``tasks.nerve.segmenter.Segmenter``, the
         path ``predict.py`` and the served MLflow model take, on the test cache at each run's size."""
         from nerveseg.data.cache import prepare_test
-        from nerveseg.inference.segmenter import Segmenter
         from nerveseg.submit.submission_file import postprocess_and_write
+        from nerveseg.tasks.nerve.segmenter import Segmenter
 
         seconds: dict[str, float] = {}
         mark = time.perf_counter()

@@ -1,4 +1,4 @@
-"""A trained cross-validation as one object that segments images of any size: the one inference path.
+"""The nerve task's trained cross-validation as one object that segments images of any size: the one inference path.
 
 ``Segmenter`` holds the fold models of one or more CV runs (``inference.trained.TrainedModels``), the run's
 post-processing decision and the TTA switch. ``submit`` (the Kaggle CSV), ``predict.py`` and the MLflow
@@ -8,7 +8,8 @@ the submission. Images are resized to the model input the way the training cache
 the post-processing is applied at 580x420 (where it was decided; ``min_area`` is in those pixels) with
 ``evaluate.postprocess.iter_postprocessed``; the mask is then brought to the input's own size.
 
-The ISBI 2012 counterpart, a membrane probability map per image, is ``tasks.isbi2012.serving``'s.
+``Segmenter.answer`` is the served model's answer (the nerve task's ``Served``); the ISBI 2012 counterpart, a
+membrane probability map per image, is ``tasks.isbi2012.serving``'s.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from nerveseg import names
 from nerveseg.data.cache import resize_image
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import resize_probabilities
 from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
-from nerveseg.inference.images import ImageError, as_gray
-from nerveseg.inference.trained import TrainedModels
+from nerveseg.inference.images import encode_mask_png, gray_images
+from nerveseg.inference.trained import TrainedModels, check_runs
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_encode
 
@@ -49,21 +51,6 @@ class Segmentation:
     area: int
     rle: str
     mask: np.ndarray | None = None  # uint8 0/1 (h, w), only when asked for
-
-
-def check_runs(runs: Sequence[TrainedModels], task: str) -> None:
-    if not runs:
-        raise NervesegError("a Segmenter needs at least one run's fold models")
-    tasks = {run.config.task for run in runs}
-    if tasks != {task}:
-        raise NervesegError(f"these runs belong to task(s) {sorted(tasks)}; this segmenter predicts task {task}")
-
-
-def gray_images(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-    """Every image as (h, w) uint8 gray (RGB converted); an empty batch is a one-line error."""
-    if len(images) == 0:
-        raise ImageError("the batch holds no images; send at least one")
-    return [as_gray(image, f"image {i}") for i, image in enumerate(images)]
 
 
 class Segmenter:
@@ -151,10 +138,23 @@ class Segmenter:
         return results
 
     def answer(self, images: list[np.ndarray], *, return_mask: bool) -> pd.DataFrame:
-        """The served model's answer (``inference.served.segmentations_frame``): the nerve task's ``Served``."""
-        from nerveseg.inference.served import segmentations_frame
-
+        """The served model's answer (``segmentations_frame``): the nerve task's ``Served``."""
         return segmentations_frame(self.segment(images, masks=return_mask), return_mask)
+
+
+def segmentations_frame(results: Sequence[Segmentation], with_masks: bool) -> pd.DataFrame:
+    """The output columns from ``Segmenter.segment``'s results (``mask_png`` only ``with_masks``)."""
+    frame = pd.DataFrame(
+        {
+            names.PRESENT_COLUMN: [r.present for r in results],
+            names.PROBABILITY_COLUMN: [r.probability for r in results],
+            names.AREA_COLUMN: [r.area for r in results],
+            names.RLE_COLUMN: [r.rle for r in results],
+        }
+    )
+    if with_masks:
+        frame[names.MASK_COLUMN] = [encode_mask_png(r.mask) for r in results]
+    return frame
 
 
 def _to_size(mask: np.ndarray, shape: Shape) -> np.ndarray:
@@ -164,4 +164,4 @@ def _to_size(mask: np.ndarray, shape: Shape) -> np.ndarray:
     return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
-__all__ = ["Segmentation", "Segmenter", "check_runs", "gray_images"]
+__all__ = ["Segmentation", "Segmenter", "segmentations_frame"]
