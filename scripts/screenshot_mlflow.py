@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nerveseg.track.store import RUN_TYPE_TAG, ui_fragment  # noqa: E402
+from nerveseg.track.schema import RUN_TYPE_TAG  # noqa: E402
+from nerveseg.track.store import ui_fragment  # noqa: E402
 
 BLANK_SHARE = 0.985  # a page whose most common colour covers more of it than this shows nothing
 WINDOW = (1600, 1500)  # tall enough for the parent run's description (the CV table) and a fold's metrics

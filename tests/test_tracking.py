@@ -14,7 +14,7 @@ import pytest
 from helpers import free_port
 from nerveseg import names
 from nerveseg.paths import PROJ_ROOT
-from nerveseg.track import provenance
+from nerveseg.track import provenance, schema
 from nerveseg.track import store as tracking
 from nerveseg.track.store import TrackingError, check_tracking_server, load_mlflow_settings
 
@@ -170,26 +170,26 @@ def test_a_broken_database_is_one_clear_error(tmp_path: Path, monkeypatch: pytes
         tracking.setup_mlflow()
 
 
-def test_find_runs_and_download_artifacts(store: tracking.MlflowSettings, tmp_path: Path) -> None:
+def test_cv_candidates_and_download_artifacts(store: tracking.MlflowSettings, tmp_path: Path) -> None:
+    """Only FINISHED CV parent runs are candidates (not a running one, not a fold's run); artifacts download."""
+    from nerveseg.track.run_reader import cv_candidates
+
     experiment_id = tracking.setup_mlflow(store)
     client = tracking.get_client()
-    finished = client.create_run(experiment_id, run_name="a", tags={tracking.RUN_TYPE_TAG: "cv"}).info.run_id
+    finished = client.create_run(experiment_id, run_name="a", tags={schema.RUN_TYPE_TAG: schema.CV_RUN}).info.run_id
     client.log_text(finished, "hello", "sub/note.txt")
     client.set_terminated(finished)
-    client.create_run(experiment_id, run_name="b", tags={tracking.RUN_TYPE_TAG: "cv"})  # still RUNNING
-    client.set_terminated(client.create_run(experiment_id, tags={tracking.RUN_TYPE_TAG: "fold"}).info.run_id)
+    client.create_run(experiment_id, run_name="b", tags={schema.RUN_TYPE_TAG: schema.CV_RUN})  # still RUNNING
+    client.set_terminated(client.create_run(experiment_id, tags={schema.RUN_TYPE_TAG: schema.FOLD_RUN}).info.run_id)
 
-    runs = tracking.find_runs()
-    assert runs["run_id"].tolist() == [finished]
-    assert len(tracking.find_runs(status=None)) == 2
-    assert len(tracking.find_runs(run_type=None)) == 2
+    assert [run.run_id for run in cv_candidates(store.experiment_name, store.tracking_uri)] == [finished]
 
     local = tracking.download_artifacts(finished, "sub/note.txt", tmp_path / "dl")
     assert local.read_text() == "hello" and local.is_relative_to(tmp_path / "dl")
     with pytest.raises(ValueError, match=f"'nothing.txt' of MLflow run {finished}"):
         tracking.download_artifacts(finished, "nothing.txt", tmp_path / "dl")
-    with pytest.raises(ValueError, match="experiment 'nope' does not exist"):
-        tracking.find_runs("nope")
+    with pytest.raises(TrackingError, match="experiment 'nope' does not exist"):
+        cv_candidates("nope", store.tracking_uri)
 
 
 def test_ui_hint_links_the_runs_table_and_the_run_in_the_machine_learning_view() -> None:
