@@ -228,6 +228,9 @@ def overlay_png(gray: np.ndarray, mask: np.ndarray) -> bytes:
     return encode_png(picture)
 
 
+Shape = tuple[int, int]  # an image's (height, width)
+
+
 def gray_images(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
     """Every image as (h, w) uint8 gray (RGB converted); an empty batch is a one-line error."""
     if len(images) == 0:
@@ -240,6 +243,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "ImageError",
     "ImageHeader",
+    "Shape",
     "as_gray",
     "decode_all",
     "decode_gray",

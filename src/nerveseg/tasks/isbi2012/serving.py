@@ -15,10 +15,8 @@ import pandas as pd
 import tifffile
 
 from nerveseg import names
-from nerveseg.inference.images import ImageError, gray_images
+from nerveseg.inference.images import ImageError, Shape, gray_images
 from nerveseg.inference.trained import Decision, TrainedModels, check_runs
-
-Shape = tuple[int, int]
 
 
 class MembraneSegmenter:

@@ -29,12 +29,10 @@ from nerveseg.evaluate.metrics import resize_probabilities
 from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
 from nerveseg.inference.ensemble import load_fold_models, predict_ensemble
-from nerveseg.inference.images import encode_mask_png, gray_images
+from nerveseg.inference.images import Shape, encode_mask_png, gray_images
 from nerveseg.inference.trained import TrainedModels, check_runs
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_encode
-
-Shape = tuple[int, int]
 
 
 @dataclass(frozen=True)
