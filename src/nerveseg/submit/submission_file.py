@@ -26,11 +26,10 @@ from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.evaluate.postprocess_settings import PostprocessSettings
 from nerveseg.io_utils import atomic_create_text, check_writable_dir
-from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
+from nerveseg.paths import FULL_SHAPE, ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_decode, rle_encode, validate_rle
 
 HEADER = ("img", "pixels")
-FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
 
 MasksOrRles = np.ndarray | Sequence[str]
 # Room one CSV row may take: a nerve's RLE is about 100 runs of about 11 characters; 4 kB allows several times that.
