@@ -21,16 +21,8 @@ from nerveseg.names import FAIL_REASON_ATTR
 from nerveseg.run.store import CVObserver
 from nerveseg.tasks import get_task
 from nerveseg.tune.search_space import SearchSpace
-from nerveseg.tune.storage import (
-    INTERRUPTED_ATTR,
-)
-from nerveseg.tune.study_tracker import (
-    INTERRUPTED,
-    STUDY_NAME_TAG,
-    STUDY_RUN_ATTR,
-    TRIAL_NUMBER_TAG,
-    TRIAL_STATE_TAG,
-)
+from nerveseg.tune.storage import INTERRUPTED_ATTR
+from nerveseg.tune.study_tracker import INTERRUPTED, STUDY_NAME_TAG, STUDY_RUN_ATTR, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 # --------------------------------------------------------------------------------------------
 # The objective
