@@ -38,6 +38,7 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
+from nerveseg.run.store import CVPaths
 from nerveseg.tasks import get_task
 from nerveseg.tune.objective import CVObjective, make_pruner, report_mode_for
 from nerveseg.tune.search_space import SearchSpace
@@ -270,9 +271,7 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
             space=settings.space,
             study_name=settings.study_name,
             study_run_id=worker.study_run_id,
-            raw_dir=Path(settings.raw_dir),
-            cache_dir=Path(settings.cache_dir),
-            folds_dir=Path(settings.folds_dir),
+            paths=CVPaths(Path(settings.raw_dir), Path(settings.cache_dir), Path(settings.folds_dir)),
             mlflow_settings=worker.mlflow_settings,
             report_mode=report_mode_for(pruner),
             progress=settings.progress,
