@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from nerveseg.data import synthetic
+from nerveseg.data import synthetic, synthetic_frames
 from nerveseg.data.synthetic import generate
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_baselines.py"
@@ -275,7 +275,7 @@ def test_contradictory_pairs_are_about_as_frequent_as_in_the_real_set() -> None:
     rng = np.random.default_rng(0)
     pairs = 0
     for _ in range(47):
-        states = synthetic.frame_states(rng, 120, empty_share=0.6)
+        states = synthetic_frames.frame_states(rng, 120, empty_share=0.6)
         for a, b in itertools.pairwise(states):
             pairs += a.speckle_seed == b.speckle_seed and a.labelled != b.labelled
     assert 20 <= pairs <= 80, f"{pairs} contradictory pairs in 5640 frames; real ~45"
@@ -283,13 +283,13 @@ def test_contradictory_pairs_are_about_as_frequent_as_in_the_real_set() -> None:
 
 def test_a_contradictory_pair_is_near_identical_but_labelled_differently() -> None:
     rng = np.random.default_rng(3)
-    subject = synthetic.make_subject(rng)
-    state = synthetic.frame_states(rng, 4, empty_share=0.0)[0]
+    subject = synthetic_frames.make_subject(rng)
+    state = synthetic_frames.frame_states(rng, 4, empty_share=0.0)[0]
     twin = dataclasses.replace(state, shift_x=state.shift_x + 0.6, labelled=False)
     later = dataclasses.replace(state, shift_x=state.shift_x + 15, speckle_seed=state.speckle_seed + 1)
-    image, mask = synthetic.render_frame(subject, state)
-    twin_image, twin_mask = synthetic.render_frame(subject, twin)
-    other_image, _ = synthetic.render_frame(subject, later)
+    image, mask = synthetic_frames.render_frame(subject, state)
+    twin_image, twin_mask = synthetic_frames.render_frame(subject, twin)
+    other_image, _ = synthetic_frames.render_frame(subject, later)
     assert mask.any() and not twin_mask.any()
     diff_twin = np.abs(image.astype(int) - twin_image).mean()
     diff_other = np.abs(image.astype(int) - other_image).mean()

@@ -19,3 +19,4 @@ OPTUNA_DB = EXPERIMENTS_DIR / "optuna.db"
 # The competition's image size: every score and every RLE is computed at this resolution.
 ORIG_HEIGHT = 420
 ORIG_WIDTH = 580
+FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)

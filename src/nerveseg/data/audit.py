@@ -16,13 +16,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from nerveseg.data.cache import (
-    CacheStatus,
-    PreparedData,
-    block_histograms,
-    load_or_build_test,
-    load_or_build_train,
-)
+from nerveseg.data.cache import CacheStatus, PreparedData, block_histograms, load_or_build_test, load_or_build_train
 from nerveseg.data.folds import load_or_create_folds
 from nerveseg.errors import NervesegError
 from nerveseg.paths import FOLDS_DIR, ORIG_HEIGHT, ORIG_WIDTH, PROCESSED_DIR, RAW_DIR

@@ -45,33 +45,13 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from nerveseg.data.synthetic_anatomy import HEIGHT, smooth_noise
-from nerveseg.data.synthetic_frames import (
-    STYLES,
-    ar1,
-    frame_states,
-    make_subject,
-    render_frame,
-    render_subject,
-)
+from nerveseg.data.synthetic_anatomy import HEIGHT
+from nerveseg.data.synthetic_frames import STYLES, render_subject
 from nerveseg.errors import NervesegError
 from nerveseg.logs import progress_bar
 
 if TYPE_CHECKING:
     from tqdm import tqdm
-
-__all__ = [
-    "STYLES",
-    "ar1",
-    "frame_states",
-    "generate",
-    "make_subject",
-    "read_test_subjects",
-    "render_frame",
-    "render_subject",
-    "smooth_noise",
-    "write_tiff",
-]
 
 # Kaggle's TIFFs: LZW, no predictor, one strip (cv2's default adds a horizontal predictor and 14-row strips).
 TIFF_PARAMS = [

@@ -23,9 +23,12 @@ def dice_per_image(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     pred = y_pred.reshape(len(y_pred), -1) != 0
     intersection = np.count_nonzero(truth & pred, axis=1)
     total = np.count_nonzero(truth, axis=1) + np.count_nonzero(pred, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(total == 0, 1.0, 2.0 * intersection / np.maximum(total, 1))
-    return dice.astype(np.float64)
+    return dice_from_counts(intersection, total).astype(np.float64)
+
+
+def dice_from_counts(intersection: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Dice from each image's overlap and its two areas' sum; 1.0 where both masks are empty (``total`` 0)."""
+    return np.where(total == 0, 1.0, 2.0 * intersection / np.maximum(total, 1))
 
 
 def competition_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.metrics import to_full_resolution
+from nerveseg.evaluate.metrics import dice_from_counts, to_full_resolution
 from nerveseg.evaluate.postprocess_settings import (
     DEFAULT_THRESHOLD,
     PostprocessDecision,
@@ -41,14 +41,13 @@ from nerveseg.evaluate.postprocess_settings import (
     as_settings,
 )
 from nerveseg.logs import progress_bar
-from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
+from nerveseg.paths import FULL_SHAPE, ORIG_HEIGHT, ORIG_WIDTH
 
 THRESHOLDS: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 MIN_AREAS: tuple[int, ...] = (1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000)
 PRESENCE_THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 # A step must beat the current score by more than float noise to count as "raising" it.
 MIN_GAIN = 1e-9
-FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
 
 MasksGetter = Callable[[np.ndarray], np.ndarray]
 
@@ -153,11 +152,6 @@ def iter_postprocessed(
 # -------------------------------------------------------------------------------------------- decide
 
 
-def _dice(inter: np.ndarray, area: np.ndarray, truth_area: np.ndarray) -> np.ndarray:
-    total = area + truth_area
-    return np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
-
-
 def _image_stats(prob: np.ndarray, truth: np.ndarray, thresholds: np.ndarray, out: np.ndarray) -> None:
     """Fill ``out`` (T, 4) with area, overlap, largest-component area and its overlap per threshold.
 
@@ -165,12 +159,9 @@ def _image_stats(prob: np.ndarray, truth: np.ndarray, thresholds: np.ndarray, ou
     which is small for a trained model's blobs, so connected components stay cheap.
     """
     out[:] = 0
-    low = prob > float(thresholds[0])
-    rows = np.flatnonzero(low.any(axis=1))
-    if rows.size == 0:
+    window = _bounding_box(prob > float(thresholds[0]))
+    if window is None:
         return
-    cols = np.flatnonzero(low.any(axis=0))
-    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     prob_crop, truth_crop = prob[window], truth[window] != 0
     for j, threshold in enumerate(thresholds.tolist()):
         # a Python float compares in the probabilities' dtype, exactly as apply_postprocessing does
@@ -265,7 +256,7 @@ class _Search:
         t_index = int(np.flatnonzero(np.isclose(self.candidates, threshold))[0])
         offset = 2 if largest else 0
         area, inter = self.stats[:, t_index, offset], self.stats[:, t_index, offset + 1]
-        return _dice(inter, area, self.truth_area), area
+        return dice_from_counts(inter, area + self.truth_area), area
 
     def step(self, name: str, scores: dict[Any, float], score: float, value: Any) -> tuple[Any, float]:
         record, value, score = _candidate_step(name, scores, score, value)

@@ -107,8 +107,6 @@ def build_unet(
     factor = 2 ** (depth - 1)
     if height % factor or width % factor:
         raise ValueError(f"height={height} and width={width} must be divisible by 2**(depth-1)={factor}")
-    if upsampling not in ("transpose", "bilinear"):
-        raise ValueError(f"upsampling={upsampling!r} is not supported; expected 'transpose' or 'bilinear'")
 
     inputs = keras.Input((height, width, 1), name="image")
     x = Standardize(name="standardize")(inputs)

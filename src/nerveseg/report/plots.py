@@ -146,11 +146,17 @@ def learning_curves_figure(
     for ax in (loss_ax, dice_ax):
         if kept is not None:
             ax.axvline(kept, color="grey", linewidth=1, linestyle=":")
+    if dice_ax.get_legend_handles_labels()[0]:
+        dice_ax.legend(fontsize=8)
+    return _epoch_axes(fig, (loss_ax, dice_ax), title, note)
+
+
+def _epoch_axes(fig: Figure, axes: Sequence[Axes], title: str, note: str) -> Figure:
+    """Both figures' finish: epochs on integer ticks, a light grid, the title and the axis note as heading."""
+    for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    if dice_ax.get_legend_handles_labels()[0]:
-        dice_ax.legend(fontsize=8)
     heading = "; ".join(part for part in (title, note) if part)
     if heading:
         fig.suptitle(heading, fontsize=10)
@@ -196,12 +202,6 @@ def progress_figure(
     note = _clip_loss_axis(loss_ax, losses) if losses else ""
     loss_ax.set_ylabel("loss (solid: train, dashed: validation)")
     dice_ax.set_ylabel("val_dice (star: kept epoch)")
-    for ax in (loss_ax, dice_ax):
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    heading = "; ".join(part for part in (title, note) if part)
-    if heading:
-        fig.suptitle(heading, fontsize=10)
-    return fig
+    loss_ax.legend(fontsize=8)
+    dice_ax.legend(fontsize=8)
+    return _epoch_axes(fig, (loss_ax, dice_ax), title, note)

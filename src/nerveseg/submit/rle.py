@@ -11,9 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from nerveseg.errors import NervesegError
-from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
-
-FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
+from nerveseg.paths import FULL_SHAPE
 
 
 def rle_encode(mask: np.ndarray) -> str:

@@ -26,11 +26,10 @@ from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.postprocess import iter_postprocessed
 from nerveseg.evaluate.postprocess_settings import PostprocessSettings
 from nerveseg.io_utils import atomic_create_text, check_writable_dir
-from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
+from nerveseg.paths import FULL_SHAPE, ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.submit.rle import rle_decode, rle_encode, validate_rle
 
 HEADER = ("img", "pixels")
-FULL_SHAPE = (ORIG_HEIGHT, ORIG_WIDTH)
 
 MasksOrRles = np.ndarray | Sequence[str]
 # Room one CSV row may take: a nerve's RLE is about 100 runs of about 11 characters; 4 kB allows several times that.
@@ -117,7 +116,8 @@ def write_submission(ids: Sequence[int] | np.ndarray, masks: MasksOrRles, path: 
 
 
 def read_submission(path: Path | str) -> pd.DataFrame:
-    """The CSV as a DataFrame ``img`` (int), ``pixels`` (str, "" for empty); checks the header and ids."""
+    """The CSV as a DataFrame ``img`` (int), ``pixels`` (str, "" for empty); checks the header and that the ids are
+    positive integers, each listed once."""
     path = Path(path)
     if not path.is_file():
         raise NervesegError(f"submission {path} does not exist")
@@ -141,6 +141,9 @@ def read_submission(path: Path | str) -> pd.DataFrame:
             f"{shown(bad.head(5).tolist())}"
         )
     frame["img"] = frame["img"].astype(np.int64)
+    duplicated = sorted(set(frame.loc[frame["img"].duplicated(), "img"].tolist()))
+    if duplicated:
+        raise NervesegError(f"submission {path} lists ids more than once: {duplicated[:10]}")
     return frame
 
 
@@ -158,9 +161,6 @@ def validate_submission(
     frame = read_submission(path)
     ids = frame["img"].to_numpy()
     expected = _as_ids(expected_ids)
-    duplicated = sorted(set(ids[pd.Series(ids).duplicated().to_numpy()].tolist()))
-    if duplicated:
-        raise NervesegError(f"submission {path} lists ids more than once: {duplicated[:10]}")
     missing = sorted(set(expected.tolist()) - set(ids.tolist()))
     if missing:
         raise NervesegError(f"submission {path} lacks {len(missing)} test ids, e.g. {missing[:10]}")
@@ -198,9 +198,6 @@ def score_submission(csv_path: Path | str, masks_dir: Path | str) -> tuple[float
     if not masks_dir.is_dir():
         raise NervesegError(f"mask folder {masks_dir} does not exist; pass the folder holding <id>_mask.tif files")
     frame = read_submission(csv_path)
-    if frame["img"].duplicated().any():
-        dup = frame.loc[frame["img"].duplicated(), "img"].head(10).tolist()
-        raise NervesegError(f"submission {csv_path} lists ids more than once: {dup}")
     available = {int(p.name[: -len("_mask.tif")]) for p in masks_dir.glob("*_mask.tif") if p.name[:-9].isdigit()}
     missing = sorted(set(frame["img"].tolist()) - available)
     if missing:

@@ -10,7 +10,6 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import optuna
@@ -18,19 +17,11 @@ import optuna
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError, is_interruption
 from nerveseg.names import FAIL_REASON_ATTR
-from nerveseg.run.store import CVObserver
+from nerveseg.run.store import CVObserver, CVPaths
 from nerveseg.tasks import get_task
 from nerveseg.tune.search_space import SearchSpace
-from nerveseg.tune.storage import (
-    INTERRUPTED_ATTR,
-)
-from nerveseg.tune.study_tracker import (
-    INTERRUPTED,
-    STUDY_NAME_TAG,
-    STUDY_RUN_ATTR,
-    TRIAL_NUMBER_TAG,
-    TRIAL_STATE_TAG,
-)
+from nerveseg.tune.storage import INTERRUPTED_ATTR
+from nerveseg.tune.study_tracker import INTERRUPTED, STUDY_NAME_TAG, STUDY_RUN_ATTR, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 # --------------------------------------------------------------------------------------------
 # The objective
@@ -96,9 +87,7 @@ class CVObjective:
     space: SearchSpace
     study_name: str
     study_run_id: str
-    raw_dir: Path
-    cache_dir: Path
-    folds_dir: Path
+    paths: CVPaths
     mlflow_settings: Any = None  # nerveseg.track.store.MlflowSettings; None: mlflow.yml / environment
     report_mode: ReportMode = "running_mean"
     progress: bool = True
@@ -112,7 +101,6 @@ class CVObjective:
         import keras
 
         from nerveseg.run.cross_validate import cross_validate
-        from nerveseg.run.store import CVPaths
         from nerveseg.track.mlflow_store import MlflowStore
 
         keras.backend.clear_session()
@@ -126,8 +114,7 @@ class CVObjective:
             listener = PruningListener(trial, n_folds=config.folds, mode=self.report_mode)
             store = MlflowStore(self.mlflow_settings, parent_tags=tags, nested_under=self.study_run_id,
                                 progress=self.progress)  # fmt: skip
-            paths = CVPaths(self.raw_dir, self.cache_dir, self.folds_dir)
-            result = cross_validate(config, paths, store, [listener], progress=self.progress)
+            result = cross_validate(config, self.paths, store, [listener], progress=self.progress)
             trial.set_user_attr(STUDY_RUN_ATTR, result.parent_id)
             if result.final is None:
                 raise RuntimeError(f"the CV returned no summary for trial {trial.number} (only some folds ran?)")

@@ -6,6 +6,7 @@ A trial's parameters are config overrides, so the best trial becomes an ``experi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,13 +91,11 @@ class SearchSpace:
 
 def _as_number(value: Any, *, source: str, key: str, what: str, integer: bool) -> float | int:
     """A YAML scalar as a number; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
-    if isinstance(value, bool) or value is None:
-        raise NervesegError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}")
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):  # a string that is no number stays one, and is refused below
             value = float(value)
-        except ValueError:
-            raise NervesegError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}") from None
+    if isinstance(value, bool | str) or value is None:
+        raise NervesegError(f"search space {source}: key {key!r}: {what} must be a number, got {value!r}")
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise NervesegError(f"search space {source}: key {key!r}: {what} must be a finite number, got {value!r}")
     if integer:

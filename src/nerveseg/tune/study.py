@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,9 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_writable_dir
 from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, OPTUNA_DB, PROCESSED_DIR, RAW_DIR
+from nerveseg.run.store import CVPaths
 from nerveseg.tasks import get_task
-from nerveseg.tune.objective import (
-    CVObjective,
-    make_pruner,
-    report_mode_for,
-)
+from nerveseg.tune.objective import CVObjective, make_pruner, report_mode_for
 from nerveseg.tune.search_space import SearchSpace
 from nerveseg.tune.storage import (
     StudyLock,
@@ -53,12 +51,7 @@ from nerveseg.tune.storage import (
     with_installed_driver,
 )
 from nerveseg.tune.study_output import export_best_config, format_trial_line
-from nerveseg.tune.study_tracker import (
-    BASE_CONFIG_ARTIFACT,
-    WORKERS_ATTR,
-    StudyTracker,
-    best_trial,
-)
+from nerveseg.tune.study_tracker import BASE_CONFIG_ARTIFACT, WORKERS_ATTR, StudyTracker, best_trial
 from nerveseg.tune.study_views import describe_study
 from nerveseg.uris import redact_uri
 
@@ -115,13 +108,6 @@ class TuneSettings:
             raise NervesegError(f"--study {self.study_name!r} must be a plain name (no slashes, quotes or edge spaces)")
 
 
-def _check_tracking() -> None:
-    """The tracking store reachable, in seconds (TrackingError otherwise)."""
-    from nerveseg.track import store as tracking
-
-    tracking.check_tracking_server(tracking.load_mlflow_settings().tracking_uri)
-
-
 def _setup_mlflow() -> tuple[Any, mlflow.MlflowClient, str]:
     """Tracking settings from mlflow.yml / MLFLOW_TRACKING_URI, checked reachable, experiment ready."""
     from nerveseg.track import store as tracking
@@ -144,11 +130,6 @@ class _Worker:
     mlflow_settings: Any
 
 
-def study_direction(config: TrainConfig) -> str:
-    """ "maximize" or "minimize": the direction of the config's task's ranking metric."""
-    return "maximize" if get_task(config.task).higher_is_better else "minimize"
-
-
 def _join_study(
     settings: TuneSettings, storage_url: str, pruner: optuna.pruners.BasePruner, lock: StudyLock
 ) -> _Worker:
@@ -157,7 +138,8 @@ def _join_study(
     holding ``lock``."""
     mlflow_settings, client, experiment_id = _setup_mlflow()
     storage = make_storage(storage_url)
-    direction = study_direction(settings.base_config)
+    task = get_task(settings.base_config.task)
+    direction = "maximize" if task.higher_is_better else "minimize"
     study = optuna.create_study(
         study_name=settings.study_name, storage=storage, direction=direction, load_if_exists=True
     )
@@ -171,7 +153,6 @@ def _join_study(
     seed = None if settings.seed is None else settings.seed + worker_index
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner)
-    task = get_task(settings.base_config.task)
     objective_text = f"{task.ranking_metric}: {task.ranking_text}"
     describe_study(study, report_mode_for(pruner), note=worker_index == 0, objective=task.ranking_metric,
                    objective_text=objective_text)  # fmt: skip
@@ -241,15 +222,12 @@ def _study_result(settings: TuneSettings, worker: _Worker, ran: int) -> StudyRes
     study = worker.study
     best_path = export_best_config(study, settings.base_config, settings.experiments_dir)
     trials = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for t in trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
     best = best_trial(study)
     return StudyResult(
         study_name=settings.study_name,
         n_trials_total=len(trials),
         ran_here=ran,
-        states=states,
+        states=dict(Counter(t.state.name for t in trials)),
         best_value=None if best is None else best.value,
         best_params=None if best is None else dict(best.params),
         best_config_path=best_path,
@@ -259,12 +237,14 @@ def _study_result(settings: TuneSettings, worker: _Worker, ran: int) -> StudyRes
 
 def _check_before_any_work(settings: TuneSettings) -> None:
     """Space against config, output folders, then the tracking store, before the storage is touched (a
-    failed check must leave no empty Optuna SQLite file behind)."""
+    failed check must leave no empty Optuna SQLite file behind); the tracking store must answer in seconds."""
+    from nerveseg.track import store as tracking
+
     settings.space.check_against(settings.base_config)
     for folder, what in ((settings.cache_dir, "--cache-dir"), (settings.folds_dir, "--folds-dir")):
         check_writable_dir(folder, what)
     check_writable_dir(settings.experiments_dir, "--experiments-dir")
-    _check_tracking()
+    tracking.check_tracking_server(tracking.load_mlflow_settings().tracking_uri)
 
 
 def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> StudyResult:
@@ -291,9 +271,7 @@ def run_study(settings: TuneSettings, *, out: Callable[[str], None] = print) -> 
             space=settings.space,
             study_name=settings.study_name,
             study_run_id=worker.study_run_id,
-            raw_dir=Path(settings.raw_dir),
-            cache_dir=Path(settings.cache_dir),
-            folds_dir=Path(settings.folds_dir),
+            paths=CVPaths(Path(settings.raw_dir), Path(settings.cache_dir), Path(settings.folds_dir)),
             mlflow_settings=worker.mlflow_settings,
             report_mode=report_mode_for(pruner),
             progress=settings.progress,

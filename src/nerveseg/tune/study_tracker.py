@@ -21,9 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nerveseg.errors import NervesegError
 from nerveseg.names import FAIL_REASON_ATTR
 from nerveseg.track.schema import CV_RUN, DESCRIPTION_TAG, RUN_TYPE_TAG, children_filter
-from nerveseg.tune.storage import (
-    StudyLock,
-)
+from nerveseg.tune.storage import StudyLock
 from nerveseg.tune.study_views import log_study_plots, study_description
 
 # MLflow names of the study side (the CV runs' names are in nerveseg.track.schema).
@@ -46,18 +44,6 @@ _STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", Tr
 # --------------------------------------------------------------------------------------------
 # MLflow side of a study
 # --------------------------------------------------------------------------------------------
-
-
-def find_trial_run_id(client: mlflow.MlflowClient, experiment_id: str, study_run_id: str, number: int) -> str | None:
-    """The MLflow run of one trial (the CV creates it; when the CV raises we only know it by its tags)."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=(f"{children_filter(study_run_id, CV_RUN)} and tags.`{TRIAL_NUMBER_TAG}` = '{number}'"),
-        run_view_type=mlflow.entities.ViewType.ALL,
-        max_results=5,
-        order_by=["attributes.start_time DESC"],
-    )
-    return runs[0].info.run_id if runs else None
 
 
 class StudyTracker:
@@ -101,9 +87,17 @@ class StudyTracker:
         return run_id
 
     def find_trial_run(self, number: int) -> str | None:
+        """The MLflow run of one trial (the CV creates it; when the CV raises we only know it by its tags)."""
         if self.run_id is None:
             return None
-        return find_trial_run_id(self.client, self.experiment_id, self.run_id, number)
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"{children_filter(self.run_id, CV_RUN)} and tags.`{TRIAL_NUMBER_TAG}` = '{number}'",
+            run_view_type=mlflow.entities.ViewType.ALL,
+            max_results=5,
+            order_by=["attributes.start_time DESC"],
+        )
+        return runs[0].info.run_id if runs else None
 
     def on_trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna callback: tag the trial's run with its final state, and log a new best."""
