@@ -11,10 +11,10 @@
 
 Everything only this task knows is a module of this package: ``data`` (the two layouts, block folds),
 ``synthetic`` (the stand-in data), ``trainer`` (a fold's streams: crops with ``elastic`` deformation and
-``border_weights``, or the patch CNN's ``windows``), ``challenge_metrics`` and ``metrics``, ``summary`` (the
-folds' numbers), ``postprocess`` (the OOF-chosen clean-up) and ``submission`` (the TIFF stack). What serving
-needs too stays below the tasks: whole-slice prediction (``inference.membranes``), the clean-up's settings and
-application (``evaluate.membrane_postprocess``) and the model families (``model.families``).
+``border_weights``, or the patch CNN's ``windows``), ``membranes`` (whole-slice prediction with flip/rotation
+views, which training, the submission and ``serving`` share), ``challenge_metrics`` and ``metrics``, ``summary``
+(the folds' numbers), ``postprocess`` (the OOF-chosen clean-up), ``membrane_postprocess`` (its settings and
+application) and ``submission`` (the TIFF stack). The model families stay in ``model.families``.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import numpy as np
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import MEMBRANE_COLUMN, N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
 from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile, TrainedModels
 from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
 from nerveseg.tasks.isbi2012.data import TIFF_NAMES, IsbiData, block_folds, load_isbi
+from nerveseg.tasks.isbi2012.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
 from nerveseg.tasks.isbi2012.summary import format_isbi_table, isbi_oof_summary
 
@@ -232,7 +232,7 @@ class IsbiTask:
     ) -> SubmissionFile:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
         and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
-        from nerveseg.inference.membranes import predict_isbi_ensemble
+        from nerveseg.tasks.isbi2012.membranes import predict_isbi_ensemble
         from nerveseg.tasks.isbi2012.submission import write_submission_stack
 
         seconds: dict[str, float] = {}

@@ -12,7 +12,7 @@ to pick an epoch. Validation numbers are logged only.
   exact dense twin (``model.patch_cnn.dense_predict``).
 
 The streams go to the one trainer (``train.fold.fit_fold``). Whole-slice prediction lives in
-``inference.membranes``, the folds' scores in ``tasks.isbi2012.summary`` and post-processing in
+``tasks.isbi2012.membranes``, the folds' scores in ``tasks.isbi2012.summary`` and post-processing in
 ``tasks.isbi2012.postprocess``.
 """
 
@@ -29,13 +29,13 @@ import tensorflow as tf
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
-from nerveseg.inference.membranes import predict_slices
 from nerveseg.model.families import family_of
 from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.tasks.isbi2012 import elastic
 from nerveseg.tasks.isbi2012.border_weights import training_weight_maps
 from nerveseg.tasks.isbi2012.challenge_metrics import challenge_scores
 from nerveseg.tasks.isbi2012.data import IsbiData
+from nerveseg.tasks.isbi2012.membranes import predict_slices
 from nerveseg.tasks.isbi2012.windows import window_dataset
 from nerveseg.train.fold import FoldInputs, FoldResult, check_fold, fit_fold, fold_model
 
