@@ -20,7 +20,6 @@ application) and ``submission`` (the TIFF stack). The model families stay in ``m
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import MEMBRANE_COLUMN, N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
-from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile, TrainedModels
+from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile
 from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
 from nerveseg.tasks.isbi2012.data import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.tasks.isbi2012.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
@@ -143,11 +142,9 @@ class IsbiTask:
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.model.families import family_of
+        from nerveseg.model.families import training_network
 
-        family = family_of(config)
-        side = family.training_side(config, config.height, config.width)
-        return family.build(config, side, side)
+        return training_network(config)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """The metrics per fold and over folds (pixel and adapted Rand error at 0.5, V_rand and V_info errors at
@@ -219,16 +216,7 @@ class IsbiTask:
         return MembraneSegmenter(runs, decision, tta=tta)
 
     def write_submission(
-        self,
-        runs: Sequence[TrainedModels],
-        decision: IsbiDecision,
-        path: Path,
-        *,
-        raw_dir: Path,
-        cache_dir: Path,
-        tta: bool,
-        batch_size: int,
-        progress: bool,
+        self, runs, decision, path, *, raw_dir, cache_dir, tta, batch_size, progress
     ) -> SubmissionFile:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
         and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
