@@ -1,14 +1,13 @@
-"""Training one cross-validation fold: the one fold runner of every task and model family, and the nerve task's fold.
+"""Training one cross-validation fold: the one fold runner of every task and model family, and the nerve fold.
 
-``run_fold`` is every task's fold, in one order: check the inputs, take the fold's rows, ``fold_model`` (seeds
-everything from ``config.seed + fold``, with TensorFlow op determinism on by default, so one machine gives
-identical weights run after run, and builds the family's network, standardised with statistics of the training
-images only), the task's streams (``FoldInputs``: after the seeding, since they draw from it), ``fit_fold``
-(compiles the network as its family says, runs the package's one ``model.fit``, keeps weights by the checkpoint
-rule and writes them atomically), then the out-of-fold prediction and its score. What a task does differently
-is its ``FoldHooks``: ``NERVE_FOLD`` here (whole images, scored at the competition's 580x420 resolution, the
-number to compare runs by; the toy task swaps its score) and ``tasks.isbi2012.trainer.ISBI_FOLD`` (crops or
-windows, the V_rand error).
+``run_fold`` runs every task's fold in one order. ``fold_model`` seeds everything from ``config.seed + fold``
+(with TensorFlow op determinism on by default, so one machine gives identical weights run after run) and builds
+the family's network, standardised with statistics of the training images only. The task's hooks (``FoldHooks``)
+then make its streams (``FoldInputs``: after the seeding, since they draw from it); ``fit_fold`` compiles the
+network as its family says, runs the package's one ``model.fit``, keeps weights by the checkpoint rule and writes
+them atomically; the hooks predict the fold's out-of-fold images and score them. ``NERVE_FOLD`` scores at the
+competition's 580x420 resolution, the number to compare runs by; ``tasks.isbi2012.trainer.ISBI_FOLD`` is the
+ISBI task's (crops or windows, the V_rand error).
 
 Checkpoint rules (which weights a fold keeps):
 

@@ -10,7 +10,7 @@
   and beside it a folder of PNGs of the thresholded maps (``submissions/<name>/<k>.png``).
 
 Everything only this task knows is a module of this package: ``data`` (the two layouts, block folds),
-``synthetic`` (the stand-in data), ``trainer`` (a fold's streams: crops with ``elastic`` deformation and
+``synthetic`` (the stand-in data), ``trainer`` (its fold's hooks: crops with ``elastic`` deformation and
 ``border_weights``, or the patch CNN's ``windows``), ``membranes`` (whole-slice prediction with flip/rotation
 views, which training, the submission and ``serving`` share), ``challenge_metrics`` and ``metrics``, ``summary``
 (the folds' numbers), ``postprocess`` (the OOF-chosen clean-up), ``membrane_postprocess`` (its settings and
