@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
 def submit(config, store, root: Path, path: Path) -> None:
     """The fold ensemble with 8-view TTA on the test stack, as submit.py predicts it."""
     from nerveseg import names
-    from nerveseg.inference.membranes import predict_isbi_ensemble
     from nerveseg.tasks.isbi2012.data import load_isbi
+    from nerveseg.tasks.isbi2012.membranes import predict_isbi_ensemble
     from nerveseg.tasks.isbi2012.submission import write_probability_stack
 
     start = time.perf_counter()

@@ -58,10 +58,10 @@ def main() -> None:
 
     import numpy as np
 
-    from nerveseg.evaluate.membrane_postprocess import close_membrane_gaps
     from nerveseg.tasks.isbi2012.border_weights import training_weight_maps
     from nerveseg.tasks.isbi2012.challenge_metrics import cell_regions, challenge_scores
     from nerveseg.tasks.isbi2012.data import load_isbi
+    from nerveseg.tasks.isbi2012.membrane_postprocess import close_membrane_gaps
     from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
 
     data = load_isbi(args.root)

@@ -12,10 +12,10 @@ import tifffile
 from nerveseg import names
 from nerveseg.config import TrainConfig, load_config
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
-from nerveseg.inference.membranes import predict_isbi_ensemble
 from nerveseg.tasks.isbi2012.challenge_metrics import challenge_scores
 from nerveseg.tasks.isbi2012.data import IsbiData, block_folds
+from nerveseg.tasks.isbi2012.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
+from nerveseg.tasks.isbi2012.membranes import predict_isbi_ensemble
 from nerveseg.tasks.isbi2012.metrics import membrane_scores
 from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
 from nerveseg.tasks.isbi2012.submission import read_probability_stack, write_probability_stack

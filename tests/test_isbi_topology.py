@@ -14,7 +14,6 @@ from scipy import ndimage
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess, close_membrane_gaps
 from nerveseg.tasks.isbi2012 import IsbiDecision, IsbiTask
 from nerveseg.tasks.isbi2012.border_weights import (
     border_weight_map,
@@ -24,6 +23,11 @@ from nerveseg.tasks.isbi2012.border_weights import (
 )
 from nerveseg.tasks.isbi2012.challenge_metrics import cell_regions, challenge_scores
 from nerveseg.tasks.isbi2012.elastic import IMAGE_ORDER, LABEL_ORDER, deform, elastic_crop, random_displacement
+from nerveseg.tasks.isbi2012.membrane_postprocess import (
+    MembranePostprocess,
+    apply_membrane_postprocess,
+    close_membrane_gaps,
+)
 from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
 from nerveseg.tasks.isbi2012.submission import read_probability_stack, write_submission_stack
 

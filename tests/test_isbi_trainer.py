@@ -10,9 +10,9 @@ import pytest
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
-from nerveseg.inference.membranes import build_isbi_model, predict_isbi_ensemble
 from nerveseg.names import weights_file
 from nerveseg.tasks.isbi2012.data import IsbiData, block_folds
+from nerveseg.tasks.isbi2012.membranes import build_isbi_model, predict_isbi_ensemble
 from nerveseg.tasks.isbi2012.synthetic import generate_em, render_stack
 from nerveseg.tasks.isbi2012.trainer import train_isbi_fold
 from nerveseg.train import fold as training

@@ -10,7 +10,7 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.inference.ensemble import predict_probs
 from nerveseg.model import families
-from nerveseg.model.families import ISBI_UNET, NERVE_UNET, PATCH_CNN, family_of
+from nerveseg.model.families import ISBI_UNET, NERVE_UNET, PATCH_CNN, family_of, training_network
 from nerveseg.model.unet import build_model_from_config, build_unet, unet_options
 
 ISBI = dict(task="isbi2012", height=64, width=64, depth=3, base_filters=4, crop_size=32)
@@ -23,6 +23,8 @@ def test_each_config_gets_its_family() -> None:
     assert family_of(patch) is PATCH_CNN
     assert PATCH_CNN.training_side(patch, 64, 64) == 0 and ISBI_UNET.training_side(TrainConfig(**ISBI), 64, 64) == 32
     assert PATCH_CNN.build(patch, 0, 0).input_shape[1:3] == (25, 25)  # the window, whatever the slice size
+    assert training_network(patch).input_shape[1:3] == (25, 25)  # what a fold trains: the window, the crop
+    assert training_network(TrainConfig(**ISBI)).input_shape[1:3] == (32, 32)
 
 
 def test_a_pair_without_a_family_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

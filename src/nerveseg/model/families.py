@@ -167,3 +167,10 @@ def family_of(config: TrainConfig) -> ModelFamily:
             f"config {config.name!r}: no model {config.model!r} for task {config.task!r}; known: {known}"
         )
     return family
+
+
+def training_network(config: TrainConfig) -> keras.Model:
+    """The family's uncompiled network as it is trained (the ISBI U-Net at its crop, the patch CNN at its window)."""
+    family = family_of(config)
+    side = family.training_side(config, config.height, config.width)
+    return family.build(config, side, side)

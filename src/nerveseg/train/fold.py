@@ -1,12 +1,13 @@
-"""Training one cross-validation fold: the one trainer of every task and model family, and the nerve task's fold.
+"""Training one cross-validation fold: the one fold runner of every task and model family, and the nerve fold.
 
-``fold_model`` seeds everything from ``config.seed + fold`` (with TensorFlow op determinism on by default, so
-one machine gives identical weights run after run) and builds the family's network, standardised with
-statistics of the training images only. The task then makes its streams (``FoldInputs``: after the seeding,
-since they draw from it) and ``fit_fold`` compiles the network as its family says, runs the package's one
-``model.fit``, keeps weights by the checkpoint rule and writes them atomically. The nerve task's
-``train_fold`` then scores that model's out-of-fold predictions at the competition's 580x420 resolution,
-the number to compare runs by; ``tasks.isbi2012.trainer`` is the ISBI task's fold.
+``run_fold`` runs every task's fold in one order. ``fold_model`` seeds everything from ``config.seed + fold``
+(with TensorFlow op determinism on by default, so one machine gives identical weights run after run) and builds
+the family's network, standardised with statistics of the training images only. The task's hooks (``FoldHooks``)
+then make its streams (``FoldInputs``: after the seeding, since they draw from it); ``fit_fold`` compiles the
+network as its family says, runs the package's one ``model.fit``, keeps weights by the checkpoint rule and writes
+them atomically; the hooks predict the fold's out-of-fold images and score them. ``NERVE_FOLD`` scores at the
+competition's 580x420 resolution, the number to compare runs by; ``tasks.isbi2012.trainer.ISBI_FOLD`` is the
+ISBI task's (crops or windows, the V_rand error).
 
 Checkpoint rules (which weights a fold keeps):
 
@@ -21,10 +22,10 @@ Checkpoint rules (which weights a fold keeps):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import keras
 import numpy as np
@@ -37,7 +38,7 @@ from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.inference.ensemble import predict_ensemble
-from nerveseg.model.families import family_of
+from nerveseg.model.families import family_of, training_network
 from nerveseg.model.unet import set_standardization
 from nerveseg.model.weights import fold_weights_path, partial_weights_path, publish_weights
 from nerveseg.train.checkpointing import inner_split, kept_epoch, selection_callbacks
@@ -145,6 +146,38 @@ class FoldInputs:
     callbacks: tuple[keras.callbacks.Callback, ...] = ()
 
 
+class FoldData(Protocol):
+    """What ``run_fold`` reads of a task's training data itself: the (n, h, w) uint8 images (standardised,
+    predicted); the rest is the hooks' business."""
+
+    @property
+    def images(self) -> np.ndarray: ...
+
+
+DataT = TypeVar("DataT", bound=FoldData)
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # one fold's scored (validation), training and monitored rows
+
+
+@dataclass(frozen=True)
+class FoldHooks(Generic[DataT]):
+    """What one task does differently in a fold; ``run_fold`` does the rest, in the same order for every task.
+
+    - ``item``: what one training item is called in messages ("image", "slice").
+    - ``rows(config, data, folds, fold)``: the scored rows, the training rows and the monitored rows (those the
+      validation stream shows after each epoch: the scored ones, or an inner split of the training rows).
+    - ``inputs(config, data, train_rows, monitor_rows, seed)``: the fit's streams, made after the seeding.
+    - ``predict(config, model, images, verbose)``: the scored images' OOF probabilities (n, h, w) and presence
+      (n,) or None, with the submission's views (``config.tta``), so post-processing is decided on what ships.
+    - ``score(data, rows, probs)``: the fold's score of those probabilities (the task's metric).
+    """
+
+    item: str
+    rows: Callable[[TrainConfig, DataT, np.ndarray, int], Rows]
+    inputs: Callable[[TrainConfig, DataT, np.ndarray, np.ndarray, int], FoldInputs]
+    predict: Callable[[TrainConfig, keras.Model, np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]
+    score: Callable[[DataT, np.ndarray, np.ndarray], float]
+
+
 def check_fold(config: TrainConfig, images: np.ndarray, folds: np.ndarray, fold: int, *, item: str) -> None:
     """The user's images, folds and config fit together, else one line naming what to change (before any work)."""
     if images.shape[1:] != (config.height, config.width):
@@ -166,9 +199,7 @@ def fold_model(config: TrainConfig, fold: int, train_images: np.ndarray) -> tupl
     set_op_determinism(config.deterministic)
     keras.utils.set_random_seed(config.seed + fold)
     norm = standardization_stats(train_images)
-    family = family_of(config)
-    side = family.training_side(config, config.height, config.width)  # the patch CNN's input is its window
-    model = family.build(config, side, side)
+    model = training_network(config)
     set_standardization(model, *norm)
     return model, norm
 
@@ -238,6 +269,45 @@ def fit_fold(
     return history, kept, publish_weights(weights_path)
 
 
+def run_fold(
+    hooks: FoldHooks[DataT],
+    config: TrainConfig,
+    data: DataT,
+    folds: np.ndarray,
+    fold: int,
+    workdir: Path,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> FoldResult:
+    """Train on every fold but ``fold``, keep weights by the task's checkpoint rule, score them on ``fold``.
+
+    Writes ``workdir/fold_<fold>.weights.h5`` (the kept weights, with the standardisation inside).
+    ``callbacks`` see logs named as in ``HISTORY_KEYS``. Raises ``TrainingDivergedError`` when
+    the loss becomes NaN/inf.
+    """
+    folds = np.asarray(folds)
+    check_fold(config, data.images, folds, fold, item=hooks.item)
+    val_index, train_index, monitor_index = hooks.rows(config, data, folds, fold)
+    model, (norm_mean, norm_std) = fold_model(config, fold, data.images[train_index])
+    inputs = hooks.inputs(config, data, train_index, monitor_index, config.seed + fold)
+    history, kept, weights_path = fit_fold(model, config, inputs, fold, workdir, callbacks=callbacks, verbose=verbose)
+    oof_probs, oof_presence = hooks.predict(config, model, data.images[val_index], verbose)
+    return FoldResult(
+        fold=fold,
+        val_index=val_index,
+        oof_probs=oof_probs,
+        oof_presence=oof_presence,
+        history=history,
+        kept_epoch=kept,
+        weights_path=weights_path,
+        val_score=hooks.score(data, val_index, oof_probs),
+        norm_mean=norm_mean,
+        norm_std=norm_std,
+        checkpoint=inputs.checkpoint,
+    )
+
+
 # ---------------------------------------------------------------------------------------- the nerve task's fold
 
 
@@ -292,7 +362,7 @@ class GatedValDice(keras.callbacks.Callback):
 
 
 def fold_datasets(
-    config: TrainConfig, data: PreparedData, train_index: np.ndarray, val_index: np.ndarray, *, seed: int
+    config: TrainConfig, data: PreparedData, train_index: np.ndarray, val_index: np.ndarray, seed: int
 ) -> FoldInputs:
     """Endless training (shuffled, augmented) and validation (fixed order) datasets, kept by ``config.checkpoint``.
 
@@ -341,6 +411,23 @@ def fold_indices(
     return val_index, train_index, monitor_index
 
 
+def _nerve_oof(
+    config: TrainConfig, model: keras.Model, images: np.ndarray, verbose: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The fold ensemble's prediction of one model (mirror views with ``config.tta``, the presence head's too)."""
+    return predict_ensemble([model], images, tta=config.tta, batch_size=256, progress=verbose > 0)
+
+
+def _nerve_score(data: PreparedData, index: np.ndarray, probs: np.ndarray) -> float:
+    """The nerve fold's score: the mean Dice at 580x420 of ``probs > 0.5`` (Kaggle's metric)."""
+    return float(full_resolution_dice(data, index, probs).mean())
+
+
+NERVE_FOLD = FoldHooks[PreparedData](
+    item="image", rows=fold_indices, inputs=fold_datasets, predict=_nerve_oof, score=_nerve_score
+)
+
+
 def train_fold(
     config: TrainConfig,
     data: PreparedData,
@@ -351,34 +438,6 @@ def train_fold(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
 ) -> FoldResult:
-    """Train on every fold but ``fold``, keep weights by ``config.checkpoint``, score them on ``fold``.
-
-    Writes ``workdir/fold_<fold>.weights.h5`` (the kept weights, with the standardisation inside).
-    ``callbacks`` see logs named as in ``HISTORY_KEYS``. Raises ``TrainingDivergedError`` when
-    the loss becomes NaN/inf.
-    """
-    folds = np.asarray(folds)
-    check_fold(config, data.images, folds, fold, item="image")
-    val_index, train_index, monitor_index = fold_indices(config, data, folds, fold)
-    model, (norm_mean, norm_std) = fold_model(config, fold, data.images[train_index])
-    inputs = fold_datasets(config, data, train_index, monitor_index, seed=config.seed + fold)
-    history, kept, weights_path = fit_fold(model, config, inputs, fold, workdir, callbacks=callbacks, verbose=verbose)
-
-    # the submission's views (config.tta), so post-processing is decided on what ships
-    oof_probs, oof_presence = predict_ensemble(
-        [model], data.images[val_index], tta=config.tta, batch_size=256, progress=verbose > 0
-    )
-    val_score = float(full_resolution_dice(data, val_index, oof_probs).mean())
-    return FoldResult(
-        fold=fold,
-        val_index=val_index,
-        oof_probs=oof_probs,
-        oof_presence=oof_presence,
-        history=history,
-        kept_epoch=kept,
-        weights_path=weights_path,
-        val_score=val_score,
-        norm_mean=norm_mean,
-        norm_std=norm_std,
-        checkpoint=config.checkpoint,
-    )
+    """The nerve task's fold (``run_fold`` with ``NERVE_FOLD``): whole images, kept by ``config.checkpoint``,
+    scored by the Dice at 580x420."""
+    return run_fold(NERVE_FOLD, config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)

@@ -10,17 +10,16 @@
   and beside it a folder of PNGs of the thresholded maps (``submissions/<name>/<k>.png``).
 
 Everything only this task knows is a module of this package: ``data`` (the two layouts, block folds),
-``synthetic`` (the stand-in data), ``trainer`` (a fold's streams: crops with ``elastic`` deformation and
-``border_weights``, or the patch CNN's ``windows``), ``challenge_metrics`` and ``metrics``, ``summary`` (the
-folds' numbers), ``postprocess`` (the OOF-chosen clean-up) and ``submission`` (the TIFF stack). What serving
-needs too stays below the tasks: whole-slice prediction (``inference.membranes``), the clean-up's settings and
-application (``evaluate.membrane_postprocess``) and the model families (``model.families``).
+``synthetic`` (the stand-in data), ``trainer`` (its fold's hooks: crops with ``elastic`` deformation and
+``border_weights``, or the patch CNN's ``windows``), ``membranes`` (whole-slice prediction with flip/rotation
+views, which training, the submission and ``serving`` share), ``challenge_metrics`` and ``metrics``, ``summary``
+(the folds' numbers), ``postprocess`` (the OOF-chosen clean-up), ``membrane_postprocess`` (its settings and
+application) and ``submission`` (the TIFF stack). The model families stay in ``model.families``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,12 @@ import numpy as np
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import MEMBRANE_COLUMN, N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
-from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile, TrainedModels
+from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile
 from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
 from nerveseg.tasks.isbi2012.data import TIFF_NAMES, IsbiData, block_folds, load_isbi
+from nerveseg.tasks.isbi2012.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
 from nerveseg.tasks.isbi2012.summary import format_isbi_table, isbi_oof_summary
 
@@ -143,11 +142,9 @@ class IsbiTask:
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.model.families import family_of
+        from nerveseg.model.families import training_network
 
-        family = family_of(config)
-        side = family.training_side(config, config.height, config.width)
-        return family.build(config, side, side)
+        return training_network(config)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """The metrics per fold and over folds (pixel and adapted Rand error at 0.5, V_rand and V_info errors at
@@ -219,20 +216,11 @@ class IsbiTask:
         return MembraneSegmenter(runs, decision, tta=tta)
 
     def write_submission(
-        self,
-        runs: Sequence[TrainedModels],
-        decision: IsbiDecision,
-        path: Path,
-        *,
-        raw_dir: Path,
-        cache_dir: Path,
-        tta: bool,
-        batch_size: int,
-        progress: bool,
+        self, runs, decision, path, *, raw_dir, cache_dir, tta, batch_size, progress
     ) -> SubmissionFile:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
         and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
-        from nerveseg.inference.membranes import predict_isbi_ensemble
+        from nerveseg.tasks.isbi2012.membranes import predict_isbi_ensemble
         from nerveseg.tasks.isbi2012.submission import write_submission_stack
 
         seconds: dict[str, float] = {}

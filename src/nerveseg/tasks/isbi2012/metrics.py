@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.metrics import adapted_rand_error
 
-from nerveseg.evaluate.membrane_postprocess import DEFAULT_THRESHOLD
 from nerveseg.names import ADAPTED_RAND_ERROR, PIXEL_ERROR, V_INFO_ERROR, V_RAND_ERROR
 from nerveseg.tasks.isbi2012.challenge_metrics import (
     SWEEP_THRESHOLDS,
@@ -28,6 +27,7 @@ from nerveseg.tasks.isbi2012.challenge_metrics import (
     cell_regions,
     challenge_scores,
 )
+from nerveseg.tasks.isbi2012.membrane_postprocess import DEFAULT_THRESHOLD
 
 RANKING_METRIC = V_RAND_ERROR  # lower is better
 

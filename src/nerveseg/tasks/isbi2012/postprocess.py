@@ -1,9 +1,9 @@
 """ISBI 2012 post-processing chosen on the out-of-fold predictions (the folds' scores: ``tasks.isbi2012.summary``).
 
 ``decide_isbi_postprocessing`` picks the threshold with the lowest OOF
-V_rand error, then keeps a watershed gap closing (``evaluate.membrane_postprocess``) and a small-cell
+V_rand error, then keeps a watershed gap closing (``membrane_postprocess``) and a small-cell
 clean-up each only when it lowers that error (at that threshold) further. The settings and how they are applied
-live in ``evaluate.membrane_postprocess``: serving (``tasks.isbi2012.serving.MembraneSegmenter``) applies them too.
+live in ``membrane_postprocess``: serving (``serving.MembraneSegmenter``) applies them too.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from nerveseg.evaluate.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.tasks.isbi2012.challenge_metrics import SWEEP_THRESHOLDS, challenge_scores
+from nerveseg.tasks.isbi2012.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.tasks.isbi2012.metrics import choose_threshold
 
 CELL_AREAS = (0, 16, 64, 256)  # candidate min_cell_area values (0 = no clean-up)

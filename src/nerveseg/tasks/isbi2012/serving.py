@@ -1,8 +1,8 @@
 """The ISBI 2012 task's fold ensemble as the served model answers: a membrane probability map per image.
 
 ``MembraneSegmenter`` is what ``TASK.served`` returns to the pyfunc model (``track.model_package``): the runs'
-whole-slice predictions (``inference.membranes``, with the flip/rotation views) averaged and cleaned up as the
-run's post-processing says (``evaluate.membrane_postprocess``), answered as float32 TIFFs.
+whole-slice predictions (``tasks.isbi2012.membranes``, with the flip/rotation views) averaged and cleaned up as the
+run's post-processing says (``tasks.isbi2012.membrane_postprocess``), answered as float32 TIFFs.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class MembraneSegmenter:
 
     def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """(h, w) float32 membrane probabilities in [0, 1] per image, averaged over runs, cleaned up."""
-        from nerveseg.evaluate.membrane_postprocess import apply_membrane_postprocess
-        from nerveseg.inference.membranes import predict_isbi_ensemble
+        from nerveseg.tasks.isbi2012.membrane_postprocess import apply_membrane_postprocess
+        from nerveseg.tasks.isbi2012.membranes import predict_isbi_ensemble
 
         gray = gray_images(images)
         for i, image in enumerate(gray):

@@ -9,7 +9,7 @@ real data: mitochondria-like dark textured ellipses and vesicles (small dark rin
 noise finish the slice.
 
 Calibrated against the real sample (``../shared/isbi2012/README.md``: image mean 125.3, std 43.7,
-membrane share 0.224) at the default 512x512 size; ``tests/test_synthetic_em.py`` checks it.
+membrane share 0.224) at the default 512x512 size; ``tests/test_isbi_synthetic.py`` checks it.
 Labels: 255 = cell, 0 = membrane, like the challenge.
 """
 

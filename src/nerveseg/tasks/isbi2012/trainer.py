@@ -11,8 +11,9 @@ to pick an epoch. Validation numbers are logged only.
 - ``patch_cnn``: trained on centre-pixel windows (``tasks.isbi2012.windows``), applied to whole slices by its
   exact dense twin (``model.patch_cnn.dense_predict``).
 
-The streams go to the one trainer (``train.fold.fit_fold``). Whole-slice prediction lives in
-``inference.membranes``, the folds' scores in ``tasks.isbi2012.summary`` and post-processing in
+``ISBI_FOLD`` gives the one fold runner (``train.fold.run_fold``) these streams, the slices' rows, the
+whole-slice OOF prediction and the V_rand error as the fold's score. Whole-slice prediction lives in
+``tasks.isbi2012.membranes``, the folds' scores in ``tasks.isbi2012.summary`` and post-processing in
 ``tasks.isbi2012.postprocess``.
 """
 
@@ -29,15 +30,15 @@ import tensorflow as tf
 
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
-from nerveseg.inference.membranes import predict_slices
 from nerveseg.model.families import family_of
 from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.tasks.isbi2012 import elastic
 from nerveseg.tasks.isbi2012.border_weights import training_weight_maps
 from nerveseg.tasks.isbi2012.challenge_metrics import challenge_scores
 from nerveseg.tasks.isbi2012.data import IsbiData
+from nerveseg.tasks.isbi2012.membranes import predict_slices
 from nerveseg.tasks.isbi2012.windows import window_dataset
-from nerveseg.train.fold import FoldInputs, FoldResult, check_fold, fit_fold, fold_model
+from nerveseg.train.fold import FoldHooks, FoldInputs, FoldResult, Rows, run_fold
 
 PATCH_STEPS_DEFAULT = 500  # patch CNN batches per epoch when steps_per_epoch is 0 (a pixel pass is ~10^4)
 PATCH_VAL_STEPS = 20  # held-out window batches per validation (logged only)
@@ -188,6 +189,27 @@ class HeldOutRandError(keras.callbacks.Callback):
         logs[VAL_V_RAND_ERROR] = challenge_scores(probs, self._membranes).v_rand_error
 
 
+def _block_rows(config: TrainConfig, data: IsbiData, folds: np.ndarray, fold: int) -> Rows:
+    """The held-out block is scored and monitored (logged only: the last epoch is kept); the rest trains."""
+    held_out = np.flatnonzero(folds == fold)
+    return held_out, np.flatnonzero(folds != fold), held_out
+
+
+def _slices_oof(config: TrainConfig, model: keras.Model, images: np.ndarray, verbose: int) -> tuple[np.ndarray, None]:
+    """Whole held-out slices with the submission's views (``config.tta``); the task has no presence head."""
+    return predict_slices(config, [model], images, tta=config.tta), None
+
+
+def _v_rand_error(data: IsbiData, rows: np.ndarray, probs: np.ndarray) -> float:
+    """The challenge's V_rand error of the held-out slices (best threshold of its sweep; LOWER is better)."""
+    return challenge_scores(probs, data.membranes[rows]).v_rand_error
+
+
+ISBI_FOLD = FoldHooks[IsbiData](
+    item="slice", rows=_block_rows, inputs=_fit_inputs, predict=_slices_oof, score=_v_rand_error
+)
+
+
 def train_isbi_fold(
     config: TrainConfig,
     data: IsbiData,
@@ -207,23 +229,4 @@ def train_isbi_fold(
     """
     if config.task != "isbi2012":
         raise NervesegError(f"train_isbi_fold needs a config with task='isbi2012', got task={config.task!r}")
-    folds = np.asarray(folds)
-    check_fold(config, data.images, folds, fold, item="slice")
-    val_index, train_index = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
-    model, (norm_mean, norm_std) = fold_model(config, fold, data.images[train_index])
-    inputs = _fit_inputs(config, data, train_index, val_index, config.seed + fold)
-    history, kept, weights_path = fit_fold(model, config, inputs, fold, workdir, callbacks=callbacks, verbose=verbose)
-    oof_probs = predict_slices(config, [model], data.images[val_index], tta=config.tta)  # the submission's views
-    return FoldResult(
-        fold=fold,
-        val_index=val_index,
-        oof_probs=oof_probs,
-        oof_presence=None,
-        history=history,
-        kept_epoch=kept,
-        checkpoint=inputs.checkpoint,  # a fixed schedule: the last epoch, never chosen on the scored fold
-        weights_path=weights_path,
-        val_score=challenge_scores(oof_probs, data.membranes[val_index]).v_rand_error,
-        norm_mean=norm_mean,
-        norm_std=norm_std,
-    )
+    return run_fold(ISBI_FOLD, config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
-from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile, TrainedModels
+from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile
 
 
 def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | None:
@@ -84,9 +83,9 @@ class NerveTask:
         return train_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.model.unet import build_model_from_config
+        from nerveseg.model.families import training_network
 
-        return build_model_from_config(config)
+        return training_network(config)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """``summarize_cv`` (fold scores, intervals, cross-fitted post-processed score), the post-processing
@@ -170,16 +169,7 @@ class NerveTask:
         return Segmenter(runs, decision, tta=tta, batch_size=batch_size)
 
     def write_submission(
-        self,
-        runs: Sequence[TrainedModels],
-        decision: PostprocessDecision,
-        path: Path,
-        *,
-        raw_dir: Path,
-        cache_dir: Path,
-        tta: bool,
-        batch_size: int,
-        progress: bool,
+        self, runs, decision, path, *, raw_dir, cache_dir, tta, batch_size, progress
     ) -> SubmissionFile:
         """Every run's fold ensemble (with its mirror TTA) averaged at the first run's size, post-processed
         at 580x420 and written as the RLE CSV: predicted through ``tasks.nerve.segmenter.Segmenter``, the

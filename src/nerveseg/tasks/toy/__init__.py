@@ -2,8 +2,8 @@
 
 What only it knows is here: its data and IoU (``blobs``), its post-processing (a threshold) and its submission (a
 CSV of one run-length-encoded mask per test image, ``id,rle_mask``, at the image's own size). The rest is the
-generic stages: subject-grouped folds (each image its own subject), the nerve trainer ``train.fold`` with the U-Net
-any task gets (``model.families.ANY_TASK``), the fold ensemble of ``inference.ensemble``.
+generic stages: subject-grouped folds (each image its own subject), the nerve fold (``train.fold.NERVE_FOLD``)
+with the U-Net any task gets (``model.families.ANY_TASK``), the fold ensemble of ``inference.ensemble``.
 """
 
 from __future__ import annotations
@@ -53,11 +53,16 @@ class ToyDecision:
 
 
 def prepared(images: np.ndarray, masks: np.ndarray) -> PreparedData:
-    """The arrays as the nerve trainer takes them, each image its own subject. That trainer scores a fold at
-    580x420 against ``full_masks`` (a nerve-ism; ``train_fold`` replaces the score by the IoU), so they go there too."""
+    """The arrays as the nerve fold takes them, each image its own subject, with the masks at 580x420 that
+    ``PreparedData`` holds (a nerve-ism: the audit behind ``drop_contradictory`` reads their areas)."""
     full = np.stack([resize_mask(mask, ORIG_HEIGHT, ORIG_WIDTH) for mask in masks]).reshape(len(masks), -1)
     ids = np.arange(len(images))
     return PreparedData(ids.astype(str), ids, images, masks, np.packbits(full, axis=1), fingerprint(images, masks))
+
+
+def fold_iou(data: PreparedData, rows: np.ndarray, probs: np.ndarray) -> float:
+    """A fold's score: the mean IoU at threshold 0.5 of its out-of-fold probabilities."""
+    return float(iou_per_image(data.masks[rows], probs > 0.5).mean())
 
 
 class ToyTask:
@@ -95,17 +100,16 @@ class ToyTask:
         return {names.N_TRAIN_PARAM: str(len(train_index)), names.N_VAL_PARAM: str(len(val_index))}
 
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
-        """The nerve trainer, its fold score replaced by the IoU at 0.5 of the fold's out-of-fold predictions."""
-        from nerveseg.train.fold import train_fold
+        """The nerve fold (``train.fold.NERVE_FOLD``), scored by the IoU at 0.5 of its out-of-fold predictions."""
+        from nerveseg.train.fold import NERVE_FOLD, run_fold
 
-        result = train_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
-        score = iou_per_image(data.masks[result.val_index], result.oof_probs > 0.5).mean()
-        return dataclasses.replace(result, val_score=float(score))
+        hooks = dataclasses.replace(NERVE_FOLD, score=fold_iou)
+        return run_fold(hooks, config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.model.families import family_of
+        from nerveseg.model.families import training_network
 
-        return family_of(config).build(config, config.height, config.width)
+        return training_network(config)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """IoU at 0.5 per fold, pooled and of all-empty masks; the threshold chosen on all OOF (in-sample)."""
