@@ -235,15 +235,3 @@ def save_model_folder(files: ModelFiles, out: Path, *, tta: bool = True, batch_s
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
-
-
-__all__ = [
-    "BadInput",
-    "NervesegModel",
-    "input_example",
-    "log_cv_model",
-    "logged_model_of_run",
-    "pip_requirements",
-    "save_model_folder",
-    "signature",
-]

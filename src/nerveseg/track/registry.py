@@ -191,14 +191,3 @@ def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
         raise NervesegError(f"--model {uri}: {first[:300]}; {MODEL_HINT}") from err
     except NervesegError as err:  # the package's own check of its files (a truncated weights artifact, say)
         raise NervesegError(f"--model {uri}: {err}") from err
-
-
-__all__ = [
-    "Registered",
-    "load_model",
-    "model_version",
-    "register_best",
-    "register_run",
-    "run_of_model",
-    "version_tags",
-]

@@ -238,6 +238,3 @@ def open_run(name: str, tracking_uri: str) -> RunReader:
         f"{name!r} is neither a LocalStore folder nor an MLflow run id (32 hex digits); pass a CV parent run's id "
         "or the folder of a LocalStore cross-validation"
     )
-
-
-__all__ = ["MlflowRunReader", "MlflowRuns", "cv_candidates", "cv_parent_run", "get_run", "open_run", "run_name"]

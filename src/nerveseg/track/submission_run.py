@@ -153,6 +153,3 @@ def _recorded(run: Run) -> SubmissionRecord:
     ids = run.data.params.get(names.RUN_IDS_PARAM) or run.data.tags.get(schema.PARENT_TAG, "")
     cv_runs = tuple(filter(None, ids.split(",")))
     return SubmissionRecord(run.info.run_id, cv_runs, run.info.experiment_id, run.data.metrics, run.data.tags)
-
-
-__all__ = ["MlflowSubmissions"]
