@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from nerveseg import names
-from nerveseg.config import DEFAULT_TASK, TrainConfig, config_to_yaml, load_config, param_strings
+from nerveseg.config import DEFAULT_TASK, TrainConfig, config_to_yaml, param_strings
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.paired import ImageScores
 from nerveseg.io_utils import atomic_write_text, sha256_file
 from nerveseg.run import fold_files
-from nerveseg.run.store import CVObserver, OpenedCV
+from nerveseg.run.store import CVObserver, OpenedCV, StoredRun
 from nerveseg.tasks.base import CVFinal
 from nerveseg.train.fold_result import FoldResult
 
@@ -159,7 +158,7 @@ def read_parent(root: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-class LocalRunReader:
+class LocalRunReader(StoredRun):
     """The ``RunReader`` of a finished LocalStore folder (``run.store.RunReader``)."""
 
     def __init__(self, root: Path | str) -> None:
@@ -191,21 +190,6 @@ class LocalRunReader:
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in json.loads((self.root / METRICS_FILE).read_text()).items()}
-
-    def image_scores(self) -> ImageScores:
-        path = self.root / names.IMAGE_SCORES_ARTIFACT
-        if not path.is_file():
-            raise NervesegError(
-                f"{self.root} has no {names.IMAGE_SCORES_ARTIFACT} (finished before per-image scores were kept); "
-                "train it again to compare it"
-            )
-        return fold_files.load_image_scores(path, source=str(path))
-
-    def config(self) -> TrainConfig:
-        path = self.root / names.CONFIG_ARTIFACT
-        if not path.is_file():
-            raise NervesegError(f"{self.root} has no {names.CONFIG_ARTIFACT}; train it again into a new folder")
-        return load_config(path).replace(name=self.name)
 
     def file(self, artifact: str, workdir: Path) -> Path | None:
         path = self.root / artifact

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Self
 
@@ -17,13 +16,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg import names
-from nerveseg.config import DEFAULT_TASK, TrainConfig, load_config
+from nerveseg.config import DEFAULT_TASK
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.paired import ImageScores
 from nerveseg.run.choice import CandidateRun
-from nerveseg.run.fold_files import check_weights_file, load_image_scores
+from nerveseg.run.fold_files import check_weights_file
 from nerveseg.run.local_store import LocalRunReader
-from nerveseg.run.store import RunReader
+from nerveseg.run.store import RunReader, StoredRun
 from nerveseg.track import schema
 from nerveseg.track.store import (
     MlflowSettings,
@@ -112,7 +110,7 @@ def cv_candidates(experiment_name: str, tracking_uri: str) -> list[CandidateRun]
     return candidates
 
 
-class MlflowRunReader:
+class MlflowRunReader(StoredRun):
     """A FINISHED CV parent run at ``tracking_uri``; refuses a fold's run, another kind of run or an unfinished one
     (``unfinished="warn"``: warns, for a submission from a run whose folds all finished but whose summary did not)."""
 
@@ -120,59 +118,32 @@ class MlflowRunReader:
         run = cv_parent_run(client, run_id)
         if run.info.status != "FINISHED":
             if unfinished == "refuse":
-                raise NervesegError(f"run {run_id} ({run_name(run)}) is {run.info.status}; compare finished runs")
+                raise NervesegError(f"run {run_id} ({run_name(run)}) is {run.info.status}; pass a finished run")
             print(f"warning: run {run_id} ({run_name(run)}) is {run.info.status}, not FINISHED", file=sys.stderr)
-        self._run, self._tracking_uri, self._client = run, tracking_uri, client
-        self._config: TrainConfig | None = None
+        self.run, self._tracking_uri, self._client = run, tracking_uri, client
 
     @property
     def run_id(self) -> str:
-        return self._run.info.run_id
+        return self.run.info.run_id
 
     @property
     def experiment_id(self) -> str:
-        return self._run.info.experiment_id
+        return self.run.info.experiment_id
 
     @property
     def name(self) -> str:
-        return run_name(self._run)
+        return run_name(self.run)
 
     @property
     def task(self) -> str:
-        return self._run.data.params.get(names.TASK_PARAM, DEFAULT_TASK)
+        return self.run.data.params.get(names.TASK_PARAM, DEFAULT_TASK)
 
     @property
     def data_fingerprint(self) -> str:
-        return self._run.data.tags.get(names.DATA_FINGERPRINT, "")
+        return self.run.data.tags.get(names.DATA_FINGERPRINT, "")
 
     def metrics(self) -> dict[str, float]:
-        return dict(self._run.data.metrics)
-
-    def image_scores(self) -> ImageScores:
-        source = f"{names.IMAGE_SCORES_ARTIFACT} of run {self.run_id} ({self.name})"
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = download_artifacts(
-                    self.run_id, names.IMAGE_SCORES_ARTIFACT, tmp, tracking_uri=self._tracking_uri
-                )
-            except TrackingError as err:
-                raise NervesegError(
-                    f"run {self.run_id} ({self.name}) has no {names.IMAGE_SCORES_ARTIFACT} (finished before "
-                    "per-image scores were kept, or its artifacts are out of reach); train it again to compare it"
-                ) from err
-            return load_image_scores(path, source=source)
-
-    def config(self) -> TrainConfig:
-        if self._config is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = self.file(names.CONFIG_ARTIFACT, Path(tmp))
-                if path is None:
-                    raise NervesegError(
-                        f"run {self.run_id} ({self.name}) has no {names.CONFIG_ARTIFACT} artifact; "
-                        "is it a CV parent run?"
-                    )
-                self._config = load_config(path).replace(name=self.name)
-        return self._config
+        return dict(self.run.data.metrics)
 
     def file(self, artifact: str, workdir: Path) -> Path | None:
         try:
@@ -183,7 +154,7 @@ class MlflowRunReader:
     def fold_weights(self, workdir: Path) -> list[Path]:
         """The newest FINISHED fold run's weights per fold, downloaded under ``workdir``."""
         run_id, name, folds = self.run_id, self.name, self.config().folds
-        runs = schema.newest_finished_fold_runs(self._client, self._run)
+        runs = schema.newest_finished_fold_runs(self._client, self.run)
         missing = [k for k in range(folds) if k not in runs]
         if missing:
             raise NervesegError(

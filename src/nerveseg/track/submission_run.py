@@ -13,11 +13,10 @@ always shows the current plot in one place, while each submission run keeps only
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, Run, RunStatus
+from mlflow.entities import Param, Run, RunStatus
 from mlflow.exceptions import MlflowException
 
 from nerveseg import names
@@ -51,12 +50,9 @@ class MlflowSubmissions(MlflowRuns):
         experiment_id = client.get_run(cv_run).info.experiment_id
         run_id = client.create_run(experiment_id, run_name=schema.SUBMISSION_RUN, tags=tags).info.run_id
         try:
-            now = int(time.time() * 1000)
-            client.log_batch(
-                run_id,
-                metrics=[Metric(k, v, now, 0) for k, v in submission_metrics(written).items()],
-                params=[Param(k, str(v)[: names.MAX_PARAM_LENGTH]) for k, v in submission_params(written).items()],
-            )
+            log_metrics(client, run_id, submission_metrics(written))
+            params = [Param(k, str(v)[: names.MAX_PARAM_LENGTH]) for k, v in submission_params(written).items()]
+            client.log_batch(run_id, params=params)
             client.log_artifact(run_id, str(written.file.path), names.SUBMISSION_DIR)
             client.log_dict(run_id, written.decision.to_json(), names.POSTPROCESSING_ARTIFACT)
         except BaseException:
