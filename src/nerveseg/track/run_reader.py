@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-import mlflow
-import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -66,48 +65,35 @@ def cv_parent_run(client: MlflowClient, run_id: str) -> Run:
     return run
 
 
-def _text(row: pd.Series, column: str) -> str:
-    value = row.get(column)
-    return "" if value is None or pd.isna(value) else str(value)
-
-
 def cv_candidates(experiment_name: str, tracking_uri: str) -> list[CandidateRun]:
     """Every FINISHED cross-validation run of the experiment, newest first, as the plain records ``run.choice``
     chooses among (runs from before the task param existed are nerve runs). A missing experiment is one line:
     nothing was trained there."""
-    uri = tracking_uri
-    mlflow.set_tracking_uri(uri)
-    if MlflowClient(uri).get_experiment_by_name(experiment_name) is None:
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
         raise TrackingError(
-            f"MLflow experiment {experiment_name!r} does not exist at {redact_uri(uri)}; train first (python "
+            f"MLflow experiment {experiment_name!r} does not exist at {redact_uri(tracking_uri)}; train first (python "
             "src/cv_train.py) or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
         )
-    runs = mlflow.search_runs(
-        experiment_names=[experiment_name],
+    runs = client.search_runs(
+        [experiment.experiment_id],
         filter_string=f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.CV_RUN}' and attributes.status = 'FINISHED'",
+        max_results=10_000,
         order_by=["attributes.start_time DESC"],
-        output_format="pandas",
     )
-    candidates = []
-    for _, row in runs.iterrows():
-        metrics = {
-            column.removeprefix("metrics."): float(value)
-            for column, value in row.items()
-            if str(column).startswith("metrics.") and pd.notna(value)
-        }
-        started = row.get("start_time")
-        candidates.append(
-            CandidateRun(
-                run_id=str(row["run_id"]),
-                name=_text(row, f"tags.{schema.RUN_NAME_TAG}") or str(row["run_id"]),
-                task=_text(row, f"params.{names.TASK_PARAM}") or DEFAULT_TASK,
-                config=_text(row, f"params.{names.CONFIG_NAME_PARAM}"),
-                started=None if started is None or pd.isna(started) else started.to_pydatetime(),
-                fingerprint=_text(row, f"tags.{names.DATA_FINGERPRINT}"),
-                metrics=metrics,
-            )
+    return [
+        CandidateRun(
+            run_id=run.info.run_id,
+            name=run_name(run),
+            task=run.data.params.get(names.TASK_PARAM) or DEFAULT_TASK,
+            config=run.data.params.get(names.CONFIG_NAME_PARAM, ""),
+            started=datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run.info.start_time else None,
+            fingerprint=run.data.tags.get(names.DATA_FINGERPRINT, ""),
+            metrics=dict(run.data.metrics),
         )
-    return candidates
+        for run in runs
+    ]
 
 
 class MlflowRunReader(StoredRun):
