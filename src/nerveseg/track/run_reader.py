@@ -1,6 +1,7 @@
 """Tracked cross-validation runs read back: ``MlflowRunReader``, a finished parent run (``run.store.RunReader``) with
 its files downloaded on demand; ``MlflowRuns``, the configured store's finished ones as records for ``run.choice``;
-and ``open_run``, which turns what a user typed (an MLflow run id or a LocalStore folder) into a reader."""
+``open_run`` and ``chosen_reader``, which turn what a user typed (an MLflow run id or a LocalStore folder) into a
+reader."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from nerveseg import names
 from nerveseg.config import DEFAULT_TASK
 from nerveseg.errors import NervesegError
-from nerveseg.run.choice import CandidateRun
+from nerveseg.run.choice import CandidateRun, chosen_runs
 from nerveseg.run.fold_files import check_weights_file
 from nerveseg.run.local_store import LocalRunReader
 from nerveseg.run.store import RunReader, StoredRun
@@ -183,6 +184,16 @@ class MlflowRuns:
 
     def reader(self, run_id: str, *, unfinished: str = "refuse") -> MlflowRunReader:
         return MlflowRunReader(self.client, run_id, self.tracking_uri, unfinished=unfinished)
+
+
+def chosen_reader(run_dir: Path | None, run_id: str | None = None, task: str | None = None) -> RunReader:
+    """The CV run a command names: ``--run-dir``'s LocalStore folder (no tracking store is read or created), else
+    the MLflow run ``--run-id``, else the best finished one of ``task`` (``run.choice``; data not compared)."""
+    if run_dir is not None:
+        return LocalRunReader(run_dir)
+    runs = MlflowRuns.open()
+    (chosen,) = chosen_runs(runs, run_id, None, task)
+    return runs.reader(chosen)
 
 
 def open_run(name: str, tracking_uri: str) -> RunReader:
