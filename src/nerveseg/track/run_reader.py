@@ -66,37 +66,6 @@ def cv_parent_run(client: MlflowClient, run_id: str) -> Run:
     return run
 
 
-def cv_candidates(experiment_name: str, tracking_uri: str) -> list[CandidateRun]:
-    """Every FINISHED cross-validation run of the experiment, newest first, as the plain records ``run.choice``
-    chooses among (runs from before the task param existed are nerve runs). A missing experiment is one line:
-    nothing was trained there."""
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise TrackingError(
-            f"MLflow experiment {experiment_name!r} does not exist at {redact_uri(tracking_uri)}; train first (python "
-            "src/cv_train.py) or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
-        )
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.CV_RUN}' and attributes.status = 'FINISHED'",
-        max_results=10_000,
-        order_by=["attributes.start_time DESC"],
-    )
-    return [
-        CandidateRun(
-            run_id=run.info.run_id,
-            name=run_name(run),
-            task=run.data.params.get(names.TASK_PARAM) or DEFAULT_TASK,
-            config=run.data.params.get(names.CONFIG_NAME_PARAM, ""),
-            started=datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run.info.start_time else None,
-            fingerprint=run.data.tags.get(names.DATA_FINGERPRINT, ""),
-            metrics=dict(run.data.metrics),
-        )
-        for run in runs
-    ]
-
-
 class MlflowRunReader(StoredRun):
     """A FINISHED CV parent run at ``tracking_uri``; refuses a fold's run, another kind of run or an unfinished one
     (``unfinished="warn"``: warns, for a submission from a run whose folds all finished but whose summary did not)."""
@@ -179,8 +148,37 @@ class MlflowRuns:
         check_store_to_read(settings.tracking_uri)
         return cls(MlflowClient(settings.tracking_uri), settings.tracking_uri, settings.experiment_name)
 
+    def experiment_id(self) -> str:
+        """The configured experiment's id; a missing experiment is one line: nothing was trained there."""
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            raise TrackingError(
+                f"MLflow experiment {self.experiment!r} does not exist at {redact_uri(self.tracking_uri)}; train first "
+                "(python src/cv_train.py) or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
+            )
+        return experiment.experiment_id
+
     def candidates(self) -> list[CandidateRun]:
-        return cv_candidates(self.experiment, self.tracking_uri)
+        """Every FINISHED cross-validation run of the experiment, newest first, as the plain records ``run.choice``
+        chooses among (runs from before the task param existed are nerve runs)."""
+        runs = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.CV_RUN}' and attributes.status = 'FINISHED'",
+            max_results=10_000,
+            order_by=["attributes.start_time DESC"],
+        )
+        return [
+            CandidateRun(
+                run_id=run.info.run_id,
+                name=run_name(run),
+                task=run.data.params.get(names.TASK_PARAM) or DEFAULT_TASK,
+                config=run.data.params.get(names.CONFIG_NAME_PARAM, ""),
+                started=datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run.info.start_time else None,
+                fingerprint=run.data.tags.get(names.DATA_FINGERPRINT, ""),
+                metrics=dict(run.data.metrics),
+            )
+            for run in runs
+        ]
 
     def reader(self, run_id: str, *, unfinished: str = "refuse") -> MlflowRunReader:
         return MlflowRunReader(self.client, run_id, self.tracking_uri, unfinished=unfinished)

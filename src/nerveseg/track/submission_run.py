@@ -73,7 +73,7 @@ class MlflowSubmissions(MlflowRuns):
         return _recorded(run)
 
     def submission_of_file(self, path: Path) -> SubmissionRecord:
-        experiment_id = self._experiment_id()
+        experiment_id = self.experiment_id()
         if not Path(path).is_file():
             raise NervesegError(f"--csv {path} does not exist; pass the CSV submit.py wrote (in submissions/)")
         digest = sha256_file(path)
@@ -86,7 +86,7 @@ class MlflowSubmissions(MlflowRuns):
         return _recorded(runs[0])
 
     def submissions(self, experiment: str | None = None) -> list[SubmissionRecord]:
-        return [_recorded(run) for run in self._submission_runs(experiment or self._experiment_id())]
+        return [_recorded(run) for run in self._submission_runs(experiment or self.experiment_id())]
 
     def cv_run(self, run_id: str) -> tuple[str, Mapping[str, float]] | None:
         try:
@@ -103,7 +103,7 @@ class MlflowSubmissions(MlflowRuns):
 
     def publish(self, experiment: str | None, table: str, plot_png: bytes | None) -> str:
         """The table and plot on the experiment's one "leaderboard" run (created, FINISHED, the first time)."""
-        run_id = self._leaderboard_run(experiment or self._experiment_id())
+        run_id = self._leaderboard_run(experiment or self.experiment_id())
         with tempfile.TemporaryDirectory(prefix="nerveseg-leaderboard-") as tmp:
             table_file = Path(tmp) / schema.LEADERBOARD_TABLE_ARTIFACT
             table_file.write_text(table + "\n")
@@ -115,15 +115,6 @@ class MlflowSubmissions(MlflowRuns):
         return run_id
 
     # ------------------------------------------------------------------------------------------- helpers
-
-    def _experiment_id(self) -> str:
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        if experiment is None:
-            raise NervesegError(
-                f"MLflow experiment {self.experiment!r} does not exist: nothing was submitted there; set "
-                "MLFLOW_EXPERIMENT_NAME to the experiment of your runs"
-            )
-        return experiment.experiment_id
 
     def _submission_runs(self, experiment_id: str, extra: str = "") -> list[Run]:
         query = f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.SUBMISSION_RUN}' and attributes.status = 'FINISHED'{extra}"
