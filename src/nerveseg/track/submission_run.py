@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from nerveseg import names
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import sha256_file
+from nerveseg.io_utils import atomic_write_bytes, sha256_file
 from nerveseg.run.leaderboard import SubmissionRecord
 from nerveseg.run.resolved_run import DECIDED
 from nerveseg.run.submit import SubmissionResult, Written, submission_metrics, submission_params, submission_tags
@@ -104,14 +104,11 @@ class MlflowSubmissions(MlflowRuns):
     def publish(self, experiment: str | None, table: str, plot_png: bytes | None) -> str:
         """The table and plot on the experiment's one "leaderboard" run (created, FINISHED, the first time)."""
         run_id = self._leaderboard_run(experiment or self.experiment_id())
-        with tempfile.TemporaryDirectory(prefix="nerveseg-leaderboard-") as tmp:
-            table_file = Path(tmp) / schema.LEADERBOARD_TABLE_ARTIFACT
-            table_file.write_text(table + "\n")
-            self.client.log_artifact(run_id, str(table_file))
-            if plot_png is not None:
-                plot_file = Path(tmp) / Path(schema.TRUST_PLOT_ARTIFACT).name
-                plot_file.write_bytes(plot_png)
-                self.client.log_artifact(run_id, str(plot_file), str(Path(schema.TRUST_PLOT_ARTIFACT).parent))
+        self.client.log_text(run_id, table + "\n", schema.LEADERBOARD_TABLE_ARTIFACT)
+        if plot_png is not None:
+            with tempfile.TemporaryDirectory(prefix="nerveseg-leaderboard-") as tmp:
+                atomic_write_bytes(Path(tmp) / schema.TRUST_PLOT_ARTIFACT, plot_png)
+                self.client.log_artifacts(run_id, tmp)
         return run_id
 
     # ------------------------------------------------------------------------------------------- helpers
