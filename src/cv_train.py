@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from nerveseg.cli import add_registry_options, one_line_errors, registry_choice
 from nerveseg.config import load_config
@@ -114,13 +113,6 @@ def check_options(args: argparse.Namespace) -> None:
         )
 
 
-def _print_outcome(result: Any) -> None:
-    if result.final is not None:
-        print(result.final.table)
-    else:
-        print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
-
-
 # NervesegError (bad input, an unreachable tracking store): one line, no traceback
 @one_line_errors(interrupted="interrupted: the runs are marked KILLED; continue with --resume")
 def main(argv: list[str] | None = None) -> int:
@@ -143,19 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_dir is not None:
         from nerveseg.run.local_store import LocalStore
 
-        result = cross_validate(config, paths, LocalStore(args.run_dir), fold=args.fold, progress=progress)
-        _print_outcome(result)
+        store = LocalStore(args.run_dir)
+    else:
+        from nerveseg.track.mlflow_store import MlflowStore
+
+        store = MlflowStore(parent_run_id=args.parent_run_id, resume=args.resume, progress=progress)
+    result = cross_validate(config, paths, store, fold=args.fold, progress=progress)
+    if result.final is not None:
+        print(result.final.table)
+    else:
+        print(f"trained folds {result.trained_folds}; the run is finalised when its last fold finishes")
+    if args.run_dir is not None:
         print(f"run folder: {args.run_dir} (submit.py --run-dir, register.py --run-dir ... --out MODEL_DIR)")
         return 0
-    from nerveseg.track.mlflow_store import MlflowStore
-    from nerveseg.track.store import load_mlflow_settings, ui_hint
+    from nerveseg.track.store import ui_hint
 
-    settings = load_mlflow_settings()
-    store = MlflowStore(settings, parent_run_id=args.parent_run_id, resume=args.resume, progress=progress)
-    result = cross_validate(config, paths, store, fold=args.fold, progress=progress)
-    _print_outcome(result)
     print(f"parent run: {result.parent_id}")
-    print(ui_hint(settings, store.experiment_id, result.parent_id))
+    print(ui_hint(store.settings, store.experiment_id, result.parent_id))
     if args.register and result.final is not None:
         from nerveseg.track.registry import register_best
 

@@ -17,15 +17,11 @@ import argparse
 import sys
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nerveseg.cli import add_registry_options, one_line_errors, registry_choice
 from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
-
-if TYPE_CHECKING:
-    from nerveseg.run.store import RunReader
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         from nerveseg.run.package import check_new_model_dir, package_run
         from nerveseg.track.model_package import save_model_folder
+        from nerveseg.track.run_reader import chosen_reader
 
         check_new_model_dir(args.out)  # before the run is read
+        reader = chosen_reader(args.run_dir, args.run_id, args.task)
         save = partial(save_model_folder, tta=not args.no_tta)
-        out = package_run(_reader(args), args.out, save, raw_dir=args.raw_dir, cache_dir=args.cache_dir)
+        out = package_run(reader, args.out, save, raw_dir=args.raw_dir, cache_dir=args.cache_dir)
         print(f"wrote model folder {out}; use it with predict.py --model {out} or mlflow models serve -m {out}")
         return 0
     from nerveseg.track.registry import register_best
@@ -70,21 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     print(registered.describe())
     return 0
-
-
-def _reader(args: argparse.Namespace) -> RunReader:
-    """``--run-dir``'s LocalStore folder (no tracking store is read or created), else the MLflow run ``--run-id``
-    or the best finished one."""
-    if args.run_dir is not None:
-        from nerveseg.run.local_store import LocalRunReader
-
-        return LocalRunReader(args.run_dir)
-    from nerveseg.run.choice import chosen_runs
-    from nerveseg.track.run_reader import MlflowRuns
-
-    runs = MlflowRuns.open()
-    (run_id,) = chosen_runs(runs, args.run_id, None, args.task)
-    return runs.reader(run_id)
 
 
 if __name__ == "__main__":

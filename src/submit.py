@@ -28,6 +28,7 @@ from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
 
 if TYPE_CHECKING:
     from nerveseg.run.submit import SubmissionResult
+    from nerveseg.track.submission_run import MlflowSubmissions
 
 
 def expected_output_bytes(raw_dir: Path) -> int:
@@ -89,10 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         raise NervesegError("--task picks among MLflow runs; --run-dir names the run itself, drop --task")
     if args.list:
         from nerveseg.run.choice import DataToMatch, list_candidates
-        from nerveseg.track.submission_run import MlflowSubmissions
 
         data = DataToMatch(args.raw_dir, args.cache_dir, not args.no_progress)
-        print(list_candidates(MlflowSubmissions.open(), data, args.task))
+        print(list_candidates(_tracked_runs(), data, args.task))
         return 0
     for option in ("--out-dir", "--cache-dir"):
         check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
@@ -109,27 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
         if not run_ids:
             raise NervesegError("--runs needs at least one run id (ID1,ID2,...)")
-    if args.run_dir is not None:
-        result = _submit_local(args)
-    else:
-        from nerveseg.run.submit import make_submission
-        from nerveseg.track.submission_run import MlflowSubmissions
+    from nerveseg.run.submit import make_submission
 
-        result = make_submission(
-            MlflowSubmissions.open,
-            run_id=args.run_id,
-            run_ids=run_ids,
-            tta=False if args.no_tta else None,  # None: the views the run's out-of-fold predictions used
-            raw_dir=args.raw_dir,
-            out_dir=args.out_dir,
-            cache_dir=args.cache_dir,
-            batch_size=args.batch_size,
-            test_masks_dir=args.test_masks,
-            progress=not args.no_progress,
-            task=args.task,
-            file_name=args.out_name,
-            model=args.model,
-        )
+    result = make_submission(
+        _tracked_runs,
+        run_id=args.run_id,
+        run_ids=run_ids,
+        run_dir=args.run_dir,
+        tta=False if args.no_tta else None,  # None: the views the run's out-of-fold predictions used
+        raw_dir=args.raw_dir,
+        out_dir=args.out_dir,
+        cache_dir=args.cache_dir,
+        batch_size=args.batch_size,
+        test_masks_dir=args.test_masks,
+        progress=not args.no_progress,
+        task=args.task,
+        file_name=args.out_name,
+        model=args.model,
+    )
     _print_result(result)
     if args.kaggle:
         _upload(result, args.message, tracked=args.run_dir is None)
@@ -143,9 +140,8 @@ def _upload(result: SubmissionResult, message: str | None, *, tracked: bool) -> 
         raise NervesegError(f"--kaggle uploads nerve CSVs to Kaggle; {result.csv_path} is a {result.task} submission")
     if tracked:
         from nerveseg.run.leaderboard import upload_and_record
-        from nerveseg.track.submission_run import MlflowSubmissions
 
-        print(upload_and_record(MlflowSubmissions.open(), result, message))
+        print(upload_and_record(_tracked_runs(), result, message))
         return
     from nerveseg.kaggle_client import submit
     from nerveseg.report.leaderboard import submission_message
@@ -154,15 +150,11 @@ def _upload(result: SubmissionResult, message: str | None, *, tracked: bool) -> 
     print(submit(result.csv_path, message if message is not None else submission_message(name, result.cv_prediction)))
 
 
-def _submit_local(args: argparse.Namespace) -> SubmissionResult:
-    """``--run-dir``: the store-neutral use case on a LocalStore folder; nothing of MLflow is imported."""
-    from nerveseg.run.submit import SubmitOptions, submit_local
+def _tracked_runs() -> MlflowSubmissions:
+    """The MLflow store's runs and submissions, imported only when used: ``--run-dir`` never imports MLflow."""
+    from nerveseg.track.submission_run import MlflowSubmissions
 
-    options = SubmitOptions(
-        args.raw_dir, args.out_dir, args.cache_dir, False if args.no_tta else None, args.batch_size, args.test_masks,
-        not args.no_progress, args.out_name,
-    )  # fmt: skip
-    return submit_local([args.run_dir], options)
+    return MlflowSubmissions.open()
 
 
 def _print_result(result: SubmissionResult) -> None:

@@ -170,7 +170,7 @@ def test_mlflow_runs_that_cannot_be_compared_are_refused_in_one_line(tmp_path: P
     with pytest.raises(NervesegError, match="one fold's run"):
         open_run(fold.info.run_id, store.tracking_uri)
     running = client.create_run(experiment_id, tags={schema.RUN_TYPE_TAG: schema.CV_RUN})
-    with pytest.raises(NervesegError, match="is RUNNING; compare finished runs"):
+    with pytest.raises(NervesegError, match="is RUNNING; pass a finished run"):
         open_run(running.info.run_id, store.tracking_uri)
     client.set_terminated(running.info.run_id, "FINISHED")
     with pytest.raises(NervesegError, match="finished before per-image scores were kept"):

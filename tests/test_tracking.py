@@ -170,9 +170,9 @@ def test_a_broken_database_is_one_clear_error(tmp_path: Path, monkeypatch: pytes
         tracking.setup_mlflow()
 
 
-def test_cv_candidates_and_download_artifacts(store: tracking.MlflowSettings, tmp_path: Path) -> None:
+def test_candidates_and_download_artifacts(store: tracking.MlflowSettings, tmp_path: Path) -> None:
     """Only FINISHED CV parent runs are candidates (not a running one, not a fold's run); artifacts download."""
-    from nerveseg.track.run_reader import cv_candidates
+    from nerveseg.track.run_reader import MlflowRuns
 
     experiment_id = tracking.setup_mlflow(store)
     client = tracking.get_client()
@@ -182,14 +182,15 @@ def test_cv_candidates_and_download_artifacts(store: tracking.MlflowSettings, tm
     client.create_run(experiment_id, run_name="b", tags={schema.RUN_TYPE_TAG: schema.CV_RUN})  # still RUNNING
     client.set_terminated(client.create_run(experiment_id, tags={schema.RUN_TYPE_TAG: schema.FOLD_RUN}).info.run_id)
 
-    assert [run.run_id for run in cv_candidates(store.experiment_name, store.tracking_uri)] == [finished]
+    runs = MlflowRuns(client, store.tracking_uri, store.experiment_name)
+    assert [run.run_id for run in runs.candidates()] == [finished]
 
     local = tracking.download_artifacts(finished, "sub/note.txt", tmp_path / "dl")
     assert local.read_text() == "hello" and local.is_relative_to(tmp_path / "dl")
     with pytest.raises(ValueError, match=f"'nothing.txt' of MLflow run {finished}"):
         tracking.download_artifacts(finished, "nothing.txt", tmp_path / "dl")
     with pytest.raises(TrackingError, match="experiment 'nope' does not exist"):
-        cv_candidates("nope", store.tracking_uri)
+        MlflowRuns(client, store.tracking_uri, "nope").candidates()
 
 
 def test_ui_hint_links_the_runs_table_and_the_run_in_the_machine_learning_view() -> None:

@@ -23,12 +23,12 @@ OOF_SCORE_POSTPROCESSED_INSAMPLE = "oof_score_postprocessed_insample"  # decided
 OOF_SCORE_POSTPROCESSED_PI_LOW = "oof_score_postprocessed_pi_low"
 OOF_SCORE_POSTPROCESSED_PI_HIGH = "oof_score_postprocessed_pi_high"
 PI_SUBJECTS = "oof_score_postprocessed_pi_subjects"  # m, the new subjects that interval is for
-# a submission's local score against test masks (its MLflow run's metrics, submit_local's JSON record)
+# a submission's local score against test masks (its MLflow run's metrics, JsonRecord's file)
 TEST_SCORE = "test_score"
 TEST_SCORE_CI_LOW = "test_score_ci_low"
 TEST_SCORE_CI_HIGH = "test_score_ci_high"
 TEST_INSIDE_PI = "test_score_inside_pi"  # 1.0 when the test score lies in the CV run's prediction interval
-# what identifies a submission (its MLflow run's tags and params, submit_local's JSON record): the file, the CV runs
+# what identifies a submission (its MLflow run's tags and params, JsonRecord's file): the file, the CV runs
 SUBMISSION_FILE_TAG = "submission_file"  # the file's name
 SUBMISSION_SHA_TAG = "submission_sha256"  # its bytes' hash, which finds the record of a CSV even after a rename
 RUN_IDS_PARAM = "run_ids"  # the CV runs it ensembles, a comma list

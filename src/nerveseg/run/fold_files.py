@@ -1,9 +1,10 @@
-"""The files a trained fold leaves, in every store alike: its OOF predictions (``.npz``) and its facts (JSON).
+"""The files a trained fold leaves, in every store alike: its weights, OOF predictions (``.npz``) and facts (JSON).
 
-A fold trained by another process or machine, or before an interruption, is rebuilt from these two files and
-its weights, so no fold is ever trained twice. ``MlflowStore`` logs them as run artifacts, ``LocalStore`` keeps
-them in a folder; both read them back with :func:`fold_result`. A finished CV also keeps every OOF image's
-score (:func:`save_image_scores`, a CSV), which a comparison of runs reads back (:func:`load_image_scores`).
+A fold trained by another process or machine, or before an interruption, is rebuilt from these files, so no fold
+is ever trained twice. Both stores write them with :func:`write_fold_files` (and a finished CV's with
+:func:`write_cv_files`) in one layout: ``LocalStore`` keeps that folder, ``MlflowStore`` logs it as the run's
+artifacts; both read a fold back with :func:`fold_result`. A finished CV also keeps every OOF image's score
+(:func:`save_image_scores`, a CSV), which a comparison of runs reads back (:func:`load_image_scores`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nerveseg import names
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
-from nerveseg.io_utils import atomic_save_npz, atomic_write_text
+from nerveseg.io_utils import atomic_save_npz, atomic_write_bytes, atomic_write_text
+from nerveseg.tasks.base import CVFinal
 from nerveseg.train.fold_result import FoldResult
 
 
@@ -57,6 +61,32 @@ def load_oof(path: Path | str) -> OofArrays:
 def fold_oof(ids: np.ndarray, result: FoldResult) -> OofArrays:
     """The fold's held-out predictions with the ids of its images (``ids``: the training data's ids)."""
     return OofArrays(ids[result.val_index], result.oof_probs, result.oof_presence)
+
+
+def atomic_copy(source: Path | str, target: Path) -> None:
+    """Copy through io_utils' atomic writer, so a killed copy leaves only a temp file it cleans up later."""
+    atomic_write_bytes(target, Path(source).read_bytes())
+
+
+def write_fold_files(folder: Path, ids: np.ndarray, result: FoldResult) -> Path:
+    """The fold's weights, OOF predictions and facts under ``folder``, at their artifact paths (``names``)."""
+    k = result.fold
+    atomic_copy(result.weights_path, folder / names.weights_artifact(k))
+    save_oof(folder / names.oof_fold_artifact(k), fold_oof(ids, result))
+    atomic_write_text(folder / names.fold_facts_artifact(k), json_text(fold_facts(ids, result)))
+    return folder
+
+
+def write_cv_files(folder: Path, final: CVFinal, facts: Mapping[str, Any]) -> Path:
+    """A complete CV's OOF probabilities, per-image scores, summary, post-processing and figures under ``folder``."""
+    save_oof(folder / names.OOF_PROBS_ARTIFACT, OofArrays(final.oof_ids, final.oof_probs, final.oof_presence))
+    if final.image_scores is not None:
+        save_image_scores(folder / names.IMAGE_SCORES_ARTIFACT, final.image_scores)
+    atomic_write_text(folder / names.SUMMARY_ARTIFACT, json_text(dict(facts)))
+    atomic_write_text(folder / names.POSTPROCESSING_ARTIFACT, json_text(final.decision.to_json()))
+    for figure in final.figures:
+        atomic_copy(figure, folder / names.PLOTS_DIR / Path(figure).name)
+    return folder
 
 
 def fold_facts(ids: np.ndarray, result: FoldResult) -> dict[str, Any]:

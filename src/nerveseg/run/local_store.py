@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from nerveseg import names
-from nerveseg.config import DEFAULT_TASK, TrainConfig, config_to_yaml, load_config, param_strings
+from nerveseg.config import DEFAULT_TASK, TrainConfig, config_to_yaml, param_strings
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.paired import ImageScores
-from nerveseg.io_utils import atomic_write_bytes, atomic_write_text, sha256_file
+from nerveseg.io_utils import atomic_write_text, sha256_file
 from nerveseg.run import fold_files
-from nerveseg.run.store import CVObserver, OpenedCV
+from nerveseg.run.store import CVObserver, OpenedCV, StoredRun
 from nerveseg.tasks.base import CVFinal
 from nerveseg.train.fold_result import FoldResult
 
@@ -32,11 +31,6 @@ METRICS_FILE = "metrics.json"
 DESCRIPTION_FILE = "description.md"
 STATUS_FILE = "status"
 RUNNING, FINISHED, KILLED, FAILED = "RUNNING", "FINISHED", "KILLED", "FAILED"
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    """Copy through io_utils' atomic writer, so a killed copy leaves only a temp file it cleans up later."""
-    atomic_write_bytes(target, Path(source).read_bytes())
 
 
 class LocalStore:
@@ -73,8 +67,7 @@ class LocalStore:
         if parent is None:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.root / names.CONFIG_ARTIFACT, config_to_yaml(cv.config))
-            (self.root / names.FOLDS_DIR).mkdir(exist_ok=True)
-            _atomic_copy(cv.folds_file, self.root / names.FOLDS_DIR / cv.folds_file.name)
+            fold_files.atomic_copy(cv.folds_file, self.root / names.FOLDS_DIR / cv.folds_file.name)
         elif (parent[names.DATA_FINGERPRINT], parent["folds_sha256"]) != (cv.data.fingerprint, folds_sha):
             raise NervesegError(f"{self.root} was trained on other data or another split; use a new folder")
         self._write_parent(cv.config, cv.data.fingerprint, folds_sha, RUNNING)
@@ -90,15 +83,8 @@ class LocalStore:
         return str(folder)
 
     def save_fold(self, result: FoldResult) -> None:
-        cv, k = self._opened(), result.fold
-        folder = fold_dir(self.root, k)
-        (folder / names.WEIGHTS_DIR).mkdir(exist_ok=True)
-        (folder / names.OOF_DIR).mkdir(exist_ok=True)
-        _atomic_copy(result.weights_path, folder / names.weights_artifact(k))
-        fold_files.save_oof(folder / names.oof_fold_artifact(k), fold_files.fold_oof(cv.data.ids, result))
-        atomic_write_text(
-            folder / names.fold_facts_artifact(k), fold_files.json_text(fold_files.fold_facts(cv.data.ids, result))
-        )
+        folder = fold_dir(self.root, result.fold)
+        fold_files.write_fold_files(folder, self._opened().data.ids, result)
         atomic_write_text(folder / STATUS_FILE, FINISHED)
 
     def finished_folds(self) -> set[int]:
@@ -121,21 +107,11 @@ class LocalStore:
 
     def finalise(self, final: CVFinal, facts: Mapping[str, Any]) -> None:
         cv = self._opened()
-        (self.root / names.OOF_DIR).mkdir(exist_ok=True)
-        oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
-        fold_files.save_oof(self.root / names.OOF_PROBS_ARTIFACT, oof)
-        if final.image_scores is not None:
-            fold_files.save_image_scores(self.root / names.IMAGE_SCORES_ARTIFACT, final.image_scores)
+        fold_files.write_cv_files(self.root, final, facts)
         atomic_write_text(
             self.root / METRICS_FILE, fold_files.json_text({k: float(v) for k, v in final.metrics.items()})
         )
-        atomic_write_text(self.root / names.SUMMARY_ARTIFACT, fold_files.json_text(dict(facts)))
-        atomic_write_text(self.root / names.POSTPROCESSING_ARTIFACT, fold_files.json_text(final.decision.to_json()))
         atomic_write_text(self.root / DESCRIPTION_FILE, final.description)
-        if final.figures:
-            (self.root / names.PLOTS_DIR).mkdir(exist_ok=True)
-            for figure in final.figures:
-                _atomic_copy(Path(figure), self.root / names.PLOTS_DIR / Path(figure).name)
         parent = self._read_parent() or {}
         self._write_parent(cv.config, cv.data.fingerprint, parent.get("folds_sha256", ""), FINISHED)
 
@@ -182,7 +158,7 @@ def read_parent(root: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-class LocalRunReader:
+class LocalRunReader(StoredRun):
     """The ``RunReader`` of a finished LocalStore folder (``run.store.RunReader``)."""
 
     def __init__(self, root: Path | str) -> None:
@@ -214,21 +190,6 @@ class LocalRunReader:
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in json.loads((self.root / METRICS_FILE).read_text()).items()}
-
-    def image_scores(self) -> ImageScores:
-        path = self.root / names.IMAGE_SCORES_ARTIFACT
-        if not path.is_file():
-            raise NervesegError(
-                f"{self.root} has no {names.IMAGE_SCORES_ARTIFACT} (finished before per-image scores were kept); "
-                "train it again to compare it"
-            )
-        return fold_files.load_image_scores(path, source=str(path))
-
-    def config(self) -> TrainConfig:
-        path = self.root / names.CONFIG_ARTIFACT
-        if not path.is_file():
-            raise NervesegError(f"{self.root} has no {names.CONFIG_ARTIFACT}; train it again into a new folder")
-        return load_config(path).replace(name=self.name)
 
     def file(self, artifact: str, workdir: Path) -> Path | None:
         path = self.root / artifact

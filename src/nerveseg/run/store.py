@@ -16,6 +16,7 @@ runs without knowing where they are kept: comparing them (``compare.py``), submi
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nerveseg.config import TrainConfig
+from nerveseg import names
+from nerveseg.config import TrainConfig, load_config
+from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+from nerveseg.run.fold_files import load_image_scores
 from nerveseg.tasks.base import CVFinal, TrainData
 from nerveseg.train.fold_result import FoldResult
 
@@ -146,3 +150,38 @@ class RunReader(Protocol):
     def fold_weights(self, workdir: Path) -> list[Path]:
         """Every fold's weights file as a local path (downloaded under ``workdir`` when the store is remote),
         each checked readable; a missing or damaged one is a one-line error naming it."""
+
+
+class StoredRun:
+    """What both stores' readers read alike, through their ``file``: the run's config and per-image scores, each
+    a one-line error when the run kept none. A subclass gives ``run_id``, ``name`` and ``file``."""
+
+    run_id: str
+    name: str
+    _config: TrainConfig | None = None
+
+    def file(self, artifact: str, workdir: Path) -> Path | None:
+        raise NotImplementedError
+
+    def config(self) -> TrainConfig:
+        """Read once: a finished run never changes, and a remote one is downloaded each time it is read."""
+        if self._config is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.file(names.CONFIG_ARTIFACT, Path(tmp))
+                if path is None:
+                    raise NervesegError(
+                        f"run {self.run_id} ({self.name}) has no {names.CONFIG_ARTIFACT}; is it a cross-validation "
+                        "run? Train it again"
+                    )
+                self._config = load_config(path).replace(name=self.name)
+        return self._config
+
+    def image_scores(self) -> ImageScores:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.file(names.IMAGE_SCORES_ARTIFACT, Path(tmp))
+            if path is None:
+                raise NervesegError(
+                    f"run {self.run_id} ({self.name}) has no {names.IMAGE_SCORES_ARTIFACT} (finished before per-image "
+                    "scores were kept, or its files are out of reach); train it again to compare it"
+                )
+            return load_image_scores(path, source=f"{names.IMAGE_SCORES_ARTIFACT} of run {self.run_id} ({self.name})")

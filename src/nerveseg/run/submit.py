@@ -6,10 +6,10 @@ decide it on the runs' out-of-fold predictions), lets the runs' task predict the
 and write its file (nerve: the Kaggle CSV; isbi2012: the float32 TIFF stack) as ``<out>/<UTC time>_<run
 name><suffix>``, never overwritten. Where the submission is recorded is a ``SubmissionLog``'s business: a tracking
 store (``track.submission_run.MlflowSubmissions``) logs an MLflow child run of the CV run, and keeps there a
-post-processing decided now; ``submit_local`` (a LocalStore folder, no tracking store) writes the same params and
+post-processing decided now; ``JsonRecord`` (a LocalStore folder, no tracking store) writes the same params and
 metrics as ``<submission file>.json`` beside the file, since a finished LocalStore folder is never modified.
-``make_submission`` takes the runs from a tracking store: named by id, by a registered model, or the best one
-trained on the data to predict (``run.choice``).
+``make_submission`` takes the runs from a LocalStore folder or a tracking store: named by id, by a registered
+model, or the best one trained on the data to predict (``run.choice``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from nerveseg.run.store import RunReader
 from nerveseg.tasks import get_task
 from nerveseg.tasks.base import Decision, SubmissionFile, Task
 
-RECORD_SUFFIX = ".json"  # submit_local's record: <submission file>.json beside it
+RECORD_SUFFIX = ".json"  # JsonRecord's record: <submission file>.json beside it
 
 
 @dataclass(frozen=True)
@@ -288,16 +288,12 @@ class JsonRecord:
         return SubmissionResult.of(written, record_path=record_path)
 
 
-def submit_local(run_dirs: Sequence[Path], options: SubmitOptions) -> SubmissionResult:
-    """A submission from LocalStore folders, recorded as ``<file>.json`` beside it: no tracking store is used."""
-    return JsonRecord(run_dirs).record(write_submission([LocalRunReader(d) for d in run_dirs], options))
-
-
 def make_submission(
     open_runs: Callable[[], TrackedRuns],
     *,
     run_id: str | None = None,
     run_ids: list[str] | None = None,
+    run_dir: Path | None = None,
     tta: bool | None = None,
     raw_dir: Path = RAW_DIR,
     out_dir: Path = SUBMISSIONS_DIR,
@@ -316,8 +312,10 @@ def make_submission(
     finished CV run of ``task`` trained on the data in ``raw_dir`` (its data fingerprint), by that task's estimate
     (``run.choice.choose_cv_run``; ``task`` None: that of the newest run on this data, else of the newest run).
     ``model`` (``models:/nerveseg@champion``) picks the CV run a registered model was made of instead, so its
-    submission is the run's. The other options are ``SubmitOptions``'. Bad input raises ``NervesegError`` naming
-    it; the output and cache folders are checked writable before the store is opened.
+    submission is the run's. ``run_dir`` submits from that LocalStore folder instead and records the submission
+    as ``<file>.json`` beside it (``JsonRecord``): ``open_runs`` is then never called, so no tracking store is
+    used. The other options are ``SubmitOptions``'. Bad input raises ``NervesegError`` naming it; the output and
+    cache folders are checked writable before the store is opened.
     """
     if model is not None and (run_id is not None or run_ids):
         raise NervesegError("pass either --model or --run-id/--runs, not both")
@@ -329,6 +327,8 @@ def make_submission(
         Path(raw_dir), Path(out_dir), Path(cache_dir), tta, batch_size, test_masks_dir, progress, file_name
     )
     check_options(options)
+    if run_dir is not None:
+        return JsonRecord([run_dir]).record(write_submission([LocalRunReader(run_dir)], options))
     runs = open_runs()
     if model is not None:  # a registered model: submit from the CV run it was made of
         run_id = runs.run_of_model(model)

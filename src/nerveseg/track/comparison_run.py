@@ -89,6 +89,3 @@ def log_comparison(
         client.log_artifact(run_id, str(plot), names.PLOTS_DIR)
     client.set_terminated(run_id, "FINISHED")
     return run_id, experiment_id
-
-
-__all__ = ["interval_metrics", "log_comparison"]

@@ -7,14 +7,22 @@ finalises the parent from the fold runs' artifacts.
 
 Runs are written with ``MlflowClient`` and explicit run ids, never through MLflow's global "active run", so
 tune's own study run and several folds in one process cannot get mixed up. A FINISHED run is never written again.
+
+A fold run is self-contained: it carries the config's params plus its own (fold, sizes, seed, held-out subjects),
+each epoch's metrics while it trains (``EpochLogger``), the kept epoch's metrics under their own names, the files
+``run.fold_files`` writes for every store, its model summary and its learning curve, so fold runs compare side
+by side in the runs table. A fold trained by another process or machine is rebuilt from those files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Run
+from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
@@ -22,14 +30,14 @@ from mlflow.tracking.context.registry import resolve_tags
 from nerveseg import names
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import sha256_file
+from nerveseg.io_utils import atomic_write_text, sha256_file
+from nerveseg.report.plots import plot_learning_curves
 from nerveseg.run import fold_files
 from nerveseg.run.cross_validate import say
 from nerveseg.run.store import CVObserver, OpenedCV
 from nerveseg.tasks import get_task
 from nerveseg.tasks.base import CVFinal
-from nerveseg.track import cv_artifacts, cv_parents, schema
-from nerveseg.track.fold_logging import EpochLogger
+from nerveseg.track import cv_parents, schema
 from nerveseg.track.provenance import environment_tags
 from nerveseg.track.schema import FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG
 from nerveseg.track.store import MlflowSettings, load_mlflow_settings, log_metrics, setup_mlflow
@@ -96,8 +104,7 @@ class MlflowStore:
             self._parent = self._create_parent(cv, folds_sha)
         else:
             self._rejoin_parent(cv, folds_sha)
-        task = get_task(cv.config.task)
-        self._summary_text = cv_artifacts.model_summary(task, cv.config) if self._to_train else ""
+        self._summary_text = model_summary(cv.config) if self._to_train else ""
 
     def observers(self) -> Sequence[CVObserver]:
         return [EpochLogger(self.client, self._fold_runs.__getitem__)]
@@ -108,12 +115,23 @@ class MlflowStore:
             self._experiment_id, run_name=f"fold_{fold}", tags=resolve_tags(tags)
         ).info.run_id
         self._fold_runs[fold], self._open_fold = run_id, run_id
-        cv_artifacts.log_fold_params(self.client, run_id, dict(params))
+        # logged now, so that a running or failed fold already says what it trains on
+        self.client.log_batch(run_id, params=[Param(key, value) for key, value in params.items()])
         return run_id
 
     def save_fold(self, result: FoldResult) -> None:
-        run_id = self._fold_runs[result.fold]
-        cv_artifacts.log_fold(self.client, run_id, self._cv.data.ids, result, self._summary_text)
+        """The fold's kept-epoch metrics and its files, with its model summary and learning curve, on its run."""
+        run_id, k = self._fold_runs[result.fold], result.fold
+        folder = fold_files.write_fold_files(self._cv.work / f"fold_{k}_artifacts", self._cv.data.ids, result)
+        atomic_write_text(folder / names.MODEL_SUMMARY_ARTIFACT, self._summary_text)
+        plot_learning_curves(
+            result.history,
+            folder / names.LEARNING_CURVE_ARTIFACT,
+            kept_epoch=result.kept_epoch,
+            title=f"fold {k}: kept epoch {result.kept_epoch}, val_score {result.val_score:.4f}",
+        )
+        log_metrics(self.client, run_id, kept_metrics(result))
+        self.client.log_artifacts(run_id, str(folder))
         self.client.set_terminated(run_id, "FINISHED")
         self._open_fold = None
 
@@ -124,26 +142,26 @@ class MlflowStore:
         return self.client.get_run(self.parent_id).info.status == "FINISHED"
 
     def load_fold(self, fold: int) -> FoldResult:
-        run = self._finished_fold_runs()[fold]
-        return cv_artifacts.load_fold(self.client, run, self._cv.data.ids, self._cv.folds, self._cv.work)
+        """A FoldResult rebuilt from a finished fold run's artifacts (trained by another call or process)."""
+        run_id, cv = self._finished_fold_runs()[fold].info.run_id, self._cv
+        dst = cv.work / f"fold_{fold}_{run_id}"
+        try:
+            oof_local = self.client.download_artifacts(run_id, names.oof_fold_artifact(fold), str(dst))
+            facts_local = self.client.download_artifacts(run_id, names.fold_facts_artifact(fold), str(dst))
+        except (MlflowException, OSError) as err:
+            what = f"fold run {run_id} (fold {fold}) lacks its OOF artifacts ({err})"
+            raise NervesegError(f"{what}; retrain that fold") from err
+        facts, oof = json.loads(Path(facts_local).read_text()), fold_files.load_oof(oof_local)
+        weights = Path(f"runs:/{run_id}/{names.weights_artifact(fold)}")
+        return fold_files.fold_result(facts, oof, cv.data.ids, cv.folds, weights, source=f"fold run {run_id}")
 
     def finalise(self, final: CVFinal, facts: Mapping[str, Any]) -> None:
         """The task's summary of a complete cross-validation logged on the parent, which is then FINISHED."""
-        client, run_id, work = self.client, self.parent_id, self._cv.work
+        client, run_id = self.client, self.parent_id
         log_metrics(client, run_id, final.metrics)
-        for key, value in final.tags.items():
+        for key, value in {**final.tags, schema.DESCRIPTION_TAG: final.description}.items():
             client.set_tag(run_id, key, value)
-        oof = fold_files.OofArrays(final.oof_ids, final.oof_probs, final.oof_presence)
-        oof_path = fold_files.save_oof(work / names.OOF_PROBS_FILE, oof)
-        client.log_artifact(run_id, str(oof_path), names.OOF_DIR)
-        if final.image_scores is not None:
-            scores_path = fold_files.save_image_scores(work / names.IMAGE_SCORES_FILE, final.image_scores)
-            client.log_artifact(run_id, str(scores_path), names.OOF_DIR)
-        client.log_text(run_id, fold_files.json_text(facts), names.SUMMARY_ARTIFACT)
-        client.log_text(run_id, fold_files.json_text(final.decision.to_json()), names.POSTPROCESSING_ARTIFACT)
-        client.set_tag(run_id, schema.DESCRIPTION_TAG, final.description)
-        for figure in final.figures:
-            client.log_artifact(run_id, str(figure), names.PLOTS_DIR)
+        client.log_artifacts(run_id, str(fold_files.write_cv_files(self._cv.work / "cv_artifacts", final, facts)))
         client.set_terminated(run_id, "FINISHED")
 
     def stop(self, err: BaseException, *, on_purpose: bool) -> None:
@@ -198,3 +216,47 @@ class MlflowStore:
     def _finished_fold_runs(self) -> dict[int, Run]:
         assert self._parent is not None, "open() sets the parent"
         return schema.newest_finished_fold_runs(self.client, self._parent)
+
+
+def model_summary(config: TrainConfig) -> str:
+    """Keras's summary of the config's model, kept on every fold run that trains."""
+    lines: list[str] = []
+    get_task(config.task).build_model(config).summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    return "\n".join(lines) + "\n"
+
+
+def kept_metrics(result: FoldResult) -> dict[str, float]:
+    """The kept epoch (1-based) and that epoch's history values under their own names, plus ``val_score``.
+
+    ``val_dice`` on a fold run is the per-epoch curve (its latest value is the last epoch);
+    ``val_dice_kept`` is the value of the epoch whose weights were kept. With ``checkpoint="inner"`` the
+    ``val_*`` history is on the inner split that chose the epoch; ``val_score`` is always the scored fold's.
+    """
+    epoch = result.kept_epoch
+    metrics = {names.KEPT_EPOCH: float(epoch), names.VAL_SCORE: float(result.val_score)}
+    for key in names.KEPT_HISTORY_KEYS:
+        values = result.history.get(key) or []
+        if 1 <= epoch <= len(values):
+            metrics[names.kept_metric(key)] = float(values[epoch - 1])
+    return metrics
+
+
+class EpochLogger(CVObserver):
+    """Each epoch's metrics on the run that ``run_id_of(fold)`` names (the fold's run, opened before training),
+    as ``names.epoch_metric_name`` says (``train_loss``, ``val_dice``, ``lr``...: never a param's name), with the
+    epoch number from 1 as the step and the epoch's wall time beside them."""
+
+    def __init__(self, client: MlflowClient, run_id_of: Callable[[int], str]) -> None:
+        self._client, self._run_id_of = client, run_id_of
+        self._started = time.monotonic()
+
+    def on_epoch_begin(self, fold: int, epoch: int) -> None:
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, fold: int, epoch: int, logs: Mapping[str, float]) -> None:
+        metrics = {names.epoch_metric_name(k): v for k, v in logs.items()}
+        metrics[names.EPOCH_SECONDS] = time.monotonic() - self._started
+        now = int(time.time() * 1000)
+        self._client.log_batch(
+            self._run_id_of(fold), metrics=[Metric(k, v, now, epoch + 1) for k, v in metrics.items()]
+        )

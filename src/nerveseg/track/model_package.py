@@ -203,7 +203,7 @@ def log_cv_model(
     existing = logged_model_of_run(client, run_id)
     if existing is not None:
         return existing
-    run = client.get_run(run_id)
+    run = reader.run
     files = model_files(reader, sources)
     if files.decision_source == DECIDED:
         client.log_dict(run_id, files.decision.to_json(), names.POSTPROCESSING_ARTIFACT)
@@ -235,15 +235,3 @@ def save_model_folder(files: ModelFiles, out: Path, *, tta: bool = True, batch_s
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
-
-
-__all__ = [
-    "BadInput",
-    "NervesegModel",
-    "input_example",
-    "log_cv_model",
-    "logged_model_of_run",
-    "pip_requirements",
-    "save_model_folder",
-    "signature",
-]

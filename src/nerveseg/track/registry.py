@@ -33,7 +33,7 @@ from nerveseg.run.package import version_description
 from nerveseg.run.resolved_run import Sources
 from nerveseg.track import schema
 from nerveseg.track.model_package import log_cv_model
-from nerveseg.track.run_reader import MlflowRuns, get_run
+from nerveseg.track.run_reader import MlflowRuns, run_name
 from nerveseg.track.store import TrackingError, check_store_to_read, load_mlflow_settings
 from nerveseg.uris import redact_uri
 
@@ -71,11 +71,11 @@ class Registered:
         )
 
 
-def version_tags(run: Run, model_id: str) -> dict[str, str]:
+def version_tags(run: Run) -> dict[str, str]:
     tags = {
         names.DATA_FINGERPRINT: run.data.tags.get(names.DATA_FINGERPRINT, ""),
         schema.GIT_COMMIT_TAG: run.data.tags.get(schema.GIT_COMMIT_TAG, ""),
-        schema.MODEL_VERSION_RUN_TAG: run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name,
+        schema.MODEL_VERSION_RUN_TAG: run_name(run),
         names.TASK_CONFIG: run.data.params.get(names.TASK_PARAM, DEFAULT_TASK),
     }
     return {k: v for k, v in tags.items() if v}
@@ -102,12 +102,8 @@ def register_run(
 ) -> Registered:
     """Log the run's model if missing, register a new version of ``name`` from it, point ``alias`` at it."""
     client, uri = runs.client, runs.tracking_uri
-    run = get_run(client, run_id)
-    if run.data.tags.get(schema.RUN_TYPE_TAG) != schema.CV_RUN:
-        raise NervesegError(f"run {run_id} is not a cross-validation parent run; register the CV run itself")
-    if run.info.status != "FINISHED":
-        raise NervesegError(f"run {run_id} is {run.info.status}; only FINISHED cross-validation runs are registered")
-    reader = runs.reader(run_id)
+    reader = runs.reader(run_id)  # a FINISHED CV parent run, or one line saying what the run is instead
+    run = reader.run
     with tempfile.TemporaryDirectory(prefix="nerveseg-register-") as tmp:
         sources = Sources(Path(tmp), Path(raw_dir), Path(cache_dir), progress)
         model = log_cv_model(client, reader, sources, tracking_uri=uri, tta=tta)
@@ -117,15 +113,14 @@ def register_run(
             name,
             source=f"models:/{model.model_id}",
             run_id=run_id,
-            tags=version_tags(run, model.model_id),
+            tags=version_tags(run),
             description=version_description(reader, run.data.tags.get(schema.DESCRIPTION_TAG, "")),
             model_id=model.model_id,
         )
         client.set_registered_model_alias(name, alias, version.version)
     except MlflowException as err:
         raise TrackingError(f"MLflow registry at {redact_uri(uri)}: {err.message.splitlines()[0]}") from err
-    run_name = run.data.tags.get(schema.RUN_NAME_TAG) or run.info.run_name
-    return Registered(name, str(version.version), alias, run_id, run_name, model.model_id)
+    return Registered(name, str(version.version), alias, run_id, reader.name, model.model_id)
 
 
 def register_best(run_id: str | None = None, *, task: str | None = None, **options: object) -> Registered:
@@ -191,14 +186,3 @@ def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
         raise NervesegError(f"--model {uri}: {first[:300]}; {MODEL_HINT}") from err
     except NervesegError as err:  # the package's own check of its files (a truncated weights artifact, say)
         raise NervesegError(f"--model {uri}: {err}") from err
-
-
-__all__ = [
-    "Registered",
-    "load_model",
-    "model_version",
-    "register_best",
-    "register_run",
-    "run_of_model",
-    "version_tags",
-]

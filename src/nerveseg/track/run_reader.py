@@ -1,29 +1,27 @@
 """Tracked cross-validation runs read back: ``MlflowRunReader``, a finished parent run (``run.store.RunReader``) with
 its files downloaded on demand; ``MlflowRuns``, the configured store's finished ones as records for ``run.choice``;
-and ``open_run``, which turns what a user typed (an MLflow run id or a LocalStore folder) into a reader."""
+``open_run`` and ``chosen_reader``, which turn what a user typed (an MLflow run id or a LocalStore folder) into a
+reader."""
 
 from __future__ import annotations
 
 import re
 import sys
-import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-import mlflow
-import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg import names
-from nerveseg.config import DEFAULT_TASK, TrainConfig, load_config
+from nerveseg.config import DEFAULT_TASK
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.paired import ImageScores
-from nerveseg.run.choice import CandidateRun
-from nerveseg.run.fold_files import check_weights_file, load_image_scores
+from nerveseg.run.choice import CandidateRun, chosen_runs
+from nerveseg.run.fold_files import check_weights_file
 from nerveseg.run.local_store import LocalRunReader
-from nerveseg.run.store import RunReader
+from nerveseg.run.store import RunReader, StoredRun
 from nerveseg.track import schema
 from nerveseg.track.store import (
     MlflowSettings,
@@ -68,51 +66,7 @@ def cv_parent_run(client: MlflowClient, run_id: str) -> Run:
     return run
 
 
-def _text(row: pd.Series, column: str) -> str:
-    value = row.get(column)
-    return "" if value is None or pd.isna(value) else str(value)
-
-
-def cv_candidates(experiment_name: str, tracking_uri: str) -> list[CandidateRun]:
-    """Every FINISHED cross-validation run of the experiment, newest first, as the plain records ``run.choice``
-    chooses among (runs from before the task param existed are nerve runs). A missing experiment is one line:
-    nothing was trained there."""
-    uri = tracking_uri
-    mlflow.set_tracking_uri(uri)
-    if MlflowClient(uri).get_experiment_by_name(experiment_name) is None:
-        raise TrackingError(
-            f"MLflow experiment {experiment_name!r} does not exist at {redact_uri(uri)}; train first (python "
-            "src/cv_train.py) or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
-        )
-    runs = mlflow.search_runs(
-        experiment_names=[experiment_name],
-        filter_string=f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.CV_RUN}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        output_format="pandas",
-    )
-    candidates = []
-    for _, row in runs.iterrows():
-        metrics = {
-            column.removeprefix("metrics."): float(value)
-            for column, value in row.items()
-            if str(column).startswith("metrics.") and pd.notna(value)
-        }
-        started = row.get("start_time")
-        candidates.append(
-            CandidateRun(
-                run_id=str(row["run_id"]),
-                name=_text(row, f"tags.{schema.RUN_NAME_TAG}") or str(row["run_id"]),
-                task=_text(row, f"params.{names.TASK_PARAM}") or DEFAULT_TASK,
-                config=_text(row, f"params.{names.CONFIG_NAME_PARAM}"),
-                started=None if started is None or pd.isna(started) else started.to_pydatetime(),
-                fingerprint=_text(row, f"tags.{names.DATA_FINGERPRINT}"),
-                metrics=metrics,
-            )
-        )
-    return candidates
-
-
-class MlflowRunReader:
+class MlflowRunReader(StoredRun):
     """A FINISHED CV parent run at ``tracking_uri``; refuses a fold's run, another kind of run or an unfinished one
     (``unfinished="warn"``: warns, for a submission from a run whose folds all finished but whose summary did not)."""
 
@@ -120,59 +74,32 @@ class MlflowRunReader:
         run = cv_parent_run(client, run_id)
         if run.info.status != "FINISHED":
             if unfinished == "refuse":
-                raise NervesegError(f"run {run_id} ({run_name(run)}) is {run.info.status}; compare finished runs")
+                raise NervesegError(f"run {run_id} ({run_name(run)}) is {run.info.status}; pass a finished run")
             print(f"warning: run {run_id} ({run_name(run)}) is {run.info.status}, not FINISHED", file=sys.stderr)
-        self._run, self._tracking_uri, self._client = run, tracking_uri, client
-        self._config: TrainConfig | None = None
+        self.run, self._tracking_uri, self._client = run, tracking_uri, client
 
     @property
     def run_id(self) -> str:
-        return self._run.info.run_id
+        return self.run.info.run_id
 
     @property
     def experiment_id(self) -> str:
-        return self._run.info.experiment_id
+        return self.run.info.experiment_id
 
     @property
     def name(self) -> str:
-        return run_name(self._run)
+        return run_name(self.run)
 
     @property
     def task(self) -> str:
-        return self._run.data.params.get(names.TASK_PARAM, DEFAULT_TASK)
+        return self.run.data.params.get(names.TASK_PARAM, DEFAULT_TASK)
 
     @property
     def data_fingerprint(self) -> str:
-        return self._run.data.tags.get(names.DATA_FINGERPRINT, "")
+        return self.run.data.tags.get(names.DATA_FINGERPRINT, "")
 
     def metrics(self) -> dict[str, float]:
-        return dict(self._run.data.metrics)
-
-    def image_scores(self) -> ImageScores:
-        source = f"{names.IMAGE_SCORES_ARTIFACT} of run {self.run_id} ({self.name})"
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = download_artifacts(
-                    self.run_id, names.IMAGE_SCORES_ARTIFACT, tmp, tracking_uri=self._tracking_uri
-                )
-            except TrackingError as err:
-                raise NervesegError(
-                    f"run {self.run_id} ({self.name}) has no {names.IMAGE_SCORES_ARTIFACT} (finished before "
-                    "per-image scores were kept, or its artifacts are out of reach); train it again to compare it"
-                ) from err
-            return load_image_scores(path, source=source)
-
-    def config(self) -> TrainConfig:
-        if self._config is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = self.file(names.CONFIG_ARTIFACT, Path(tmp))
-                if path is None:
-                    raise NervesegError(
-                        f"run {self.run_id} ({self.name}) has no {names.CONFIG_ARTIFACT} artifact; "
-                        "is it a CV parent run?"
-                    )
-                self._config = load_config(path).replace(name=self.name)
-        return self._config
+        return dict(self.run.data.metrics)
 
     def file(self, artifact: str, workdir: Path) -> Path | None:
         try:
@@ -183,7 +110,7 @@ class MlflowRunReader:
     def fold_weights(self, workdir: Path) -> list[Path]:
         """The newest FINISHED fold run's weights per fold, downloaded under ``workdir``."""
         run_id, name, folds = self.run_id, self.name, self.config().folds
-        runs = schema.newest_finished_fold_runs(self._client, self._run)
+        runs = schema.newest_finished_fold_runs(self._client, self.run)
         missing = [k for k in range(folds) if k not in runs]
         if missing:
             raise NervesegError(
@@ -221,11 +148,50 @@ class MlflowRuns:
         check_store_to_read(settings.tracking_uri)
         return cls(MlflowClient(settings.tracking_uri), settings.tracking_uri, settings.experiment_name)
 
+    def experiment_id(self) -> str:
+        """The configured experiment's id; a missing experiment is one line: nothing was trained there."""
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            raise TrackingError(
+                f"MLflow experiment {self.experiment!r} does not exist at {redact_uri(self.tracking_uri)}; train first "
+                "(python src/cv_train.py) or set MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME to where the runs are"
+            )
+        return experiment.experiment_id
+
     def candidates(self) -> list[CandidateRun]:
-        return cv_candidates(self.experiment, self.tracking_uri)
+        """Every FINISHED cross-validation run of the experiment, newest first, as the plain records ``run.choice``
+        chooses among (runs from before the task param existed are nerve runs)."""
+        runs = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.CV_RUN}' and attributes.status = 'FINISHED'",
+            max_results=10_000,
+            order_by=["attributes.start_time DESC"],
+        )
+        return [
+            CandidateRun(
+                run_id=run.info.run_id,
+                name=run_name(run),
+                task=run.data.params.get(names.TASK_PARAM) or DEFAULT_TASK,
+                config=run.data.params.get(names.CONFIG_NAME_PARAM, ""),
+                started=datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run.info.start_time else None,
+                fingerprint=run.data.tags.get(names.DATA_FINGERPRINT, ""),
+                metrics=dict(run.data.metrics),
+            )
+            for run in runs
+        ]
 
     def reader(self, run_id: str, *, unfinished: str = "refuse") -> MlflowRunReader:
         return MlflowRunReader(self.client, run_id, self.tracking_uri, unfinished=unfinished)
+
+
+def chosen_reader(run_dir: Path | None, run_id: str | None = None, task: str | None = None) -> RunReader:
+    """The CV run a command names: ``--run-dir``'s LocalStore folder (no tracking store is read or created), else
+    the MLflow run ``--run-id``, else the best finished one of ``task`` (``run.choice``; data not compared)."""
+    if run_dir is not None:
+        return LocalRunReader(run_dir)
+    runs = MlflowRuns.open()
+    (chosen,) = chosen_runs(runs, run_id, None, task)
+    return runs.reader(chosen)
 
 
 def open_run(name: str, tracking_uri: str) -> RunReader:
@@ -238,6 +204,3 @@ def open_run(name: str, tracking_uri: str) -> RunReader:
         f"{name!r} is neither a LocalStore folder nor an MLflow run id (32 hex digits); pass a CV parent run's id "
         "or the folder of a LocalStore cross-validation"
     )
-
-
-__all__ = ["MlflowRunReader", "MlflowRuns", "cv_candidates", "cv_parent_run", "get_run", "open_run", "run_name"]

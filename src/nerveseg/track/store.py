@@ -227,9 +227,14 @@ def setup_mlflow(settings: MlflowSettings | None = None) -> str:
             experiment_id = _get_or_create_experiment(MlflowClient(settings.tracking_uri), settings)
             mlflow.set_experiment(experiment_id=experiment_id)
     except (MlflowException, SQLAlchemyError) as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TrackingError(f"MLflow tracking store {redact_uri(settings.tracking_uri)}: {first_line}") from err
+        raise _store_error(settings.tracking_uri, err) from err
     return experiment_id
+
+
+def _store_error(uri: str, err: Exception) -> TrackingError:
+    """An error of the store itself (MLflow's or the database's) as one line naming the store."""
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return TrackingError(f"MLflow tracking store {redact_uri(uri)}: {first_line}")
 
 
 def _get_or_create_experiment(client: MlflowClient, settings: MlflowSettings) -> str:
@@ -274,8 +279,7 @@ def retire_experiment(name: str, settings: MlflowSettings | None = None) -> tupl
         if experiment.lifecycle_stage != "deleted":
             client.delete_experiment(experiment.experiment_id)
     except MlflowException as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TrackingError(f"MLflow tracking store {redact_uri(settings.tracking_uri)}: {first_line}") from err
+        raise _store_error(settings.tracking_uri, err) from err
     return retired, experiment.experiment_id
 
 

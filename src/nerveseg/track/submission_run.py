@@ -13,16 +13,15 @@ always shows the current plot in one place, while each submission run keeps only
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, Run, RunStatus
+from mlflow.entities import Param, Run, RunStatus
 from mlflow.exceptions import MlflowException
 
 from nerveseg import names
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import sha256_file
+from nerveseg.io_utils import atomic_write_bytes, sha256_file
 from nerveseg.run.leaderboard import SubmissionRecord
 from nerveseg.run.resolved_run import DECIDED
 from nerveseg.run.submit import SubmissionResult, Written, submission_metrics, submission_params, submission_tags
@@ -51,12 +50,9 @@ class MlflowSubmissions(MlflowRuns):
         experiment_id = client.get_run(cv_run).info.experiment_id
         run_id = client.create_run(experiment_id, run_name=schema.SUBMISSION_RUN, tags=tags).info.run_id
         try:
-            now = int(time.time() * 1000)
-            client.log_batch(
-                run_id,
-                metrics=[Metric(k, v, now, 0) for k, v in submission_metrics(written).items()],
-                params=[Param(k, str(v)[: names.MAX_PARAM_LENGTH]) for k, v in submission_params(written).items()],
-            )
+            log_metrics(client, run_id, submission_metrics(written))
+            params = [Param(k, str(v)[: names.MAX_PARAM_LENGTH]) for k, v in submission_params(written).items()]
+            client.log_batch(run_id, params=params)
             client.log_artifact(run_id, str(written.file.path), names.SUBMISSION_DIR)
             client.log_dict(run_id, written.decision.to_json(), names.POSTPROCESSING_ARTIFACT)
         except BaseException:
@@ -77,7 +73,7 @@ class MlflowSubmissions(MlflowRuns):
         return _recorded(run)
 
     def submission_of_file(self, path: Path) -> SubmissionRecord:
-        experiment_id = self._experiment_id()
+        experiment_id = self.experiment_id()
         if not Path(path).is_file():
             raise NervesegError(f"--csv {path} does not exist; pass the CSV submit.py wrote (in submissions/)")
         digest = sha256_file(path)
@@ -90,7 +86,7 @@ class MlflowSubmissions(MlflowRuns):
         return _recorded(runs[0])
 
     def submissions(self, experiment: str | None = None) -> list[SubmissionRecord]:
-        return [_recorded(run) for run in self._submission_runs(experiment or self._experiment_id())]
+        return [_recorded(run) for run in self._submission_runs(experiment or self.experiment_id())]
 
     def cv_run(self, run_id: str) -> tuple[str, Mapping[str, float]] | None:
         try:
@@ -107,27 +103,15 @@ class MlflowSubmissions(MlflowRuns):
 
     def publish(self, experiment: str | None, table: str, plot_png: bytes | None) -> str:
         """The table and plot on the experiment's one "leaderboard" run (created, FINISHED, the first time)."""
-        run_id = self._leaderboard_run(experiment or self._experiment_id())
-        with tempfile.TemporaryDirectory(prefix="nerveseg-leaderboard-") as tmp:
-            table_file = Path(tmp) / schema.LEADERBOARD_TABLE_ARTIFACT
-            table_file.write_text(table + "\n")
-            self.client.log_artifact(run_id, str(table_file))
-            if plot_png is not None:
-                plot_file = Path(tmp) / Path(schema.TRUST_PLOT_ARTIFACT).name
-                plot_file.write_bytes(plot_png)
-                self.client.log_artifact(run_id, str(plot_file), str(Path(schema.TRUST_PLOT_ARTIFACT).parent))
+        run_id = self._leaderboard_run(experiment or self.experiment_id())
+        self.client.log_text(run_id, table + "\n", schema.LEADERBOARD_TABLE_ARTIFACT)
+        if plot_png is not None:
+            with tempfile.TemporaryDirectory(prefix="nerveseg-leaderboard-") as tmp:
+                atomic_write_bytes(Path(tmp) / schema.TRUST_PLOT_ARTIFACT, plot_png)
+                self.client.log_artifacts(run_id, tmp)
         return run_id
 
     # ------------------------------------------------------------------------------------------- helpers
-
-    def _experiment_id(self) -> str:
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        if experiment is None:
-            raise NervesegError(
-                f"MLflow experiment {self.experiment!r} does not exist: nothing was submitted there; set "
-                "MLFLOW_EXPERIMENT_NAME to the experiment of your runs"
-            )
-        return experiment.experiment_id
 
     def _submission_runs(self, experiment_id: str, extra: str = "") -> list[Run]:
         query = f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.SUBMISSION_RUN}' and attributes.status = 'FINISHED'{extra}"
@@ -153,6 +137,3 @@ def _recorded(run: Run) -> SubmissionRecord:
     ids = run.data.params.get(names.RUN_IDS_PARAM) or run.data.tags.get(schema.PARENT_TAG, "")
     cv_runs = tuple(filter(None, ids.split(",")))
     return SubmissionRecord(run.info.run_id, cv_runs, run.info.experiment_id, run.data.metrics, run.data.tags)
-
-
-__all__ = ["MlflowSubmissions"]
