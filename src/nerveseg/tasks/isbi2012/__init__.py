@@ -30,7 +30,7 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import MEMBRANE_COLUMN, N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
-from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile
+from nerveseg.tasks.base import CVFinal, ServedColumn, SharedStages, SubmissionFile
 from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
 from nerveseg.tasks.isbi2012.data import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.tasks.isbi2012.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
@@ -93,7 +93,7 @@ def _optional_float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-class IsbiTask:
+class IsbiTask(SharedStages):
     """EM membranes: the challenge's V_rand / V_info errors, pixel error and skimage's adapted Rand error on
     block folds, a float32 TIFF stack submission."""
 
@@ -140,11 +140,6 @@ class IsbiTask:
         from nerveseg.tasks.isbi2012.trainer import train_isbi_fold
 
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
-
-    def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.model.families import training_network
-
-        return training_network(config)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """The metrics per fold and over folds (pixel and adapted Rand error at 0.5, V_rand and V_info errors at
