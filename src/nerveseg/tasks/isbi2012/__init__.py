@@ -215,6 +215,7 @@ class IsbiTask(SharedStages):
     ) -> SubmissionFile:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
         and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
+        from nerveseg.data.cache import fingerprint
         from nerveseg.tasks.isbi2012.membranes import predict_isbi_ensemble
         from nerveseg.tasks.isbi2012.submission import write_submission_stack
 
@@ -241,14 +242,7 @@ class IsbiTask(SharedStages):
             "mean_membrane_probability": float(probs.mean()),
             "predicted_membrane_share": float((probs > decision.settings.threshold).mean()),
         }
-        test_fingerprint = _test_fingerprint(data)
-        return SubmissionFile(written, len(probs), test_fingerprint, metrics, seconds)
-
-
-def _test_fingerprint(data: IsbiData) -> str:
-    from nerveseg.data.cache import fingerprint
-
-    return fingerprint(data.test_images)
+        return SubmissionFile(written, len(probs), fingerprint(data.test_images), metrics, seconds)
 
 
 TASK = IsbiTask()
