@@ -58,11 +58,6 @@ def load_oof(path: Path | str) -> OofArrays:
     return OofArrays(ids, probs, None if presence is None else presence.reshape(-1).astype(np.float32))
 
 
-def fold_oof(ids: np.ndarray, result: FoldResult) -> OofArrays:
-    """The fold's held-out predictions with the ids of its images (``ids``: the training data's ids)."""
-    return OofArrays(ids[result.val_index], result.oof_probs, result.oof_presence)
-
-
 def atomic_copy(source: Path | str, target: Path) -> None:
     """Copy through io_utils' atomic writer, so a killed copy leaves only a temp file it cleans up later."""
     atomic_write_bytes(target, Path(source).read_bytes())
@@ -72,7 +67,8 @@ def write_fold_files(folder: Path, ids: np.ndarray, result: FoldResult) -> Path:
     """The fold's weights, OOF predictions and facts under ``folder``, at their artifact paths (``names``)."""
     k = result.fold
     atomic_copy(result.weights_path, folder / names.weights_artifact(k))
-    save_oof(folder / names.oof_fold_artifact(k), fold_oof(ids, result))
+    held_out = OofArrays(ids[result.val_index], result.oof_probs, result.oof_presence)  # ids: the training data's
+    save_oof(folder / names.oof_fold_artifact(k), held_out)
     atomic_write_text(folder / names.fold_facts_artifact(k), json_text(fold_facts(ids, result)))
     return folder
 

@@ -45,7 +45,7 @@ class LocalStore:
         return self.root.name
 
     def begin(self, config: TrainConfig, requested: Sequence[int]) -> list[int]:
-        parent = self._read_parent()
+        parent = read_parent(self.root)
         if parent is not None:
             if parent["status"] == FINISHED:
                 raise NervesegError(
@@ -63,7 +63,7 @@ class LocalStore:
     def open(self, cv: OpenedCV) -> None:
         self._cv = cv
         folds_sha = sha256_file(cv.folds_file)
-        parent = self._read_parent()
+        parent = read_parent(self.root)
         if parent is None:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.root / names.CONFIG_ARTIFACT, config_to_yaml(cv.config))
@@ -95,7 +95,7 @@ class LocalStore:
         return done
 
     def is_finalised(self) -> bool:
-        parent = self._read_parent()
+        parent = read_parent(self.root)
         return parent is not None and parent["status"] == FINISHED
 
     def load_fold(self, fold: int) -> FoldResult:
@@ -112,7 +112,7 @@ class LocalStore:
             self.root / METRICS_FILE, fold_files.json_text({k: float(v) for k, v in final.metrics.items()})
         )
         atomic_write_text(self.root / DESCRIPTION_FILE, final.description)
-        parent = self._read_parent() or {}
+        parent = read_parent(self.root) or {}
         self._write_parent(cv.config, cv.data.fingerprint, parent.get("folds_sha256", ""), FINISHED)
 
     def stop(self, err: BaseException, *, on_purpose: bool) -> None:
@@ -121,7 +121,7 @@ class LocalStore:
             marker = folder / STATUS_FILE
             if marker.is_file() and marker.read_text() == RUNNING:
                 atomic_write_text(marker, status)
-        parent = self._read_parent()
+        parent = read_parent(self.root)
         if parent is not None and parent["status"] != FINISHED:
             parent.update(status=status, error=f"{type(err).__name__}: {err}"[:500])
             atomic_write_text(self.root / PARENT_FILE, fold_files.json_text(parent))
@@ -132,9 +132,6 @@ class LocalStore:
         if self._cv is None:
             raise RuntimeError("LocalStore: call open() first")
         return self._cv
-
-    def _read_parent(self) -> dict[str, Any] | None:
-        return read_parent(self.root)
 
     def _write_parent(self, config: TrainConfig, fingerprint: str, folds_sha: str, status: str) -> None:
         parent = {

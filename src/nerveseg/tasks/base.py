@@ -187,3 +187,20 @@ class Task(Protocol):
         progress: bool,
     ) -> SubmissionFile:
         """Predict the test data with every run's fold models, post-process, write ``path`` (new) and check it."""
+
+
+class SharedStages:
+    """The ``Task`` methods every task so far does alike, written once: a task class derives from it and
+    overrides what it does otherwise (its own folds, say). Imports stay inside, so ``get_task`` stays cheap."""
+
+    def make_folds(self, data: TrainData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
+        """Subject-grouped folds (``data.folds``), written once to the folds file named by data and K."""
+        from nerveseg.data.folds import load_or_create_folds
+
+        return load_or_create_folds(data, config.folds, config.seed, folds_dir)
+
+    def build_model(self, config: TrainConfig) -> keras.Model:
+        """The config's training network (``model.families``)."""
+        from nerveseg.model.families import training_network
+
+        return training_network(config)

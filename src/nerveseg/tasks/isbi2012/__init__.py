@@ -30,7 +30,7 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import MEMBRANE_COLUMN, N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
-from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile
+from nerveseg.tasks.base import CVFinal, ServedColumn, SharedStages, SubmissionFile
 from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
 from nerveseg.tasks.isbi2012.data import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.tasks.isbi2012.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
@@ -93,7 +93,7 @@ def _optional_float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-class IsbiTask:
+class IsbiTask(SharedStages):
     """EM membranes: the challenge's V_rand / V_info errors, pixel error and skimage's adapted Rand error on
     block folds, a float32 TIFF stack submission."""
 
@@ -140,11 +140,6 @@ class IsbiTask:
         from nerveseg.tasks.isbi2012.trainer import train_isbi_fold
 
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
-
-    def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.model.families import training_network
-
-        return training_network(config)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """The metrics per fold and over folds (pixel and adapted Rand error at 0.5, V_rand and V_info errors at
@@ -220,6 +215,7 @@ class IsbiTask:
     ) -> SubmissionFile:
         """The mean over runs of each run's fold ensemble (with TTA), cleaned up, as a new float32 stack,
         and each slice's thresholded membrane map as ``<stack stem>/<k>.png`` beside it."""
+        from nerveseg.data.cache import fingerprint
         from nerveseg.tasks.isbi2012.membranes import predict_isbi_ensemble
         from nerveseg.tasks.isbi2012.submission import write_submission_stack
 
@@ -246,14 +242,7 @@ class IsbiTask:
             "mean_membrane_probability": float(probs.mean()),
             "predicted_membrane_share": float((probs > decision.settings.threshold).mean()),
         }
-        test_fingerprint = _test_fingerprint(data)
-        return SubmissionFile(written, len(probs), test_fingerprint, metrics, seconds)
-
-
-def _test_fingerprint(data: IsbiData) -> str:
-    from nerveseg.data.cache import fingerprint
-
-    return fingerprint(data.test_images)
+        return SubmissionFile(written, len(probs), fingerprint(data.test_images), metrics, seconds)
 
 
 TASK = IsbiTask()

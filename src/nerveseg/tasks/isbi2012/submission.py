@@ -82,11 +82,6 @@ def write_probability_stack(probs: np.ndarray, path: Path | str, shape: tuple[in
     return path
 
 
-def membrane_png_folder(stack_path: Path | str) -> Path:
-    """``submissions/<name>.tif`` -> ``submissions/<name>``: where its per-slice PNGs go."""
-    return Path(stack_path).with_suffix("")
-
-
 def membrane_png(prob: np.ndarray, threshold: float) -> np.ndarray:
     """(h, w) uint8 of one slice's thresholded map in the labels' convention: 0 membrane, 255 cell."""
     return np.where(np.asarray(prob) > threshold, MEMBRANE_VALUE, CELL_VALUE).astype(np.uint8)
@@ -129,7 +124,8 @@ def write_submission_stack(
 
     Both must be new: they are checked before anything is written.
     """
-    path, folder = Path(path), membrane_png_folder(path)
+    path = Path(path)
+    folder = path.with_suffix("")  # submissions/<name>.tif -> submissions/<name>: where its per-slice PNGs go
     for existing in (path, folder):
         if existing.exists():
             raise NervesegError(f"{existing} already exists; submissions are never overwritten, pick a new name")

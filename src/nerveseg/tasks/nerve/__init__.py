@@ -20,7 +20,7 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
-from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile
+from nerveseg.tasks.base import CVFinal, ServedColumn, SharedStages, SubmissionFile
 
 
 def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | None:
@@ -36,7 +36,7 @@ def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | N
     )
 
 
-class NerveTask:
+class NerveTask(SharedStages):
     """Dice on 580x420 masks, subject-grouped folds, a run-length-encoded CSV."""
 
     name = "nerve"
@@ -57,11 +57,6 @@ class NerveTask:
 
         return train_fingerprint(raw_dir, cache_dir, progress=progress)
 
-    def make_folds(self, data: Any, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
-        from nerveseg.data.folds import load_or_create_folds
-
-        return load_or_create_folds(data, config.folds, config.seed, folds_dir)
-
     def split_params(self, config: TrainConfig, data: Any, folds: np.ndarray, fold: int) -> dict[str, str]:
         """Sizes after dropping contradictory images and the inner split (``train.fold.fold_indices``, the rows
         ``train_fold`` trains on), and the held-out subjects."""
@@ -81,11 +76,6 @@ class NerveTask:
         from nerveseg.train.fold import train_fold
 
         return train_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
-
-    def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.model.families import training_network
-
-        return training_network(config)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """``summarize_cv`` (fold scores, intervals, cross-fitted post-processed score), the post-processing

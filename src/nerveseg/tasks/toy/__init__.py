@@ -25,7 +25,7 @@ from nerveseg.io_utils import atomic_create_text
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.report.markdown import aligned_columns
 from nerveseg.submit.rle import rle_decode, rle_encode
-from nerveseg.tasks.base import CVFinal, ServedColumn, SubmissionFile
+from nerveseg.tasks.base import CVFinal, ServedColumn, SharedStages, SubmissionFile
 from nerveseg.tasks.toy.blobs import TEST, TRAIN, iou_per_image, read_blobs
 
 RANKING, OOF_IOU = "cv_iou_mean", "oof_iou"  # IoU at threshold 0.5: the fold mean ranks, the pooled OOF per image
@@ -65,7 +65,7 @@ def fold_iou(data: PreparedData, rows: np.ndarray, probs: np.ndarray) -> float:
     return float(iou_per_image(data.masks[rows], probs > 0.5).mean())
 
 
-class ToyTask:
+class ToyTask(SharedStages):
     """IoU of bright blobs on noise, subject-grouped folds, a CSV of run-length-encoded masks."""
 
     name = "toy"
@@ -88,11 +88,6 @@ class ToyTask:
     def data_fingerprint(self, raw_dir: Path, cache_dir: Path, *, progress: bool) -> str:
         return fingerprint(*read_blobs(Path(raw_dir) / TRAIN, "images", "masks"))
 
-    def make_folds(self, data: PreparedData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
-        from nerveseg.data.folds import load_or_create_folds
-
-        return load_or_create_folds(data, config.folds, config.seed, folds_dir)
-
     def split_params(self, config: TrainConfig, data: PreparedData, folds: np.ndarray, fold: int) -> dict[str, str]:
         from nerveseg.train.fold import fold_indices
 
@@ -105,11 +100,6 @@ class ToyTask:
 
         hooks = dataclasses.replace(NERVE_FOLD, score=fold_iou)
         return run_fold(hooks, config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
-
-    def build_model(self, config: TrainConfig) -> Any:
-        from nerveseg.model.families import training_network
-
-        return training_network(config)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """IoU at 0.5 per fold, pooled and of all-empty masks; the threshold chosen on all OOF (in-sample)."""
