@@ -57,3 +57,24 @@ def test_the_free_space_asked_for_is_the_largest_any_task_could_write(synthetic_
     isbi.mkdir(parents=True)
     tifffile.imwrite(isbi / "test-volume.tif", np.zeros((30, 512, 512), np.uint8))
     assert expected_output_bytes(tmp_path / "raw") == expected_stack_bytes(30) > expected_csv_bytes(n_test)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"model": "models:/m@a", "run_id": "a" * 32},
+        {"run_dir": Path("cv"), "run_id": "a" * 32},
+        {"run_dir": Path("cv"), "model": "models:/m@a"},
+        {"run_dir": Path("cv"), "task": "nerve"},
+    ],
+)
+def test_a_submission_names_its_runs_one_way(names: dict, tmp_path: Path) -> None:
+    """Two ways of naming the runs at once are refused before any store is opened or folder read."""
+    from nerveseg.errors import NervesegError
+    from nerveseg.run.submit import make_submission
+
+    def no_store() -> None:
+        raise AssertionError("the store was opened")
+
+    with pytest.raises(NervesegError, match=r"drop|not both"):
+        make_submission(no_store, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", **names)
