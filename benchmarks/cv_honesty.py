@@ -67,6 +67,7 @@ class Case:
     pi_low: float  # the prediction interval for a held-out set of the test's subject count
     pi_high: float
     cv_postprocessed_insample: float  # post-processing decided and scored on all OOF (the old number)
+    ensemble_gain: float  # with ensemble_gain_probe: what the fold ensemble adds (the PI is centred on CV+pp + it)
     cv_empty: float
     test_score: float
     test_ci_low: float
@@ -76,6 +77,12 @@ class Case:
 
     @property
     def gap(self) -> float:
+        """Held-out minus what the run expects: CV + pp plus the measured ensemble gain (0 without a probe)."""
+        return self.test_score - self.cv_postprocessed - self.ensemble_gain
+
+    @property
+    def single_gap(self) -> float:
+        """Held-out minus the single-model estimate CV + pp (the gap before the ensemble gain)."""
         return self.test_score - self.cv_postprocessed
 
     @property
@@ -113,6 +120,7 @@ def run_case(root: Path, seed: int, rule: str, args: argparse.Namespace) -> Case
         pi_low=metrics.get(names.OOF_SCORE_POSTPROCESSED_PI_LOW, float("nan")),
         pi_high=metrics.get(names.OOF_SCORE_POSTPROCESSED_PI_HIGH, float("nan")),
         cv_postprocessed_insample=metrics[names.OOF_SCORE_POSTPROCESSED_INSAMPLE],
+        ensemble_gain=metrics.get(names.ENSEMBLE_GAIN, 0.0),
         cv_empty=metrics[names.EMPTY_BASELINE_SCORE],
         test_score=submission.test_score,
         test_ci_low=submission.test_interval.low,
@@ -123,7 +131,7 @@ def run_case(root: Path, seed: int, rule: str, args: argparse.Namespace) -> Case
 
 
 HEADER = (
-    f"{'seed':>5} {'rule':>8} {'CV raw':>7} {'CV+pp':>7} {'95 % CI':>13} {'95 % PI':>13} {'insample':>8} "
+    f"{'seed':>5} {'rule':>8} {'CV raw':>7} {'CV+pp':>7} {'95 % CI':>13} {'95 % PI':>13} {'insample':>8} {'gain':>7} "
     f"{'empty':>6} {'test':>7} {'test CI':>13} {'empty':>6} {'gap':>7} {'in PI':>5} {'in CI':>5} {'min':>5}"
 )
 
@@ -132,7 +140,7 @@ def row(case: Case) -> str:
     return (
         f"{case.seed:>5} {case.rule:>8} {case.cv_score_mean:7.4f} {case.cv_postprocessed:7.4f} "
         f"{case.ci_low:6.3f}-{case.ci_high:5.3f} {case.pi_low:6.3f}-{case.pi_high:5.3f} "
-        f"{case.cv_postprocessed_insample:8.4f} {case.cv_empty:6.3f} "
+        f"{case.cv_postprocessed_insample:8.4f} {case.ensemble_gain:+7.4f} {case.cv_empty:6.3f} "
         f"{case.test_score:7.4f} {case.test_ci_low:6.3f}-{case.test_ci_high:5.3f} {case.test_empty:6.3f} "
         f"{case.gap:+7.4f} {'yes' if case.inside else 'NO':>5} {'yes' if case.inside_ci else 'NO':>5} "
         f"{case.minutes:5.1f}"
@@ -144,7 +152,7 @@ def summary_lines(cases: list[Case], rules: list[str]) -> list[str]:
     mean's interval, how far CV + pp stands above all-empty, and the same for the held-out score."""
     lines = [
         f"{'rule':>8} {'cases':>5} {'mean gap':>9} {'mean |gap|':>10} {'in 95 % PI':>10} {'in 95 % CI':>10} "
-        f"{'CV+pp - empty':>13} {'test - empty':>12}"
+        f"{'CV+pp - empty':>13} {'test - empty':>12} {'mean gap to CV+pp':>17}"
     ]
     for rule in rules:
         mine = [c for c in cases if c.rule == rule]
@@ -157,7 +165,7 @@ def summary_lines(cases: list[Case], rules: list[str]) -> list[str]:
         lines.append(
             f"{rule:>8} {n:>5} {gaps.mean():+9.4f} {np.abs(gaps).mean():10.4f} "
             f"{f'{sum(c.inside for c in mine)}/{n}':>10} {f'{sum(c.inside_ci for c in mine)}/{n}':>10} "
-            f"{margin:+13.4f} {test_margin:+12.4f}"
+            f"{margin:+13.4f} {test_margin:+12.4f} {np.mean([c.single_gap for c in mine]):+17.4f}"
         )
     return lines
 

@@ -138,6 +138,7 @@ class SeedRow:
     ci_high: float
     pi_low: float
     pi_high: float
+    gain: float  # the fold ensemble's measured gain (ensemble_gain_probe; 0 without): the PI is centred on cv_pp + it
     test: float
     test_ci_low: float
     test_ci_high: float
@@ -150,7 +151,8 @@ class SeedRow:
 
     @property
     def gap(self) -> float:
-        return self.test - self.cv_pp
+        """Held-out minus what the run expects (CV + pp plus the ensemble gain)."""
+        return self.test - self.cv_pp - self.gain
 
     @property
     def inside_pi(self) -> bool:
@@ -158,7 +160,7 @@ class SeedRow:
 
 
 HEADER = (
-    f"{'seed':>4} {'raw OOF':>7} {'empty':>6} {'OOF+pp':>7} {'95 % CI':>11} {'95 % PI':>11} "
+    f"{'seed':>4} {'raw OOF':>7} {'empty':>6} {'OOF+pp':>7} {'95 % CI':>11} {'gain':>7} {'95 % PI':>11} "
     f"{'test':>6} {'test CI':>11} {'empty':>6} {'t-empty':>7} {'gap':>7} {'in PI':>5} {'pred0':>5} "
     f"{'drop':>5} {'gated':>5} {'silent':>6} {'min':>5}"
 )
@@ -171,7 +173,7 @@ def _optional(value: float | None) -> str:
 def row(r: SeedRow) -> str:
     return (
         f"{r.seed:>4} {r.raw_oof:7.4f} {r.cv_empty:6.4f} {r.cv_pp:7.4f} {r.ci_low:5.3f}-{r.ci_high:5.3f} "
-        f"{r.pi_low:5.3f}-{r.pi_high:5.3f} {r.test:6.4f} {r.test_ci_low:5.3f}-{r.test_ci_high:5.3f} "
+        f"{r.gain:+7.4f} {r.pi_low:5.3f}-{r.pi_high:5.3f} {r.test:6.4f} {r.test_ci_low:5.3f}-{r.test_ci_high:5.3f} "
         f"{r.test_empty:6.4f} {r.test - r.test_empty:+7.4f} {r.gap:+7.4f} {'yes' if r.inside_pi else 'NO':>5} "
         f"{r.predicted_empty:5.1%} {r.worst_drop:5.3f} {_optional(r.worst_drop_gated):>5} {r.silent_folds:>6} "
         f"{r.minutes:5.1f}"
@@ -192,7 +194,8 @@ def summary_lines(rows: list[SeedRow]) -> list[str]:
         f"held-out test         {spread([r.test for r in rows])}",
         f"test - all-empty      {spread([r.test - r.test_empty for r in rows], '{:+.4f}')}   "
         f">= +0.05 in {sum(r.test - r.test_empty >= 0.05 for r in rows)}/{n}",
-        f"gap (test - CV)       {spread([r.gap for r in rows], '{:+.4f}')}   "
+        f"ensemble gain         {spread([r.gain for r in rows], '{:+.4f}')}   (the PI is centred on OOF + pp + it)",
+        f"gap (test - expected) {spread([r.gap for r in rows], '{:+.4f}')}   "
         f"test inside the 95 % PI in {sum(r.inside_pi for r in rows)}/{n}",
         f"predicted empty       {spread([r.predicted_empty for r in rows], '{:.1%}')}",
         f"worst fold late drop  {spread([r.worst_drop for r in rows], '{:.3f}')}   "
@@ -223,6 +226,7 @@ def run_seed(root: Path, seed: int, args: argparse.Namespace, test_subjects: int
         ci_high=m[names.OOF_SCORE_POSTPROCESSED_CI_HIGH],
         pi_low=m[names.OOF_SCORE_POSTPROCESSED_PI_LOW],
         pi_high=m[names.OOF_SCORE_POSTPROCESSED_PI_HIGH],
+        gain=m.get(names.ENSEMBLE_GAIN, 0.0),
         test=sub.test_score,
         test_ci_low=sub.test_interval.low,
         test_ci_high=sub.test_interval.high,

@@ -96,3 +96,28 @@ def test_an_interrupted_local_cv_resumes_only_the_missing_folds(
 
     with pytest.raises(NervesegError, match="FINISHED cross-validation and is never modified"):
         cross_validate(config, paths, LocalStore(store_dir), progress=False)
+
+
+@pytest.mark.slow
+def test_an_ensemble_gain_probe_trains_fold_0_again_and_keeps_only_the_gain(
+    synthetic_root: Path, tmp_path: Path, tiny_config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nerveseg.run.cross_validate import cross_validate
+    from nerveseg.run.local_store import LocalStore
+
+    config = tiny_config.replace(epochs=1, folds=2, depth=2, ensemble_gain_probe=True)
+    paths = CVPaths(synthetic_root / "raw", tmp_path / "cache", tmp_path / "folds", tmp_path / "work")
+    final = cross_validate(config, paths, LocalStore(tmp_path / "cv")).final
+    assert final is not None
+    metrics = final.metrics
+    gain, estimate = metrics[names.ENSEMBLE_GAIN], metrics[names.OOF_SCORE_POSTPROCESSED]
+    assert gain == pytest.approx(metrics[names.ENSEMBLE_GAIN_PAIR])  # 2 members: scaled by 2 * (1 - 1/2)
+    assert metrics[names.EXPECTED_SCORE] == pytest.approx(estimate + gain)
+    assert metrics[names.OOF_SCORE_POSTPROCESSED_PI_LOW] <= metrics[names.EXPECTED_SCORE]
+    assert metrics[names.EXPECTED_SCORE] <= metrics[names.OOF_SCORE_POSTPROCESSED_PI_HIGH]
+    assert f"seed {config.seed + 2}" in capsys.readouterr().err
+    assert (tmp_path / "work" / "ensemble_probe").is_dir()
+    assert sorted(p.name for p in (tmp_path / "cv").glob("fold_*")) == ["fold_0", "fold_1"]  # no third model kept
+    assert "ensemble " in final.table
+    with pytest.raises(ValueError, match="ensemble_gain_probe"):
+        config.replace(task="isbi2012", presence_head=False)

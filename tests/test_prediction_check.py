@@ -38,3 +38,9 @@ def test_the_check_says_inside_or_outside_and_warns_about_another_test_size() ->
     assert "--predict-subjects 10" in prediction_check(0.7, ten, prediction)
     by_image = Interval(0.7, 0.65, 0.75, 300, "image")  # no subjects.csv: nothing to compare
     assert "test set has" not in prediction_check(0.7, by_image, prediction)
+
+
+def test_a_probed_runs_interval_is_about_the_fold_ensembles_expected_score() -> None:
+    probed = {**logged(0.62, 0.82), names.ENSEMBLE_GAIN: 0.02, names.EXPECTED_SCORE: 0.72}
+    prediction = cv_prediction_interval(probed)
+    assert prediction is not None and (prediction.estimate, prediction.low, prediction.high) == (0.72, 0.62, 0.82)

@@ -312,3 +312,39 @@ def test_a_fold_runs_params_count_the_rows_train_fold_uses(data, tiny_config) ->
         assert params.get("n_inner_val") == (str(len(monitor_index)) if checkpoint == "inner" else None)
         assert set(params["val_subjects"].split(",")) == {str(s) for s in np.unique(data.subjects[val_index])}
     assert len(monitor_index) > 0 and not set(monitor_index) & set(train_index)
+
+
+def test_an_ensemble_gain_probe_centres_the_pi_on_the_ensembles_expected_score(data) -> None:
+    from nerveseg.train.cv_summary import EnsembleGain
+
+    folds = make_folds(data)
+    rng = np.random.default_rng(3)
+
+    def noisy(seed_rng: np.random.Generator) -> np.ndarray:
+        return np.clip(data.masks * 0.6 + seed_rng.uniform(0, 0.7, data.masks.shape), 0, 1).astype(np.float32)
+
+    results = fake_results(data, folds, noisy(rng))
+    plain, _ = summarize_cv(data, folds, results)
+    assert plain.ensemble_gain is None and names.ENSEMBLE_GAIN not in interval_metrics(plain)
+    assert "ensemble " not in format_summary_table(plain)
+
+    twin, _ = summarize_cv(data, folds, results, probe=results[0])  # a probe that predicts as its fold: no gain
+    assert twin.ensemble_gain == pytest.approx(0.0, abs=1e-12)
+
+    probe = fake_results(data, folds, noisy(np.random.default_rng(4)))[0]  # another member, other noise
+    summary, _ = summarize_cv(data, folds, results, probe=probe)
+    assert summary.ensemble_gain_pair > 0  # averaging independent noise helps
+    assert summary.ensemble_gain == pytest.approx(EnsembleGain(summary.ensemble_gain_pair, 3).scaled)
+    assert summary.ensemble_gain == pytest.approx(summary.ensemble_gain_pair * 4 / 3)
+    assert summary.oof_score_postprocessed == plain.oof_score_postprocessed  # the estimate itself is unchanged
+    assert summary.expected_ensemble_score == pytest.approx(summary.oof_score_postprocessed + summary.ensemble_gain)
+    assert summary.oof_score_postprocessed_pi_low == pytest.approx(
+        plain.oof_score_postprocessed_pi_low + summary.ensemble_gain
+    )
+    assert summary.oof_score_postprocessed_pi_high == pytest.approx(
+        plain.oof_score_postprocessed_pi_high + summary.ensemble_gain
+    )
+    metrics = interval_metrics(summary)
+    assert metrics[names.EXPECTED_SCORE] == summary.expected_ensemble_score
+    assert metrics[names.ENSEMBLE_GAIN_PAIR] == summary.ensemble_gain_pair
+    assert f"ensemble    {summary.expected_ensemble_score:.4f}" in format_summary_table(summary)

@@ -98,6 +98,10 @@ class TrainConfig:
     # the CV's prediction interval is for the mean score on this many NEW subjects (a held-out set, a
     # leaderboard); 0 = as many as one fold holds. cv_train sets it from --test-masks' subjects.csv.
     predict_subjects: int = 0
+    # the nerve task: after the folds, train fold 0 once more (seed + folds) and measure on its held-out images
+    # what averaging two models gains; scaled to K members it centres the PI on what the K-fold ensemble that
+    # ships will score (each OOF image is one model's prediction). Costs one more fold's training.
+    ensemble_gain_probe: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -251,6 +255,11 @@ def _validate_task(config: TrainConfig) -> None:
     if config.model == "patch_cnn" and config.task != "isbi2012":
         raise ValueError(
             f"config model='patch_cnn' needs task='isbi2012' (got task={config.task!r}); set task: isbi2012"
+        )
+    if config.ensemble_gain_probe and config.task != "nerve":
+        raise ValueError(
+            f"config ensemble_gain_probe=true is a nerve-task option (got task={config.task!r}); "
+            "set ensemble_gain_probe: false"
         )
     if config.task == "isbi2012" and config.presence_head:
         raise ValueError("config presence_head=true is a nerve-task option; set presence_head: false for task isbi2012")

@@ -46,7 +46,7 @@ def _decide_on(
     )
 
 
-def _score_with(
+def postprocessed_dice(
     oof_probs: np.ndarray,
     full_masks: MasksGetter,
     index: np.ndarray,
@@ -87,9 +87,9 @@ def crossfit_postprocessing(
     for fold in fold_ids.tolist():
         scored = np.flatnonzero(folds == fold)
         decision = _decide_on(oof_probs, full_masks, np.flatnonzero(folds != fold), presence)
-        per_image[scored] = _score_with(oof_probs, full_masks, scored, presence, decision.settings)
+        per_image[scored] = postprocessed_dice(oof_probs, full_masks, scored, presence, decision.settings)
         decisions_by_fold[int(fold)] = decision
     return CrossfitResult(per_image, decisions_by_fold)
 
 
-__all__ = ["CrossfitResult", "crossfit_postprocessing"]
+__all__ = ["CrossfitResult", "crossfit_postprocessing", "postprocessed_dice"]

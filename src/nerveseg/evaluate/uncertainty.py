@@ -16,6 +16,7 @@ subjects (a held-out set, a leaderboard's patients), which adds their own spread
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,10 @@ class Interval:
 
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
+
+    def shifted(self, delta: float) -> Interval:
+        """The same interval moved by ``delta``: centred on another model's expected score (a fold ensemble's)."""
+        return dataclasses.replace(self, estimate=self.estimate + delta, low=self.low + delta, high=self.high + delta)
 
     def describe(self) -> str:
         """``0.6912 (95 % CI 0.6410-0.7388, 16 subjects)``, or for a prediction interval

@@ -143,11 +143,13 @@ def _listed(items: Sequence[str]) -> str:
 
 
 def cv_prediction_interval(metrics: Mapping[str, float]) -> Interval | None:
-    """The CV run's prediction interval (``summarize_cv``) as an Interval, or None for runs without one."""
+    """The CV run's prediction interval (``summarize_cv``) as an Interval, or None for runs without one; its
+    estimate is the one the interval is centred on (with an ensemble-gain probe, the fold ensemble's)."""
     keys = (names.OOF_SCORE_POSTPROCESSED, names.OOF_SCORE_POSTPROCESSED_PI_LOW, names.OOF_SCORE_POSTPROCESSED_PI_HIGH)
     if not all(key in metrics for key in keys) or names.PI_SUBJECTS not in metrics:
         return None
     estimate, low, high = (metrics[key] for key in keys)
+    estimate = metrics.get(names.EXPECTED_SCORE, estimate)
     return Interval(estimate, low, high, 0, "subject", new_groups=int(metrics[names.PI_SUBJECTS]))
 
 
@@ -157,7 +159,8 @@ def estimate_text(ranked: Ranked) -> str:
     text = f"{ranked.metric} {ranked.value:.4f}"
     interval = cv_prediction_interval(ranked.run.metrics)
     if interval is not None and ranked.metric == names.OOF_SCORE_POSTPROCESSED:  # the estimate the PI is about
-        text += f" (95 % PI {interval.low:.4f}-{interval.high:.4f} for {interval.new_groups} new subjects)"
+        ensemble = f"fold ensemble {interval.estimate:.4f}, " if interval.estimate != ranked.value else ""
+        text += f" ({ensemble}95 % PI {interval.low:.4f}-{interval.high:.4f} for {interval.new_groups} new subjects)"
     return text
 
 

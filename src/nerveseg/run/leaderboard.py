@@ -98,12 +98,15 @@ class LeaderboardReport:
 
 def test_set_interval(records: SubmissionRecords, sub: SubmissionRecord, new_subjects: int = 0) -> Interval | None:
     """The submission's CV estimate with its 95 % PI for Kaggle's test set (``report.leaderboard``), computed from
-    the CV run's per-image OOF scores; None for an ensemble of runs (no single estimate)."""
+    the CV run's per-image OOF scores (centred on the fold ensemble's expected score when the CV measured its gain);
+    None for an ensemble of runs (no single estimate)."""
     if sub.is_ensemble:
         return None
-    scores = records.reader(sub.cv_runs[0], unfinished="warn").image_scores()
+    reader = records.reader(sub.cv_runs[0], unfinished="warn")
+    scores = reader.image_scores()
     test_images = int(sub.metrics.get(names.N_TEST_IMAGES, KAGGLE_TEST_IMAGES))
-    return interval_for_test_set(scores.scores, scores.subjects, test_images, new_subjects)
+    interval = interval_for_test_set(scores.scores, scores.subjects, test_images, new_subjects)
+    return interval.shifted(reader.metrics().get(names.ENSEMBLE_GAIN, 0.0))
 
 
 def interval_metrics(interval: Interval | None) -> dict[str, float]:

@@ -12,6 +12,9 @@ on all OOF predictions and scored on them are optimistic and logged under anothe
 Beside the interval of that CV mean, a 95 % PREDICTION interval says where the score of a held-out
 set of m new subjects may land (``evaluate.uncertainty.prediction_interval``): the CV mean's own
 uncertainty plus the spread between subjects, which a set of a few subjects does not average away.
+Each out-of-fold image is one model's prediction while the submission averages K fold models, which
+score higher than their members; with a probe (fold 0 trained once more, ``EnsembleGain``) the interval
+is centred on the estimate plus that measured gain.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from nerveseg import names as cv_names
 from nerveseg.data.cache import PreparedData
-from nerveseg.evaluate.crossfit import crossfit_postprocessing
+from nerveseg.evaluate.crossfit import CrossfitResult, crossfit_postprocessing, postprocessed_dice
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.uncertainty import bootstrap_mean_interval, prediction_interval
 from nerveseg.train.fold import FoldResult, full_resolution_dice
@@ -60,6 +63,10 @@ class CVSummary:
     oof_score_postprocessed_pi_low: float | None = None
     oof_score_postprocessed_pi_high: float | None = None
     predict_subjects: int = 0
+    # with a probe: what the K-fold ensemble adds (the PI above is already centred on estimate + gain)
+    ensemble_gain: float | None = None
+    ensemble_gain_pair: float | None = None
+    expected_ensemble_score: float | None = None
     oof_views: str = ""  # the test-time views of the out-of-fold predictions, e.g. "identity+hflip"
     # the cross-fitted post-processed score of each image covered, in data order (not part of summary.json)
     postprocessed_per_image: np.ndarray | None = field(default=None, repr=False)
@@ -128,6 +135,52 @@ def default_predict_subjects(n_subjects: int, n_folds: int) -> int:
     return max(1, round(n_subjects / max(n_folds, 1)))
 
 
+@dataclass(frozen=True)
+class EnsembleGain:
+    """What averaging models adds to one model's score, measured on one fold and scaled to ``members``.
+
+    ``pair`` is the score of the average of two models of the same fold (the fold's own and a probe trained
+    with another seed) minus the mean of their two scores, both post-processed as that fold is cross-fitted.
+    Averaging M members whose errors share a correlated part removes a share (1 - 1/M) of the independent
+    part, a pair (1 - 1/2), so the M-member gain is about ``pair * 2 * (1 - 1/M)``. The fold models differ in
+    their training subjects too, so a pair of one fold's models is if anything less diverse: the scaled gain
+    errs low, the side the estimate erred on before.
+    """
+
+    pair: float
+    members: int
+
+    @property
+    def scaled(self) -> float:
+        return self.pair * 2.0 * (1.0 - 1.0 / self.members)
+
+
+def measure_ensemble_gain(
+    data: PreparedData,
+    oof: np.ndarray,
+    presence: np.ndarray | None,
+    crossfit: CrossfitResult,
+    probe: FoldResult,
+    members: int,
+) -> EnsembleGain:
+    """The gain of averaging ``probe`` with its fold's model on the fold's images, with the fold's cross-fitted
+    post-processing (decided on the other folds: no member is scored by settings that saw its images)."""
+    rows = np.asarray(probe.val_index)
+    settings = crossfit.decisions_by_fold[probe.fold].settings
+    pair_presence = None
+    if presence is not None and probe.oof_presence is not None:
+        pair_presence = (presence[rows] + probe.oof_presence) / 2.0
+
+    def score(probs: np.ndarray, gate: np.ndarray | None) -> float:
+        positions = np.arange(len(rows))
+        return float(postprocessed_dice(probs, lambda p: data.full_masks(rows[p]), positions, gate, settings).mean())
+
+    member = score(oof[rows], None if presence is None else presence[rows])
+    other = score(probe.oof_probs, probe.oof_presence)
+    pair = score((oof[rows] + probe.oof_probs) / 2.0, pair_presence)
+    return EnsembleGain(pair - (member + other) / 2.0, members)
+
+
 def _postprocessed_fields(
     data: PreparedData,
     folds: np.ndarray,
@@ -135,14 +188,15 @@ def _postprocessed_fields(
     oof: np.ndarray,
     covered: np.ndarray,
     predict_subjects: int = 0,
+    probe: FoldResult | None = None,
 ) -> dict[str, Any]:
     """The cross-fitted post-processed OOF score (and per image), its interval and its prediction interval for
-    ``predict_subjects`` new subjects (0: ``default_predict_subjects``); empty with fewer than 2 folds."""
+    ``predict_subjects`` new subjects (0: ``default_predict_subjects``), centred on the ensemble's expected score
+    when a ``probe`` measures its gain; empty with fewer than 2 folds."""
     if len(results) < 2:
         return {}
-    presence = assemble_presence(len(data), results)
-    if presence is not None:
-        presence = presence[covered]
+    all_presence = assemble_presence(len(data), results)
+    presence = None if all_presence is None else all_presence[covered]
     crossfit = crossfit_postprocessing(
         oof[covered], lambda positions: data.full_masks(covered[positions]), folds[covered], presence
     )
@@ -150,7 +204,14 @@ def _postprocessed_fields(
     interval = bootstrap_mean_interval(crossfit.per_image, subjects)
     m = predict_subjects or default_predict_subjects(interval.n_groups, len(results))
     predicted = prediction_interval(crossfit.per_image, subjects, m)
+    gain: dict[str, float] = {}
+    if probe is not None:
+        measured = measure_ensemble_gain(data, oof, all_presence, crossfit, probe, len(results))
+        predicted = predicted.shifted(measured.scaled)
+        gain = {cv_names.ENSEMBLE_GAIN: measured.scaled, cv_names.ENSEMBLE_GAIN_PAIR: measured.pair,
+                cv_names.EXPECTED_SCORE: predicted.estimate}  # fmt: skip
     return {
+        **gain,
         cv_names.OOF_SCORE_POSTPROCESSED: crossfit.score,
         cv_names.OOF_SCORE_POSTPROCESSED_CI_LOW: interval.low,
         cv_names.OOF_SCORE_POSTPROCESSED_CI_HIGH: interval.high,
@@ -170,12 +231,14 @@ def summarize_cv(
     crossfit: bool = True,
     predict_subjects: int = 0,
     oof_views: str = "",
+    probe: FoldResult | None = None,
 ) -> tuple[CVSummary, np.ndarray]:
     """The summary and the (N, h, w) OOF probabilities (NaN rows for folds not in ``results``).
 
     With only some folds (a one-fold run), the OOF score and the baseline cover those folds' images.
     ``crossfit`` adds the cross-fitted post-processed score (about k - 1 post-processing searches) and its
-    prediction interval for ``predict_subjects`` new subjects (0: one fold's worth).
+    prediction interval for ``predict_subjects`` new subjects (0: one fold's worth), centred on the estimate plus
+    the ensemble's gain when ``probe`` (a second model of one fold, another seed) is given.
     """
     folds = np.asarray(folds)
     if not results:
@@ -205,7 +268,7 @@ def summarize_cv(
         empty_baseline_ci_low=empty_interval.low,
         empty_baseline_ci_high=empty_interval.high,
         oof_views=oof_views,
-        **(_postprocessed_fields(data, folds, results, oof, covered, predict_subjects) if crossfit else {}),
+        **(_postprocessed_fields(data, folds, results, oof, covered, predict_subjects, probe) if crossfit else {}),
     )
     return summary, oof
 
@@ -220,6 +283,9 @@ def interval_metrics(summary: CVSummary) -> dict[str, float]:
         cv_names.OOF_SCORE_POSTPROCESSED,
         cv_names.OOF_SCORE_POSTPROCESSED_CI_LOW,
         cv_names.OOF_SCORE_POSTPROCESSED_CI_HIGH,
+        cv_names.ENSEMBLE_GAIN,
+        cv_names.ENSEMBLE_GAIN_PAIR,
+        cv_names.EXPECTED_SCORE,
     ]
     values = {name: getattr(summary, name) for name in names}
     values[cv_names.OOF_SCORE_POSTPROCESSED_PI_LOW] = summary.oof_score_postprocessed_pi_low
@@ -246,6 +312,12 @@ def format_summary_table(summary: CVSummary) -> str:
             f"OOF + pp    {summary.oof_score_postprocessed:.4f}"
             f"{ci(summary.oof_score_postprocessed_ci_low, summary.oof_score_postprocessed_ci_high)}"
             "   (post-processing cross-fitted: decided on the other folds)"
+        )
+    if summary.ensemble_gain is not None:
+        gain, pair, k = summary.ensemble_gain, summary.ensemble_gain_pair, len(summary.fold_scores)
+        lines.append(
+            f"ensemble    {summary.expected_ensemble_score:.4f}   (OOF + pp {gain:+.4f}: what averaging the {k} fold "
+            f"models adds, from a pair of fold-0 models {pair:+.4f}; the PI below is centred here)"
         )
     if summary.oof_score_postprocessed_pi_low is not None:
         m, low, high = (

@@ -9,6 +9,7 @@ It only wires the existing stages: cached decoding (``data.cache``), subject-gro
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,24 @@ def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | N
         scores=np.asarray(summary.postprocessed_per_image, dtype=np.float64),
         metric=names.OOF_SCORE_POSTPROCESSED,
     )
+
+
+def _ensemble_probe(config: TrainConfig, data: Any, folds: np.ndarray, work: Path, progress: bool) -> Any:
+    """With ``ensemble_gain_probe``: fold 0 trained once more with seed ``seed + folds`` (no fold's seed), in a
+    folder of its own; ``train.cv_summary.EnsembleGain`` measures on it what averaging models adds. None without.
+    Its weights are not kept: only the gain it measures is."""
+    if not config.ensemble_gain_probe:
+        return None
+    from nerveseg.train.fold import train_fold
+
+    probe_config = config.replace(seed=config.seed + config.folds)
+    if progress:
+        print(
+            f"ensemble gain: fold 0 once more with seed {probe_config.seed}, about one fold's time (weights not kept)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return train_fold(probe_config, data, folds, 0, Path(work) / "ensemble_probe", verbose=2 if progress else 0)
 
 
 class NerveTask(SharedStages):
@@ -93,7 +112,7 @@ class NerveTask(SharedStages):
 
         summary, oof = summarize_cv(
             data, folds, list(results), predict_subjects=config.predict_subjects,
-            oof_views="+".join(view_names(config.tta)),
+            oof_views="+".join(view_names(config.tta)), probe=_ensemble_probe(config, data, folds, work, progress),
         )  # fmt: skip
         presence = assemble_presence(len(data), results)
         decision = decide_postprocessing(oof, data.full_masks, presence, progress=progress)
