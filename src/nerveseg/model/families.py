@@ -141,7 +141,7 @@ PATCH_CNN = ModelFamily(
     label="patch CNN",
     training_inputs="windows",
     build=lambda config, height, width: build_patch_cnn(
-        config.window, (config.patch_filters,) * 3, dense_units=config.dense_units
+        config.window, (config.patch_filters,) * 3, dense_units=config.dense_units, name=config.model
     ),
     compile=_compile_patch_cnn,
     training_side=lambda config, height, width: 0,

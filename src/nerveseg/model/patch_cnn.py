@@ -104,10 +104,12 @@ def build_patch_cnn(
     filters: Sequence[int] = (48, 48, 48),
     kernels: Sequence[int] = (4, 4, 3),
     dense_units: int | Sequence[int] = 200,
+    name: str = "window_classifier",
 ) -> keras.Model:
     """The centre-pixel classifier: ``(batch, window, window, 1)`` in [0, 1] -> ``(batch, 1)`` membrane prob.
 
-    Uncompiled. The defaults are Ciresan's N4 shape (65x65 window, three 48-map blocks with 4, 4 and
+    Uncompiled; ``name`` is the Keras model's (``model.families`` passes the family's, which its trained weights
+    files hold). The defaults are Ciresan's N4 shape (65x65 window, three 48-map blocks with 4, 4 and
     3 kernels, sizes 62/31/28/14/12/6, one 200-unit dense layer).
     """
     spec = _make_spec(window, filters, kernels, dense_units)
@@ -117,7 +119,7 @@ def build_patch_cnn(
         x = layers.Conv2D(n_filters, kernel, activation="relu", name=f"conv_{index}")(x)
         x = layers.MaxPooling2D(POOL, name=f"pool_{index}")(x)
     outputs = layers.Flatten(name="flatten")(_dense_head(x, spec, dilation=1))
-    return keras.Model(inputs, outputs, name="patch_cnn")
+    return keras.Model(inputs, outputs, name=name)
 
 
 @keras.saving.register_keras_serializable(package="nerveseg")
