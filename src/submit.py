@@ -25,6 +25,7 @@ from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_free_space, check_outside, check_writable_dir
 from nerveseg.logs import quiet_tensorflow
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
+from nerveseg.tasks import get_task
 
 if TYPE_CHECKING:
     from nerveseg.run.submit import SubmissionResult
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 def _upload(result: SubmissionResult, message: str | None, *, tracked: bool) -> None:
     """``--kaggle``: the written file through the Kaggle client; tagged on its MLflow submission run when there is
     one. A failure is one line saying how to upload by hand (the file is kept), exit 2."""
-    if result.task != "nerve":
+    if not get_task(result.task).kaggle_submission:
         raise NervesegError(f"--kaggle uploads nerve CSVs to Kaggle; {result.csv_path} is a {result.task} submission")
     if tracked:
         from nerveseg.run.leaderboard import upload_and_record

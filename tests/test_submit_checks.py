@@ -78,3 +78,17 @@ def test_a_submission_names_its_runs_one_way(names: dict, tmp_path: Path) -> Non
 
     with pytest.raises(NervesegError, match=r"drop|not both"):
         make_submission(no_store, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", **names)
+
+
+def test_kaggle_upload_is_refused_for_a_task_without_a_kaggle_competition(tmp_path: Path) -> None:
+    """The task says whether its file goes to Kaggle (``kaggle_submission``): ISBI and toy files are refused in one
+    line before the Kaggle client is touched."""
+    from types import SimpleNamespace
+
+    import submit
+    from nerveseg.errors import NervesegError
+
+    for task in ("isbi2012", "toy"):
+        result = SimpleNamespace(task=task, csv_path=tmp_path / f"{task}.out", run_ids=["r"], cv_prediction=None)
+        with pytest.raises(NervesegError, match=f"uploads nerve CSVs to Kaggle; .* is a {task} submission"):
+            submit._upload(result, None, tracked=False)

@@ -104,6 +104,7 @@ class Task(Protocol):
     ranking_text: str  # what the ranking metric means, for the study's description
     submission_suffix: str  # ".csv", ".tif"
     supports_test_masks: bool  # submit --test-masks scores the file locally
+    kaggle_submission: bool  # submit --kaggle uploads its file to the Kaggle competition (kaggle_client)
 
     def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> TrainData:
         """The validated training data under ``raw_dir`` (decoded arrays may be cached in ``cache_dir``)."""
@@ -192,6 +193,8 @@ class Task(Protocol):
 class SharedStages:
     """The ``Task`` methods every task so far does alike, written once: a task class derives from it and
     overrides what it does otherwise (its own folds, say). Imports stay inside, so ``get_task`` stays cheap."""
+
+    kaggle_submission = False  # only the nerve task's file is a Kaggle competition's
 
     def make_folds(self, data: TrainData, config: TrainConfig, folds_dir: Path) -> tuple[np.ndarray, Path]:
         """Subject-grouped folds (``data.folds``), written once to the folds file named by data and K."""

@@ -65,6 +65,7 @@ class NerveTask(SharedStages):
     ranking_text = "mean over the cross-validation folds of the competition score (Dice at 580x420), maximised"
     submission_suffix = ".csv"
     supports_test_masks = True
+    kaggle_submission = True
 
     def load_train(self, config: TrainConfig, raw_dir: Path, cache_dir: Path, *, progress: bool) -> Any:
         from nerveseg.data.cache import prepare_train
