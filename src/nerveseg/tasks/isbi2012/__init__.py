@@ -30,12 +30,13 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.names import MEMBRANE_COLUMN, N_TEST_IMAGES, N_TRAIN_PARAM, N_VAL_PARAM, V_RAND_ERROR
-from nerveseg.tasks.base import CVFinal, ServedColumn, SharedStages, SubmissionFile
+from nerveseg.tasks.base import CVFinal, Served, ServedColumn, SharedStages, SubmissionFile
 from nerveseg.tasks.isbi2012.challenge_metrics import ChallengeScores
 from nerveseg.tasks.isbi2012.data import TIFF_NAMES, IsbiData, block_folds, load_isbi
 from nerveseg.tasks.isbi2012.membrane_postprocess import MembranePostprocess, apply_membrane_postprocess
 from nerveseg.tasks.isbi2012.postprocess import decide_isbi_postprocessing, postprocessed_v_rand_error
 from nerveseg.tasks.isbi2012.summary import format_isbi_table, isbi_oof_summary
+from nerveseg.train.fold_result import FoldResult
 
 ISBI_SUBDIR = "isbi2012"
 
@@ -136,7 +137,7 @@ class IsbiTask(SharedStages):
         n_train, n_val = str(len(folds) - len(val)), str(len(val))
         return {N_TRAIN_PARAM: n_train, N_VAL_PARAM: n_val, "val_slices": f"{val.min()}-{val.max()}"}
 
-    def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
+    def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> FoldResult:
         from nerveseg.tasks.isbi2012.trainer import train_isbi_fold
 
         return train_isbi_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
@@ -205,7 +206,7 @@ class IsbiTask(SharedStages):
 
     served_columns = (ServedColumn(MEMBRANE_COLUMN, "binary"),)
 
-    def served(self, runs, decision, *, tta, batch_size) -> Any:
+    def served(self, runs, decision, *, tta, batch_size) -> Served:
         from nerveseg.tasks.isbi2012.serving import MembraneSegmenter
 
         return MembraneSegmenter(runs, decision, tta=tta)

@@ -21,7 +21,8 @@ from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
-from nerveseg.tasks.base import CVFinal, ServedColumn, SharedStages, SubmissionFile
+from nerveseg.tasks.base import CVFinal, Served, ServedColumn, SharedStages, SubmissionFile
+from nerveseg.train.fold_result import FoldResult
 
 
 def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | None:
@@ -92,7 +93,7 @@ class NerveTask(SharedStages):
             names.VAL_SUBJECTS_PARAM: names.truncated_list(subjects),
         }
 
-    def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
+    def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> FoldResult:
         from nerveseg.train.fold import train_fold
 
         return train_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
@@ -172,7 +173,7 @@ class NerveTask(SharedStages):
         ServedColumn(names.MASK_COLUMN, "binary", required=False),
     )
 
-    def served(self, runs, decision, *, tta, batch_size) -> Any:
+    def served(self, runs, decision, *, tta, batch_size) -> Served:
         """The ``Segmenter``: ``submit.py``'s path, so a served mask is the submission's."""
         from nerveseg.tasks.nerve.segmenter import Segmenter
 

@@ -25,8 +25,9 @@ from nerveseg.io_utils import atomic_create_text
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
 from nerveseg.report.markdown import aligned_columns
 from nerveseg.submit.rle import rle_decode, rle_encode
-from nerveseg.tasks.base import CVFinal, ServedColumn, SharedStages, SubmissionFile
+from nerveseg.tasks.base import CVFinal, Served, ServedColumn, SharedStages, SubmissionFile
 from nerveseg.tasks.toy.blobs import TEST, TRAIN, iou_per_image, read_blobs
+from nerveseg.train.fold_result import FoldResult
 
 RANKING, OOF_IOU = "cv_iou_mean", "oof_iou"  # IoU at threshold 0.5: the fold mean ranks, the pooled OOF per image
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # what the post-processing chooses from
@@ -94,7 +95,7 @@ class ToyTask(SharedStages):
         val_index, train_index, _ = fold_indices(config, data, folds, fold)
         return {names.N_TRAIN_PARAM: str(len(train_index)), names.N_VAL_PARAM: str(len(val_index))}
 
-    def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> Any:
+    def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> FoldResult:
         """The nerve fold (``train.fold.NERVE_FOLD``), scored by the IoU at 0.5 of its out-of-fold predictions."""
         from nerveseg.train.fold import NERVE_FOLD, run_fold
 
@@ -146,7 +147,7 @@ class ToyTask(SharedStages):
 
     served_columns: tuple[ServedColumn, ...] = ()
 
-    def served(self, runs, decision, *, tta, batch_size) -> Any:
+    def served(self, runs, decision, *, tta, batch_size) -> Served:
         raise NervesegError("the toy task has no served model; submit.py writes its predictions")
 
     def write_submission(
