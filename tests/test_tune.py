@@ -272,3 +272,18 @@ def test_confirm_needs_a_study_with_a_complete_trial_and_says_so_in_one_line(
     optuna.create_study(study_name="empty", storage=storage)
     assert tune.main(["--study", "empty", "--confirm", "--storage", storage]) == 2
     assert "has no complete trial to confirm" in capsys.readouterr().err
+
+
+def test_a_trial_trains_no_ensemble_gain_probe_unless_the_space_searches_it(tmp_path: Path) -> None:
+    """The probe moves only the PI, not the ranking metric trials are judged by: trials skip it."""
+    from nerveseg.run.store import CVPaths
+    from nerveseg.tune.objective import CVObjective
+
+    base = TrainConfig(name="base", ensemble_gain_probe=True)
+    paths = CVPaths(tmp_path, tmp_path, tmp_path)
+    for mapping, expected in (({"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3}}, False),
+                              ({"ensemble_gain_probe": {"type": "categorical", "choices": [True]}}, True)):  # fmt: skip
+        objective = CVObjective(base, parse_search_space(mapping), "s", "run", paths)
+        trial = optuna.create_study().ask()
+        config = objective.trial_config(trial)
+        assert config.ensemble_gain_probe is expected and config.name == "s-trial0000"

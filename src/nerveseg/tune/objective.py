@@ -94,7 +94,9 @@ class CVObjective:
     locate_run: Callable[[int], str | None] | None = None  # trial number -> its MLflow run, when the CV raised
 
     def trial_config(self, trial: optuna.Trial) -> TrainConfig:
-        params = self.space.suggest(trial)
+        """The base config with the trial's values; no ensemble-gain probe (it moves only the PI, not the ranking
+        metric a trial is judged by: the best config keeps the base's for its own runs)."""
+        params = {"ensemble_gain_probe": False, **self.space.suggest(trial)}
         return self.base_config.replace(name=f"{self.study_name}-trial{trial.number:04d}", **params)
 
     def __call__(self, trial: optuna.Trial) -> float:
