@@ -152,10 +152,6 @@ class ChallengeScores:
         return self.thresholds[int(np.argmax(self.v_rand.mean(axis=1)))]
 
     @property
-    def v_info_threshold(self) -> float:
-        return self.thresholds[int(np.argmax(self.v_info.mean(axis=1)))]
-
-    @property
     def v_rand_error(self) -> float:
         """1 - the best threshold's mean V_rand over the slices."""
         return float(1.0 - self.v_rand.mean(axis=1).max())

@@ -2,7 +2,7 @@
 
 - V_rand error and V_info error: the challenge's final metrics (``tasks.isbi2012.challenge_metrics``): 1 - the
   foreground-restricted Rand / information-theoretic score after border thinning, at the best threshold of
-  the sweep 0.0, 0.1, ..., 1.0. The V_rand error ranks runs (``RANKING_METRIC``).
+  the sweep 0.0, 0.1, ..., 1.0. The V_rand error ranks runs (lower is better).
 - pixel error: 1 - pixel accuracy of the map thresholded at ``threshold`` (membrane where ``prob > threshold``);
 - adapted Rand error: ``skimage.metrics.adapted_rand_error`` between the 4-connected cell regions of the
   thresholded map and of the label, at ``threshold``. Not the challenge's number: skimage ignores label 0 only
@@ -28,8 +28,6 @@ from nerveseg.tasks.isbi2012.challenge_metrics import (
     challenge_scores,
 )
 from nerveseg.tasks.isbi2012.membrane_postprocess import DEFAULT_THRESHOLD
-
-RANKING_METRIC = V_RAND_ERROR  # lower is better
 
 
 @dataclass(frozen=True)
