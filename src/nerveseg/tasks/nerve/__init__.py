@@ -38,7 +38,7 @@ def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | N
     )
 
 
-def _ensemble_probe(config: TrainConfig, data: Any, folds: np.ndarray, work: Path, progress: bool) -> Any:
+def _ensemble_probe(config: TrainConfig, data: Any, folds: np.ndarray, work: Path, progress: bool) -> FoldResult | None:
     """With ``ensemble_gain_probe``: fold 0 trained once more with seed ``seed + folds`` (no fold's seed), in a
     folder of its own; ``train.cv_summary.EnsembleGain`` measures on it what averaging models adds. None without.
     Its weights are not kept: only the gain it measures is."""
