@@ -256,7 +256,7 @@ def test_the_name_scan_sees_a_literal(tmp_path: Path) -> None:
 # own package in the lowest tier. evaluate (metrics and post-processing of arrays, nothing else of nerveseg)
 # sits below data because the synthetic nerve generator keeps a mask's largest component with it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("names", "errors", "paths", "io_utils", "logs", "eta", "uris", "config", "cli", "kaggle_client"),
+    ("names", "errors", "paths", "io_utils", "logs", "eta", "uris", "config", "cli", "kaggle_client", "provenance"),
     ("evaluate",),
     ("data",),
     ("model",),

@@ -49,8 +49,13 @@ def test_a_tiny_cv_runs_without_importing_mlflow(synthetic_root: Path, tmp_path:
     assert report["trained"] == [0, 1]
     assert 0.0 <= report["metrics"][names.CV_SCORE_MEAN] <= 1.0
     cv = tmp_path / "cv"
-    assert json.loads((cv / "parent.json").read_text())["status"] == "FINISHED"
+    parent = json.loads((cv / "parent.json").read_text())
+    assert parent["status"] == "FINISHED"
+    assert len(parent["environment"][names.GIT_COMMIT_TAG]) == 40  # provenance, recorded without MLflow
+    assert parent["environment"]["device"].startswith(("CPU: ", "GPU x"))
     for k in (0, 1):
+        environment = json.loads((cv / f"fold_{k}" / "environment.json").read_text())
+        assert environment[names.GIT_COMMIT_TAG] == parent["environment"][names.GIT_COMMIT_TAG]
         assert (cv / f"fold_{k}" / names.weights_artifact(k)).is_file()
         assert (cv / f"fold_{k}" / names.oof_fold_artifact(k)).is_file()
     for artifact in (names.SUMMARY_ARTIFACT, names.POSTPROCESSING_ARTIFACT, names.OOF_PROBS_ARTIFACT,

@@ -82,8 +82,8 @@ def test_register_logs_the_model_once_and_moves_the_alias(registered: dict) -> N
     assert version.run_id == first.run_id and version.source == f"models:/{first.model_id}"
     assert "cv_score_mean" in version.description and "honest estimate" in version.description
     assert version.tags[names.DATA_FINGERPRINT] == run.data.tags[names.DATA_FINGERPRINT]
-    if run.data.tags.get(schema.GIT_COMMIT_TAG):
-        assert version.tags[schema.GIT_COMMIT_TAG] == run.data.tags[schema.GIT_COMMIT_TAG]
+    if run.data.tags.get(names.GIT_COMMIT_TAG):
+        assert version.tags[names.GIT_COMMIT_TAG] == run.data.tags[names.GIT_COMMIT_TAG]
     model = logged_model_of_run(client, first.run_id)
     assert model is not None and model.model_id == first.model_id and model.source_run_id == first.run_id
 

@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from helpers import free_port
-from nerveseg import names
+from nerveseg import names, provenance
 from nerveseg.paths import PROJ_ROOT
-from nerveseg.track import provenance, schema
+from nerveseg.track import schema
 from nerveseg.track import store as tracking
 from nerveseg.track.store import TrackingError, check_tracking_server, load_mlflow_settings
 
@@ -227,6 +228,7 @@ def test_environment_tags_name_the_machine() -> None:
     assert tags["device"].startswith(("CPU: ", "GPU x"))
     assert tags["tensorflow_version"].startswith("2.") and tags["keras_version"].startswith("3.")
     assert tags["git_dirty"] in {"true", "false", "unknown"}
+    assert tags["mlflow_version"] == mlflow.__version__  # read from the metadata: the core never imports MLflow
 
 
 # ------------------------------------------------------------------------------------------- run names

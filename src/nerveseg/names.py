@@ -54,6 +54,7 @@ TEST_SET_PI_SUBJECTS = "kaggle_test_pi_subjects"  # the new subjects that interv
 # the checkpoint rule of a CV run: last, inner, best_val (the param "checkpoint"), or "mixed" if folds differ;
 # named apart from the param so that no name is both a tag and a param
 CHECKPOINT_TAG = "checkpoint_rule"
+GIT_COMMIT_TAG = "git_commit"  # nerveseg.provenance: the commit that trained a run (and a model version's)
 OPTIMISTIC_TAG = "cv_optimistic"  # "true" when the kept epoch was chosen on the scored fold (best_val)
 
 

@@ -1,8 +1,9 @@
 """``LocalStore``: a cross-validation kept in one folder, with the files an MLflow parent and its folds hold.
 
 For benchmarks, tests and users without a tracking store: ``cross_validate(config, paths, LocalStore(dir))``.
-The folder holds ``parent.json`` (status, params, data fingerprint, folds file hash), ``config.yaml``,
-``folds/<file>``, one ``fold_<k>/`` per fold (``weights/``, ``oof/``, ``fold_<k>.json``, ``status``) and, once
+The folder holds ``parent.json`` (status, params, data fingerprint, folds file hash, the creating process's
+``nerveseg.provenance`` environment), ``config.yaml``, ``folds/<file>``, one ``fold_<k>/`` per fold (``weights/``,
+``oof/``, ``fold_<k>.json``, ``status``, ``environment.json``: the code and machine that trained it) and, once
 finished, ``metrics.json``, ``summary.json``, ``postprocessing.json``, ``description.md``, ``oof/`` (the OOF
 probabilities and every image's score) and ``plots/``. A folder whose CV is unfinished is continued (finished
 folds are kept, never retrained); a finished one, or one made with other params, data or split, is refused.
@@ -21,6 +22,7 @@ from nerveseg import names
 from nerveseg.config import DEFAULT_TASK, TrainConfig, config_to_yaml, param_strings
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_text, sha256_file
+from nerveseg.provenance import environment_tags
 from nerveseg.run import fold_files
 from nerveseg.run.store import CVObserver, OpenedCV, StoredRun
 from nerveseg.tasks.base import CVFinal
@@ -30,6 +32,7 @@ PARENT_FILE = "parent.json"
 METRICS_FILE = "metrics.json"
 DESCRIPTION_FILE = "description.md"
 STATUS_FILE = "status"
+ENVIRONMENT_FILE = "environment.json"  # a fold's, as the parent's "environment": nerveseg.provenance's tags
 RUNNING, FINISHED, KILLED, FAILED = "RUNNING", "FINISHED", "KILLED", "FAILED"
 
 
@@ -61,7 +64,7 @@ class LocalStore:
         return [k for k in requested if k not in done]
 
     def open(self, cv: OpenedCV) -> None:
-        self._cv = cv
+        self._cv, self._environment = cv, environment_tags()
         folds_sha = sha256_file(cv.folds_file)
         parent = read_parent(self.root)
         if parent is None:
@@ -79,6 +82,7 @@ class LocalStore:
         folder = fold_dir(self.root, fold)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "params.json", fold_files.json_text(dict(params)))
+        atomic_write_text(folder / ENVIRONMENT_FILE, fold_files.json_text(self._environment))
         atomic_write_text(folder / STATUS_FILE, RUNNING)
         return str(folder)
 
@@ -140,6 +144,7 @@ class LocalStore:
             "params": param_strings(config),
             names.DATA_FINGERPRINT: fingerprint,
             "folds_sha256": folds_sha,
+            "environment": (read_parent(self.root) or {}).get("environment", self._environment),  # the creator's
         }
         atomic_write_text(self.root / PARENT_FILE, fold_files.json_text(parent))
 

@@ -17,10 +17,10 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg import names
 from nerveseg.evaluate.paired import PairedDifference
+from nerveseg.provenance import git_state
 from nerveseg.run.comparison import Comparison, format_comparison, format_markdown, plot_comparison, subject_csv
 from nerveseg.run.store import RunReader
 from nerveseg.track import schema
-from nerveseg.track.provenance import git_state
 from nerveseg.track.run_reader import MlflowRunReader
 from nerveseg.track.store import MlflowSettings, log_metrics, setup_mlflow, ui_fragment
 
@@ -51,7 +51,7 @@ def _tags(comparison: Comparison, readers: Sequence[RunReader], nested_under: st
         schema.COMPARED_RUNS_TAG: names.truncated_list([reader.run_id for reader in readers]),
         schema.COMPARISON_BASELINE_TAG: readers[0].run_id,
         schema.COMPARISON_METRIC_TAG: comparison.metric,
-        schema.GIT_COMMIT_TAG: git_state()[0],
+        names.GIT_COMMIT_TAG: git_state()[0],
         schema.DESCRIPTION_TAG: format_markdown(comparison, [_link(reader) for reader in readers]),
     }
     for k, diff in enumerate(comparison.differences, 1):

@@ -31,6 +31,7 @@ from nerveseg import names
 from nerveseg.config import TrainConfig
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_write_text, sha256_file
+from nerveseg.provenance import environment_tags
 from nerveseg.report.plots import plot_learning_curves
 from nerveseg.run import fold_files
 from nerveseg.run.cross_validate import say
@@ -38,7 +39,6 @@ from nerveseg.run.store import CVObserver, OpenedCV
 from nerveseg.tasks import get_task
 from nerveseg.tasks.base import CVFinal
 from nerveseg.track import cv_parents, schema
-from nerveseg.track.provenance import environment_tags
 from nerveseg.track.schema import FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG
 from nerveseg.track.store import MlflowSettings, load_mlflow_settings, log_metrics, setup_mlflow
 from nerveseg.train.fold_result import FoldResult
@@ -207,7 +207,7 @@ class MlflowStore:
         parent = self._parent
         run_id = parent.info.run_id
         cv_parents.check_same_data(parent, cv.data.fingerprint, folds_sha)
-        started_at, here = parent.data.tags.get(schema.GIT_COMMIT_TAG, ""), self._env_tags[schema.GIT_COMMIT_TAG]
+        started_at, here = parent.data.tags.get(names.GIT_COMMIT_TAG, ""), self._env_tags[names.GIT_COMMIT_TAG]
         if started_at and started_at != here:
             say(f"warning: parent run {run_id} was started at commit {started_at[:10]}, this process runs {here[:10]}")
         if parent.info.status != "RUNNING":

@@ -74,7 +74,7 @@ class Registered:
 def version_tags(run: Run) -> dict[str, str]:
     tags = {
         names.DATA_FINGERPRINT: run.data.tags.get(names.DATA_FINGERPRINT, ""),
-        schema.GIT_COMMIT_TAG: run.data.tags.get(schema.GIT_COMMIT_TAG, ""),
+        names.GIT_COMMIT_TAG: run.data.tags.get(names.GIT_COMMIT_TAG, ""),
         schema.MODEL_VERSION_RUN_TAG: run_name(run),
         names.TASK_CONFIG: run.data.params.get(names.TASK_PARAM, DEFAULT_TASK),
     }

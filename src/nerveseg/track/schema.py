@@ -36,7 +36,6 @@ ERROR_TAG = "nerveseg.error"  # first line of the error that FAILED a run
 FOLD_TAG = "fold"
 DESCRIPTION_TAG = "mlflow.note.content"  # MLflow shows it as the run's description (Markdown)
 FOLDS_SHA_TAG = "folds_file_sha256"
-GIT_COMMIT_TAG = "git_commit"
 
 # values of RUN_TYPE_TAG
 CV_RUN = "cv"
@@ -96,7 +95,7 @@ def model_weights_key(fold: int) -> str:
 # and output columns, which predict.py reads too, are in nerveseg.names
 TTA_CONFIG = "tta"
 BATCH_SIZE_CONFIG = "predict_batch_size"
-MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides names.DATA_FINGERPRINT, GIT_COMMIT_TAG
+MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides names.DATA_FINGERPRINT, names.GIT_COMMIT_TAG
 
 
 # ----------------------------------------- Kaggle's leaderboard (issue 29; a submission's own names are in names.py)

@@ -1,7 +1,8 @@
-"""Provenance tags of a run: which code (git commit, uncommitted changes), which machine and which library versions.
+"""Provenance of a run: which code (git commit, uncommitted changes), which machine and which library versions.
 
 A score means little without them: a run trained from uncommitted code cannot be reproduced from its commit,
-and timings depend on the device.
+and timings depend on the device. Both stores record them (MLflow as tags of the parent and fold runs, a
+LocalStore folder in ``parent.json`` and each fold's ``environment.json``), so they are core, not MLflow's.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
-import mlflow
-
+from nerveseg.names import GIT_COMMIT_TAG
 from nerveseg.paths import PROJ_ROOT
-from nerveseg.track.schema import GIT_COMMIT_TAG
 
 
 def git_state(root: Path = PROJ_ROOT) -> tuple[str, str]:
@@ -71,6 +71,14 @@ def environment_tags(root: Path = PROJ_ROOT) -> dict[str, str]:
         "device": device_description(),
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
-        "mlflow_version": mlflow.__version__,
+        "mlflow_version": _version("mlflow"),
         "python_version": platform.python_version(),
     }
+
+
+def _version(package: str) -> str:
+    """An installed package's version without importing it (the core never imports MLflow)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
