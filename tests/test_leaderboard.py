@@ -34,7 +34,7 @@ from nerveseg.report.leaderboard import (
 )
 from nerveseg.run.fold_files import save_image_scores
 from nerveseg.run.submit import SubmissionResult
-from nerveseg.track import schema
+from nerveseg.track import schema, submission_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS, FRAMES = 47, 120  # Kaggle's training set: 5,635 images of 47 subjects
@@ -209,12 +209,14 @@ def test_typed_scores_land_on_the_submission_run_with_the_test_set_interval_and_
     assert leaderboard_main(["--submission-run-id", second, "--private", "0.10", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert out.count("strong ") == 2 and "NO" in out  # 0.10 lies far below the interval
-    query = f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.LEADERBOARD_RUN}'"
+    query = f"tags.`{schema.RUN_TYPE_TAG}` = '{submission_run.LEADERBOARD_RUN}'"
     (board,) = tracked.client.search_runs([tracked.experiment_id], query)  # one leaderboard run, reused
     artifacts = {a.path for a in tracked.client.list_artifacts(board.info.run_id)}
     plots = {a.path for a in tracked.client.list_artifacts(board.info.run_id, "plots")}
-    assert schema.LEADERBOARD_TABLE_ARTIFACT in artifacts and plots == {schema.TRUST_PLOT_ARTIFACT}
-    table = tracked.client.download_artifacts(board.info.run_id, schema.LEADERBOARD_TABLE_ARTIFACT, str(tracked.tmp))
+    assert submission_run.LEADERBOARD_TABLE_ARTIFACT in artifacts and plots == {submission_run.TRUST_PLOT_ARTIFACT}
+    table = tracked.client.download_artifacts(
+        board.info.run_id, submission_run.LEADERBOARD_TABLE_ARTIFACT, str(tracked.tmp)
+    )
     assert len(Path(table).read_text().splitlines()) == 4  # header, two submissions, the note
 
 

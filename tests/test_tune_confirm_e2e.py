@@ -20,6 +20,7 @@ from nerveseg import names  # noqa: E402
 from nerveseg.config import TrainConfig  # noqa: E402
 from nerveseg.errors import NervesegError  # noqa: E402
 from nerveseg.track import schema  # noqa: E402
+from nerveseg.tune import confirm  # noqa: E402
 from nerveseg.tune.search_space import parse_search_space  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -111,21 +112,21 @@ def test_the_study_run_logs_the_selected_and_the_confirmed_estimate(confirmed: C
 
     result = confirmed.result
     run = confirmed.client.get_run(confirmed.study_run_id)
-    assert run.data.metrics[schema.CONFIRM_SELECTED] == pytest.approx(result.selected[names.CV_SCORE_MEAN])
-    assert run.data.metrics[schema.CONFIRM_VALUE] == pytest.approx(result.confirmed[names.CV_SCORE_MEAN])
-    assert run.data.metrics[schema.CONFIRM_GAP] == pytest.approx(result.gap)
-    assert run.data.metrics[schema.confirm_metric(schema.PAIRED_DIFFERENCE)] == pytest.approx(
+    assert run.data.metrics[confirm.CONFIRM_SELECTED] == pytest.approx(result.selected[names.CV_SCORE_MEAN])
+    assert run.data.metrics[confirm.CONFIRM_VALUE] == pytest.approx(result.confirmed[names.CV_SCORE_MEAN])
+    assert run.data.metrics[confirm.CONFIRM_GAP] == pytest.approx(result.gap)
+    assert run.data.metrics[confirm.confirm_metric(schema.PAIRED_DIFFERENCE)] == pytest.approx(
         result.comparison.differences[0].difference
     )
     for role in (BEST_ROLE, BASELINE_ROLE, schema.COMPARISON_RUN):
-        assert run.data.tags[f"{schema.CONFIRM_RUN_TAG_PREFIX}{role}"] == result.run_ids[role]
+        assert run.data.tags[f"{confirm.CONFIRM_RUN_TAG_PREFIX}{role}"] == result.run_ids[role]
     assert run.data.tags[schema.VERDICT_TAG] == result.comparison.differences[0].verdict
-    text = confirmed.client.download_artifacts(run.info.run_id, schema.CONFIRM_REPORT_ARTIFACT)
+    text = confirmed.client.download_artifacts(run.info.run_id, confirm.CONFIRM_REPORT_ARTIFACT)
     assert Path(text).read_text().strip() == result.describe()
     cv_runs = {r.info.run_id: r for r in confirmed.children(schema.CV_RUN)}
     for role in (BEST_ROLE, BASELINE_ROLE):
         tags = cv_runs[result.run_ids[role]].data.tags
-        assert (tags[schema.CONFIRM_ROLE_TAG], tags[schema.CONFIRM_SEED_TAG]) == (role, str(result.seed))
+        assert (tags[confirm.CONFIRM_ROLE_TAG], tags[confirm.CONFIRM_SEED_TAG]) == (role, str(result.seed))
     (comparison,) = confirmed.children(schema.COMPARISON_RUN)
     assert comparison.info.run_id == result.run_ids[schema.COMPARISON_RUN]
 

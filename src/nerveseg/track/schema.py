@@ -63,22 +63,6 @@ def comparison_key(name: str, position: int) -> str:
     return f"{name}_{position}"
 
 
-# tune.py --confirm: the best trial's config and the study's base config re-trained on a fresh split and seed
-CONFIRM_ROLE_TAG = "optuna.confirm_role"  # on those CV runs: "best" or "baseline"
-CONFIRM_SEED_TAG = "optuna.confirm_seed"  # on them and on the study run: the fresh seed
-CONFIRM_RUN_TAG_PREFIX = "optuna.confirm_run."  # study run: + "selected", "best", "baseline", "comparison" -> run id
-CONFIRM_SELECTED = "confirm_selected_value"  # study run metrics: the best trial's value as the study selected it,
-CONFIRM_VALUE = "confirm_value"  # ... the same config's value on the fresh split and seed,
-CONFIRM_GAP = "confirm_gap"  # ... confirmed - selected,
-CONFIRM_BASELINE_VALUE = "confirm_baseline_value"  # ... and the base config's value on that split
-CONFIRM_REPORT_ARTIFACT = "confirm.txt"  # study run: the confirmation as tune.py printed it
-
-
-def confirm_metric(name: str) -> str:
-    """The study run's metric of the best-versus-base comparison on the fresh split, e.g. confirm_paired_difference."""
-    return f"confirm_{name}"
-
-
 # --------------------------------------------------------------- the MLflow Model of a CV run (issue 15)
 # ``track.model_package`` writes it, ``track.registry`` and the served model read it
 MODEL_NAME = "model"  # the LoggedModel's name on the CV parent run (log_model(name=...))
@@ -96,13 +80,6 @@ def model_weights_key(fold: int) -> str:
 TTA_CONFIG = "tta"
 BATCH_SIZE_CONFIG = "predict_batch_size"
 MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides names.DATA_FINGERPRINT, names.GIT_COMMIT_TAG
-
-
-# ----------------------------------------- Kaggle's leaderboard (issue 29; a submission's own names are in names.py)
-# the experiment's one "leaderboard" run (its RUN_TYPE_TAG value), which keeps the current plot and table
-LEADERBOARD_RUN = "leaderboard"
-TRUST_PLOT_ARTIFACT = f"{names.PLOTS_DIR}/trust_your_cv.png"
-LEADERBOARD_TABLE_ARTIFACT = "leaderboard.txt"
 
 
 # -------------------------------------------------------------------------------------- fold runs

@@ -30,6 +30,11 @@ from nerveseg.track.registry import run_of_model
 from nerveseg.track.run_reader import MlflowRuns, get_run, run_name
 from nerveseg.track.store import log_metrics
 
+# the experiment's one "leaderboard" run (its RUN_TYPE_TAG value), which keeps the current plot and table
+LEADERBOARD_RUN = "leaderboard"
+TRUST_PLOT_ARTIFACT = f"{names.PLOTS_DIR}/trust_your_cv.png"
+LEADERBOARD_TABLE_ARTIFACT = "leaderboard.txt"
+
 
 class MlflowSubmissions(MlflowRuns):
     """The configured store's CV runs and their submission runs (``run.submit.TrackedRuns``,
@@ -104,10 +109,10 @@ class MlflowSubmissions(MlflowRuns):
     def publish(self, experiment: str | None, table: str, plot_png: bytes | None) -> str:
         """The table and plot on the experiment's one "leaderboard" run (created, FINISHED, the first time)."""
         run_id = self._leaderboard_run(experiment or self.experiment_id())
-        self.client.log_text(run_id, table + "\n", schema.LEADERBOARD_TABLE_ARTIFACT)
+        self.client.log_text(run_id, table + "\n", LEADERBOARD_TABLE_ARTIFACT)
         if plot_png is not None:
             with tempfile.TemporaryDirectory(prefix="nerveseg-leaderboard-") as tmp:
-                atomic_write_bytes(Path(tmp) / schema.TRUST_PLOT_ARTIFACT, plot_png)
+                atomic_write_bytes(Path(tmp) / TRUST_PLOT_ARTIFACT, plot_png)
                 self.client.log_artifacts(run_id, tmp)
         return run_id
 
@@ -120,12 +125,12 @@ class MlflowSubmissions(MlflowRuns):
         )
 
     def _leaderboard_run(self, experiment_id: str) -> str:
-        query = f"tags.`{schema.RUN_TYPE_TAG}` = '{schema.LEADERBOARD_RUN}'"
+        query = f"tags.`{schema.RUN_TYPE_TAG}` = '{LEADERBOARD_RUN}'"
         runs = self.client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time ASC"])
         if runs:
             return runs[0].info.run_id
         run = self.client.create_run(
-            experiment_id, run_name=schema.LEADERBOARD_RUN, tags={schema.RUN_TYPE_TAG: schema.LEADERBOARD_RUN}
+            experiment_id, run_name=LEADERBOARD_RUN, tags={schema.RUN_TYPE_TAG: LEADERBOARD_RUN}
         )
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id

@@ -41,6 +41,22 @@ from nerveseg.track.store import MlflowSettings, download_artifacts, load_mlflow
 from nerveseg.tune.storage import check_storage, make_storage, with_installed_driver
 from nerveseg.tune.study_tracker import BASE_CONFIG_ARTIFACT, STUDY_NAME_TAG, STUDY_RUN_ATTR, best_trial
 
+# tune.py --confirm: the best trial's config and the study's base config re-trained on a fresh split and seed
+CONFIRM_ROLE_TAG = "optuna.confirm_role"  # on those CV runs: "best" or "baseline"
+CONFIRM_SEED_TAG = "optuna.confirm_seed"  # on them and on the study run: the fresh seed
+CONFIRM_RUN_TAG_PREFIX = "optuna.confirm_run."  # study run: + "selected", "best", "baseline", "comparison" -> run id
+CONFIRM_SELECTED = "confirm_selected_value"  # study run metrics: the best trial's value as the study selected it,
+CONFIRM_VALUE = "confirm_value"  # ... the same config's value on the fresh split and seed,
+CONFIRM_GAP = "confirm_gap"  # ... confirmed - selected,
+CONFIRM_BASELINE_VALUE = "confirm_baseline_value"  # ... and the base config's value on that split
+CONFIRM_REPORT_ARTIFACT = "confirm.txt"  # study run: the confirmation as tune.py printed it
+
+
+def confirm_metric(name: str) -> str:
+    """The study run's metric of the best-versus-base comparison on the fresh split, e.g. confirm_paired_difference."""
+    return f"confirm_{name}"
+
+
 FRESH_SEED_OFFSET = 1000  # the default fresh seed is the base config's + this (beyond any fold's seed + k)
 BEST_ROLE, BASELINE_ROLE = "best", "baseline"
 SELECTED_ROLE = "selected"  # the best trial's own run, as the study selected it
@@ -150,7 +166,7 @@ class _Context:
 def _confirmation_run(ctx: _Context, role: str, config: TrainConfig) -> str:
     """The FINISHED confirmation CV of ``role`` with ``config``'s params: reused, resumed, or trained now."""
     experiment_id = ctx.client.get_run(ctx.study_run_id).info.experiment_id
-    query = f"{schema.children_filter(ctx.study_run_id, schema.CV_RUN)} and tags.`{schema.CONFIRM_ROLE_TAG}` = '{role}'"
+    query = f"{schema.children_filter(ctx.study_run_id, schema.CV_RUN)} and tags.`{CONFIRM_ROLE_TAG}` = '{role}'"
     runs = ctx.client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
     matching = [run for run in runs if not params_differ(run, param_strings(config))]
     finished = [run for run in matching if run.info.status == "FINISHED"]
@@ -158,8 +174,8 @@ def _confirmation_run(ctx: _Context, role: str, config: TrainConfig) -> str:
         ctx.out(f"confirm: reusing the finished {role} run {finished[0].info.run_id}")
         return finished[0].info.run_id
     ctx.out(f"confirm: {'resuming' if matching else 'training'} {config.name} (seed {config.seed})")
-    tags = {STUDY_NAME_TAG: ctx.settings.study_name, schema.CONFIRM_ROLE_TAG: role}
-    tags[schema.CONFIRM_SEED_TAG] = str(ctx.seed)
+    tags = {STUDY_NAME_TAG: ctx.settings.study_name, CONFIRM_ROLE_TAG: role}
+    tags[CONFIRM_SEED_TAG] = str(ctx.seed)
     store = MlflowStore(ctx.mlflow_settings, resume=bool(matching), nested_under=ctx.study_run_id, parent_tags=tags,
                         progress=ctx.settings.progress)  # fmt: skip
     paths = CVPaths(ctx.settings.raw_dir, ctx.settings.cache_dir, ctx.settings.folds_dir)
@@ -172,18 +188,18 @@ def _confirmation_run(ctx: _Context, role: str, config: TrainConfig) -> str:
 def _log_on_study_run(ctx: _Context, result: ConfirmResult) -> None:
     difference = result.comparison.differences[0]
     values = {
-        schema.CONFIRM_SELECTED: result.selected[result.objective],
-        schema.CONFIRM_VALUE: result.confirmed[result.objective],
-        schema.CONFIRM_GAP: result.gap,
-        schema.CONFIRM_BASELINE_VALUE: result.baseline[result.objective],
-        **{schema.confirm_metric(name): value for name, value in interval_metrics(difference).items()},
+        CONFIRM_SELECTED: result.selected[result.objective],
+        CONFIRM_VALUE: result.confirmed[result.objective],
+        CONFIRM_GAP: result.gap,
+        CONFIRM_BASELINE_VALUE: result.baseline[result.objective],
+        **{confirm_metric(name): value for name, value in interval_metrics(difference).items()},
     }
     log_metrics(ctx.client, ctx.study_run_id, values)
-    tags = {schema.CONFIRM_SEED_TAG: str(result.seed), schema.VERDICT_TAG: difference.verdict}
-    tags.update({f"{schema.CONFIRM_RUN_TAG_PREFIX}{role}": run_id for role, run_id in result.run_ids.items()})
+    tags = {CONFIRM_SEED_TAG: str(result.seed), schema.VERDICT_TAG: difference.verdict}
+    tags.update({f"{CONFIRM_RUN_TAG_PREFIX}{role}": run_id for role, run_id in result.run_ids.items()})
     for key, value in tags.items():
         ctx.client.set_tag(ctx.study_run_id, key, value)
-    ctx.client.log_text(ctx.study_run_id, result.describe() + "\n", schema.CONFIRM_REPORT_ARTIFACT)
+    ctx.client.log_text(ctx.study_run_id, result.describe() + "\n", CONFIRM_REPORT_ARTIFACT)
 
 
 def _context(settings: ConfirmSettings, study: optuna.Study, out: Callable[[str], None]) -> _Context:
