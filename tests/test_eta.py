@@ -104,3 +104,11 @@ def test_the_share_done_never_goes_back_when_an_epoch_runs_slow() -> None:
 def test_ending_a_fold_that_never_started_is_a_bug() -> None:
     with pytest.raises(RuntimeError):
         CVClock([0], epochs=1).fold_ended(1.0)
+
+
+def test_the_ensemble_gain_probe_counts_as_one_more_fold() -> None:
+    clock = CVClock([0, 1], epochs=2, extra=1)  # ensemble_gain_probe: fold 0 once more after the last fold
+    end = run_fold(clock, 0, start=0.0, setup=0.0, epochs=[10.0, 10.0], after=0.0)
+    assert clock.fold_ended(end) == "fold 0 (1/2) done in 20 s; CV 33 % done, about 40 s left"
+    end = run_fold(clock, 1, start=end, setup=0.0, epochs=[10.0, 10.0], after=0.0)
+    assert clock.fold_ended(end) == "fold 1 (2/2) done in 20 s; 2 folds trained in 40 s; CV 67 % done, about 20 s left"

@@ -8,7 +8,8 @@ times. Nothing here reads a clock, so the estimate is a pure function of what wa
 - a fold costs its epochs plus the time around them (building the model before, predicting the held-out fold
   after), the latter measured on the folds finished so far (until one is, only the set-up seen counts).
 
-Only the folds this call trains count: ``--fold k`` is one fold, ``--resume`` the folds still missing. A fold
+Only the folds this call trains count: ``--fold k`` is one fold, ``--resume`` the folds still missing, plus
+``extra`` fold-sized trainings after them (the ensemble-gain probe, which trains fold 0 once more). A fold
 stopped early (``checkpoint: inner``) makes the estimate for the folds after it a little pessimistic. The CV's
 summary after the last fold (post-processing, bootstrap, plots) is not part of the estimate. The share done is
 that of the epochs, so it only grows (a share of the estimated time went back whenever an epoch ran slower).
@@ -61,11 +62,12 @@ def _spent_around(running: _RunningFold, now: float) -> float:
 
 
 class CVClock:
-    """The progress of one call's folds (``folds``, in training order, each ``epochs`` epochs) and its ETA."""
+    """The progress of one call's folds (``folds``, in training order, each ``epochs`` epochs, then ``extra``
+    fold-sized trainings) and its ETA."""
 
-    def __init__(self, folds: Sequence[int], epochs: int) -> None:
+    def __init__(self, folds: Sequence[int], epochs: int, extra: int = 0) -> None:
         self.folds = list(folds)
-        self.epochs = epochs
+        self.epochs, self.extra = epochs, extra
         self._epoch_seconds: list[float] = []
         self._around_epochs: list[float] = []  # per finished fold: its seconds outside its epochs
         self._started: float | None = None
@@ -106,7 +108,8 @@ class CVClock:
         head = f"fold {running.fold} ({running.position}/{len(self.folds)}) done in {format_duration(seconds)}"
         if self._finished >= len(self.folds):
             count = f"{len(self.folds)} fold{'s' if len(self.folds) > 1 else ''}"
-            return f"{head}; {count} trained in {format_duration(self.elapsed(now))}"
+            head = f"{head}; {count} trained in {format_duration(self.elapsed(now))}"
+            return f"{head}; {self.outlook(now)}" if self.extra else head
         return f"{head}; {self.outlook(now)}"
 
     # ------------------------------------------------------------------------------------------ estimates
@@ -129,7 +132,7 @@ class CVClock:
             in_epoch = 0.0 if running.epoch_start is None else min(now - running.epoch_start, epoch)
             epochs_left = max(0, self.epochs - running.epochs_done) * epoch - in_epoch
             left += epochs_left + max(0.0, around - _spent_around(running, now))
-        not_started = len(self.folds) - self._finished - (running is not None)
+        not_started = len(self.folds) + self.extra - self._finished - (running is not None)
         return left + not_started * (self.epochs * epoch + around)
 
     def _around_fold(self, now: float) -> float:
@@ -146,7 +149,7 @@ class CVClock:
         # the share of epochs done (a finished fold counts whole, stopped early or not), not of the estimated
         # time: it never goes back when an epoch runs slow
         running = 0 if self._running is None else self._running.epochs_done
-        done = (self._finished * self.epochs + running) / max(len(self.folds) * self.epochs, 1)
+        done = (self._finished * self.epochs + running) / max((len(self.folds) + self.extra) * self.epochs, 1)
         return f"CV {100 * done:.0f} % done, {format_estimate(left)} left"
 
     def epoch_line(self, now: float) -> str | None:
