@@ -75,7 +75,7 @@ demo-isbi: $(STAMP)
 		--out-dir $(DEMO_SUBMISSIONS)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The fast subset (no model training, no servers).
@@ -83,8 +83,8 @@ test-fast: PYTEST_ARGS = -m "not slow"
 test-fast: test
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .  # also the Python blocks of the docs
 
 # Removes the demo's folder (its data, cache, folds and submissions) and deletes its MLflow experiment
 # (scripts/clean_demo.py); data/raw, data/processed, experiments/folds and the real runs are never touched.
