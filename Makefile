@@ -75,7 +75,7 @@ demo-isbi: $(STAMP)
 		--out-dir $(DEMO_SUBMISSIONS)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The fast subset (no model training, no servers).
