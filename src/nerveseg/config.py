@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from nerveseg.errors import ConfigError, NervesegError
+from nerveseg.errors import ConfigError, NervesegError, first_line
 
 Upsampling = Literal["transpose", "bilinear"]
 LossName = Literal["dice", "bce", "bce_dice"]
@@ -328,7 +328,7 @@ def _one_line(err: yaml.YAMLError) -> str:
         mark = err.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         return f"{err.problem}{where}"
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return first_line(err)
 
 
 def load_yaml_file(path: Path | str, what: str, error: type[NervesegError] = NervesegError) -> Any:

@@ -17,6 +17,12 @@ class ConfigError(NervesegError):
     """An experiment config (YAML file or command-line override) is invalid."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its class name when it has none): what a one-line error quotes of a
+    library's multi-line message."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def is_interruption(err: BaseException) -> bool:
     """True for Ctrl-C, also when a library re-raised it as another error.
 

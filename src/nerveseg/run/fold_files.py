@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nerveseg import names
-from nerveseg.errors import NervesegError
+from nerveseg.errors import NervesegError, first_line
 from nerveseg.evaluate.paired import ImageScores
 from nerveseg.io_utils import atomic_save_npz, atomic_write_bytes, atomic_write_text
 from nerveseg.tasks.base import CVFinal
@@ -182,5 +182,5 @@ def check_weights_file(path: Path, what: str, fix: str) -> None:
         with h5py.File(path, "r"):
             pass
     except OSError as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        reason = first_line(err)[:300]
         raise NervesegError(f"{what} cannot be read ({reason}); {fix}") from err

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from nerveseg import names
 from nerveseg.config import DEFAULT_TASK
-from nerveseg.errors import NervesegError
+from nerveseg.errors import NervesegError, first_line
 from nerveseg.paths import PROCESSED_DIR, RAW_DIR
 from nerveseg.run.choice import chosen_runs
 from nerveseg.run.package import version_description
@@ -182,7 +182,6 @@ def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
     try:
         return mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise NervesegError(f"--model {uri}: {first[:300]}; {MODEL_HINT}") from err
+        raise NervesegError(f"--model {uri}: {first_line(err)[:300]}; {MODEL_HINT}") from err
     except NervesegError as err:  # the package's own check of its files (a truncated weights artifact, say)
         raise NervesegError(f"--model {uri}: {err}") from err

@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nerveseg.config import load_yaml_file
-from nerveseg.errors import NervesegError
+from nerveseg.errors import NervesegError, first_line
 from nerveseg.paths import MLFLOW_CONFIG, PROJ_ROOT
 from nerveseg.uris import redact_uri, sqlite_path, sqlite_schema_lock
 
@@ -201,9 +201,8 @@ def _check_sql_server(uri: str, shown: str, timeout: float) -> None:
             f"MLflow tracking URI {shown} needs the database driver {err.name!r}; install it{hint}"
         ) from err
     except Exception as err:  # the driver's own error types differ; all mean "cannot store runs there"
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrackingError(
-            f"MLflow tracking database {shown} is not reachable ({first_line}); start it, check the URI, "
+            f"MLflow tracking database {shown} is not reachable ({first_line(err)}); start it, check the URI, "
             "or unset MLFLOW_TRACKING_URI to use the local SQLite store"
         ) from err
 
@@ -233,8 +232,7 @@ def setup_mlflow(settings: MlflowSettings | None = None) -> str:
 
 def _store_error(uri: str, err: Exception) -> TrackingError:
     """An error of the store itself (MLflow's or the database's) as one line naming the store."""
-    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return TrackingError(f"MLflow tracking store {redact_uri(uri)}: {first_line}")
+    return TrackingError(f"MLflow tracking store {redact_uri(uri)}: {first_line(err)}")
 
 
 def _get_or_create_experiment(client: MlflowClient, settings: MlflowSettings) -> str:

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nerveseg.config import shown
-from nerveseg.errors import NervesegError
+from nerveseg.errors import NervesegError, first_line
 from nerveseg.uris import redact_uri, sqlite_path, sqlite_schema_lock
 
 # Heartbeats let a live worker mark a dead worker's RUNNING trial as FAIL (it still counts towards N).
@@ -79,9 +79,8 @@ def check_storage(url: str) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise NervesegError(
-            f"cannot reach Optuna storage {redact_uri(url)}: {first_line}; start the database or fix --storage"
+            f"cannot reach Optuna storage {redact_uri(url)}: {first_line(err)}; start the database or fix --storage"
         ) from None
     finally:
         engine.dispose()
