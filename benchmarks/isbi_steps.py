@@ -46,14 +46,14 @@ def rand_error_table(per_fold: dict[int, list[float]], steps_per_epoch: int, bat
 
 def tracked_curves(run_id: str, metric: str) -> dict[int, list[float]]:
     """Each finished fold run's per-epoch ``metric`` of the tracked CV ``run_id``, in epoch order."""
-    from nerveseg.track import schema
+    from nerveseg.track import run_reader
     from nerveseg.track.store import get_client
 
     client = get_client()
     parent = client.get_run(run_id)
     return {
         fold: [m.value for m in sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)]
-        for fold, run in sorted(schema.newest_finished_fold_runs(client, parent).items())
+        for fold, run in sorted(run_reader.newest_finished_fold_runs(client, parent).items())
     }
 
 

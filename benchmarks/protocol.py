@@ -61,7 +61,7 @@ def late_drop(val_dice: list[float]) -> float:
 
 def _fold_curves(uri: str, parent_run_id: str) -> dict[int, FoldCurve]:
     from nerveseg import names
-    from nerveseg.track import schema
+    from nerveseg.track import run_reader
     from nerveseg.track.store import get_client
 
     client = get_client(uri)
@@ -70,7 +70,7 @@ def _fold_curves(uri: str, parent_run_id: str) -> dict[int, FoldCurve]:
         return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
     curves = {}
-    for fold, run in sorted(schema.newest_finished_fold_runs(client, client.get_run(parent_run_id)).items()):
+    for fold, run in sorted(run_reader.newest_finished_fold_runs(client, client.get_run(parent_run_id)).items()):
         dice, gated = curve(run.info.run_id, "val_dice"), curve(run.info.run_id, names.VAL_DICE_GATED)
         silent = bool(dice) and max(dice) - min(dice) < 1e-9
         curves[fold] = FoldCurve(late_drop(dice), late_drop(gated) if gated else None, silent)

@@ -22,7 +22,7 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.run import fold_files
 from nerveseg.run.cross_validate import cross_validate
 from nerveseg.run.store import CVPaths
-from nerveseg.track import schema
+from nerveseg.track import run_reader, schema
 from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.schema import RUN_TYPE_TAG
 from nerveseg.track.store import download_artifacts, get_client
@@ -82,7 +82,7 @@ def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
 def fold_runs(parent_id: str) -> list:
     client = get_client()
     parent = client.get_run(parent_id)
-    runs = schema.newest_finished_fold_runs(client, parent)
+    runs = run_reader.newest_finished_fold_runs(client, parent)
     return [runs[k] for k in sorted(runs)]
 
 

@@ -27,7 +27,7 @@ import pytest
 
 from helpers import crafted_tiff_header, free_port, stop_server
 from nerveseg import names
-from nerveseg.track import schema
+from nerveseg.track import run_reader
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +205,7 @@ def test_a_truncated_weights_artifact_is_named_not_its_temporary_copy(
     from nerveseg.track.submission_run import MlflowSubmissions
 
     client, version = get_client(), registered["version"]
-    fold_runs = schema.newest_finished_fold_runs(client, client.get_run(registered["run_id"]))
+    fold_runs = run_reader.newest_finished_fold_runs(client, client.get_run(registered["run_id"]))
     files = [
         _artifact_file(fold_runs[0].info.artifact_uri, "fold_0.weights.h5"),
         _artifact_file(client.get_logged_model(version.model_id).artifact_location, "fold_0.weights.h5"),

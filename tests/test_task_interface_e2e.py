@@ -29,7 +29,7 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.errors import NervesegError
 from nerveseg.names import VAL_V_RAND_ERROR
 from nerveseg.tasks import get_task
-from nerveseg.track import schema
+from nerveseg.track import run_reader, schema
 from nerveseg.track.store import get_client
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_the_isbi_run_keeps_each_slices_rand_error_for_compare(tracked: Tracked)
 
 def test_fold_runs_hold_contiguous_blocks_and_the_folds_file_is_written_once(tracked: Tracked) -> None:
     client = get_client()
-    folds = schema.newest_finished_fold_runs(client, client.get_run(tracked.parent_id))
+    folds = run_reader.newest_finished_fold_runs(client, client.get_run(tracked.parent_id))
     assert sorted(folds) == [0, 1]
     assert [folds[k].data.params["val_slices"] for k in (0, 1)] == ["0-2", "3-5"]
     for k in (0, 1):  # epoch_rand_error: the held-out V_rand error per epoch, the last one the fold's score

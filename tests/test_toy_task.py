@@ -109,7 +109,7 @@ def tracked(empty_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.mark.slow
 def test_cv_train_ranks_toy_runs_by_their_iou(tracked: Tracked) -> None:
-    from nerveseg.track import schema
+    from nerveseg.track import run_reader, schema
     from nerveseg.track.store import get_client
 
     client = get_client()
@@ -120,7 +120,7 @@ def test_cv_train_ranks_toy_runs_by_their_iou(tracked: Tracked) -> None:
         assert metrics["cv_iou_mean"] == pytest.approx((metrics["fold_0_iou"] + metrics["fold_1_iou"]) / 2)
         assert 0 <= metrics["oof_iou"] <= 1 and "cv_score_mean" not in metrics  # the nerve's metric is not faked
         assert "cv_iou_mean" in run.data.tags[schema.DESCRIPTION_TAG]
-        for k, fold_run in schema.newest_finished_fold_runs(client, run).items():
+        for k, fold_run in run_reader.newest_finished_fold_runs(client, run).items():
             assert fold_run.data.metrics["val_score"] == pytest.approx(metrics[f"fold_{k}_iou"])  # the fold's IoU
     assert len(list((tracked.root / "folds").glob("*.json"))) == 1  # both configs: one split
 

@@ -22,6 +22,7 @@ from nerveseg.errors import NervesegError, is_interruption
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.run.cross_validate import say
 from nerveseg.track import schema
+from nerveseg.track.run_reader import fold_runs, newest_finished_fold_runs
 from nerveseg.track.schema import ERROR_TAG, PARENT_TAG, RUN_TYPE_TAG, STOPPED_TAG
 
 STALE_RUN = "stale"  # STOPPED_TAG of a fold run found RUNNING by --resume (its process died)
@@ -146,7 +147,7 @@ def mark_stopped(client: MlflowClient, run_ids: Sequence[str], err: BaseExceptio
 def kill_stale_fold_runs(client: MlflowClient, parent: Run) -> None:
     """Mark the parent's fold runs still RUNNING as KILLED: ``--resume`` continues a CV whose process
     died (``kill -9``, a lost machine) without marking them, and their replacements are trained now."""
-    for runs in schema.fold_runs(client, parent).values():
+    for runs in fold_runs(client, parent).values():
         for run in runs:
             if run.info.status == "RUNNING":
                 client.set_tag(run.info.run_id, STOPPED_TAG, STALE_RUN)
@@ -173,7 +174,7 @@ def choose_parent(
         return None, requested
     if resume:
         kill_stale_fold_runs(client, parent)
-    finished = schema.newest_finished_fold_runs(client, parent)
+    finished = newest_finished_fold_runs(client, parent)
     already = [k for k in requested if k in finished]
     if already and not resume:
         raise NervesegError(

@@ -39,6 +39,7 @@ from nerveseg.run.store import CVObserver, OpenedCV
 from nerveseg.tasks import get_task
 from nerveseg.tasks.base import CVFinal
 from nerveseg.track import cv_parents, schema
+from nerveseg.track.run_reader import newest_finished_fold_runs
 from nerveseg.track.schema import FOLD_TAG, PARENT_TAG, RUN_TYPE_TAG
 from nerveseg.track.store import MlflowSettings, load_mlflow_settings, log_metrics, setup_mlflow
 from nerveseg.train.fold_result import FoldResult
@@ -215,7 +216,7 @@ class MlflowStore:
 
     def _finished_fold_runs(self) -> dict[int, Run]:
         assert self._parent is not None, "open() sets the parent"
-        return schema.newest_finished_fold_runs(self.client, self._parent)
+        return newest_finished_fold_runs(self.client, self._parent)
 
 
 def model_summary(config: TrainConfig) -> str:

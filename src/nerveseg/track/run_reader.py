@@ -66,6 +66,34 @@ def cv_parent_run(client: MlflowClient, run_id: str) -> Run:
     return run
 
 
+def fold_runs(client: MlflowClient, parent: Run) -> dict[int, list[Run]]:
+    """The parent's fold runs by fold number (any status), oldest first."""
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=schema.children_filter(parent.info.run_id, schema.FOLD_RUN),
+        max_results=10_000,
+        order_by=["attributes.start_time ASC"],
+    )
+    children: dict[int, list[Run]] = {}
+    for run in runs:
+        try:
+            fold = int(run.data.tags[schema.FOLD_TAG])
+        except (KeyError, ValueError):
+            continue  # not written by MlflowStore; ignore rather than guess
+        children.setdefault(fold, []).append(run)
+    return children
+
+
+def newest_finished_fold_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
+    """fold -> its newest FINISHED run (a resumed CV can have failed or killed attempts beside it)."""
+    finished = {}
+    for fold, runs in fold_runs(client, parent).items():
+        done = [run for run in runs if run.info.status == "FINISHED"]
+        if done:
+            finished[fold] = done[-1]
+    return finished
+
+
 class MlflowRunReader(StoredRun):
     """A FINISHED CV parent run at ``tracking_uri``; refuses a fold's run, another kind of run or an unfinished one
     (``unfinished="warn"``: warns, for a submission from a run whose folds all finished but whose summary did not)."""
@@ -110,7 +138,7 @@ class MlflowRunReader(StoredRun):
     def fold_weights(self, workdir: Path) -> list[Path]:
         """The newest FINISHED fold run's weights per fold, downloaded under ``workdir``."""
         run_id, name, folds = self.run_id, self.name, self.config().folds
-        runs = schema.newest_finished_fold_runs(self._client, self.run)
+        runs = newest_finished_fold_runs(self._client, self.run)
         missing = [k for k in range(folds) if k not in runs]
         if missing:
             raise NervesegError(

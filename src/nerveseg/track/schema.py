@@ -22,9 +22,6 @@ metrics never reuse a param's name: a fold run's per-epoch metrics are ``train_l
 
 from __future__ import annotations
 
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
-
 from nerveseg import names
 
 # ------------------------------------------------------------------------------------------- tags
@@ -82,35 +79,7 @@ BATCH_SIZE_CONFIG = "predict_batch_size"
 MODEL_VERSION_RUN_TAG = "source_run_name"  # a model version's tags besides names.DATA_FINGERPRINT, names.GIT_COMMIT_TAG
 
 
-# -------------------------------------------------------------------------------------- fold runs
-
-
-def fold_runs(client: MlflowClient, parent: Run) -> dict[int, list[Run]]:
-    """The parent's fold runs by fold number (any status), oldest first."""
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and tags.`{RUN_TYPE_TAG}` = '{FOLD_RUN}'",
-        max_results=10_000,
-        order_by=["attributes.start_time ASC"],
-    )
-    children: dict[int, list[Run]] = {}
-    for run in runs:
-        try:
-            fold = int(run.data.tags[FOLD_TAG])
-        except (KeyError, ValueError):
-            continue  # not written by MlflowStore; ignore rather than guess
-        children.setdefault(fold, []).append(run)
-    return children
-
-
-def newest_finished_fold_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
-    """fold -> its newest FINISHED run (a resumed CV can have failed or killed attempts beside it)."""
-    finished = {}
-    for fold, runs in fold_runs(client, parent).items():
-        done = [run for run in runs if run.info.status == "FINISHED"]
-        if done:
-            finished[fold] = done[-1]
-    return finished
+# ---------------------------------------------------------------------------------------- searches
 
 
 def children_filter(parent_run_id: str, run_type: str | None = None) -> str:
