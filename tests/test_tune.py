@@ -287,3 +287,28 @@ def test_a_trial_trains_no_ensemble_gain_probe_unless_the_space_searches_it(tmp_
         trial = optuna.create_study().ask()
         config = objective.trial_config(trial)
         assert config.ensemble_gain_probe is expected and config.name == "s-trial0000"
+
+
+def test_each_trial_line_says_how_much_of_the_study_is_left() -> None:
+    import datetime
+
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    from nerveseg.tune.study_output import format_trial_line, study_outlook
+
+    study = optuna.create_study(direction="maximize")
+    start = datetime.datetime(2026, 1, 1)
+    for number, (state, seconds) in enumerate([(TrialState.COMPLETE, 600), (TrialState.PRUNED, 120)]):
+        study.add_trial(FrozenTrial(
+            number=number, state=state, value=0.5 if state == TrialState.COMPLETE else None, datetime_start=start,
+            datetime_complete=start + datetime.timedelta(seconds=seconds), params={}, distributions={},
+            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=number,
+        ))  # fmt: skip
+    # 8 trials to go at the mean of the ended ones (6 min, the pruned one included), on this worker alone
+    assert study_outlook(study, 10) == "2/10 trials, about 48 min left"
+    line = format_trial_line(study, study.trials[0], 10)
+    assert line.endswith("| best 0.5000 (trial 0) | 2/10 trials, about 48 min left")
+    study.ask()  # another worker's trial is running: it counts, and the 7 left are shared by two workers
+    assert study_outlook(study, 10) == "3/10 trials, about 21 min left"
+    assert study_outlook(study, 3) == "3/3 trials"

@@ -190,7 +190,7 @@ def _run_trials(
             worker.tracker.on_trial_end(study, trial)
         except Exception as err:  # the trial's result is in the study already; tags are secondary
             print(f"warning: MLflow bookkeeping of trial {trial.number} failed: {err}", file=sys.stderr)
-        out(format_trial_line(study, trial))
+        out(format_trial_line(study, trial, settings.n_trials))
         consecutive_failures = consecutive_failures + 1 if trial.state == TrialState.FAIL else 0
 
     status = "FAILED"
