@@ -9,8 +9,8 @@ from helpers import fake_data
 from nerveseg.config import TrainConfig
 from nerveseg.model.losses import learning_rate_for
 from nerveseg.model.unet import build_model_from_config
+from nerveseg.tasks.nerve.fold import train_fold
 from nerveseg.train.checkpointing import inner_split
-from nerveseg.train.fold import train_fold
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 

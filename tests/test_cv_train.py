@@ -25,10 +25,11 @@ from nerveseg.paths import EXPERIMENTS_DIR
 from nerveseg.run.cross_validate import cross_validate
 from nerveseg.run.store import CVObserver, CVPaths
 from nerveseg.tasks.base import CVFinal
+from nerveseg.tasks.nerve import fold as training
 from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.schema import PARENT_TAG, RUN_TYPE_TAG
 from nerveseg.track.store import MlflowSettings, download_artifacts, get_client
-from nerveseg.train import fold as training
+from nerveseg.train.fold import TrainingDivergedError
 
 HISTORY_KEYS = ("loss", "val_loss", "dice", "val_dice", "learning_rate")
 
@@ -280,7 +281,7 @@ def fake_train_fold(error: BaseException | None) -> Callable[..., Any]:
     [
         (None, "KILLED", ("nerveseg.stopped", "Pruned")),  # the listener raises Pruned
         (
-            training.TrainingDivergedError("loss became nan"),
+            TrainingDivergedError("loss became nan"),
             "FAILED",
             ("nerveseg.error", "TrainingDivergedError: loss"),
         ),

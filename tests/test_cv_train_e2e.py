@@ -22,11 +22,11 @@ from nerveseg.config import TrainConfig, config_to_yaml
 from nerveseg.run import fold_files
 from nerveseg.run.cross_validate import cross_validate
 from nerveseg.run.store import CVPaths
+from nerveseg.tasks.nerve import fold as training
 from nerveseg.track import run_reader, schema
 from nerveseg.track.mlflow_store import MlflowStore
 from nerveseg.track.schema import RUN_TYPE_TAG
 from nerveseg.track.store import download_artifacts, get_client
-from nerveseg.train import fold as training
 
 pytestmark = pytest.mark.slow
 

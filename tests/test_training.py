@@ -18,7 +18,8 @@ from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.inference.ensemble import predict_ensemble, predict_probs
 from nerveseg.model.unet import build_model_from_config, get_standardization
 from nerveseg.paths import ORIG_HEIGHT, ORIG_WIDTH
-from nerveseg.train.cv_summary import (
+from nerveseg.tasks.nerve.fold import train_fold
+from nerveseg.tasks.nerve.summary import (
     CVSummary,
     default_predict_subjects,
     format_summary_table,
@@ -31,7 +32,6 @@ from nerveseg.train.fold import (
     GatedValDice,
     TrainingDivergedError,
     standardization_stats,
-    train_fold,
     training_index,
 )
 
@@ -287,7 +287,7 @@ def test_summary_has_intervals_crossfit_and_says_when_it_is_optimistic(data) -> 
 
 
 def test_assemble_presence_puts_each_folds_outputs_in_image_order() -> None:
-    from nerveseg.train.cv_summary import assemble_presence
+    from nerveseg.tasks.nerve.summary import assemble_presence
 
     def result(fold: int, index: list[int], presence: list[float] | None) -> FoldResult:
         probs = np.zeros((len(index), 4, 4), np.float32)
@@ -315,7 +315,7 @@ def test_a_fold_runs_params_count_the_rows_train_fold_uses(data, tiny_config) ->
 
 
 def test_an_ensemble_gain_probe_centres_the_pi_on_the_ensembles_expected_score(data) -> None:
-    from nerveseg.train.cv_summary import EnsembleGain
+    from nerveseg.tasks.nerve.summary import EnsembleGain
 
     folds = make_folds(data)
     rng = np.random.default_rng(3)

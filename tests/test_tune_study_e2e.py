@@ -65,7 +65,8 @@ class Tuned:
 def tuned(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuned]:
     import mlflow
 
-    from nerveseg.train import fold as training
+    from nerveseg.tasks.nerve import fold as training
+    from nerveseg.train.fold import TrainingDivergedError
     from nerveseg.tune.study import TuneSettings, run_study
 
     root = tmp_path_factory.mktemp("tune_e2e")
@@ -98,7 +99,7 @@ def tuned(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
         def train_fold_with_fault(config: TrainConfig, *args: Any, **kwargs: Any) -> Any:
             if config.learning_rate == FAIL_LR:
-                raise training.TrainingDivergedError("fold 0: training diverged (loss became nan at epoch 1, batch 1)")
+                raise TrainingDivergedError("fold 0: training diverged (loss became nan at epoch 1, batch 1)")
             return real_train_fold(config, *args, **kwargs)
 
         patch.setattr(training, "train_fold", train_fold_with_fault)

@@ -23,7 +23,7 @@ OOF_SCORE_POSTPROCESSED_INSAMPLE = "oof_score_postprocessed_insample"  # decided
 OOF_SCORE_POSTPROCESSED_PI_LOW = "oof_score_postprocessed_pi_low"
 OOF_SCORE_POSTPROCESSED_PI_HIGH = "oof_score_postprocessed_pi_high"
 PI_SUBJECTS = "oof_score_postprocessed_pi_subjects"  # m, the new subjects that interval is for
-# with config ensemble_gain_probe (train.cv_summary.EnsembleGain): what averaging the K fold models adds to the
+# with config ensemble_gain_probe (tasks.nerve.summary.EnsembleGain): what averaging the K fold models adds to the
 # single-model estimate, measured on a pair of models of fold 0; the PI above is then centred on their sum
 ENSEMBLE_GAIN = "ensemble_gain"  # scaled to the K members that ship
 ENSEMBLE_GAIN_PAIR = "ensemble_gain_pair"  # as measured: the pair's average minus its members' mean

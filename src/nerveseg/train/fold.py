@@ -1,13 +1,14 @@
-"""Training one cross-validation fold: the one fold runner of every task and model family, and the nerve fold.
+"""Training one cross-validation fold: the one fold runner of every task and model family, and the whole-image fold.
 
 ``run_fold`` runs every task's fold in one order. ``fold_model`` seeds everything from ``config.seed + fold``
 (with TensorFlow op determinism on by default, so one machine gives identical weights run after run) and builds
 the family's network, standardised with statistics of the training images only. The task's hooks (``FoldHooks``)
 then make its streams (``FoldInputs``: after the seeding, since they draw from it); ``fit_fold`` compiles the
 network as its family says, runs the package's one ``model.fit``, keeps weights by the checkpoint rule and writes
-them atomically; the hooks predict the fold's out-of-fold images and score them. ``NERVE_FOLD`` scores at the
-competition's 580x420 resolution, the number to compare runs by; ``tasks.isbi2012.trainer.ISBI_FOLD`` is the
-ISBI task's (crops or windows, the V_rand error).
+them atomically; the hooks predict the fold's out-of-fold images and score them. ``image_fold(score)`` gives the
+hooks of whole images at the model's size (the nerve task's ``tasks.nerve.fold.NERVE_FOLD`` scores them by the
+Dice at 580x420, the toy's by IoU); ``tasks.isbi2012.trainer.ISBI_FOLD`` is the ISBI task's (crops or windows,
+the V_rand error).
 
 Checkpoint rules (which weights a fold keeps):
 
@@ -36,7 +37,7 @@ from nerveseg.config import CheckpointRule, TrainConfig
 from nerveseg.data.audit import contradictory_ids
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
-from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
+from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.inference.ensemble import predict_ensemble
 from nerveseg.model.families import family_of, training_network
 from nerveseg.model.unet import set_standardization
@@ -308,7 +309,7 @@ def run_fold(
     )
 
 
-# ---------------------------------------------------------------------------------------- the nerve task's fold
+# ------------------------------------------------------------------------------ the whole-image fold's hooks
 
 
 def training_index(data: PreparedData, folds: np.ndarray, fold: int, *, drop_contradictory: bool) -> np.ndarray:
@@ -320,23 +321,6 @@ def training_index(data: PreparedData, folds: np.ndarray, fold: int, *, drop_con
     if len(index) == 0:
         raise NervesegError(f"fold {fold} leaves no training images; check the folds array")
     return index
-
-
-def full_resolution_dice(
-    data: PreparedData, index: np.ndarray, probs: np.ndarray, threshold: float = 0.5, chunk_size: int = 256
-) -> np.ndarray:
-    """(n,) Dice per image at 580x420 of ``probs > threshold`` against ``data.full_masks(index)``.
-
-    Chunked because 256 full-resolution masks already take 62 MB.
-    """
-    if len(index) != len(probs):
-        raise NervesegError(f"got {len(probs)} probability maps for {len(index)} images")
-    scores = np.empty(len(index), dtype=np.float64)
-    for start in range(0, len(index), chunk_size):
-        part = slice(start, start + chunk_size)
-        predicted = to_full_resolution(probs[part]) > threshold
-        scores[part] = dice_per_image(data.full_masks(index[part]), predicted)
-    return scores
 
 
 class GatedValDice(keras.callbacks.Callback):
@@ -411,33 +395,14 @@ def fold_indices(
     return val_index, train_index, monitor_index
 
 
-def _nerve_oof(
+def _predict_images(
     config: TrainConfig, model: keras.Model, images: np.ndarray, verbose: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The fold ensemble's prediction of one model (mirror views with ``config.tta``, the presence head's too)."""
     return predict_ensemble([model], images, tta=config.tta, batch_size=256, progress=verbose > 0)
 
 
-def _nerve_score(data: PreparedData, index: np.ndarray, probs: np.ndarray) -> float:
-    """The nerve fold's score: the mean Dice at 580x420 of ``probs > 0.5`` (Kaggle's metric)."""
-    return float(full_resolution_dice(data, index, probs).mean())
-
-
-NERVE_FOLD = FoldHooks[PreparedData](
-    item="image", rows=fold_indices, inputs=fold_datasets, predict=_nerve_oof, score=_nerve_score
-)
-
-
-def train_fold(
-    config: TrainConfig,
-    data: PreparedData,
-    folds: np.ndarray,
-    fold: int,
-    workdir: Path,
-    *,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int = 1,
-) -> FoldResult:
-    """The nerve task's fold (``run_fold`` with ``NERVE_FOLD``): whole images, kept by ``config.checkpoint``,
-    scored by the Dice at 580x420."""
-    return run_fold(NERVE_FOLD, config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
+def image_fold(score: Callable[[PreparedData, np.ndarray, np.ndarray], float]) -> FoldHooks[PreparedData]:
+    """The whole-image fold (the nerve and toy tasks): ``fold_indices``' rows, ``fold_datasets``' streams, the
+    model's OOF prediction with the submission's views, scored by the task's ``score``."""
+    return FoldHooks(item="image", rows=fold_indices, inputs=fold_datasets, predict=_predict_images, score=score)

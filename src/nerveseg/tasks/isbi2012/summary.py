@@ -3,8 +3,8 @@
 ``isbi_oof_summary`` scores each block fold's held-out slices with the metrics of
 ``tasks.isbi2012.metrics`` (the challenge's V_rand and V_info errors, the pixel error and skimage's
 adapted Rand error) and averages over folds (the CV numbers, ``cv_<metric>_mean``), next to the trivial
-"everything is cell" baseline. The nerve task's counterpart is ``train.cv_summary``; both live above
-``evaluate`` because they read the trainers' ``FoldResult``.
+"everything is cell" baseline. The nerve task's counterpart is ``tasks.nerve.summary``; each lives in its
+task's package.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The Kaggle ultrasound nerve task (``task: nerve``, the default) behind the ``Task`` interface.
 
-It only wires the existing stages: cached decoding (``data.cache``), subject-grouped folds
-(``data.folds``), ``train.fold.train_fold``, the CV summary at 580x420 with intervals
-(``train.cv_summary``), post-processing decided on OOF (``evaluate.postprocess``) and the RLE CSV
-(``submit``). Heavy modules are imported inside the methods, so ``get_task`` stays cheap.
+It wires the stages to what only this task knows, in this package: cached decoding (``data.cache``),
+subject-grouped folds (``data.folds``), its fold (``fold``: ``train.fold``'s whole-image fold scored at 580x420),
+the CV summary at 580x420 with intervals (``summary``) and its report (``report``), post-processing decided on OOF
+(``evaluate.postprocess``), the RLE CSV (``submit``) and the served ``segmenter``. Heavy modules are imported
+inside the methods, so ``get_task`` stays cheap.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ def _image_scores(data: Any, folds: np.ndarray, summary: Any) -> ImageScores | N
 
 def _ensemble_probe(config: TrainConfig, data: Any, folds: np.ndarray, work: Path, progress: bool) -> FoldResult | None:
     """With ``ensemble_gain_probe``: fold 0 trained once more with seed ``seed + folds`` (no fold's seed), in a
-    folder of its own; ``train.cv_summary.EnsembleGain`` measures on it what averaging models adds. None without.
+    folder of its own; ``summary.EnsembleGain`` measures on it what averaging models adds. None without.
     Its weights are not kept: only the gain it measures is."""
     if not config.ensemble_gain_probe:
         return None
-    from nerveseg.train.fold import train_fold
+    from nerveseg.tasks.nerve.fold import train_fold
 
     probe_config = config.replace(seed=config.seed + config.folds)
     if progress:
@@ -94,7 +95,7 @@ class NerveTask(SharedStages):
         }
 
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> FoldResult:
-        from nerveseg.train.fold import train_fold
+        from nerveseg.tasks.nerve.fold import train_fold
 
         return train_fold(config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
@@ -103,8 +104,8 @@ class NerveTask(SharedStages):
         decided on all OOF predictions (its in-sample score is labelled optimistic) and the report."""
         from nerveseg.evaluate.postprocess import decide_postprocessing
         from nerveseg.inference.ensemble import view_names
-        from nerveseg.report.nerve_report import CVOutcome, render_cv_report
-        from nerveseg.train.cv_summary import (
+        from nerveseg.tasks.nerve.report import CVOutcome, render_cv_report
+        from nerveseg.tasks.nerve.summary import (
             PER_IMAGE_FIELD,
             assemble_presence,
             format_summary_table,

@@ -2,7 +2,7 @@
 
 What only it knows is here: its data and IoU (``blobs``), its post-processing (a threshold) and its submission (a
 CSV of one run-length-encoded mask per test image, ``id,rle_mask``, at the image's own size). The rest is the
-generic stages: subject-grouped folds (each image its own subject), the nerve fold (``train.fold.NERVE_FOLD``)
+generic stages: subject-grouped folds (each image its own subject), the whole-image fold (``train.fold.image_fold``)
 with the U-Net any task gets (``model.families.ANY_TASK``), the fold ensemble of ``inference.ensemble``.
 """
 
@@ -54,7 +54,7 @@ class ToyDecision:
 
 
 def prepared(images: np.ndarray, masks: np.ndarray) -> PreparedData:
-    """The arrays as the nerve fold takes them, each image its own subject, with the masks at 580x420 that
+    """The arrays as the whole-image fold takes them, each image its own subject, with the masks at 580x420 that
     ``PreparedData`` holds (a nerve-ism: the audit behind ``drop_contradictory`` reads their areas)."""
     full = np.stack([resize_mask(mask, ORIG_HEIGHT, ORIG_WIDTH) for mask in masks]).reshape(len(masks), -1)
     ids = np.arange(len(images))
@@ -96,11 +96,10 @@ class ToyTask(SharedStages):
         return {names.N_TRAIN_PARAM: str(len(train_index)), names.N_VAL_PARAM: str(len(val_index))}
 
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> FoldResult:
-        """The nerve fold (``train.fold.NERVE_FOLD``), scored by the IoU at 0.5 of its out-of-fold predictions."""
-        from nerveseg.train.fold import NERVE_FOLD, run_fold
+        """The whole-image fold (``train.fold.image_fold``), scored by the IoU at 0.5 of its out-of-fold predictions."""
+        from nerveseg.train.fold import image_fold, run_fold
 
-        hooks = dataclasses.replace(NERVE_FOLD, score=fold_iou)
-        return run_fold(hooks, config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
+        return run_fold(image_fold(fold_iou), config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
 
     def finalise(self, config, data, folds, results, *, progress, raw_dir, work) -> CVFinal:
         """IoU at 0.5 per fold, pooled and of all-empty masks; the threshold chosen on all OOF (in-sample)."""

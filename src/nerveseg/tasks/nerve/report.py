@@ -36,8 +36,9 @@ from nerveseg.report.gallery import (
 )
 from nerveseg.report.markdown import cv_markdown
 from nerveseg.report.plots import plot_progress
-from nerveseg.train import fold as training
-from nerveseg.train.cv_summary import CVSummary
+from nerveseg.tasks.nerve.fold import full_resolution_dice
+from nerveseg.tasks.nerve.summary import CVSummary
+from nerveseg.train.fold_result import FoldResult
 
 GALLERY_IMAGES = 4  # best and worst each
 THRESHOLD = 0.5  # the gallery and breakdown show the raw OOF predictions, as the fold scores do
@@ -49,7 +50,7 @@ class CVOutcome:
 
     config: TrainConfig
     data: PreparedData
-    results: Sequence[training.FoldResult]
+    results: Sequence[FoldResult]
     summary: CVSummary
     oof: np.ndarray  # (N, h, w) OOF probabilities in data order
     postprocessing: PostprocessDecision | None = None
@@ -149,7 +150,7 @@ def render_cv_report(outcome: CVOutcome, *, raw_dir: Path, work: Path) -> CVRepo
     data, name = outcome.data, outcome.config.name
     plots = work / "parent_plots"
     plots.mkdir(parents=True, exist_ok=True)
-    scores = training.full_resolution_dice(data, np.arange(len(data)), outcome.oof, THRESHOLD)
+    scores = full_resolution_dice(data, np.arange(len(data)), outcome.oof, THRESHOLD)
     breakdown_line = format_breakdown(error_breakdown(data.has_mask, predicted_nonempty(outcome.oof), scores))
     figures = (
         plot_progress(

@@ -30,7 +30,8 @@ from nerveseg.data.cache import PreparedData
 from nerveseg.evaluate.crossfit import CrossfitResult, crossfit_postprocessing, postprocessed_dice
 from nerveseg.evaluate.metrics import dice_per_image
 from nerveseg.evaluate.uncertainty import bootstrap_mean_interval, prediction_interval
-from nerveseg.train.fold import FoldResult, full_resolution_dice
+from nerveseg.tasks.nerve.fold import full_resolution_dice
+from nerveseg.train.fold_result import FoldResult
 
 OPTIMISTIC_RULES = ("best_val",)  # checkpoint rules that choose the epoch on the scored fold
 PER_IMAGE_FIELD = "postprocessed_per_image"  # the CVSummary field too long for summary.json (kept as a CSV)
