@@ -472,3 +472,60 @@ def test_one_fold_trainer_fits_every_task_and_family() -> None:
     """A change to training is made once: the package's only ``fit`` is ``train.fold.fit_fold``'s."""
     calls = [f"{path.relative_to(PACKAGE)}:{line}" for path in MODULES for line in fit_calls(path)]
     assert len(calls) == 1 and calls[0].startswith("train/fold.py:"), f"one model.fit, in train/fold.py: {calls}"
+
+
+# ------------------------------------------------------------------------- the house, drawn from the code
+
+
+PACKAGES = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+TASK_PACKAGES = {p.parent.name for p in (PACKAGE / "tasks").glob("*/__init__.py")}
+
+
+def house_room(module: str) -> str:
+    """Where a module (or a name imported from one) lives in the house: its package (``run/``), a task's own
+    package (``tasks/nerve/``), or ``(top level)`` for the core modules."""
+    parts = module.split(".")[1:]
+    if not parts or parts[0] not in PACKAGES:
+        return "(top level)"
+    if parts[0] == "tasks" and len(parts) > 1 and parts[1] in TASK_PACKAGES:
+        return f"tasks/{parts[1]}/"
+    return f"{parts[0]}/"
+
+
+def draw_house(imports: dict[str, set[str]], libraries: dict[str, set[str]]) -> str:
+    """One line per room, the top layer first: the rooms it imports (those below it), and MLflow or Optuna where
+    it imports them. ``imports``: module -> the package's modules it imports; ``libraries``: module -> its imports'
+    top-level names."""
+    tier = {package: level for level, packages in enumerate(LAYERS) for package in packages}
+    tier |= {"(top level)": -1}
+
+    def rank(room: str) -> tuple[int, str]:
+        return -tier.get(room.split("/")[0], -1), room
+
+    below: dict[str, set[str]] = {}
+    for module, targets in imports.items():
+        room = house_room(module)
+        below.setdefault(room, set()).update(house_room(t) for t in targets if house_room(t) != room)
+        marks = {"MLflow" for _ in libraries[module] & {"mlflow"}} | {"Optuna" for _ in libraries[module] & {"optuna"}}
+        below[room].update(f"[{mark}]" for mark in marks)
+    lines = []
+    for room in sorted(below, key=rank):
+        rooms = sorted((r for r in below[room] if not r.startswith("[")), key=rank)
+        marks = sorted(r for r in below[room] if r.startswith("["))
+        lines.append(f"{room:<16} {' '.join([*marks, *rooms])}".rstrip())
+    return "\n".join(lines)
+
+
+def test_the_readme_draws_the_house_as_the_code_builds_it() -> None:
+    """The README's drawing of the packages and what each imports is the code's (paste the printed block)."""
+    imports = {module_name(path): package_imports(path) for path in MODULES}
+    drawn = draw_house(imports, {module_name(path): imported_roots(path) for path in MODULES})
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    block = readme.split("<!-- house:start -->\n```\n")[1].split("```\n<!-- house:end -->")[0]
+    assert block.strip() == drawn, f"README's house is out of date; the code draws:\n{drawn}"
+
+
+def test_a_house_room_is_a_package_or_a_task_package() -> None:
+    rooms = [house_room(m) for m in ("nerveseg.run.submit", "nerveseg.tasks.base.Task", "nerveseg.tasks.nerve.fold",
+                                     "nerveseg.tasks.get_task", "nerveseg.config", "nerveseg")]  # fmt: skip
+    assert rooms == ["run/", "tasks/", "tasks/nerve/", "tasks/", "(top level)", "(top level)"]
