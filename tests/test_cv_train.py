@@ -334,8 +334,8 @@ def test_nested_parent_and_extra_tags(
 
 
 def test_plots(tmp_path: Path) -> None:
-    from nerveseg.report.gallery import pick_best_worst, plot_gallery
     from nerveseg.report.plots import plot_learning_curves
+    from nerveseg.tasks.nerve.gallery import pick_best_worst, plot_gallery
 
     history = {key: [0.5, 0.4, 0.45] for key in HISTORY_KEYS}
     path = plot_learning_curves(history, tmp_path / "curves.png", best_epoch=2, title="fold 0")

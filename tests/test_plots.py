@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from nerveseg.report import gallery, plots
+from nerveseg.report import plots
+from nerveseg.tasks.nerve import gallery
 
 
 def assert_real_png(path: Path, min_side: int = 200) -> None:

@@ -3,8 +3,8 @@
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot,
 so nothing depends on a display or on global pyplot state, and training processes can draw safely.
 Each decision a figure makes (where to clip the loss axis, whether the learning rate deserves a line)
-is a small pure function, so it can be tested without looking at pixels. The OOF gallery, its error
-breakdown and the per-subject scores are in ``nerveseg.report.gallery``.
+is a small pure function, so it can be tested without looking at pixels. The nerve CV's OOF gallery,
+its error breakdown and the per-subject scores are in ``nerveseg.tasks.nerve.gallery``.
 """
 
 from __future__ import annotations

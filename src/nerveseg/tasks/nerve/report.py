@@ -27,16 +27,16 @@ from nerveseg.data.cache import PreparedData
 from nerveseg.data.raw import index_train, read_image
 from nerveseg.evaluate.metrics import to_full_resolution
 from nerveseg.evaluate.postprocess_settings import PostprocessDecision
-from nerveseg.report.gallery import (
+from nerveseg.report.markdown import cv_markdown
+from nerveseg.report.plots import plot_progress
+from nerveseg.tasks.nerve.fold import full_resolution_dice
+from nerveseg.tasks.nerve.gallery import (
     error_breakdown,
     format_breakdown,
     pick_best_worst,
     plot_gallery,
     plot_subject_scores,
 )
-from nerveseg.report.markdown import cv_markdown
-from nerveseg.report.plots import plot_progress
-from nerveseg.tasks.nerve.fold import full_resolution_dice
 from nerveseg.tasks.nerve.summary import CVSummary
 from nerveseg.train.fold_result import FoldResult
 
