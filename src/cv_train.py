@@ -19,12 +19,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from nerveseg.cli import add_registry_options, one_line_errors, registry_choice
+from nerveseg.cli import (
+    add_data_folders,
+    add_registry_options,
+    add_verbose,
+    check_outside_raw,
+    one_line_errors,
+    registry_choice,
+)
 from nerveseg.config import load_config
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_outside
 from nerveseg.logs import quiet_tensorflow
-from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+from nerveseg.paths import EXPERIMENTS_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,14 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip folds whose run FINISHED; without --parent-run-id continue the newest unfinished\n"
         "parent run of this config with identical params",
     )
-    parser.add_argument(
-        "--raw-dir",
-        type=Path,
-        default=RAW_DIR,
-        help="nerve: <raw-dir>/train/*.tif; isbi2012: <raw-dir>/isbi2012 (or the ISBI layout itself)",
-    )
-    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where decoded arrays are cached")
-    parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where fold splits are kept")
+    add_data_folders(parser)
     parser.add_argument(
         "--predict-subjects",
         type=int,
@@ -72,9 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_registry_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no fold or epoch progress, no ETA")
-    parser.add_argument(
-        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
-    )
+    add_verbose(parser)
     return parser
 
 
@@ -119,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_options(args)
     progress = not args.no_progress
-    for option in ("--cache-dir", "--folds-dir"):  # derived data never goes into the raw folder
-        check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
+    check_outside_raw(args, "--cache-dir", "--folds-dir")
     if args.run_dir is not None:
         check_outside(args.run_dir, args.raw_dir, "--run-dir")
     config = load_config(

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from nerveseg import names
-from nerveseg.cli import USAGE_ERROR, one_line_errors
+from nerveseg.cli import USAGE_ERROR, add_verbose, one_line_errors
 from nerveseg.logs import quiet_tensorflow
 
 CHAMPION = f"models:/{names.REGISTERED_MODEL}@{names.CHAMPION_ALIAS}"
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the masks, overlays and predictions.csv")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call (32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add_verbose(parser)
     args = parser.parse_args(argv)
     quiet_tensorflow(args.verbose)
     from nerveseg.run.predict import PREDICTIONS_FILE, predict_files

@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import add_data_folders, check_outside_raw, one_line_errors
 from nerveseg.config import TrainConfig, check_option_range
 from nerveseg.data.audit import prepare
-from nerveseg.io_utils import check_outside, check_writable_dir
-from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+from nerveseg.io_utils import check_writable_dir
 
 
 @one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw-dir", type=Path, default=RAW_DIR, help="Kaggle layout: train/ and optionally test/")
-    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where the array caches go")
-    parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where the fold file goes")
+    add_data_folders(parser, "Kaggle's layout: train/ and optionally test/")
     parser.add_argument("--height", type=int, default=defaults.height, help="model input rows")
     parser.add_argument("--width", type=int, default=defaults.width, help="model input columns")
     parser.add_argument("--folds", type=int, default=defaults.folds, help="number of cross-validation folds")
@@ -37,10 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for key in ("height", "width", "folds", "seed"):  # the config's limits, before a 690 MB cache is written
         check_option_range(key, getattr(args, key), f"--{key}")
-    for option in ("--cache-dir", "--folds-dir"):
-        folder = getattr(args, option[2:].replace("-", "_"))
-        check_outside(folder, args.raw_dir, option)
-        check_writable_dir(folder, option)  # before minutes of decoding
+    check_outside_raw(args, "--cache-dir", "--folds-dir")
+    check_writable_dir(args.cache_dir, "--cache-dir")  # before minutes of decoding
+    check_writable_dir(args.folds_dir, "--folds-dir")
     result = prepare(
         raw_dir=args.raw_dir,
         cache_dir=args.cache_dir,

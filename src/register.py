@@ -18,10 +18,9 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from nerveseg.cli import add_registry_options, one_line_errors, registry_choice
+from nerveseg.cli import add_data_folders, add_registry_options, add_verbose, one_line_errors, registry_choice
 from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
-from nerveseg.paths import PROCESSED_DIR, RAW_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", help="without --run-id: the best run of this task (default: the newest run's)")
     add_registry_options(parser)
     parser.add_argument("--no-tta", action="store_true", help="the model predicts without the mirror TTA")
-    parser.add_argument(
-        "--raw-dir", type=Path, default=RAW_DIR, help="training data (used only to decide missing post-processing)"
-    )
-    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help=f"decoded-image cache ({PROCESSED_DIR})")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add_data_folders(parser, "the training data, read only to decide a missing post-processing", folds=False)
+    add_verbose(parser)
     return parser
 
 

@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import add_data_folders, add_verbose, check_outside_raw, one_line_errors
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import check_free_space, check_outside, check_writable_dir
+from nerveseg.io_utils import check_free_space, check_writable_dir
 from nerveseg.logs import quiet_tensorflow
-from nerveseg.paths import PROCESSED_DIR, RAW_DIR, SUBMISSIONS_DIR
+from nerveseg.paths import SUBMISSIONS_DIR
 from nerveseg.tasks import get_task
 
 if TYPE_CHECKING:
@@ -61,11 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-tta", action="store_true", help="skip the test-time views (default: those of the run's OOF, config tta)"
     )
-    parser.add_argument(
-        "--raw-dir", type=Path, default=RAW_DIR, help=f"nerve: train/ and test/; isbi2012: isbi2012/ ({RAW_DIR})"
-    )
+    add_data_folders(parser, folds=False)
     parser.add_argument("--out-dir", type=Path, default=SUBMISSIONS_DIR, help=f"where CSVs go ({SUBMISSIONS_DIR})")
-    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help=f"decoded-image cache ({PROCESSED_DIR})")
     parser.add_argument("--batch-size", type=int, default=256, help="test images per prediction batch (256)")
     parser.add_argument("--test-masks", type=Path, default=None, help="folder of <id>_mask.tif: also log a test score")
     parser.add_argument(
@@ -81,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "--message", help="with --kaggle: the submission's description (default: the run and its CV estimate)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
-    )
+    add_verbose(parser)
     args = parser.parse_args(argv)
     if args.message is not None and not args.kaggle:
         raise NervesegError("--message is the Kaggle submission's description; add --kaggle to upload")
@@ -95,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         data = DataToMatch(args.raw_dir, args.cache_dir, not args.no_progress)
         print(list_candidates(_tracked_runs(), data, args.task))
         return 0
-    for option in ("--out-dir", "--cache-dir"):
-        check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
+    check_outside_raw(args, "--out-dir", "--cache-dir")
     check_writable_dir(args.out_dir, "--out-dir")
     if args.out_name is not None and (args.out_dir / args.out_name).exists():
         raise NervesegError(

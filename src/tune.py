@@ -23,12 +23,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import add_data_folders, add_verbose, check_outside_raw, one_line_errors
 from nerveseg.config import check_option_range
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import check_outside
 from nerveseg.logs import quiet_tensorflow
-from nerveseg.paths import EXPERIMENTS_DIR, FOLDS_DIR, PROCESSED_DIR, RAW_DIR
+from nerveseg.paths import EXPERIMENTS_DIR
 
 if TYPE_CHECKING:
     from nerveseg.config import TrainConfig
@@ -90,9 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=42,
         help="TPE sampler seed; worker k of a study (0, 1, ...) uses seed + k so workers do not repeat each other",
     )
-    parser.add_argument("--raw-dir", type=Path, default=RAW_DIR, help="Kaggle layout: <raw-dir>/train/*.tif")
-    parser.add_argument("--cache-dir", type=Path, default=PROCESSED_DIR, help="where decoded arrays are cached")
-    parser.add_argument("--folds-dir", type=Path, default=FOLDS_DIR, help="where fold splits are kept")
+    add_data_folders(parser)
     parser.add_argument(
         "--experiments-dir",
         type=Path,
@@ -108,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="stop this worker after this many failed trials in a row (a broken setup, not bad luck)",
     )
-    parser.add_argument(
-        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
-    )
+    add_verbose(parser)
     return parser
 
 
@@ -119,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.trials is None and not args.confirm:
         raise NervesegError("pass --trials N (the study's total), --confirm (a finished study), or both")
-    for option in ("--cache-dir", "--folds-dir", "--experiments-dir"):  # derived data never goes into the raw folder
-        check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
+    check_outside_raw(args, "--cache-dir", "--folds-dir", "--experiments-dir")
     if args.confirm_seed is not None:
         check_option_range("seed", args.confirm_seed, "--confirm-seed")
     study_inputs = None

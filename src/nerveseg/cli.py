@@ -13,15 +13,18 @@ import errno
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec
 
 from nerveseg import names
 from nerveseg.errors import NervesegError
-from nerveseg.io_utils import FULL_DISK_ERRNOS
+from nerveseg.io_utils import FULL_DISK_ERRNOS, check_outside
+from nerveseg.paths import FOLDS_DIR, PROCESSED_DIR, RAW_DIR
 
 P = ParamSpec("P")
 
 USAGE_ERROR = 2  # bad input, the status argparse uses for bad arguments
+RAW_HELP = "the data: nerve <raw-dir>/train (and test) *.tif, isbi2012 <raw-dir>/isbi2012, toy <raw-dir>/train.npz"
 INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
 
 _PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
@@ -92,3 +95,30 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
 def registry_choice(args: argparse.Namespace) -> dict[str, str]:
     """The registered model's ``name`` and ``alias`` as ``add_registry_options`` parsed them, defaults filled in."""
     return {"name": args.model_name or names.REGISTERED_MODEL, "alias": args.alias or names.CHAMPION_ALIAS}
+
+
+def add_data_folders(parser: argparse.ArgumentParser, raw_help: str = RAW_HELP, *, folds: bool = True) -> None:
+    """``--raw-dir`` (``raw_help``: what the command reads there), ``--cache-dir`` and, with ``folds``,
+    ``--folds-dir``: one definition of the folders of every command that reads the data."""
+    parser.add_argument("--raw-dir", type=Path, default=RAW_DIR, help=f"{raw_help} ({RAW_DIR})")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=PROCESSED_DIR, help=f"where decoded arrays are cached ({PROCESSED_DIR})"
+    )
+    if folds:
+        parser.add_argument(
+            "--folds-dir", type=Path, default=FOLDS_DIR, help=f"where fold splits are kept ({FOLDS_DIR})"
+        )
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``--verbose``: TensorFlow's start-up and C++ log lines, which ``logs.quiet_tensorflow`` hides otherwise."""
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines (hidden by default)"
+    )
+
+
+def check_outside_raw(args: argparse.Namespace, *options: str) -> None:
+    """Derived data never goes into the raw data: each folder of ``options`` (``--cache-dir``...) must lie outside
+    ``--raw-dir`` (one line naming the option otherwise)."""
+    for option in options:
+        check_outside(getattr(args, option[2:].replace("-", "_")), args.raw_dir, option)
