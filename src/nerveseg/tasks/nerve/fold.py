@@ -7,18 +7,14 @@ same ``full_resolution_dice``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from functools import partial
 
-import keras
 import numpy as np
 
-from nerveseg.config import TrainConfig
 from nerveseg.data.cache import PreparedData
 from nerveseg.errors import NervesegError
 from nerveseg.evaluate.metrics import dice_per_image, to_full_resolution
 from nerveseg.train.fold import image_fold, run_fold
-from nerveseg.train.fold_result import FoldResult
 
 
 def full_resolution_dice(
@@ -46,16 +42,5 @@ def _nerve_score(data: PreparedData, index: np.ndarray, probs: np.ndarray) -> fl
 NERVE_FOLD = image_fold(_nerve_score)
 
 
-def train_fold(
-    config: TrainConfig,
-    data: PreparedData,
-    folds: np.ndarray,
-    fold: int,
-    workdir: Path,
-    *,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int = 1,
-) -> FoldResult:
-    """The nerve task's fold (``run_fold`` with ``NERVE_FOLD``): whole images, kept by ``config.checkpoint``,
-    scored by the Dice at 580x420."""
-    return run_fold(NERVE_FOLD, config, data, folds, fold, workdir, callbacks=callbacks, verbose=verbose)
+# ``run_fold`` with ``NERVE_FOLD``: whole images, kept by ``config.checkpoint``, scored by the Dice at 580x420
+train_fold = partial(run_fold, NERVE_FOLD)
