@@ -82,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.message is not None and not args.kaggle:
         raise NervesegError("--message is the Kaggle submission's description; add --kaggle to upload")
-    if args.run_dir is not None and args.task is not None:
-        raise NervesegError("--task picks among MLflow runs; --run-dir names the run itself, drop --task")
     if args.list:
         from nerveseg.run.choice import DataToMatch, list_candidates
 
@@ -124,16 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     _print_result(result)
     if args.kaggle:
-        _upload(result, args.message, tracked=args.run_dir is None)
+        _upload(result, args.message)
     return 0
 
 
-def _upload(result: SubmissionResult, message: str | None, *, tracked: bool) -> None:
+def _upload(result: SubmissionResult, message: str | None) -> None:
     """``--kaggle``: the written file through the Kaggle client; tagged on its MLflow submission run when there is
     one. A failure is one line saying how to upload by hand (the file is kept), exit 2."""
     if not get_task(result.task).kaggle_submission:
         raise NervesegError(f"--kaggle uploads nerve CSVs to Kaggle; {result.csv_path} is a {result.task} submission")
-    if tracked:
+    if result.record_path is None:  # recorded as an MLflow submission run
         from nerveseg.run.leaderboard import upload_and_record
 
         print(upload_and_record(_tracked_runs(), result, message))

@@ -356,8 +356,9 @@ def test_a_run_dir_submission_is_uploaded_with_no_tracking_store(
     csv = tmp_path / "x.csv"
     csv.write_text("img,pixels\n1,\n")
     prediction = Interval(0.7, 0.6, 0.8, 96, "subject", 0.95, 10)
-    result = SubmissionResult(csv, [str(tmp_path / "runs" / "demo")], 1, 0.5, None, "run", cv_prediction=prediction)
-    submit._upload(result, None, tracked=False)
+    runs = [str(tmp_path / "runs" / "demo")]
+    result = SubmissionResult(csv, runs, 1, 0.5, None, "run", cv_prediction=prediction, record_path=tmp_path / "x.json")
+    submit._upload(result, None)  # recorded as a JSON file beside it: no MLflow submission run to tag
     message = "demo: CV estimate 0.7000, 95 % PI 0.6000-0.8000 for 10 test subjects (nerveseg)"
     assert kaggle.calls() == [["competitions", "submit", "-c", COMPETITION, "-f", str(csv), "-m", message]]
     assert capsys.readouterr().out.startswith("uploaded x.csv to Kaggle: Successfully submitted")

@@ -89,6 +89,8 @@ def test_kaggle_upload_is_refused_for_a_task_without_a_kaggle_competition(tmp_pa
     from nerveseg.errors import NervesegError
 
     for task in ("isbi2012", "toy"):
-        result = SimpleNamespace(task=task, csv_path=tmp_path / f"{task}.out", run_ids=["r"], cv_prediction=None)
+        result = SimpleNamespace(
+            task=task, csv_path=tmp_path / f"{task}.out", run_ids=["r"], cv_prediction=None, record_path=None
+        )
         with pytest.raises(NervesegError, match=f"uploads nerve CSVs to Kaggle; .* is a {task} submission"):
-            submit._upload(result, None, tracked=False)
+            submit._upload(result, None)

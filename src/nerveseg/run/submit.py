@@ -321,8 +321,9 @@ def make_submission(
         raise NervesegError("pass either --model or --run-id/--runs, not both")
     if run_id is not None and run_ids:
         raise NervesegError("pass either one run id (--run-id) or several (--runs), not both")
-    if run_dir is not None and (run_id is not None or run_ids or model is not None or task is not None):
-        raise NervesegError("--run-dir names the run itself: drop --run-id, --runs, --model and --task")
+    others = {"--run-id": run_id, "--runs": run_ids, "--model": model, "--task": task}
+    if run_dir is not None and any(others.values()):
+        raise NervesegError(f"--run-dir names the run itself: drop {', '.join(k for k, v in others.items() if v)}")
     if run_ids is not None and len(set(run_ids)) != len(run_ids):
         raise NervesegError(f"--runs lists a run twice: {run_ids}")
     options = SubmitOptions(
