@@ -54,16 +54,17 @@ def test_the_estimate_improves_as_epochs_and_folds_finish() -> None:
     end = run_fold(clock, 0, start=0.0, setup=5.0, epochs=[60.0, 20.0, 20.0], after=15.0)
     assert clock.epoch_seconds() == 20.0  # the median: the first epoch's compile time is not taken for the rate
     line = clock.fold_ended(end)
-    assert line == "fold 0 (1/2) done in 2 min 0 s; CV 50 % done, about 1 min left"
-    # one fold left: 3 epochs at 20 s and the 20 s the finished fold spent outside its epochs
-    assert clock.remaining(end) == pytest.approx(3 * 20 + 20)
+    assert line == "fold 0 (1/2) done in 2 min 0 s; CV 50 % done, about 2 min left"
+    # one fold left: 3 epochs at 20 s and the 60 s the finished fold took beyond that rate: its set-up, what it
+    # did after its epochs, and its first epoch's 40 s of tracing, which every fold's new model costs again
+    assert clock.remaining(end) == pytest.approx(3 * 20 + 60)
     clock.fold_started(1, end)
     clock.epoch_started(end + 5)
-    clock.epoch_ended(end + 5 + 20)
-    assert clock.remaining(end + 25) == pytest.approx(2 * 20 + (20 - 5))
+    clock.epoch_ended(end + 5 + 20)  # this fold's first epoch took no longer than the rate: 55 s still expected
+    assert clock.remaining(end + 25) == pytest.approx(2 * 20 + (60 - 5))
     # halfway through the second epoch, half of it is already spent
     clock.epoch_started(end + 25)
-    assert clock.remaining(end + 35) == pytest.approx(10 + 20 + 15)
+    assert clock.remaining(end + 35) == pytest.approx(10 + 20 + 55)
 
 
 def test_the_last_fold_says_how_long_the_whole_call_took() -> None:
@@ -112,3 +113,15 @@ def test_the_ensemble_gain_probe_counts_as_one_more_fold() -> None:
     assert clock.fold_ended(end) == "fold 0 (1/2) done in 20 s; CV 33 % done, about 40 s left"
     end = run_fold(clock, 1, start=end, setup=0.0, epochs=[10.0, 10.0], after=0.0)
     assert clock.fold_ended(end) == "fold 1 (2/2) done in 20 s; 2 folds trained in 40 s; CV 67 % done, about 20 s left"
+
+
+def test_every_fold_is_expected_to_trace_its_model_again() -> None:
+    """Each fold's first epoch also traces a new model; the next fold is expected to take that time again."""
+    clock = CVClock([0, 1], epochs=4)
+    end = run_fold(clock, 0, start=0.0, setup=2.0, epochs=[12.0, 5.0, 5.0, 5.0], after=3.0)  # 32 s
+    clock.fold_ended(end)
+    assert clock.remaining(end) == pytest.approx(32)  # 4 epochs at 5 s, and the 12 s beyond that rate
+    clock.fold_started(1, end)
+    clock.epoch_started(end + 2.0)
+    clock.epoch_ended(end + 14.0)  # the same 7 s of tracing in its first epoch
+    assert clock.remaining(end + 14.0) == pytest.approx(3 * 5 + 3)  # what this fold really has left

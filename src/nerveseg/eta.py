@@ -5,8 +5,9 @@ times. Nothing here reads a clock, so the estimate is a pure function of what wa
 
 - an epoch costs the median of the epochs timed so far (the median, because each fold's first epoch also traces
   and compiles the model), so the first estimate comes after the first epoch and improves with every one;
-- a fold costs its epochs plus the time around them (building the model before, predicting the held-out fold
-  after), the latter measured on the folds finished so far (until one is, only the set-up seen counts).
+- a fold costs its epochs at that rate plus the rest of its time: building the model before, predicting the
+  held-out fold after, and what its first epoch took beyond the rate (every fold traces a new model), measured on
+  the folds finished so far (until one is, what the running fold has spent so far beyond its epochs' rate).
 
 Only the folds this call trains count: ``--fold k`` is one fold, ``--resume`` the folds still missing, plus
 ``extra`` fold-sized trainings after them (the ensemble-gain probe, which trains fold 0 once more). A fold
@@ -51,14 +52,14 @@ class _RunningFold:
     start: float
     epoch_start: float | None = None
     epochs_done: int = 0
-    in_epochs: float = 0.0  # seconds spent inside finished epochs
     last_epoch: float = 0.0
 
 
-def _spent_around(running: _RunningFold, now: float) -> float:
-    """Seconds the running fold has spent outside its epochs so far."""
+def _spent_around(running: _RunningFold, now: float, epoch: float) -> float:
+    """Seconds the running fold has spent so far beyond its finished epochs at ``epoch`` seconds each (its set-up,
+    and its first epoch's tracing), leaving out the epoch under way."""
     in_epoch = 0.0 if running.epoch_start is None else now - running.epoch_start
-    return now - running.start - running.in_epochs - in_epoch
+    return now - running.start - running.epochs_done * epoch - in_epoch
 
 
 class CVClock:
@@ -91,7 +92,6 @@ class CVClock:
             return
         seconds = now - running.epoch_start
         self._epoch_seconds.append(seconds)
-        running.in_epochs += seconds
         running.last_epoch = seconds
         running.epochs_done += 1
         running.epoch_start = None
@@ -102,7 +102,7 @@ class CVClock:
         if running is None:
             raise RuntimeError("fold_ended without fold_started")
         seconds = now - running.start
-        self._around_epochs.append(seconds - running.in_epochs)
+        self._around_epochs.append(_spent_around(running, now, self.epoch_seconds() or 0.0))
         self._finished += 1
         self._running = None
         head = f"fold {running.fold} ({running.position}/{len(self.folds)}) done in {format_duration(seconds)}"
@@ -126,20 +126,20 @@ class CVClock:
         epoch = self.epoch_seconds()
         if epoch is None:
             return None
-        running, around = self._running, self._around_fold(now)
+        running, around = self._running, self._around_fold(now, epoch)
         left = 0.0
         if running is not None:
             in_epoch = 0.0 if running.epoch_start is None else min(now - running.epoch_start, epoch)
             epochs_left = max(0, self.epochs - running.epochs_done) * epoch - in_epoch
-            left += epochs_left + max(0.0, around - _spent_around(running, now))
+            left += epochs_left + max(0.0, around - _spent_around(running, now, epoch))
         not_started = len(self.folds) + self.extra - self._finished - (running is not None)
         return left + not_started * (self.epochs * epoch + around)
 
-    def _around_fold(self, now: float) -> float:
-        """A fold's seconds outside its epochs: the mean of the finished folds', else the running fold's set-up."""
+    def _around_fold(self, now: float, epoch: float) -> float:
+        """A fold's seconds beyond its epochs' rate: the mean of the finished folds', else the running fold's so far."""
         if self._around_epochs:
             return statistics.fmean(self._around_epochs)
-        return 0.0 if self._running is None else _spent_around(self._running, now)
+        return 0.0 if self._running is None else _spent_around(self._running, now, epoch)
 
     def outlook(self, now: float) -> str:
         """``CV 40 % done, about 7 min left``, or what is still unknown."""
