@@ -70,7 +70,7 @@ class CVClock:
         self.folds = list(folds)
         self.epochs, self.extra = epochs, extra
         self._epoch_seconds: list[float] = []
-        self._around_epochs: list[float] = []  # per finished fold: its seconds outside its epochs
+        self._around_epochs: list[float] = []  # per finished fold: its seconds beyond its epochs at the rate
         self._started: float | None = None
         self._finished = 0
         self._running: _RunningFold | None = None

@@ -67,6 +67,7 @@ class LocalStore:
         self._cv, self._environment = cv, environment_tags()
         folds_sha = sha256_file(cv.folds_file)
         parent = read_parent(self.root)
+        self._creator = (parent or {}).get("environment", self._environment)  # kept when the folder is continued
         if parent is None:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.root / names.CONFIG_ARTIFACT, config_to_yaml(cv.config))
@@ -144,7 +145,7 @@ class LocalStore:
             "params": param_strings(config),
             names.DATA_FINGERPRINT: fingerprint,
             "folds_sha256": folds_sha,
-            "environment": (read_parent(self.root) or {}).get("environment", self._environment),  # the creator's
+            "environment": self._creator,
         }
         atomic_write_text(self.root / PARENT_FILE, fold_files.json_text(parent))
 
