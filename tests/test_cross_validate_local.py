@@ -120,7 +120,9 @@ def test_an_ensemble_gain_probe_trains_fold_0_again_and_keeps_only_the_gain(
     assert metrics[names.EXPECTED_SCORE] == pytest.approx(estimate + gain)
     assert metrics[names.OOF_SCORE_POSTPROCESSED_PI_LOW] <= metrics[names.EXPECTED_SCORE]
     assert metrics[names.EXPECTED_SCORE] <= metrics[names.OOF_SCORE_POSTPROCESSED_PI_HIGH]
-    assert f"seed {config.seed + 2}" in capsys.readouterr().err
+    progress = capsys.readouterr().err
+    assert f"seed {config.seed + 2}" in progress
+    assert "2 folds trained in " in progress and "; CV 67 % done" in progress  # the ETA counts the probe's fold
     assert (tmp_path / "work" / "ensemble_probe").is_dir()
     assert sorted(p.name for p in (tmp_path / "cv").glob("fold_*")) == ["fold_0", "fold_1"]  # no third model kept
     assert "ensemble " in final.table

@@ -125,3 +125,16 @@ def test_every_fold_is_expected_to_trace_its_model_again() -> None:
     clock.epoch_started(end + 2.0)
     clock.epoch_ended(end + 14.0)  # the same 7 s of tracing in its first epoch
     assert clock.remaining(end + 14.0) == pytest.approx(3 * 5 + 3)  # what this fold really has left
+
+
+def test_only_the_nerve_task_trains_after_its_folds_and_only_with_the_probe() -> None:
+    from nerveseg.config import TrainConfig, load_config
+    from nerveseg.paths import EXPERIMENTS_DIR
+    from nerveseg.tasks import get_task
+
+    nerve = get_task("nerve")
+    assert nerve.trainings_after_folds(TrainConfig(ensemble_gain_probe=True)) == 1
+    assert nerve.trainings_after_folds(TrainConfig(ensemble_gain_probe=False)) == 0
+    for name in ("isbi_unet", "toy"):
+        config = load_config(EXPERIMENTS_DIR / f"{name}.yaml")
+        assert get_task(config.task).trainings_after_folds(config) == 0

@@ -93,9 +93,9 @@ def cross_validate(
     folds, folds_file = task.make_folds(data, config, Path(paths.folds_dir))
     with _work_dir(paths.work_dir) as work:
         observing = (*store.observers(), *observers)
-        # the folds trained here (not those skipped by a resume), and the probe after a whole CV's last fold
-        probe = config.ensemble_gain_probe and requested == list(range(config.folds)) and bool(to_train)
-        clock = CVClock(to_train, config.epochs, extra=int(probe))
+        # the folds trained here (not those skipped by a resume), then what the task trains after a whole CV's last
+        whole = requested == list(range(config.folds)) and bool(to_train)
+        clock = CVClock(to_train, config.epochs, extra=task.trainings_after_folds(config) if whole else 0)
         cv = _CV(config, task, data, folds, folds_file, store, observing, work, Path(paths.raw_dir), progress, clock)
         store.open(OpenedCV(config, data, folds, folds_file, work))
         with _marked_on_error(cv):

@@ -135,6 +135,10 @@ class Task(Protocol):
     def build_model(self, config: TrainConfig) -> keras.Model:
         """The Keras model as trained (for the model summary artifact)."""
 
+    def trainings_after_folds(self, config: TrainConfig) -> int:
+        """The fold-sized trainings ``finalise`` runs after the last fold (the nerve task's ensemble-gain probe),
+        which the CV's ETA counts."""
+
     def finalise(
         self,
         config: TrainConfig,
@@ -207,3 +211,6 @@ class SharedStages:
         from nerveseg.model.families import training_network
 
         return training_network(config)
+
+    def trainings_after_folds(self, config: TrainConfig) -> int:
+        return 0

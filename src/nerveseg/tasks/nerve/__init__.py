@@ -94,6 +94,10 @@ class NerveTask(SharedStages):
             names.VAL_SUBJECTS_PARAM: names.truncated_list(subjects),
         }
 
+    def trainings_after_folds(self, config: TrainConfig) -> int:
+        """The ensemble-gain probe (``_ensemble_probe``) trains fold 0 once more."""
+        return int(config.ensemble_gain_probe)
+
     def train_fold(self, config, data, folds, fold, workdir, *, callbacks, verbose) -> FoldResult:
         from nerveseg.tasks.nerve.fold import train_fold
 
