@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from nerveseg.data.raw import file_kind, tiff_header
-from nerveseg.errors import NervesegError
+from nerveseg.errors import NervesegError, first_line
 from nerveseg.io_utils import read_bounded
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -180,8 +180,8 @@ def decode_gray(data: bytes, name: str) -> np.ndarray:
 
 
 def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0].split(" error: ", 1)[-1] if lines else type(err).__name__)[:200]
+    """``errors.first_line`` without the decoder's "... error: " prefix, at most 200 characters."""
+    return first_line(err).split(" error: ", 1)[-1][:200]
 
 
 def decode_all(files: Sequence[tuple[bytes, str]]) -> list[np.ndarray]:

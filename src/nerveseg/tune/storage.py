@@ -192,18 +192,21 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         )
 
 
-def count_counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards ``--trials``: every trial but WAITING ones (RUNNING included) and
+def is_counted(trial: FrozenTrial) -> bool:
+    """Whether a trial counts towards ``--trials``: every trial but WAITING ones (RUNNING included) and
     those FAILED because the user interrupted them (Ctrl-C is not a result).
 
     A WAITING (enqueued) trial is popped by ``ask`` instead of creating a new one, so running it
     does not change this count.
     """
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state != TrialState.WAITING and not (t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR))
+    return trial.state != TrialState.WAITING and not (
+        trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR)
     )
+
+
+def count_counted_trials(study: optuna.Study) -> int:
+    """The study's trials that count towards ``--trials`` (``is_counted``)."""
+    return sum(map(is_counted, study.get_trials(deepcopy=False)))
 
 
 def optimize_exactly(

@@ -19,7 +19,7 @@ from nerveseg.io_utils import atomic_write_text
 from nerveseg.names import FAIL_REASON_ATTR
 from nerveseg.paths import EXPERIMENTS_DIR
 from nerveseg.tasks import get_task
-from nerveseg.tune.storage import count_counted_trials
+from nerveseg.tune.storage import is_counted
 from nerveseg.tune.study_tracker import STUDY_RUN_ATTR, best_trial
 
 
@@ -42,7 +42,7 @@ def study_outlook(study: optuna.Study, n_trials: int) -> str:
     (pruned and failed ones included: they end early, as later ones will), shared by the workers whose trials are
     running now and this one. An estimate: a trial still running counts as done, and workers may join or leave."""
     trials = study.get_trials(deepcopy=False)
-    counted = count_counted_trials(study)
+    counted = sum(map(is_counted, trials))  # the trials already read, not a second read of the storage
     text = f"{counted}/{n_trials} trials"
     ended = [t.duration.total_seconds() for t in trials if t.state.is_finished() and t.duration is not None]
     if counted < n_trials and ended:
