@@ -15,14 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import ArgumentParser, one_line_errors
 from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     first, rest = __doc__.split("\n\n", 1)
-    parser = argparse.ArgumentParser(description=first, epilog=rest, formatter_class=argparse.RawTextHelpFormatter)
+    parser = ArgumentParser(description=first, epilog=rest, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN", help="MLflow CV run ids or LocalStore folders; A first")
     parser.add_argument(
         "--allow-different-folds",

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from nerveseg.cli import (
+    ArgumentParser,
     add_data_folders,
     add_registry_options,
     add_verbose,
@@ -35,9 +36,7 @@ from nerveseg.paths import EXPERIMENTS_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--config", type=Path, default=EXPERIMENTS_DIR / "baseline.yaml", help="experiment YAML")
     parser.add_argument("--folds", type=int, help="number of folds (default: the config's, 5)")
     parser.add_argument("--fold", type=int, help="train only this fold (0-based), e.g. one per machine")

@@ -13,14 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import ArgumentParser, one_line_errors
 from nerveseg.paths import RAW_DIR
 from nerveseg.run.get_data import DOWNLOAD_DIR, describe, get_data
 
 
 @one_line_errors()  # NervesegError (KaggleError, KaggleZipError...): one line, exit 2
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zip", type=Path, help="Kaggle's competition zip (default: download it with the client)")
     parser.add_argument(
         "--raw-dir", type=Path, default=RAW_DIR, help=f"where train/ and test/ go; missing or empty ({RAW_DIR})"

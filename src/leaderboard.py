@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import ArgumentParser, one_line_errors
 from nerveseg.io_utils import check_outside, check_writable_dir
 from nerveseg.paths import RAW_DIR, SUBMISSIONS_DIR
 
@@ -26,7 +26,7 @@ PLOT = SUBMISSIONS_DIR / "trust_your_cv.png"
 
 @one_line_errors()  # NervesegError (KaggleError, TrackingError...): one line, exit 2
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--submission-run-id", help="the MLflow submission run (submit.py prints its id)")
     which.add_argument("--csv", type=Path, help="the submission's CSV: its submission run is found by its bytes")

@@ -10,26 +10,16 @@ scored locally with src/score.py. Refuses to write into non-empty folders. Same 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
-from typing import NoReturn
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import ArgumentParser, one_line_errors
 from nerveseg.data.synthetic import STYLES, generate
 from nerveseg.paths import RAW_DIR
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one ``error: ...`` line (exit 2), like every other failure here."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RAW_DIR, help=f"output root (default {RAW_DIR})")
     parser.add_argument("--subjects", type=int, default=47, help="training subjects (real set: 47)")
     parser.add_argument("--images-per-subject", type=int, default=120, help="frames per subject (real: 119-120)")

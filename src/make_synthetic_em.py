@@ -12,13 +12,13 @@ import argparse
 import time
 from pathlib import Path
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import ArgumentParser, one_line_errors
 from nerveseg.tasks.isbi2012.data import ISBI_DIR
 from nerveseg.tasks.isbi2012.synthetic import generate_em
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ISBI_DIR, help=f"output root (default {ISBI_DIR})")
     parser.add_argument("--train", type=int, default=30, help="labelled training slices (challenge: 30)")
     parser.add_argument("--test", type=int, default=30, help="test slices (challenge: 30)")

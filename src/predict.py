@@ -12,12 +12,11 @@ are kept when identical). DIR may not lie in the raw data folder. ``--model`` al
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from nerveseg import names
-from nerveseg.cli import USAGE_ERROR, add_verbose, one_line_errors
+from nerveseg.cli import USAGE_ERROR, ArgumentParser, add_verbose, one_line_errors
 from nerveseg.logs import quiet_tensorflow
 
 CHAMPION = f"models:/{names.REGISTERED_MODEL}@{names.CHAMPION_ALIAS}"
@@ -25,7 +24,7 @@ CHAMPION = f"models:/{names.REGISTERED_MODEL}@{names.CHAMPION_ALIAS}"
 
 @one_line_errors(interrupted="interrupted: what was written is kept; run the same command again to finish")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     parser.add_argument(
         "--model", default=CHAMPION, help=f"model URI ({CHAMPION}) or a model folder (register.py --out)"

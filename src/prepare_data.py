@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nerveseg.cli import add_data_folders, check_outside_raw, one_line_errors
+from nerveseg.cli import ArgumentParser, add_data_folders, check_outside_raw, one_line_errors
 from nerveseg.config import TrainConfig, check_option_range
 from nerveseg.data.audit import prepare
 from nerveseg.io_utils import check_writable_dir
@@ -17,7 +17,7 @@ from nerveseg.io_utils import check_writable_dir
 @one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_folders(parser, "Kaggle's layout: train/ and optionally test/")
     parser.add_argument("--height", type=int, default=defaults.height, help="model input rows")
     parser.add_argument("--width", type=int, default=defaults.width, help="model input columns")

@@ -18,13 +18,20 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from nerveseg.cli import add_data_folders, add_registry_options, add_verbose, one_line_errors, registry_choice
+from nerveseg.cli import (
+    ArgumentParser,
+    add_data_folders,
+    add_registry_options,
+    add_verbose,
+    one_line_errors,
+    registry_choice,
+)
 from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run-id", help="MLflow id of a CV (parent) run; default: the best finished one")
     which.add_argument("--run-dir", type=Path, help="a LocalStore CV folder (cv_train.py --run-dir); needs --out")

@@ -5,11 +5,10 @@ Useful with synthetic data, whose test masks the generator writes too (``make de
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from nerveseg.cli import one_line_errors
+from nerveseg.cli import ArgumentParser, one_line_errors
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import atomic_create_text, check_outside, check_writable_dir
 from nerveseg.paths import RAW_DIR
@@ -29,7 +28,7 @@ def check_new_output(out: Path, masks_dir: Path, raw_dir: Path) -> Path:
 
 @one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Mean Dice (Kaggle's metric) of a submission against <id>_mask.tif")
+    parser = ArgumentParser(description="Mean Dice (Kaggle's metric) of a submission against <id>_mask.tif")
     parser.add_argument("csv", type=Path, help="submission CSV (img,pixels)")
     parser.add_argument("--masks", type=Path, required=True, help="folder of <id>_mask.tif ground truth")
     parser.add_argument(

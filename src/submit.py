@@ -15,12 +15,11 @@ the submission's params, metrics and post-processing are written as ``<submissio
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nerveseg.cli import add_data_folders, add_verbose, check_outside_raw, one_line_errors
+from nerveseg.cli import ArgumentParser, add_data_folders, add_verbose, check_outside_raw, one_line_errors
 from nerveseg.errors import NervesegError
 from nerveseg.io_utils import check_free_space, check_writable_dir
 from nerveseg.logs import quiet_tensorflow
@@ -42,7 +41,7 @@ def expected_output_bytes(raw_dir: Path) -> int:
 
 @one_line_errors()  # NervesegError (DataError, ConfigError, TrackingError...): one line
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Predict the test data with CV run(s) and write a submission")
+    parser = ArgumentParser(description="Predict the test data with CV run(s) and write a submission")
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
         "--run-id", help="MLflow id of a CV (parent) run; default: the best finished one trained on --raw-dir's data"

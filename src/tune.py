@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nerveseg.cli import add_data_folders, add_verbose, check_outside_raw, one_line_errors
+from nerveseg.cli import ArgumentParser, add_data_folders, add_verbose, check_outside_raw, one_line_errors
 from nerveseg.config import check_option_range
 from nerveseg.errors import NervesegError
 from nerveseg.logs import quiet_tensorflow
@@ -44,7 +44,7 @@ INTERRUPTED_LINE = (
 def build_parser() -> argparse.ArgumentParser:
     from nerveseg.tune.study import DEFAULT_STORAGE
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="study name (also the MLflow study run's name)")
     parser.add_argument("--trials", type=int, help="total trials of the study, all workers together")
     parser.add_argument(

@@ -133,3 +133,19 @@ def test_config_errors_answer_before_tensorflow_loads(script: str, tmp_path: Pat
     assert done.returncode == USAGE_ERROR, done.stderr
     assert f"error: config file {bad}" in done.stderr
     assert "tensorflow not loaded" in done.stdout
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in (ROOT / "src").glob("*.py")))
+def test_every_script_answers_a_bad_argument_in_one_line_naming_itself(
+    script: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """argparse's usage block would be several lines; every script's parser (cli.ArgumentParser) gives one."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [f"src/{script}"])  # argparse names the script after argv[0]
+    main = runpy.run_path(str(ROOT / "src" / script))["main"]
+    with pytest.raises(SystemExit) as stop:
+        main(["--no-such-option"])
+    assert stop.value.code == USAGE_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and err.endswith(f" (see {script} --help)\n")

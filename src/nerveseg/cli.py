@@ -14,7 +14,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec
+from typing import NoReturn, ParamSpec
 
 from nerveseg import names
 from nerveseg.errors import NervesegError
@@ -29,6 +29,15 @@ INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
 
 _PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
 _PATH_ERRNOS = {errno.EROFS}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every script's parser: a bad argument is one ``error: ...`` line naming the script (exit 2), like every other
+    user error, instead of argparse's usage block; ``--help`` still shows the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR)
 
 
 def user_path_error(err: BaseException) -> str | None:
