@@ -109,12 +109,11 @@ class TuneSettings:
 
 
 def _setup_mlflow() -> tuple[Any, mlflow.MlflowClient, str]:
-    """Tracking settings from mlflow.yml / MLFLOW_TRACKING_URI, checked reachable, experiment ready."""
+    """Tracking settings from mlflow.yml / MLFLOW_TRACKING_URI, checked reachable (in seconds), experiment ready."""
     from nerveseg.track import store as tracking
 
     settings = tracking.load_mlflow_settings()
-    tracking.check_tracking_server(settings.tracking_uri)  # raises TrackingError(ValueError) in seconds
-    experiment_id = tracking.setup_mlflow(settings)
+    experiment_id = tracking.setup_mlflow(settings)  # checks the store first, as every command does
     return settings, mlflow.MlflowClient(settings.tracking_uri), experiment_id
 
 
