@@ -38,7 +38,12 @@ def git_state(root: Path = PROJ_ROOT) -> tuple[str, str]:
 
 
 def device_description() -> str:
-    """What trains: "GPU x1: NVIDIA H100 80GB HBM3" or "CPU: <model> (2 cores)"; timings depend on it."""
+    """What trains: "GPU x1: NVIDIA H100 80GB HBM3" or "CPU: AMD EPYC (family 26 model 2, 2 cores)".
+
+    Timings depend on it, and so do the numbers: TensorFlow's CPU kernels differ between CPU generations, so the same
+    config, seed and data give other weights on another one. A cloud CPU's model name can hide its generation
+    (every EPYC reads "AMD EPYC"), hence the family and model numbers beside it.
+    """
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -48,15 +53,26 @@ def device_description() -> str:
         except (RuntimeError, ValueError):
             name = gpus[0].name
         return f"GPU x{len(gpus)}: {name}"
-    model = platform.processor() or platform.machine()
+    info = _cpuinfo()
+    model = info.get("model name") or platform.processor() or platform.machine()
+    family, number = info.get("cpu family"), info.get("model")
+    generation = f"family {family} model {number}, " if family and number else ""
+    return f"CPU: {model} ({generation}{os.cpu_count()} cores)"
+
+
+def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none: macOS, Windows)."""
+    info: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        lines = path.read_text().splitlines()
     except OSError:
-        pass
-    return f"CPU: {model} ({os.cpu_count()} cores)"
+        return info
+    for line in lines:
+        if not line.strip():
+            break  # the end of the first processor's block
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return info
 
 
 def environment_tags(root: Path = PROJ_ROOT) -> dict[str, str]:
