@@ -51,7 +51,8 @@ from nerveseg import names
 from nerveseg.config import CHECKPOINT_RULES, load_config
 from nerveseg.data.synthetic import STYLES, generate
 from nerveseg.io_utils import atomic_write_text
-from protocol import cpu_model, cv_then_submit
+from nerveseg.provenance import cpu_description
+from protocol import cv_then_submit
 
 
 @dataclass
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({args.style}), "
         f"{args.test_subjects} test subjects, {args.folds} folds, epochs {args.epochs or 'of the config'}, "
         f"batch {args.batch_size}, config {args.config.name} "
-        f"{' '.join(args.set)}; machine: {cpu_model()}",
+        f"{' '.join(args.set)}; machine: {cpu_description()}",
         flush=True,
     )
     print(HEADER, flush=True)

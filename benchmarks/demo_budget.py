@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_seeds import DEMO_CONFIG, SeedRow, makefile_demo_sizes, makefile_demo_style, run_seed
 from nerveseg.data.synthetic import generate
 from nerveseg.io_utils import atomic_write_text
-from protocol import cpu_model
+from nerveseg.provenance import cpu_description
 
 DEFAULT_POINTS = "24x16x16x15,48x16x8x15,64x16x8x12,96x16x8x8,160x8x8x8"
 
@@ -85,7 +85,8 @@ HEADER = (
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = makefile_demo_sizes()
-    print(f"demo budget, seed {args.seed}, {sizes['test']} test images, data seed {sizes['data_seed']}; {cpu_model()}")
+    seeds = f"seed {args.seed}, {sizes['test']} test images, data seed {sizes['data_seed']}"
+    print(f"demo budget, {seeds}; {cpu_description()}")
     print(HEADER, flush=True)
     rows = []
     for point in args.points:
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     if args.out is not None:
-        atomic_write_text(args.out, json.dumps({"machine": cpu_model(), "seed": args.seed, "rows": rows}))
+        atomic_write_text(args.out, json.dumps({"machine": cpu_description(), "seed": args.seed, "rows": rows}))
         print(f"rows written to {args.out}")
 
 

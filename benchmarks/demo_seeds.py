@@ -41,7 +41,8 @@ from nerveseg.config import load_config
 from nerveseg.data.synthetic import STYLES, generate
 from nerveseg.io_utils import atomic_write_text
 from nerveseg.paths import PROJ_ROOT
-from protocol import cpu_model, cv_then_submit
+from nerveseg.provenance import cpu_description
+from protocol import cv_then_submit
 
 DEMO_CONFIG = PROJ_ROOT / "experiments" / "demo.yaml"
 MAKEFILE = PROJ_ROOT / "Makefile"
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         f"demo protocol over seeds {args.seeds}: {args.config.name} {' '.join(args.set)}, {args.subjects} subjects "
         f"x {args.images} images ({args.style}), {args.test} test images ({test_subjects} subjects), "
         f"data seed {args.data_seed}, "
-        f"{args.folds} folds; machine: {cpu_model()}",
+        f"{args.folds} folds; machine: {cpu_description()}",
         flush=True,
     )
     rows: list[SeedRow] = []
@@ -265,10 +266,10 @@ def main(argv: list[str] | None = None) -> None:
             print(row(rows[-1]), flush=True)
     print()
     print("\n".join(summary_lines(rows)))
-    print(f"machine: {cpu_model()}")
+    print(f"machine: {cpu_description()}")
     if args.out is not None:
         payload = [{**asdict(r), "gap": r.gap, "inside_pi": r.inside_pi} for r in rows]
-        document = {"machine": cpu_model(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": payload}
+        document = {"machine": cpu_description(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": payload}
         atomic_write_text(args.out, json.dumps(document))
         print(f"rows written to {args.out}")
 

@@ -9,7 +9,6 @@ Shared by ``cv_honesty.py`` and ``demo_seeds.py``.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -110,14 +109,3 @@ def cv_then_submit(root: Path, config: TrainConfig, *, experiment: str) -> Outco
         fold_curves=_fold_curves(uri, cv.parent_id),
         minutes=(time.perf_counter() - started) / 60,
     )
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), and how many cores this process may use."""
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores"

@@ -38,8 +38,8 @@ from nerveseg.cli import one_line_errors
 from nerveseg.config import TrainConfig, load_config
 from nerveseg.io_utils import atomic_create_text
 from nerveseg.logs import quiet_tensorflow
+from nerveseg.provenance import cpu_description
 from nerveseg.tune.search_space import SearchSpace, parse_search_space
-from protocol import cpu_model
 
 STUDY = "winners-curse"
 EXPERIMENT = "winners_curse"
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"winner's curse: {args.trials} trials of {args.config.name} {' '.join(args.set)} (learning rate "
         f"{LR_FACTOR}-{1 / LR_FACTOR:.2f}x, augmentation strength {AUGMENT_FACTORS[0]}-{AUGMENT_FACTORS[1]}x), "
-        f"{args.subjects} subjects x {args.images} images, {args.folds} folds; machine: {cpu_model()}",
+        f"{args.subjects} subjects x {args.images} images, {args.folds} folds; machine: {cpu_description()}",
         flush=True,
     )
     if args.work is not None:
@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="winners-curse-") as tmp:
             numbers = run(args, Path(tmp))
     print("\n".join(summary_lines(numbers, args.trials)))
-    print(f"machine: {cpu_model()}")
+    print(f"machine: {cpu_description()}")
     if args.out is not None:
-        document = {"machine": cpu_model(), "args": {k: str(v) for k, v in vars(args).items()}, **numbers}
+        document = {"machine": cpu_description(), "args": {k: str(v) for k, v in vars(args).items()}, **numbers}
         atomic_create_text(args.out, json.dumps(document, indent=1))
         print(f"numbers written to {args.out}")
     return 0

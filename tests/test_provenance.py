@@ -37,6 +37,7 @@ def test_a_cpu_is_named_with_its_generation(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # a GPU machine too
     monkeypatch.setattr(provenance, "_cpuinfo", lambda: {"model name": "AMD EPYC", "cpu family": "26", "model": "2"})
-    assert provenance.device_description() == f"CPU: AMD EPYC (family 26 model 2, {os.cpu_count()} cores)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert provenance.device_description() == f"CPU: AMD EPYC (family 26 model 2, {cores} cores)"
     monkeypatch.setattr(provenance, "_cpuinfo", dict)  # no /proc/cpuinfo (macOS): the platform's own name
-    assert provenance.device_description().endswith(f" ({os.cpu_count()} cores)")
+    assert provenance.cpu_description().endswith(f" ({cores} cores)")

@@ -38,12 +38,7 @@ def git_state(root: Path = PROJ_ROOT) -> tuple[str, str]:
 
 
 def device_description() -> str:
-    """What trains: "GPU x1: NVIDIA H100 80GB HBM3" or "CPU: AMD EPYC (family 26 model 2, 2 cores)".
-
-    Timings depend on it, and so do the numbers: TensorFlow's CPU kernels differ between CPU generations, so the same
-    config, seed and data give other weights on another one. A cloud CPU's model name can hide its generation
-    (every EPYC reads "AMD EPYC"), hence the family and model numbers beside it.
-    """
+    """What trains: "GPU x1: NVIDIA H100 80GB HBM3" or "CPU: " and :func:`cpu_description`; timings depend on it."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -53,11 +48,22 @@ def device_description() -> str:
         except (RuntimeError, ValueError):
             name = gpus[0].name
         return f"GPU x{len(gpus)}: {name}"
+    return f"CPU: {cpu_description()}"
+
+
+def cpu_description() -> str:
+    """ "AMD EPYC (family 26 model 2, 2 cores)": the CPU's name, generation and the cores this process may use.
+
+    The numbers depend on it as well as the timings: TensorFlow's CPU kernels differ between CPU generations, so the
+    same config, seed and data give other weights on another one. A cloud CPU's name can hide its generation (every
+    EPYC reads "AMD EPYC"), hence the family and model numbers beside it.
+    """
     info = _cpuinfo()
-    model = info.get("model name") or platform.processor() or platform.machine()
+    model = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     family, number = info.get("cpu family"), info.get("model")
     generation = f"family {family} model {number}, " if family and number else ""
-    return f"CPU: {model} ({generation}{os.cpu_count()} cores)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model} ({generation}{cores} cores)"
 
 
 def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
