@@ -52,7 +52,7 @@ def device_description() -> str:
 
 
 def cpu_description() -> str:
-    """ "AMD EPYC (family 26 model 2, 2 cores)": the CPU's name, generation and the cores this process may use.
+    """The CPU's name, generation and the cores this process may use: "AMD EPYC (family 26 model 2, 2 cores)".
 
     The numbers depend on it as well as the timings: TensorFlow's CPU kernels differ between CPU generations, so the
     same config, seed and data give other weights on another one. A cloud CPU's name can hide its generation (every
