@@ -8,7 +8,8 @@
 # U-Net into a LocalStore folder (--run-dir) and into an SQLite MLflow store (two seeds, then compare.py), the
 # ISBI U-Net and the patch CNN into LocalStore folders, each followed by its submission. The digest lists the
 # SHA-256 of every weight, OOF, post-processing and submission file and every numeric metric of the MLflow runs
-# (times and timestamps left out), so any changed number, file or name shows in the diff.
+# (times and timestamps left out), so any changed number, file or name shows in the diff. Make both digests on one
+# machine: another CPU generation trains other weights from the same code (provenance.cpu_description names it).
 set -euo pipefail
 out=${1:?usage: scripts/identical_numbers.sh OUT (a new folder)}
 [ -e "$out" ] && { echo "identical_numbers.sh: $out exists; give a new folder" >&2; exit 2; }
